@@ -1,0 +1,75 @@
+"""Runtime settings, from the environment (SPEC section 6), validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and what to do."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"AGI_LISTEN={value!r}: expected HOST:PORT, e.g. 127.0.0.1:4573")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "outbound-router"
+    ari_url: str = "http://127.0.0.1:8088"
+    ari_username: str = ""
+    ari_password: str = field(default="", repr=False)
+    ari_app: str = "outbound-router"
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    agi_allow: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        host, port = parse_listen(env.get("AGI_LISTEN", "127.0.0.1:4573"))
+        redis_url = env.get("REDIS_URL", cls.redis_url)
+        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+            raise SettingsError(
+                f"REDIS_URL={mask_url(redis_url)!r}: expected redis://, rediss://, unix:// "
+                "or redis+sentinel:// URL")
+        ari_url = env.get("ARI_URL", cls.ari_url).rstrip("/")
+        if urlsplit(ari_url).scheme not in ("http", "https"):
+            raise SettingsError(f"ARI_URL={mask_url(ari_url)!r}: expected http:// or https:// URL")
+        allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
+        return cls(
+            redis_url=redis_url,
+            redis_prefix=env.get("REDIS_PREFIX", cls.redis_prefix),
+            ari_url=ari_url,
+            ari_username=env.get("ARI_USERNAME", ""),
+            ari_password=env.get("ARI_PASSWORD", ""),
+            ari_app=env.get("ARI_APP", cls.ari_app),
+            agi_host=host,
+            agi_port=port,
+            agi_allow=allow,
+        )
+
+    def require_ari_credentials(self) -> None:
+        if not self.ari_username or not self.ari_password:
+            raise SettingsError(
+                "ARI_USERNAME and ARI_PASSWORD must be set to the credentials of an ari.conf "
+                "user (the lab's are in README, section 'The lab')")

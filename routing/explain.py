@@ -1,0 +1,66 @@
+"""``explain``: the routing decision for a number, without placing a call (SPEC section 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routing.plan import Selection, Status, select
+from routing.snapshot import Snapshot
+
+
+def explain(snapshot: Snapshot, digits: str, tenant: str | None = None) -> dict[str, Any]:
+    """The decision as the JSON object of SPEC section 6 (``share`` exact, as a float)."""
+    selection = select(snapshot, digits, tenant)
+    return to_json(selection, snapshot)
+
+
+def to_json(selection: Selection, snapshot: Snapshot) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "status": str(selection.status),
+        "number": selection.number,
+        "tiers": [
+            {
+                "priority": tier.priority,
+                "routes": [
+                    {
+                        "route": route.name,
+                        "carrier": route.carrier,
+                        "metric": route.metric,
+                        "share": float(share),
+                    }
+                    for route, share in zip(tier.routes, tier.shares(), strict=True)
+                ],
+            }
+            for tier in selection.tiers
+        ],
+        "version": snapshot.version,
+    }
+    if selection.blocked_by is not None:
+        result["blocked_by"] = selection.blocked_by.name
+    if selection.reason:
+        result["reason"] = selection.reason
+    return result
+
+
+def to_text(selection: Selection, snapshot: Snapshot, digits: str,
+            tenant: str | None = None) -> str:
+    """A human-readable rendering of the same decision."""
+    who = f" (tenant {tenant})" if tenant else ""
+    lines = [f"{digits}{who} -> {selection.number or '-'}: {selection.status}"
+             + (f" ({selection.reason})" if selection.reason and
+                selection.status is not Status.OK else "")]
+    if selection.status is Status.OK:
+        defaults = snapshot.defaults
+        for tier in selection.tiers:
+            lines.append(f"  priority {tier.priority}:")
+            for route, share in zip(tier.routes, tier.shares(), strict=True):
+                carrier = snapshot.carriers[route.carrier] if route.carrier else None
+                trunks = ", ".join(carrier.trunks) if carrier else "-"
+                lines.append(
+                    f"    {route.name:<24} carrier {route.carrier:<16} metric {route.metric:<4}"
+                    f" share {float(share):6.1%}  trunks: {trunks}"
+                )
+        lines.append(f"  max_attempts {defaults.max_attempts}, setup_timeout "
+                     f"{defaults.setup_timeout:g}s, ring_timeout {defaults.ring_timeout:g}s")
+    lines.append(f"  routes version {snapshot.version}")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Number normalisation to E.164 and formatting for a carrier (SPEC 2.1)."""
+
+from __future__ import annotations
+
+from routing.errors import InvalidNumber
+from routing.model import Carrier, Defaults
+
+MAX_E164_DIGITS = 15
+_DIGITS = frozenset("0123456789")
+
+
+def _all_digits(s: str) -> bool:
+    # str.isdigit() accepts non-ASCII digits (Arabic-Indic, superscripts...): refuse those.
+    return bool(s) and all(c in _DIGITS for c in s)
+
+
+def normalise(digits: str, defaults: Defaults) -> str:
+    """Return the E.164 form (``+`` and 1 to 15 digits) of what the caller dialled.
+
+    ``+...`` and ``<international_prefix>...`` are international; anything else made of digits
+    is national and gets the country code (after removing the national prefix, if any).
+    Surrounding white space is ignored; anything else (letters, ``&``, ``,``, ``/``, inner
+    spaces, too long, empty) raises :class:`InvalidNumber`.
+    """
+    raw = digits.strip()
+    if not raw:
+        raise InvalidNumber(digits, "empty")
+    if raw[0] == "+":
+        national = None
+        rest = raw[1:]
+    elif defaults.international_prefix and raw.startswith(defaults.international_prefix):
+        national = None
+        rest = raw[len(defaults.international_prefix):]
+    else:
+        national = raw
+        rest = ""
+    if national is not None:
+        if not _all_digits(national):
+            raise InvalidNumber(digits, "only digits, or + and digits, can be dialled")
+        if defaults.national_prefix and national.startswith(defaults.national_prefix):
+            national = national[len(defaults.national_prefix):]
+        rest = defaults.country_code + national
+        if not national:
+            raise InvalidNumber(digits, "no digits after the national prefix")
+    if not _all_digits(rest):
+        raise InvalidNumber(digits, "only digits, or + and digits, can be dialled")
+    if rest[0] == "0":
+        raise InvalidNumber(digits, "an E.164 number cannot start with 0")
+    if len(rest) > MAX_E164_DIGITS:
+        raise InvalidNumber(digits, f"more than {MAX_E164_DIGITS} digits")
+    return "+" + rest
+
+
+def format_number(e164: str, number_format: str, defaults: Defaults) -> str:
+    """Format an E.164 number the way a carrier wants it (``number_format`` of SPEC 1)."""
+    digits = e164[1:]
+    if number_format == "+E164":
+        return e164
+    if number_format == "E164":
+        return digits
+    if number_format == "00E164":
+        return "00" + digits
+    if number_format == "national":
+        cc = defaults.country_code
+        if digits.startswith(cc):
+            return defaults.national_prefix + digits[len(cc):]
+        return defaults.international_prefix + digits
+    raise ValueError(f"unknown number_format {number_format!r}")
+
+
+def format_for_carrier(e164: str, carrier: Carrier, defaults: Defaults) -> str:
+    """What goes before ``@trunk`` in the dial string: the carrier's prefix and the number."""
+    return carrier.prefix + format_number(e164, carrier.number_format, defaults)

@@ -1,0 +1,169 @@
+"""Choosing the attempts for a call (SPEC section 2).
+
+``select`` is the deterministic part (matching, block, stoppers, tiers); ``plan`` adds the
+weighted order and the trunk expansion with the randomness passed in, so that tests and
+``explain`` are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+
+from routing.errors import InvalidNumber
+from routing.model import Carrier, Route
+from routing.numbers import format_for_carrier, normalise
+from routing.snapshot import Snapshot
+
+# Q.850 causes the caller is hung up with when there is nothing to dial.
+CAUSE_INVALID_NUMBER_FORMAT = 28  # SIP 484
+CAUSE_NO_ROUTE_DESTINATION = 3  # SIP 404
+CAUSE_CALL_REJECTED = 21  # SIP 403
+
+
+class Status(StrEnum):
+    OK = "OK"
+    NO_ROUTE = "NO_ROUTE"
+    BLOCKED = "BLOCKED"
+    INVALID = "INVALID"
+    ERROR = "ERROR"
+
+
+_CALLER_CAUSE = {
+    Status.INVALID: CAUSE_INVALID_NUMBER_FORMAT,
+    Status.NO_ROUTE: CAUSE_NO_ROUTE_DESTINATION,
+    Status.BLOCKED: CAUSE_CALL_REJECTED,
+    Status.ERROR: 34,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    priority: int
+    routes: tuple[Route, ...]
+
+    def shares(self) -> tuple[Fraction, ...]:
+        """Exact probability of each route being the tier's first attempt."""
+        total = sum(r.metric for r in self.routes)
+        return tuple(Fraction(r.metric, total) for r in self.routes)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    status: Status
+    number: str | None
+    tiers: tuple[Tier, ...] = ()
+    blocked_by: Route | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    index: int  # 1-based
+    route: Route
+    carrier: Carrier
+    trunk: str
+    dial_number: str
+    setup_timeout: float
+    ring_timeout: float
+
+    @property
+    def endpoint(self) -> str:
+        """The PJSIP dial string: built only from validated parts."""
+        return f"PJSIP/{self.dial_number}@{self.trunk}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    status: Status
+    number: str | None
+    attempts: tuple[Attempt, ...] = ()
+    blocked_by: Route | None = None
+    reason: str = ""
+
+    @property
+    def caller_cause(self) -> int:
+        """The Q.850 cause to hang the caller up with when there is nothing to dial."""
+        return _CALLER_CAUSE.get(self.status, 0)
+
+
+def select(snapshot: Snapshot, digits: str, tenant: str | None = None) -> Selection:
+    """Normalise, match, apply block and stoppers, and group into tiers (SPEC 2.1 to 2.4)."""
+    try:
+        number = normalise(digits, snapshot.defaults)
+    except InvalidNumber as exc:
+        return Selection(Status.INVALID, None, reason=exc.reason)
+    routes = snapshot.match(number, tenant or None)
+    if not routes:
+        return Selection(Status.NO_ROUTE, number, reason="no route matches")
+    for route in routes:
+        if route.block:
+            return Selection(Status.BLOCKED, number, blocked_by=route,
+                             reason=f"blocked by route {route.name}")
+    stop_at = min((r.priority for r in routes if r.stopper), default=None)
+    if stop_at is not None:
+        routes = [r for r in routes if r.priority <= stop_at]
+    by_priority: dict[int, list[Route]] = {}
+    for route in routes:
+        by_priority.setdefault(route.priority, []).append(route)
+    tiers = tuple(Tier(p, tuple(by_priority[p])) for p in sorted(by_priority))
+    return Selection(Status.OK, number, tiers)
+
+
+def weighted_order(routes: tuple[Route, ...], rng: random.Random) -> list[Route]:
+    """Exact weighted sampling without replacement on ``metric`` (SPEC 2.5)."""
+    if len(routes) == 1:
+        return [routes[0]]
+    remaining = list(routes)
+    total = sum(r.metric for r in remaining)
+    ordered: list[Route] = []
+    while len(remaining) > 1:
+        point = rng.random() * total
+        chosen = len(remaining) - 1  # if rounding leaves point a hair above 0: the last one
+        for i, route in enumerate(remaining):
+            point -= route.metric
+            if point < 0:
+                chosen = i
+                break
+        route = remaining.pop(chosen)
+        ordered.append(route)
+        total -= route.metric
+    ordered.append(remaining[0])
+    return ordered
+
+
+def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
+         rng: random.Random) -> Plan:
+    """The ordered trunk attempts for a call (SPEC section 2)."""
+    selection = select(snapshot, digits, tenant)
+    if selection.status is not Status.OK:
+        return Plan(selection.status, selection.number, blocked_by=selection.blocked_by,
+                    reason=selection.reason)
+    number = selection.number
+    assert number is not None
+    defaults = snapshot.defaults
+    carriers = snapshot.carriers
+    limit = defaults.max_attempts
+    attempts: list[Attempt] = []
+    tried: set[str] = set()
+    for tier in selection.tiers:
+        for route in weighted_order(tier.routes, rng):
+            carrier_name = route.carrier
+            if carrier_name is None or carrier_name in tried:
+                continue
+            tried.add(carrier_name)
+            carrier = carriers[carrier_name]
+            dial_number = format_for_carrier(number, carrier, defaults)
+            trunks = list(carrier.trunks)
+            if len(trunks) > 1:
+                rng.shuffle(trunks)
+            for trunk in trunks:
+                attempts.append(Attempt(len(attempts) + 1, route, carrier, trunk, dial_number,
+                                        defaults.setup_timeout, defaults.ring_timeout))
+                if len(attempts) >= limit:
+                    return Plan(Status.OK, number, tuple(attempts))
+    if not attempts:
+        return Plan(Status.NO_ROUTE, number, reason="no carrier left to try")
+    return Plan(Status.OK, number, tuple(attempts))

@@ -1,0 +1,188 @@
+"""Outcome policy: after a failed attempt, try the next trunk or stop (SPEC section 3).
+
+A pure function of the attempt's hangup cause (Q.850), its SIP code when known, and what the
+attempt saw before failing (a provisional reply, early media, our own timers). Both the ARI app
+and the FastAGI ``outcome`` script call :func:`judge`; neither looks at ``DIALSTATUS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from routing.model import DEFAULT_FAILOVER, FailoverPolicy
+
+# Q.850 causes used here (Asterisk's AST_CAUSE_* values).
+NORMAL_CLEARING = 16
+USER_BUSY = 17
+NO_USER_RESPONSE = 18
+NO_ANSWER = 19
+CONGESTION = 34
+INTERWORKING = 127
+
+
+class Outcome(StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    UNREACHABLE = "unreachable"  # no provisional reply in time: a dead trunk
+    CANCELLED = "cancelled"  # the caller hung up
+    CONGESTION = "congestion"  # unreachable, congestion, server error
+    REJECTED = "rejected"  # the carrier refused this number or this call
+
+
+class Verdict(StrEnum):
+    DONE = "done"
+    RETRY = "retry"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What happened to one attempt."""
+
+    cause: int | None = None  # ChannelDestroyed.cause / HANGUPCAUSE
+    sip_code: int | None = None  # tech_cause / HANGUPCAUSE(chan,tech)
+    provisional: bool = False  # 180/183 (RINGING / PROGRESS) seen
+    early_media: bool = False  # 183 with media seen
+    answered: bool = False
+    setup_timeout: bool = False  # our setup timer fired before any provisional reply
+    ring_timeout: bool = False  # our ring timer fired after ringing started
+    caller_gone: bool = False  # the caller hung up while this attempt was in progress
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    outcome: Outcome
+    verdict: Verdict
+    cause: int  # the Q.850 cause this attempt would give the caller
+
+
+_BUSY_SIP = frozenset({486, 600})
+_NO_ANSWER_SIP = frozenset({480})
+_CANCELLED_SIP = frozenset({487})
+_CONGESTION_SIP = frozenset({408, 500, 502, 503, 504})
+#: SIP code -> the Q.850 cause a rejection gives the caller (Asterisk's own mapping).
+_REJECTED_SIP = {
+    401: 21, 403: 21, 407: 21, 603: 21,
+    404: 1, 485: 1, 604: 1,
+    484: 28,
+    410: 22,
+    488: 58, 606: 58,
+}
+_REJECTED_CAUSES = frozenset({1, 21, 22, 28, 58})
+_CONGESTION_CAUSES = frozenset({3, 18, 20, 27, 34, 38, 41, 42, 44, 47, 66, 102})
+
+#: When everything failed, the caller hears the most meaningful outcome (busy beats congestion).
+_RANK = {
+    Outcome.BUSY: 5,
+    Outcome.NO_ANSWER: 4,
+    Outcome.REJECTED: 3,
+    Outcome.CONGESTION: 2,
+    Outcome.UNREACHABLE: 2,
+    Outcome.CANCELLED: 1,
+    Outcome.ANSWERED: 0,
+}
+
+
+def classify(obs: Observation) -> Outcome:
+    """The outcome of an attempt, before any carrier override."""
+    if obs.answered:
+        return Outcome.ANSWERED
+    if obs.caller_gone:
+        return Outcome.CANCELLED
+    if obs.setup_timeout:
+        return Outcome.UNREACHABLE
+    if obs.ring_timeout:
+        return Outcome.NO_ANSWER
+    sip, cause = obs.sip_code, obs.cause
+    if sip in _BUSY_SIP or (sip is None and cause == USER_BUSY):
+        return Outcome.BUSY
+    if sip in _CANCELLED_SIP or (sip is None and cause == INTERWORKING):
+        return Outcome.CANCELLED
+    if sip in _NO_ANSWER_SIP or (sip is None and cause == NO_ANSWER):
+        # Asterisk reports its own dial timeout and a trunk that never answered alike
+        # (19/480): only whether a provisional reply came tells them apart.
+        return Outcome.NO_ANSWER if obs.provisional else Outcome.UNREACHABLE
+    if sip in _CONGESTION_SIP:
+        return Outcome.CONGESTION
+    if sip in _REJECTED_SIP:
+        return Outcome.REJECTED
+    if sip is None or sip < 300:
+        if cause in _REJECTED_CAUSES:
+            return Outcome.REJECTED
+        if cause == USER_BUSY:
+            return Outcome.BUSY
+    if cause in _CONGESTION_CAUSES:
+        return Outcome.CONGESTION
+    if sip is not None and 400 <= sip < 700:
+        return Outcome.REJECTED
+    # Anything else (a BYE before answer, an unknown cause): the trunk did not carry the
+    # call, so another one may.
+    return Outcome.CONGESTION
+
+
+def _caller_cause(outcome: Outcome, obs: Observation) -> int:
+    if outcome is Outcome.BUSY:
+        return USER_BUSY
+    if outcome is Outcome.NO_ANSWER:
+        return NO_ANSWER
+    if outcome is Outcome.REJECTED:
+        if obs.sip_code in _REJECTED_SIP:
+            return _REJECTED_SIP[obs.sip_code]
+        if obs.cause in _REJECTED_CAUSES:
+            return obs.cause
+        return 21
+    if outcome is Outcome.ANSWERED or outcome is Outcome.CANCELLED:
+        return NORMAL_CLEARING
+    return CONGESTION
+
+
+def _codes(obs: Observation) -> tuple[int | None, int | None]:
+    """The (cause, SIP code) a carrier override is checked against."""
+    if obs.setup_timeout:
+        return NO_USER_RESPONSE, 408
+    if obs.ring_timeout:
+        return NO_ANSWER, 480
+    return obs.cause, obs.sip_code
+
+
+_DEFAULT_VERDICT = {
+    Outcome.ANSWERED: Verdict.DONE,
+    Outcome.BUSY: Verdict.STOP,
+    Outcome.NO_ANSWER: Verdict.STOP,
+    Outcome.CANCELLED: Verdict.STOP,
+    Outcome.UNREACHABLE: Verdict.RETRY,
+    Outcome.CONGESTION: Verdict.RETRY,
+    Outcome.REJECTED: Verdict.RETRY,
+}
+
+
+def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judgement:
+    """Decide what to do after an attempt ended (SPEC section 3)."""
+    outcome = classify(obs)
+    verdict = _DEFAULT_VERDICT[outcome]
+    if outcome is not Outcome.ANSWERED and outcome is not Outcome.CANCELLED:
+        cause, sip = _codes(obs)
+        if sip in failover.stop or cause in failover.stop:
+            verdict = Verdict.STOP
+        elif sip in failover.retry or cause in failover.retry:
+            verdict = Verdict.RETRY
+        if (verdict is Verdict.RETRY and obs.early_media
+                and not failover.retry_after_early_media):
+            verdict = Verdict.STOP
+    return Judgement(outcome, verdict, _caller_cause(outcome, obs))
+
+
+def caller_cause(judgements: Sequence[Judgement]) -> int:
+    """The cause to hang the caller up with when no attempt answered.
+
+    The most meaningful outcome wins (busy, then no answer, then a rejection, then
+    congestion); among equals, the earliest attempt's.
+    """
+    best: Judgement | None = None
+    for j in judgements:
+        if best is None or _RANK[j.outcome] > _RANK[best.outcome]:
+            best = j
+    return best.cause if best is not None else CONGESTION

@@ -1,0 +1,37 @@
+"""The compact attempt trace stored in ROUTER_ATTEMPTS for the CDR.
+
+One entry per attempt, ``trunk:outcome:cause:sip`` joined by ``|``; e.g.
+``carrier-b:congestion:34:503|carrier-a:answered:16:200``. Only validated names go in
+(trunk names match routing.model.TRUNK_NAME_RE), so the separators cannot be forged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    trunk: str
+    outcome: str
+    cause: int | None = None
+    sip_code: int | None = None
+
+    def __str__(self) -> str:
+        cause = "" if self.cause is None else str(self.cause)
+        sip = "" if self.sip_code is None else str(self.sip_code)
+        return f"{self.trunk}:{self.outcome}:{cause}:{sip}"
+
+
+def format_trace(entries: Iterable[TraceEntry]) -> str:
+    return "|".join(str(e) for e in entries)
+
+
+def parse_trace(text: str) -> list[TraceEntry]:
+    entries = []
+    for item in filter(None, text.split("|")):
+        trunk, outcome, cause, sip = item.split(":")
+        entries.append(TraceEntry(trunk, outcome, int(cause) if cause else None,
+                                  int(sip) if sip else None))
+    return entries
