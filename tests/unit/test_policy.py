@@ -1,0 +1,94 @@
+"""The outcome policy (SPEC section 3) as a table, with the causes real Asterisk 22 reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.model import FailoverPolicy
+from routing.policy import Observation, Outcome, Verdict, caller_cause, judge
+
+O = Observation
+
+
+@pytest.mark.parametrize(
+    ("obs", "outcome", "verdict", "cause"),
+    [
+        (O(answered=True), Outcome.ANSWERED, Verdict.DONE, 16),
+        # ChannelDestroyed cause / tech_cause as recorded in shared/reference
+        (O(17, 486), Outcome.BUSY, Verdict.STOP, 17),
+        (O(17, 600), Outcome.BUSY, Verdict.STOP, 17),
+        (O(17, None), Outcome.BUSY, Verdict.STOP, 17),
+        (O(19, 480, provisional=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
+        (O(19, 480, provisional=True, ring_timeout=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
+        (O(19, 480), Outcome.UNREACHABLE, Verdict.RETRY, 34),  # dead trunk, Asterisk's timer
+        (O(16, None, setup_timeout=True), Outcome.UNREACHABLE, Verdict.RETRY, 34),
+        (O(127, 487), Outcome.CANCELLED, Verdict.STOP, 16),
+        (O(16, None, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
+        (O(18, 408), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(34, 503), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(38, 500), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(27, 502), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(102, 504), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(3, None), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(20, None), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(66, None), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(21, 403), Outcome.REJECTED, Verdict.RETRY, 21),
+        (O(21, 401), Outcome.REJECTED, Verdict.RETRY, 21),
+        (O(21, 407), Outcome.REJECTED, Verdict.RETRY, 21),
+        (O(21, 603), Outcome.REJECTED, Verdict.RETRY, 21),
+        (O(1, 404), Outcome.REJECTED, Verdict.RETRY, 1),
+        (O(1, 485), Outcome.REJECTED, Verdict.RETRY, 1),
+        (O(1, 604), Outcome.REJECTED, Verdict.RETRY, 1),
+        (O(28, 484), Outcome.REJECTED, Verdict.RETRY, 28),
+        (O(22, 410), Outcome.REJECTED, Verdict.RETRY, 22),
+        (O(58, 488), Outcome.REJECTED, Verdict.RETRY, 58),
+        (O(58, 606), Outcome.REJECTED, Verdict.RETRY, 58),
+        (O(1, None), Outcome.REJECTED, Verdict.RETRY, 1),
+        (O(16, None), Outcome.CONGESTION, Verdict.RETRY, 34),  # BYE before answer
+        (O(34, 503, provisional=True, early_media=True), Outcome.CONGESTION, Verdict.RETRY, 34),
+    ],
+)
+def test_default_policy(obs, outcome, verdict, cause) -> None:
+    j = judge(obs)
+    assert (j.outcome, j.verdict, j.cause) == (outcome, verdict, cause)
+
+
+def test_carrier_can_stop_on_a_code_that_normally_retries() -> None:
+    policy = FailoverPolicy(stop=frozenset({404}))
+    assert judge(O(1, 404), policy).verdict is Verdict.STOP
+    assert judge(O(34, 503), policy).verdict is Verdict.RETRY
+
+
+def test_carrier_can_retry_on_busy_and_on_ring_timeout() -> None:
+    policy = FailoverPolicy(retry=frozenset({17, 480}))
+    assert judge(O(17, 486), policy).verdict is Verdict.RETRY
+    assert judge(O(19, 480, provisional=True, ring_timeout=True), policy).verdict is Verdict.RETRY
+
+
+def test_override_never_retries_a_call_the_caller_abandoned() -> None:
+    policy = FailoverPolicy(retry=frozenset({16, 127, 487}))
+    assert judge(O(127, 487), policy).verdict is Verdict.STOP
+    assert judge(O(16, None, caller_gone=True), policy).verdict is Verdict.STOP
+
+
+def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
+    policy = FailoverPolicy(retry_after_early_media=False)
+    assert judge(O(34, 503, provisional=True, early_media=True), policy).verdict is Verdict.STOP
+    assert judge(O(34, 503, provisional=True), policy).verdict is Verdict.RETRY
+
+
+@pytest.mark.parametrize(
+    ("observations", "expected"),
+    [
+        ([O(34, 503), O(17, 486)], 17),  # busy beats congestion
+        ([O(17, 486), O(34, 503)], 17),
+        ([O(34, 503), O(1, 404)], 1),  # the number does not exist: more telling than 503
+        ([O(34, 503), O(34, 503)], 34),
+        ([O(19, 480), O(34, 503)], 34),  # a dead trunk is congestion to the caller
+        ([O(34, 503), O(19, 480, provisional=True)], 19),
+        ([O(21, 403), O(1, 404)], 21),  # equal rank: the first one
+        ([], 34),
+    ],
+)
+def test_caller_gets_the_most_meaningful_cause(observations, expected) -> None:
+    assert caller_cause([judge(o) for o in observations]) == expected
