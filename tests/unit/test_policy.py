@@ -7,7 +7,7 @@ import pytest
 from routing.model import FailoverPolicy
 from routing.policy import Observation, Outcome, Verdict, caller_cause, judge
 
-O = Observation
+O = Observation  # noqa: E741  (short alias keeps the table readable)
 
 
 @pytest.mark.parametrize(
