@@ -1,0 +1,245 @@
+"""The Stasis application: a thin translator between ARI events and the call flow.
+
+It routes every event by channel id to the owning call's queue (one task per call, so a slow
+call never stalls another), starts a :class:`~ari_app.call.Call` for each caller's
+``StasisStart`` with args ``[number]`` or ``[number, tenant]``, and after every websocket
+(re)connect reconciles what it may have missed from ``GET /channels`` and ``GET /bridges``:
+calls in progress learn the current state of their channels, bridged calls left by an earlier
+run are adopted (they go on; the other side is hung up when one leaves), and attempt channels
+and bridges nobody owns any more are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ari_app import events as ev
+from ari_app.call import Call, CallLogger
+from ari_app.client import AriClient, AriError, AriNotFound, AriUnavailable
+from ari_app.events import Event, EventType, parse_event
+from routing.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+SnapshotSource = Callable[[], Snapshot | None]
+
+
+class AdoptedCall:
+    """A bridged call found after a reconnect that no running call owns (e.g. the router was
+    restarted mid-call): it goes on, and when one side leaves the other is hung up."""
+
+    def __init__(self, ari: AriClient, bridge_id: str, channel_ids: list[str]) -> None:
+        self.ari = ari
+        self.bridge_id = bridge_id
+        self.channel_ids = channel_ids
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.log = CallLogger(log, {"call_id": channel_ids[0]})
+
+    def deliver(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    def reconcile(self, present: Mapping[str, Any]) -> None:
+        for cid in self.channel_ids:
+            if cid not in present:
+                self.deliver(ev.reconciled(cid, None))
+
+    async def run(self) -> None:
+        self.log.info("adopted bridged call %s", ",".join(self.channel_ids))
+        while True:
+            event = await self.queue.get()
+            if event.hangup:
+                break
+        for cid in self.channel_ids:
+            if cid != event.channel_id:
+                try:
+                    await self.ari.hangup(cid, ev.CAUSE_NORMAL)
+                except AriNotFound:
+                    pass
+        try:
+            await self.ari.destroy_bridge(self.bridge_id)
+        except AriNotFound:
+            pass
+
+
+Owner = Call | AdoptedCall
+
+
+class RouterApp:
+    """Wires the ARI client, the routing snapshot and the call flow together."""
+
+    def __init__(
+        self,
+        ari: AriClient,
+        snapshot: SnapshotSource,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ari = ari
+        self.snapshot = snapshot
+        self.rng = rng or random.Random()
+        self.owners: dict[str, Owner] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        #: Results of finished calls, newest last (bounded; for tests and metrics).
+        self.finished: list[Call] = []
+        self.reconciled = asyncio.Event()
+
+    # -- Registry (used by Call) --------------------------------------------------------
+
+    def register(self, channel_id: str, call: Call) -> None:
+        self.owners[channel_id] = call
+
+    def unregister(self, channel_id: str) -> None:
+        self.owners.pop(channel_id, None)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; then tear down the calls in progress."""
+        try:
+            await self.ari.run_events(self.on_event, self.on_connected)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s crashed", task.get_name(), exc_info=task.exception())
+
+    def on_event(self, raw: Mapping[str, Any]) -> None:
+        """Websocket callback: route, never block."""
+        try:
+            event = parse_event(raw)
+        except ValueError as exc:
+            log.warning("ignored an ARI message: %s", exc)
+            return
+        if event.application not in (None, self.ari.app):
+            return
+        owner = self.owners.get(event.channel_id or "")
+        if owner is not None:
+            owner.deliver(event)
+            return
+        if event.type != EventType.STASIS_START or event.channel_id is None:
+            return
+        if event.args[:1] == (ev.ATTEMPT_ARG,):
+            # An attempt channel whose call is over (it raced with the call's end).
+            log.info("hanging up leftover attempt channel %s", event.channel_id)
+            self._spawn(self._hangup(event.channel_id), f"hangup-{event.channel_id}")
+            return
+        self.start_call(event.channel_id, event.args)
+
+    def start_call(self, caller_id: str, args: tuple[str, ...]) -> Call:
+        call = Call(self.ari, self, caller_id, args, self.snapshot(), self.rng)
+        self.owners[caller_id] = call  # before any await: later events go to its queue
+        self._spawn(self._run_call(call), f"call-{caller_id}")
+        return call
+
+    async def _run_call(self, call: Call) -> None:
+        await call.run()
+        self.finished.append(call)
+        del self.finished[:-1000]
+
+    async def _hangup(self, channel_id: str, cause: int | None = None) -> None:
+        try:
+            await self.ari.hangup(channel_id, cause)
+        except AriNotFound:
+            pass
+        except (AriError, AriUnavailable) as exc:
+            log.warning("hanging up %s failed: %s", channel_id, exc)
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    async def on_connected(self) -> None:
+        try:
+            await self.reconcile()
+        except (AriError, AriUnavailable) as exc:
+            log.warning("reconciling after connect failed: %s", exc)
+        finally:
+            self.reconciled.set()
+
+    async def reconcile(self) -> None:
+        """Bring the calls in line with what Asterisk has now (events may have been lost)."""
+        channels, bridges = await asyncio.gather(
+            self.ari.list_channels(), self.ari.list_bridges()
+        )
+        # Nothing awaits from here on: no event can slip in between reading and acting.
+        present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
+        seen: set[int] = set()
+        for owner in list(self.owners.values()):
+            if id(owner) not in seen:
+                seen.add(id(owner))
+                owner.reconcile(present)
+        handled: set[str] = set()
+        app = self.ari.app
+        for bridge in bridges:
+            bid = bridge.get("id")
+            if bridge.get("name") != app or not isinstance(bid, str):
+                continue
+            members = [m for m in bridge.get("channels", []) if isinstance(m, str)]
+            if any(m in self.owners for m in members) or self._owns_bridge(bid):
+                continue
+            handled.update(members)
+            live = [m for m in members if m in present]
+            if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
+                adopted = AdoptedCall(self.ari, bid, live)
+                for m in live:
+                    self.owners[m] = adopted
+                self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
+            else:
+                log.info("removing leftover bridge %s and its channels %s", bid, live)
+                self._spawn(self._remove(bid, live), f"remove-{bid}")
+        for cid, channel in present.items():
+            if cid in self.owners or cid in handled:
+                continue
+            dialplan = channel.get("dialplan") or {}
+            args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
+            if args is None or dialplan.get("app_name") != "Stasis":
+                continue
+            if args[:1] == (ev.ATTEMPT_ARG,):
+                log.info("hanging up leftover attempt channel %s", cid)
+                self._spawn(self._hangup(cid), f"hangup-{cid}")
+            elif channel.get("state") in ("Ring", "Down", "Ringing"):
+                log.info("taking over caller %s whose StasisStart was missed", cid)
+                self.start_call(cid, args)
+            else:
+                log.info("hanging up caller %s left without a call", cid)
+                self._spawn(self._hangup(cid, ev.CAUSE_NORMAL), f"hangup-{cid}")
+
+    def _owns_bridge(self, bridge_id: str) -> bool:
+        return any(
+            isinstance(o, Call) and o.bridge_id == bridge_id for o in self.owners.values()
+        )
+
+    async def _run_adopted(self, adopted: AdoptedCall) -> None:
+        try:
+            await adopted.run()
+        finally:
+            for cid in adopted.channel_ids:
+                if self.owners.get(cid) is adopted:
+                    del self.owners[cid]
+
+    async def _remove(self, bridge_id: str, channel_ids: list[str]) -> None:
+        for cid in channel_ids:
+            await self._hangup(cid, ev.CAUSE_CONGESTION)
+        try:
+            await self.ari.destroy_bridge(bridge_id)
+        except AriNotFound:
+            pass
+        except (AriError, AriUnavailable) as exc:
+            log.warning("destroying bridge %s failed: %s", bridge_id, exc)

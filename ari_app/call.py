@@ -1,0 +1,520 @@
+"""One outbound call through ARI: plan, dial trunk after trunk, bridge the winner, clean up.
+
+A :class:`Call` runs as one asyncio task fed by its own event queue (the dispatcher in
+``ari_app.app`` routes every event of the caller channel and of the call's attempt channels
+there). Each trunk attempt is an :class:`AttemptLeg` whose :class:`AttemptState` moves
+
+    creating -> dialling -> ringing | early-media -> answered
+                      \\-> failed / abandoned (from any state before answered)
+
+The leg only records what it saw; what to do next is ``routing.policy.judge``'s call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ari_app import events as ev
+from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable
+from ari_app.events import Event, EventType
+from routing import variables as var
+from routing.plan import Attempt, Plan, Status, plan
+from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
+from routing.snapshot import Snapshot
+from routing.trace import TraceEntry, format_trace
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds given to Asterisk's own /dial timeout, a backstop behind our timers.
+DIAL_TIMEOUT_MARGIN = 2.0
+#: How long the call waits for a hung-up leg's ChannelDestroyed before moving on.
+DESTROY_WAIT = 2.0
+
+
+class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Puts the call id in front of every line of a call."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+class AttemptState(StrEnum):
+    CREATING = "creating"  # POST /channels/create sent, waiting for the leg's StasisStart
+    DIALLING = "dialling"  # /dial sent, no provisional reply yet: the setup timer runs
+    RINGING = "ringing"  # 180 seen: the ring timer runs
+    EARLY_MEDIA = "early-media"  # 183 seen: the ring timer runs
+    ANSWERED = "answered"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # the caller hung up while this attempt was in progress
+
+
+_LIVE = frozenset(
+    {AttemptState.CREATING, AttemptState.DIALLING, AttemptState.RINGING, AttemptState.EARLY_MEDIA}
+)
+
+
+@dataclass
+class AttemptLeg:
+    """One trunk attempt: the channel we created and everything it showed."""
+
+    attempt: Attempt
+    channel_id: str
+    started: float
+    state: AttemptState = AttemptState.CREATING
+    in_stasis: bool = False
+    provisional: bool = False
+    early_media: bool = False
+    setup_timeout: bool = False
+    ring_timeout: bool = False
+    caller_gone: bool = False
+    destroyed: bool = False
+    hangup_sent: bool = False
+    cause: int | None = None
+    sip_code: int | None = None
+    ring_started: float | None = None
+    ended: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in _LIVE
+
+    # -- transitions -----------------------------------------------------------------
+
+    def entered_stasis(self) -> None:
+        self.in_stasis = True
+
+    def dialled(self) -> None:
+        if self.state is AttemptState.CREATING:
+            self.state = AttemptState.DIALLING
+
+    def alerted(self, now: float, *, media: bool) -> None:
+        """A provisional reply: 180 (ringing) or 183 (early media)."""
+        self.provisional = True
+        self.early_media = self.early_media or media
+        if self.ring_started is None:
+            self.ring_started = now
+        if self.state in (AttemptState.DIALLING, AttemptState.RINGING):
+            self.state = AttemptState.EARLY_MEDIA if media else AttemptState.RINGING
+
+    def answered(self) -> None:
+        if self.live:
+            self.state = AttemptState.ANSWERED
+
+    def timed_out(self, now: float) -> None:
+        """Our own timer fired: setup (no provisional reply) or ring (no answer)."""
+        if self.provisional:
+            self.ring_timeout = True
+        else:
+            self.setup_timeout = True
+        self.fail(now)
+
+    def abandon(self, now: float) -> None:
+        self.caller_gone = True
+        if self.live:
+            self.state = AttemptState.ABANDONED
+            self.ended = now
+
+    def fail(self, now: float, cause: int | None = None, sip_code: int | None = None) -> None:
+        if cause is not None:
+            self.cause = cause
+        if sip_code is not None:
+            self.sip_code = sip_code
+        if self.live:
+            self.state = AttemptState.FAILED
+            self.ended = now
+
+    def gone(self, now: float, cause: int | None, sip_code: int | None) -> None:
+        """ChannelDestroyed (or the channel vanished while we were not listening)."""
+        self.destroyed = True
+        if self.cause is None:
+            self.cause = cause
+        if self.sip_code is None:
+            self.sip_code = sip_code
+        if self.live:
+            self.state = AttemptState.FAILED
+            self.ended = now
+
+    def observation(self) -> Observation:
+        return Observation(
+            cause=self.cause,
+            sip_code=self.sip_code,
+            provisional=self.provisional,
+            early_media=self.early_media,
+            answered=self.state is AttemptState.ANSWERED,
+            setup_timeout=self.setup_timeout,
+            ring_timeout=self.ring_timeout,
+            caller_gone=self.caller_gone,
+        )
+
+    def on_event(self, event: Event, now: float) -> None:
+        if event.type == EventType.STASIS_START:
+            self.entered_stasis()
+        elif event.answered:
+            self.answered()
+        elif event.provisional:
+            self.alerted(now, media=event.early_media)
+        elif event.type == EventType.CHANNEL_HANGUP_REQUEST and not event.soft:
+            # Carries the carrier's answer early; ChannelDestroyed repeats it.
+            if self.cause is None:
+                self.cause = event.cause
+            if self.sip_code is None:
+                self.sip_code = event.tech_cause
+        elif event.type == EventType.CHANNEL_DESTROYED:
+            self.gone(now, event.cause, event.tech_cause)
+        elif event.type == EventType.RECONCILED:
+            if event.channel_state is None:
+                self.gone(now, None, None)
+            elif event.channel_state == ev.ChannelState.UP:
+                self.answered()
+            elif event.channel_state == ev.ChannelState.RINGING:
+                self.alerted(now, media=False)
+
+
+class Registry(Protocol):
+    """What a call needs from the dispatcher: route a channel's events to it."""
+
+    def register(self, channel_id: str, call: Call) -> None: ...
+    def unregister(self, channel_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    status: Status
+    outcome: Outcome | None = None  # the last attempt's outcome (ANSWERED when connected)
+    caller_cause: int | None = None  # cause the caller was hung up with (None: it left)
+    trace: str = ""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+@dataclass
+class Call:
+    """The state of one call; :meth:`run` is the whole call flow."""
+
+    ari: AriClient
+    registry: Registry
+    caller_id: str
+    args: Sequence[str]
+    snapshot: Snapshot | None
+    rng: random.Random
+    clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
+    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    caller_gone: bool = False
+    bridge_id: str | None = None
+    legs: list[AttemptLeg] = field(default_factory=list)
+    trace: list[TraceEntry] = field(default_factory=list)
+    result: CallResult | None = None
+
+    def __post_init__(self) -> None:
+        self.log = CallLogger(log, {"call_id": self.caller_id})
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Called by the dispatcher, never blocks."""
+        self.queue.put_nowait(event)
+
+    def channel_ids(self) -> list[str]:
+        return [self.caller_id, *(leg.channel_id for leg in self.legs)]
+
+    async def _next(self, deadline: float | None) -> Event | None:
+        """The next event, or None when ``deadline`` (loop time) passed first."""
+        if deadline is None:
+            return await self.queue.get()
+        timeout = deadline - self.clock()
+        if timeout <= 0:
+            return self.queue.get_nowait() if not self.queue.empty() else None
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def _caller_event(self, event: Event) -> None:
+        if event.hangup and not self.caller_gone:
+            self.caller_gone = True
+            self.log.info("caller hung up (%s)", event.type)
+
+    async def _quietly(self, what: str, coro: Any) -> bool:
+        """Run a REST call whose failure only matters for the log (the channel may be gone)."""
+        try:
+            await coro
+            return True
+        except AriNotFound:
+            return False
+        except (AriError, AriUnavailable) as exc:
+            self.log.warning("%s failed: %s", what, exc)
+            return False
+
+    async def _set_variables(self, values: dict[str, str]) -> None:
+        await asyncio.gather(
+            *(
+                self._quietly(f"set {name}", self.ari.set_variable(self.caller_id, name, value))
+                for name, value in values.items()
+            )
+        )
+
+    async def _hangup_caller(self, cause: int) -> None:
+        if not self.caller_gone:
+            await self._quietly("hang up caller", self.ari.hangup(self.caller_id, cause))
+
+    async def _hangup_leg(self, leg: AttemptLeg) -> None:
+        if leg.destroyed or leg.hangup_sent:
+            return
+        leg.hangup_sent = True
+        await self._quietly(f"hang up {leg.channel_id}", self.ari.hangup(leg.channel_id))
+
+    # -- the flow ----------------------------------------------------------------------
+
+    async def run(self) -> CallResult:
+        self.registry.register(self.caller_id, self)
+        try:
+            self.result = await self._route()
+        except (AriError, AriUnavailable) as exc:
+            self.log.error("call failed on an ARI error: %s", exc)
+            self.result = CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION,
+                                     trace=format_trace(self.trace))
+            await self._hangup_caller(ev.CAUSE_CONGESTION)
+        finally:
+            await self._cleanup()
+        return self.result
+
+    async def _route(self) -> CallResult:
+        match list(self.args):
+            case [number]:
+                tenant = None
+            case [number, tenant, *_]:
+                tenant = tenant or None
+            case _:
+                number, tenant = "", None
+        if self.snapshot is None:
+            self.log.error("no routing table loaded (is the routes file seeded into Redis?)")
+            await self._set_variables({var.STATUS: Status.ERROR})
+            await self._hangup_caller(ev.CAUSE_CONGESTION)
+            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+        the_plan = plan(self.snapshot, number, tenant, rng=self.rng)
+        base_vars = {var.STATUS: str(the_plan.status), var.VERSION: self.snapshot.version}
+        if the_plan.number:
+            base_vars[var.NUMBER] = the_plan.number
+        if the_plan.status is not Status.OK:
+            cause = the_plan.caller_cause
+            self.log.info(
+                "number %r tenant %r: %s (%s), hanging up with cause %d",
+                number, tenant, the_plan.status, the_plan.reason, cause,
+            )
+            await self._set_variables(base_vars)
+            await self._hangup_caller(cause)
+            return CallResult(the_plan.status, caller_cause=cause)
+        self.log.info(
+            "number %s tenant %s: %d attempt(s) %s",
+            the_plan.number, tenant, len(the_plan.attempts),
+            ",".join(a.trunk for a in the_plan.attempts),
+        )
+        return await self._attempts(the_plan, base_vars)
+
+    async def _attempts(self, the_plan: Plan, base_vars: dict[str, str]) -> CallResult:
+        judgements: list[Judgement] = []
+        await self._prepare_caller()
+        last: Judgement | None = None
+        for attempt in the_plan.attempts:
+            if self.caller_gone:
+                break
+            leg = await self._try(attempt)
+            last = judge(leg.observation(), attempt.carrier.failover)
+            self._record(leg, last)
+            if last.verdict is Verdict.DONE:
+                return await self._connected(leg, base_vars)
+            judgements.append(last)
+            if last.verdict is Verdict.STOP or self.caller_gone:
+                break
+        self._drain_caller_events()
+        values = {**base_vars, var.ATTEMPTS: format_trace(self.trace)}
+        if self.caller_gone:
+            await self._set_variables(values)
+            return CallResult(Status.OK, last.outcome if last else None, None,
+                              format_trace(self.trace))
+        cause = caller_cause(judgements)
+        self.log.info("no attempt answered: hanging up the caller with cause %d", cause)
+        await self._set_variables(values)
+        await self._hangup_caller(cause)
+        return CallResult(Status.OK, last.outcome if last else None, cause,
+                          format_trace(self.trace))
+
+    def _drain_caller_events(self) -> None:
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event.channel_id == self.caller_id:
+                self._caller_event(event)
+
+    async def _prepare_caller(self) -> None:
+        """Ringback to the phone and one mixing bridge for the whole call."""
+        self.bridge_id = new_id("orb")
+        await asyncio.gather(
+            self._quietly("ring caller", self.ari.ring(self.caller_id)),
+            self.ari.create_bridge(self.bridge_id, name=self.ari.app),
+        )
+
+    def _record(self, leg: AttemptLeg, judgement: Judgement) -> None:
+        obs = leg.observation()
+        sip = 200 if obs.answered else leg.sip_code
+        cause = 16 if obs.answered else leg.cause
+        if obs.setup_timeout:
+            sip = None
+        self.trace.append(TraceEntry(leg.attempt.trunk, str(judgement.outcome), cause, sip))
+        elapsed = (leg.ended or self.clock()) - leg.started
+        self.log.info(
+            "attempt %d trunk=%s carrier=%s state=%s outcome=%s cause=%s sip=%s "
+            "provisional=%s early_media=%s verdict=%s %.2fs",
+            leg.attempt.index, leg.attempt.trunk, leg.attempt.carrier.name, leg.state,
+            judgement.outcome, leg.cause, leg.sip_code, leg.provisional, leg.early_media,
+            judgement.verdict, elapsed,
+        )
+
+    async def _try(self, attempt: Attempt) -> AttemptLeg:
+        now = self.clock()
+        leg = AttemptLeg(attempt, new_id("ora"), now)
+        self.legs.append(leg)
+        self.registry.register(leg.channel_id, self)
+        setup_deadline = now + attempt.setup_timeout
+        try:
+            await self.ari.create_channel(
+                attempt.endpoint,
+                channel_id=leg.channel_id,
+                app_args=(ev.ATTEMPT_ARG, self.caller_id),
+                originator=self.caller_id,
+            )
+        except (AriError, AriUnavailable) as exc:
+            self.log.error("attempt %d: creating %s failed: %s",
+                           attempt.index, attempt.endpoint, exc)
+            leg.hangup_sent = True  # nothing to hang up
+            leg.fail(self.clock())
+            return leg
+        # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.
+        while not leg.in_stasis and leg.live:
+            if not await self._step(leg, setup_deadline):
+                break
+        if not leg.live:
+            return await self._finish(leg)
+        if not leg.in_stasis:  # setup timer fired while it was still being created
+            await self._hangup_leg(leg)
+            return await self._finish(leg)
+        try:
+            members = [leg.channel_id]
+            if len(self.legs) == 1:
+                members.insert(0, self.caller_id)
+            assert self.bridge_id is not None
+            await self.ari.add_channel(self.bridge_id, members)
+            backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
+            await self.ari.dial(leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop))
+        except (AriNotFound, AriConflict) as exc:
+            # The leg (or the caller) went away under us: its events tell the rest.
+            self.log.info("attempt %d: %s", attempt.index, exc)
+        leg.dialled()
+        while leg.live:
+            deadline = (
+                setup_deadline
+                if leg.ring_started is None
+                else leg.ring_started + attempt.ring_timeout
+            )
+            await self._step(leg, deadline)
+        return await self._finish(leg)
+
+    async def _step(self, leg: AttemptLeg, deadline: float) -> bool:
+        """Handle one event of the attempt, or its timer. False when the timer fired."""
+        event = await self._next(deadline)
+        now = self.clock()
+        if event is None:
+            leg.timed_out(now)
+            self.log.info(
+                "attempt %d: %s timer fired", leg.attempt.index,
+                "ring" if leg.ring_timeout else "setup",
+            )
+            await self._hangup_leg(leg)
+            return False
+        if event.channel_id == self.caller_id:
+            self._caller_event(event)
+            if self.caller_gone and leg.live:
+                leg.abandon(now)
+                await self._hangup_leg(leg)
+        elif event.channel_id == leg.channel_id:
+            leg.on_event(event, now)
+        return True
+
+    async def _finish(self, leg: AttemptLeg) -> AttemptLeg:
+        """The attempt is over: make sure its channel goes, and get its hangup cause."""
+        if leg.state is AttemptState.ANSWERED:
+            return leg
+        if not leg.destroyed and not leg.hangup_sent:
+            await self._hangup_leg(leg)
+        if not leg.destroyed and not (leg.setup_timeout or leg.ring_timeout or leg.caller_gone):
+            # The carrier's cause comes with ChannelDestroyed: wait for it briefly.
+            deadline = self.clock() + DESTROY_WAIT
+            while not leg.destroyed:
+                event = await self._next(deadline)
+                if event is None:
+                    break
+                if event.channel_id == self.caller_id:
+                    self._caller_event(event)
+                elif event.channel_id == leg.channel_id:
+                    leg.on_event(event, self.clock())
+        return leg
+
+    async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:
+        """The leg answered: answer the caller, keep the bridge until either side hangs up."""
+        self.log.info("answered by %s (%s)", leg.attempt.trunk, leg.attempt.carrier.name)
+        trace = format_trace(self.trace)
+        if not self.caller_gone:
+            await asyncio.gather(
+                self._quietly("answer caller", self.ari.answer(self.caller_id)),
+                self._set_variables({
+                    **base_vars,
+                    var.CARRIER: leg.attempt.carrier.name,
+                    var.TRUNK: leg.attempt.trunk,
+                    var.ATTEMPTS: trace,
+                }),
+            )
+        while not self.caller_gone and not leg.destroyed:
+            event = await self._next(None)
+            if event.channel_id == self.caller_id:
+                self._caller_event(event)
+            elif event.channel_id == leg.channel_id and event.hangup:
+                leg.destroyed = leg.destroyed or event.type in (
+                    EventType.CHANNEL_DESTROYED, EventType.RECONCILED)
+                if event.type == EventType.CHANNEL_DESTROYED:
+                    leg.cause = event.cause
+                break
+        if self.caller_gone:
+            self.log.info("caller hung up: hanging up %s", leg.attempt.trunk)
+            await self._hangup_leg(leg)
+        else:
+            self.log.info("%s hung up: hanging up the caller", leg.attempt.trunk)
+            leg.hangup_sent = True  # it is going away by itself
+            await self._hangup_caller(ev.CAUSE_NORMAL)
+        return CallResult(Status.OK, Outcome.ANSWERED, None, trace)
+
+    async def _cleanup(self) -> None:
+        """Whatever happened: no attempt channel and no bridge of this call survives it."""
+        for leg in self.legs:
+            if not leg.destroyed and not leg.hangup_sent:
+                await self._hangup_leg(leg)
+        if self.bridge_id is not None:
+            await self._quietly("destroy bridge", self.ari.destroy_bridge(self.bridge_id))
+        for cid in self.channel_ids():
+            self.registry.unregister(cid)
+
+    # -- after a websocket reconnect --------------------------------------------------
+
+    def reconcile(self, present: dict[str, dict[str, Any]]) -> None:
+        """Tell the call what ``GET /channels`` shows of its channels (events may be lost)."""
+        for cid in self.channel_ids():
+            channel = present.get(cid)
+            state = channel.get("state") if channel else None
+            self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None))

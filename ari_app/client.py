@@ -1,0 +1,332 @@
+"""A small typed ARI client on aiohttp: the REST calls the router needs and one supervised
+events websocket.
+
+Why not a library: ari-py does not import on Python 3, ari-client 0.9 spins on a closed
+websocket and asyncari hangs after a drop (issue 4). This client does little on purpose:
+
+* REST: one :class:`aiohttp.ClientSession` with keep-alive, HTTP basic auth in a header (never
+  in a URL, so never in a log line; not ``api_key=`` in the query as many clients do),
+  errors raised as :class:`AriError` subclasses.
+* Events: :meth:`AriClient.run_events` keeps one websocket open for the application, reconnects
+  with capped exponential backoff and jitter, pings it (heartbeat) so a dead peer is noticed,
+  and hands every decoded message to a *synchronous* callback: the callback only routes the
+  event to a queue, so a slow call can never hold up the reader. After every (re)connect it
+  runs an ``on_connected`` coroutine (the app reconciles what it missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+
+class AriError(Exception):
+    """A REST call failed: Asterisk answered with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        super().__init__(f"{method} {path}: {status} {message}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+
+
+class AriNotFound(AriError):
+    """404: the channel or bridge is gone (often fine: it hung up first)."""
+
+
+class AriConflict(AriError):
+    """409: e.g. the channel is not in Stasis yet, or is no longer in the 'Down' state."""
+
+
+class AriUnavailable(Exception):
+    """Asterisk could not be reached (connection refused, reset, timeout)."""
+
+
+def public_url(url: URL) -> str:
+    """``url`` without user info or query: safe to log."""
+    return str(url.with_user(None).with_password(None).with_query(None))
+
+
+def ari_base_url(url: str) -> URL:
+    """``ARI_URL`` (``http://127.0.0.1:8088``, with or without ``/ari``) -> ``.../ari``."""
+    u = URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ValueError(f"ARI_URL must be an http(s) URL, got {public_url(u)!r}")
+    path = u.path.rstrip("/")
+    if not path.endswith("/ari"):
+        path = f"{path}/ari"
+    return u.with_user(None).with_password(None).with_query(None).with_path(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: ``initial`` doubling up to ``maximum``, with +-``jitter`` (fraction)."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    jitter: float = 0.2
+
+    def delays(self, rng: random.Random) -> Callable[[], float]:
+        current = self.initial
+
+        def next_delay() -> float:
+            nonlocal current
+            delay = current * (1 + rng.uniform(-self.jitter, self.jitter))
+            current = min(current * 2, self.maximum)
+            return delay
+
+        return next_delay
+
+
+EventCallback = Callable[[Mapping[str, Any]], None]
+ConnectedCallback = Callable[[], Awaitable[None]]
+
+
+class AriClient:
+    """REST + events for one ARI application.
+
+    Use as ``async with AriClient(...) as ari:``, or call :meth:`close` yourself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        app: str,
+        *,
+        request_timeout: float = 10.0,
+        heartbeat: float = 10.0,
+        backoff: Backoff = Backoff(),
+        max_connections: int = 64,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = ari_base_url(url)
+        self.app = app
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}  # kept out of every URL and log
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._heartbeat = heartbeat
+        self._backoff = backoff
+        self._max_connections = max_connections
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        #: Set while the events websocket is open.
+        self.connected = asyncio.Event()
+        #: How many times the events websocket was opened (tests and metrics).
+        self.connections = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout, connector=connector
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> AriClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def drop_connection(self) -> None:
+        """Close the events websocket (it reconnects): for tests and operators."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    # -- REST ----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        url = self.base.with_path(self.base.path + path, encoded=False)
+        try:
+            async with self.session.request(method, url, params=params, json=body) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    message = text
+                    try:
+                        data = json.loads(text)
+                        if isinstance(data, dict):
+                            message = str(data.get("message") or data.get("error") or text)
+                    except ValueError:
+                        pass
+                    cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
+                    raise cls(method, path, resp.status, message)
+                if not text:
+                    return None
+                return json.loads(text)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AriUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+
+    async def create_channel(
+        self,
+        endpoint: str,
+        *,
+        channel_id: str,
+        app_args: Sequence[str] = (),
+        originator: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        params = {"endpoint": endpoint, "app": self.app, "channelId": channel_id}
+        if app_args:
+            params["appArgs"] = ",".join(app_args)
+        if originator:
+            params["originator"] = originator
+        body = {"variables": dict(variables)} if variables else None
+        result: dict[str, Any] = await self._request("POST", "/channels/create", params, body)
+        return result
+
+    async def dial(
+        self, channel_id: str, *, caller: str | None = None, dial_timeout: int | None = None
+    ) -> None:
+        """Dial a channel made by :meth:`create_channel`; ``dial_timeout`` in seconds."""
+        params: dict[str, str] = {}
+        if caller:
+            params["caller"] = caller
+        if dial_timeout is not None:
+            params["timeout"] = str(dial_timeout)
+        await self._request("POST", f"/channels/{channel_id}/dial", params)
+
+    async def answer(self, channel_id: str) -> None:
+        await self._request("POST", f"/channels/{channel_id}/answer")
+
+    async def ring(self, channel_id: str) -> None:
+        await self._request("POST", f"/channels/{channel_id}/ring")
+
+    async def hangup(self, channel_id: str, reason_code: int | None = None) -> None:
+        params = {"reason_code": str(reason_code)} if reason_code is not None else None
+        await self._request("DELETE", f"/channels/{channel_id}", params)
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self._request(
+            "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
+        )
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/channels")
+        return result
+
+    async def create_bridge(
+        self, bridge_id: str, *, name: str = "", bridge_type: str = "mixing"
+    ) -> dict[str, Any]:
+        params = {"type": bridge_type, "bridgeId": bridge_id}
+        if name:
+            params["name"] = name
+        result: dict[str, Any] = await self._request("POST", "/bridges", params)
+        return result
+
+    async def add_channel(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
+        await self._request(
+            "POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)}
+        )
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self._request("DELETE", f"/bridges/{bridge_id}")
+
+    async def list_bridges(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/bridges")
+        return result
+
+    async def get_application(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/applications/{self.app}")
+        return result
+
+    # -- events --------------------------------------------------------------------------
+
+    async def run_events(
+        self, on_event: EventCallback, on_connected: ConnectedCallback | None = None
+    ) -> None:
+        """Keep the events websocket open until cancelled.
+
+        Connecting registers the application with Asterisk, so after an Asterisk restart the
+        app is back as soon as the websocket is. Failures are logged once per outage.
+        """
+        url = self.base.with_path(self.base.path + "/events").with_query(
+            {"app": self.app, "subscribeAll": "false"}
+        )
+        where = public_url(url)
+        next_delay = self._backoff.delays(self._rng)
+        outage_logged = False
+        while True:
+            try:
+                async with self.session.ws_connect(
+                    url, heartbeat=self._heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+                ) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    next_delay = self._backoff.delays(self._rng)
+                    log.info("ARI events connected to %s (app %s)", where, self.app)
+                    outage_logged = False
+                    self.connected.set()
+                    connected_task = (
+                        asyncio.create_task(on_connected()) if on_connected else None
+                    )
+                    try:
+                        await self._read(ws, on_event)
+                    finally:
+                        self.connected.clear()
+                        self._ws = None
+                        if connected_task is not None and not connected_task.done():
+                            connected_task.cancel()
+                    log.warning(
+                        "ARI events websocket closed (code %s); reconnecting", ws.close_code
+                    )
+            except aiohttp.WSServerHandshakeError as exc:
+                if not outage_logged:
+                    hint = " (check ARI_USERNAME/ARI_PASSWORD)" if exc.status == 401 else ""
+                    log.error("ARI events at %s refused: %s%s", where, exc.status, hint)
+                    outage_logged = True
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if not outage_logged:
+                    log.warning(
+                        "ARI not reachable at %s (%s); retrying with backoff",
+                        where,
+                        type(exc).__name__,
+                    )
+                    outage_logged = True
+            await asyncio.sleep(next_delay())
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_event: EventCallback) -> None:
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    log.warning("ARI sent a message that is not JSON; ignored")
+                    continue
+                if isinstance(data, dict):
+                    try:
+                        on_event(data)
+                    except Exception:  # a bug in one handler must not kill the reader
+                        log.exception("handling ARI event %s failed", data.get("type"))
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                log.warning("ARI events websocket error: %s", ws.exception())
+                break

@@ -1,0 +1,184 @@
+"""ARI wire names and event parsing, in one place.
+
+Everything the app reads from Asterisk's events websocket goes through :func:`parse_event`,
+which keeps only what the call flow needs. Field meanings come from real Asterisk 22
+recordings (``shared/reference/ari-events``):
+
+* ``ChannelDestroyed.cause`` is the Q.850 cause of the leg, ``tech_cause`` the carrier's SIP
+  code when there was one (Asterisk reports 19/480 for both a dial timeout and a trunk that
+  never answered).
+* ``ChannelHangupRequest`` with ``soft: true`` carries an ``AST_SOFTHANGUP_*`` flag in
+  ``cause`` (32 explicit, 16 left Stasis), not a Q.850 cause: :attr:`Event.cause` is None then.
+* ``Dial`` names the dialled channel in ``peer``, not ``channel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    STASIS_START = "StasisStart"
+    STASIS_END = "StasisEnd"
+    DIAL = "Dial"
+    CHANNEL_STATE_CHANGE = "ChannelStateChange"
+    CHANNEL_HANGUP_REQUEST = "ChannelHangupRequest"
+    CHANNEL_DESTROYED = "ChannelDestroyed"
+    CHANNEL_ENTERED_BRIDGE = "ChannelEnteredBridge"
+    CHANNEL_LEFT_BRIDGE = "ChannelLeftBridge"
+    BRIDGE_DESTROYED = "BridgeDestroyed"
+    # Not sent by Asterisk: made by the app when it reconciles after a websocket drop.
+    RECONCILED = "RouterReconciled"
+
+
+class DialStatus(StrEnum):
+    """``Dial.dialstatus`` values the call flow looks at (it never decides on failures)."""
+
+    NONE = ""
+    RINGING = "RINGING"
+    PROGRESS = "PROGRESS"
+    ANSWER = "ANSWER"
+
+
+class ChannelState(StrEnum):
+    DOWN = "Down"
+    RING = "Ring"
+    RINGING = "Ringing"
+    UP = "Up"
+
+
+#: Q.850 causes the app sends (``DELETE /channels/{id}?reason_code=N``); the SIP answer the
+#: phone gets was checked on the lab: 34 -> 503, 1 -> 404, 17 -> 486, 3 -> 404, 28 -> 484,
+#: 21 -> 403.
+CAUSE_NORMAL = 16
+CAUSE_BUSY = 17
+CAUSE_CONGESTION = 34
+CAUSE_TEMPORARY_FAILURE = 41
+
+#: StasisStart args of an outbound leg the app created (``appArgs`` of ``/channels/create``).
+#: Never a valid number, so a leg can not be taken for a new caller even if its id is unknown.
+ATTEMPT_ARG = "router-attempt"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One ARI event, reduced to what the router uses.
+
+    ``channel_id`` is the channel the event is about (``peer`` for ``Dial``), or None for
+    bridge-only events.
+    """
+
+    type: str
+    channel_id: str | None = None
+    channel_state: str | None = None
+    args: tuple[str, ...] = ()
+    cause: int | None = None
+    tech_cause: int | None = None
+    soft: bool = False
+    dialstatus: str | None = None
+    bridge_id: str | None = None
+    application: str | None = None
+
+    @property
+    def provisional(self) -> bool:
+        """A provisional reply from the far end (180/183) shows in this event."""
+        if self.type == EventType.DIAL:
+            return self.dialstatus in (DialStatus.RINGING, DialStatus.PROGRESS)
+        return (
+            self.type == EventType.CHANNEL_STATE_CHANGE
+            and self.channel_state == ChannelState.RINGING
+        )
+
+    @property
+    def early_media(self) -> bool:
+        return self.type == EventType.DIAL and self.dialstatus == DialStatus.PROGRESS
+
+    @property
+    def answered(self) -> bool:
+        if self.type == EventType.DIAL:
+            return self.dialstatus == DialStatus.ANSWER
+        return (
+            self.type in (EventType.CHANNEL_STATE_CHANGE, EventType.RECONCILED)
+            and self.channel_state == ChannelState.UP
+        )
+
+    @property
+    def hangup(self) -> bool:
+        """The channel is going away (or is gone)."""
+        return self.type in (
+            EventType.CHANNEL_HANGUP_REQUEST,
+            EventType.STASIS_END,
+            EventType.CHANNEL_DESTROYED,
+        ) or (self.type == EventType.RECONCILED and self.channel_state is None)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _channel(raw: Mapping[str, Any], key: str) -> tuple[str | None, str | None]:
+    ch = raw.get(key)
+    if isinstance(ch, Mapping):
+        cid = ch.get("id")
+        state = ch.get("state")
+        return (cid if isinstance(cid, str) else None, state if isinstance(state, str) else None)
+    return None, None
+
+
+def parse_event(raw: Mapping[str, Any]) -> Event:
+    """Turn one decoded websocket message into an :class:`Event`.
+
+    Unknown event types parse too (with the channel if there is one): the dispatcher decides
+    what to do with them. Raises ValueError only when ``type`` is missing.
+    """
+    etype = raw.get("type")
+    if not isinstance(etype, str):
+        raise ValueError("ARI event without a type")
+    key = "peer" if etype == EventType.DIAL else "channel"
+    channel_id, state = _channel(raw, key)
+    soft = raw.get("soft") is True
+    cause = None if soft else _int_or_none(raw.get("cause"))
+    args_raw = raw.get("args")
+    args: tuple[str, ...] = ()
+    if isinstance(args_raw, Sequence) and not isinstance(args_raw, str):
+        args = tuple(str(a) for a in args_raw)
+    bridge = raw.get("bridge")
+    bridge_id = bridge.get("id") if isinstance(bridge, Mapping) else None
+    dialstatus = raw.get("dialstatus") if etype == EventType.DIAL else None
+    app = raw.get("application")
+    return Event(
+        type=etype,
+        channel_id=channel_id,
+        channel_state=state,
+        args=args,
+        cause=cause,
+        tech_cause=None if soft else _int_or_none(raw.get("tech_cause")),
+        soft=soft,
+        dialstatus=dialstatus if isinstance(dialstatus, str) else None,
+        bridge_id=bridge_id if isinstance(bridge_id, str) else None,
+        application=app if isinstance(app, str) else None,
+    )
+
+
+def reconciled(channel_id: str, state: str | None) -> Event:
+    """A made-up event telling a call what ``GET /channels`` showed after a reconnect:
+    the channel's current state, or ``state=None`` when the channel is gone."""
+    return Event(type=EventType.RECONCILED, channel_id=channel_id, channel_state=state)
+
+
+def stasis_args_from_app_data(app: str, app_data: str) -> tuple[str, ...] | None:
+    """The Stasis args of a channel seen in ``GET /channels`` (``dialplan.app_data`` is
+    ``"<app>,<arg>,<arg>"``), or None when the channel is not in ``app``."""
+    parts = app_data.split(",")
+    if not parts or parts[0] != app:
+        return None
+    return tuple(parts[1:])

@@ -1,0 +1,66 @@
+"""``outbound-router ari``: run the Stasis application until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from ari_app.app import RouterApp
+from ari_app.client import AriClient
+from outbound_router.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the app until ``stop`` is set (or the task is cancelled)."""
+    from redis_seed.reader import SnapshotReader
+
+    stop = stop or asyncio.Event()
+    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix)
+    await reader.start()
+    if reader.snapshot is None:
+        log.warning("no routing table in Redis yet: calls fail with ROUTER_STATUS=ERROR "
+                    "until one is seeded (outbound-router seed FILE)")
+    ari = AriClient(settings.ari_url, settings.ari_username, settings.ari_password,
+                    settings.ari_app)
+    app = RouterApp(ari, lambda: reader.snapshot)
+    runner = asyncio.create_task(app.run(), name="ari-app")
+    stopper = asyncio.create_task(stop.wait(), name="ari-stop")
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (runner, stopper):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if runner.done() and not runner.cancelled() and runner.exception():
+            raise runner.exception()  # type: ignore[misc]
+        await ari.close()
+        await reader.close()
+
+
+def run(settings: Settings) -> int:
+    """Blocking entry point for the CLI: 0 on a clean stop, 2 on bad settings."""
+    try:
+        settings.require_ari_credentials()
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop=stop)
+
+    asyncio.run(main())
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    raise SystemExit(run(Settings.from_env()))

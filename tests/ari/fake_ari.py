@@ -1,0 +1,435 @@
+"""A fake Asterisk ARI server (aiohttp) whose carriers replay real Asterisk 22 recordings.
+
+Each trunk behaves like one recorded attempt from ``shared/reference/ari-events/create/``:
+``POST /channels/create`` replays the events the real channel sent before dialling
+(``ChannelDialplan``, ``StasisStart``...), ``/dial`` replays the rest (``Dial``, state changes,
+``ChannelHangupRequest`` -> ``StasisEnd`` -> ``ChannelDestroyed`` with the recorded ``cause`` and
+``tech_cause``). The recorded events are sent as they were, with only the channel id, the
+application and the Stasis args rewritten. Where the recording ends in Asterisk's own dial
+timeout (the carrier rang forever or never answered) the fake holds the channel until the app
+hangs it up, or until the ``timeout`` given to ``/dial`` runs out (then it replays the recorded
+timeout). Where the recording ends in an answer, the channel stays up until a side hangs up.
+
+Like Asterisk, it answers 409 to a ``/dial`` of a channel that has not entered Stasis, drops
+events while no websocket is connected, and keeps ``GET /channels`` / ``GET /bridges`` true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+RECORDINGS = Path("/work/shared/reference/ari-events")
+
+Raw = dict[str, Any]
+
+
+def _load(case: str) -> list[Raw]:
+    path = RECORDINGS / case / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _subject(raw: Raw) -> Raw | None:
+    ch = raw.get("peer") if raw.get("type") == "Dial" else raw.get("channel")
+    return ch if isinstance(ch, dict) else None
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How one trunk answers: recorded events before dialling, after dialling, and how the
+    dial phase ends (``failed``: the recording's hangup is included; ``hold``: rings or stays
+    silent until hung up; ``answered``: up until a side hangs up)."""
+
+    create: tuple[Raw, ...]
+    dial: tuple[Raw, ...]
+    end: str  # "failed" | "hold" | "answered"
+    timeout_tail: tuple[Raw, ...] = ()  # replayed when the /dial timeout runs out (hold)
+
+    @classmethod
+    def recorded(cls, case: str, trunk: str) -> Behaviour:
+        """The attempt on ``trunk`` in recording ``case`` (e.g. ``create/a503_b200``)."""
+        if "/" not in case:
+            case = f"create/{case}"
+        events = [
+            e for e in _load(case)
+            if "type" in e and e["type"] != "ChannelVarset"
+            and (s := _subject(e)) is not None and s.get("name", "").startswith(f"PJSIP/{trunk}-")
+        ]
+        if not events:
+            raise ValueError(f"no events of {trunk} in {case}")
+        first_dial = next(i for i, e in enumerate(events) if e["type"] == "Dial")
+        create, rest = events[:first_dial], events[first_dial:]
+        dial: list[Raw] = []
+        for i, e in enumerate(rest):
+            if e["type"] == "ChannelHangupRequest" and e.get("soft"):
+                return cls(tuple(create), tuple(dial), "hold", tuple(rest[i:]))
+            dial.append(e)
+            if e["type"] == "Dial" and e.get("dialstatus") == "ANSWER":
+                return cls(tuple(create), tuple(dial), "answered")
+            if e["type"] == "ChannelDestroyed":
+                return cls(tuple(create), tuple(dial), "failed")
+        raise ValueError(f"recording of {trunk} in {case} has no end")
+
+    def then(self, failure: Behaviour) -> Behaviour:
+        """This behaviour's provisional replies, then ``failure``'s final answer (e.g. 183 with
+        media, then 503)."""
+        tail: list[Raw] = []
+        for e in failure.dial:
+            if e["type"] == "ChannelHangupRequest" or tail:
+                tail.append(e)
+        return Behaviour(self.create, self.dial + tuple(tail), failure.end)
+
+
+def _caller_template() -> Raw:
+    return json.loads((RECORDINGS / "raw-examples/create-inbound-StasisStart.json").read_text())
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str
+    state: str
+    app_data: str
+    behaviour: Behaviour | None = None
+    in_stasis: bool = False
+    dialled: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+    hangup_reason: str | None = None
+    cancelled: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    def json(self) -> Raw:
+        return {
+            "id": self.id, "name": self.name, "state": self.state,
+            "protocol_id": "", "caller": {"name": "", "number": ""},
+            "connected": {"name": "", "number": ""}, "accountcode": "",
+            "dialplan": {"context": "default", "exten": "s", "priority": 1,
+                         "app_name": "Stasis" if self.in_stasis else "",
+                         "app_data": self.app_data if self.in_stasis else ""},
+            "creationtime": "2026-11-26T12:00:00.000+0000", "language": "en",
+        }
+
+
+class FakeAsterisk:
+    def __init__(self, app: str = "outbound-router", username: str = "router",
+                 password: str = "s3cret-pw") -> None:
+        self.app = app
+        self.username = username
+        self.password = password
+        self.trunks: dict[str, Behaviour] = {}
+        self.channels: dict[str, Channel] = {}
+        self.bridges: dict[str, dict[str, Any]] = {}
+        self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.dials: Counter[str] = Counter()  # trunk -> INVITEs sent
+        self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
+        self.stasis_delay = 0.0
+        self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/ring" -> hold reply
+        self.connected = asyncio.Event()
+        self.ws_connections = 0
+        self._ids = itertools.count(1)
+        self._names = itertools.count(0x100)
+        self.server: TestServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> str:
+        web_app = web.Application(middlewares=[self._auth])
+        r = web_app.router
+        r.add_get("/ari/events", self._events)
+        r.add_get("/ari/channels", self._list_channels)
+        r.add_post("/ari/channels/create", self._create)
+        r.add_post("/ari/channels/{id}/dial", self._dial)
+        r.add_post("/ari/channels/{id}/answer", self._answer)
+        r.add_post("/ari/channels/{id}/ring", self._ring)
+        r.add_post("/ari/channels/{id}/variable", self._variable)
+        r.add_delete("/ari/channels/{id}", self._delete_channel)
+        r.add_get("/ari/bridges", self._list_bridges)
+        r.add_post("/ari/bridges", self._create_bridge)
+        r.add_post("/ari/bridges/{id}/addChannel", self._add_channel)
+        r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
+        r.add_get("/ari/applications/{app}", self._application)
+        self.server = TestServer(web_app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def close(self) -> None:
+        for ch in self.channels.values():
+            if ch.timer:
+                ch.timer.cancel()
+        await self.drop_websockets()
+        if self.server is not None:
+            await self.server.close()
+
+    async def drop_websockets(self) -> None:
+        sockets, self.sockets = list(self.sockets), {}
+        self.connected.clear()
+        for ws in sockets:
+            await ws.close()
+
+    # -- helpers for tests -------------------------------------------------------------
+
+    def leftovers(self) -> tuple[list[str], list[str]]:
+        return list(self.channels), list(self.bridges)
+
+    def paths(self, method: str | None = None) -> list[str]:
+        return [p for m, p, _ in self.requests if method in (None, m)]
+
+    def new_caller(self, *args: str) -> str:
+        cid = f"1795706{next(self._ids):03d}.{next(self._ids)}"
+        ch = Channel(cid, f"PJSIP/phone-{next(self._names):08x}", "Ring",
+                     ",".join((self.app, *args)), in_stasis=True)
+        self.channels[cid] = ch
+        raw = _caller_template()
+        raw["args"] = list(args)
+        self._emit(self._rewrite(raw, ch))
+        return cid
+
+    def caller_hangup(self, cid: str) -> None:
+        ch = self.channels[cid]
+        self._emit({"type": "ChannelHangupRequest", "channel": ch.json()})
+        self._destroy(ch, 16, None)
+
+    def far_end_hangup(self, cid: str) -> None:
+        ch = self.channels[cid]
+        self._emit({"type": "ChannelHangupRequest", "cause": 16, "channel": ch.json()})
+        self._destroy(ch, 16, None)
+
+    def answer_silently(self, cid: str) -> None:
+        """The carrier answers while no websocket is connected (its events are lost)."""
+        ch = self.channels[cid]
+        if ch.timer:
+            ch.timer.cancel()
+        ch.state = "Up"
+        self._emit({"type": "ChannelStateChange", "channel": ch.json()})
+
+    def add_leftover_channel(self, args: str, state: str = "Up") -> str:
+        cid = f"leftover-{next(self._ids)}"
+        self.channels[cid] = Channel(cid, f"PJSIP/x-{next(self._names):08x}", state,
+                                     f"{self.app},{args}", in_stasis=True)
+        return cid
+
+    def add_leftover_bridge(self, members: Iterable[str]) -> str:
+        bid = f"leftover-br-{next(self._ids)}"
+        self.bridges[bid] = {"name": self.app, "channels": list(members)}
+        return bid
+
+    # -- machinery ---------------------------------------------------------------------
+
+    def _rewrite(self, raw: Raw, ch: Channel) -> Raw:
+        event = copy.deepcopy(raw)
+        for key in ("_rx", "_label"):
+            event.pop(key, None)
+        event["application"] = self.app
+        key = "peer" if event["type"] == "Dial" else "channel"
+        state = event[key].get("state")
+        if state:
+            ch.state = state
+        event[key] = {**ch.json(), "state": ch.state}
+        return event
+
+    def _emit(self, event: Raw) -> None:
+        text = json.dumps(event)
+        for queue in self.sockets.values():
+            queue.put_nowait(text)  # one sender per socket keeps the order
+
+    def _destroy(self, ch: Channel, cause: int, tech_cause: int | None) -> None:
+        if ch.id not in self.channels:
+            return
+        if ch.timer:
+            ch.timer.cancel()
+        for bridge in self.bridges.values():
+            if ch.id in bridge["channels"]:
+                bridge["channels"].remove(ch.id)
+        if ch.in_stasis:
+            self._emit({"type": "StasisEnd", "channel": ch.json()})
+        destroyed: Raw = {"type": "ChannelDestroyed", "cause": cause, "cause_txt": "",
+                          "channel": ch.json()}
+        if tech_cause is not None:
+            destroyed["tech_cause"] = tech_cause
+        self._emit(destroyed)
+        del self.channels[ch.id]
+        self.ended[ch.id] = ch
+
+    def _replay(self, ch: Channel, events: Iterable[Raw]) -> None:
+        for raw in events:
+            if ch.id not in self.channels:
+                return
+            event = self._rewrite(raw, ch)
+            if event["type"] == "StasisStart":
+                ch.in_stasis = True
+                event["args"] = ch.app_data.split(",")[1:]
+                event["channel"] = ch.json()
+            if event["type"] == "StasisEnd":
+                ch.in_stasis = False
+            if event["type"] == "ChannelDestroyed":
+                for bridge in self.bridges.values():
+                    if ch.id in bridge["channels"]:
+                        bridge["channels"].remove(ch.id)
+                del self.channels[ch.id]
+                self.ended[ch.id] = ch
+            self._emit(event)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        expected = "Basic " + base64.b64encode(
+            f"{self.username}:{self.password}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"message": "Authentication required"}, status=401)
+        if request.path != "/ari/events":
+            self.requests.append((request.method, request.path[4:], dict(request.query)))
+            gate = self.gates.get(f"{request.method} {request.path[4:]}")
+            if gate is not None:
+                await gate.wait()
+        return await handler(request)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("app") != self.app:
+            return web.json_response({"message": "bad app"}, status=400)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self.sockets[ws] = queue
+        self.ws_connections += 1
+        self.connected.set()
+
+        async def send() -> None:
+            while True:
+                text = await queue.get()
+                await ws.send_str(text)
+
+        sender = asyncio.create_task(send())
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            sender.cancel()
+            self.sockets.pop(ws, None)
+            if not self.sockets:
+                self.connected.clear()
+        return ws
+
+    def _channel(self, request: web.Request) -> Channel:
+        ch = self.channels.get(request.match_info["id"])
+        if ch is None:
+            raise web.HTTPNotFound(text='{"message":"Channel not found"}',
+                                   content_type="application/json")
+        return ch
+
+    async def _list_channels(self, request: web.Request) -> web.Response:
+        return web.json_response([c.json() for c in self.channels.values()])
+
+    async def _create(self, request: web.Request) -> web.Response:
+        q = request.query
+        endpoint = q["endpoint"]
+        trunk = endpoint.rpartition("@")[2]
+        behaviour = self.trunks.get(trunk)
+        if not endpoint.startswith("PJSIP/") or behaviour is None:
+            return web.json_response({"error": "Allocation failed"}, status=500)
+        cid = q.get("channelId") or f"{next(self._ids)}"
+        if cid in self.channels:
+            return web.json_response({"message": "Channel with given unique ID already exists"},
+                                     status=409)
+        app_data = ",".join((q["app"], *filter(None, q.get("appArgs", "").split(","))))
+        ch = Channel(cid, f"PJSIP/{trunk}-{next(self._names):08x}", "Down", app_data,
+                     behaviour=behaviour)
+        self.channels[cid] = ch
+        loop = asyncio.get_running_loop()
+        if self.stasis_delay:
+            loop.call_later(self.stasis_delay, self._replay, ch, behaviour.create)
+        else:
+            loop.call_soon(self._replay, ch, behaviour.create)
+        return web.json_response(ch.json())
+
+    async def _dial(self, request: web.Request) -> web.Response:
+        ch = self._channel(request)
+        if not ch.in_stasis:
+            return web.json_response({"message": "Channel not in Stasis application"},
+                                     status=409)
+        if ch.dialled or ch.state != "Down":
+            return web.json_response({"message": "Channel is not in the 'Down' state"},
+                                     status=409)
+        ch.dialled = True
+        assert ch.behaviour is not None
+        self.dials[ch.name.split("/")[1].rsplit("-", 1)[0]] += 1
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._replay, ch, ch.behaviour.dial)
+        if ch.behaviour.end == "hold" and "timeout" in request.query:
+            ch.timer = loop.call_later(float(request.query["timeout"]), self._replay, ch,
+                                       ch.behaviour.timeout_tail)
+        return web.Response(status=204)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        ch = self._channel(request)
+        if ch.state != "Up":
+            ch.state = "Up"
+            self._emit({"type": "ChannelStateChange", "channel": ch.json()})
+        return web.Response(status=204)
+
+    async def _ring(self, request: web.Request) -> web.Response:
+        self._channel(request)
+        return web.Response(status=204)
+
+    async def _variable(self, request: web.Request) -> web.Response:
+        ch = self._channel(request)
+        ch.variables[request.query["variable"]] = request.query.get("value", "")
+        return web.Response(status=204)
+
+    async def _delete_channel(self, request: web.Request) -> web.Response:
+        ch = self._channel(request)
+        ch.hangup_reason = request.query.get("reason_code") or request.query.get("reason")
+        if ch.dialled and ch.state != "Up":
+            ch.cancelled = True  # Asterisk sends CANCEL to the carrier
+        self._emit({"type": "ChannelHangupRequest", "cause": 32, "soft": True,
+                    "channel": ch.json()})
+        code = int(ch.hangup_reason) if (ch.hangup_reason or "").isdigit() else 16
+        asyncio.get_running_loop().call_soon(self._destroy, ch, code, None)
+        return web.Response(status=204)
+
+    async def _list_bridges(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"id": bid, "technology": "simple_bridge", "bridge_type": "mixing",
+             "bridge_class": "stasis", "creator": "Stasis", "name": b["name"],
+             "channels": list(b["channels"])}
+            for bid, b in self.bridges.items()
+        ])
+
+    async def _create_bridge(self, request: web.Request) -> web.Response:
+        bid = request.query.get("bridgeId") or f"br-{next(self._ids)}"
+        self.bridges[bid] = {"name": request.query.get("name", ""), "channels": []}
+        return web.json_response({"id": bid, "name": self.bridges[bid]["name"], "channels": []})
+
+    async def _add_channel(self, request: web.Request) -> web.Response:
+        bridge = self.bridges.get(request.match_info["id"])
+        if bridge is None:
+            return web.json_response({"message": "Bridge not found"}, status=404)
+        for cid in request.query["channel"].split(","):
+            ch = self.channels.get(cid)
+            if ch is None or not ch.in_stasis:
+                return web.json_response({"message": "Channel not in Stasis application"},
+                                         status=422)
+            bridge["channels"].append(cid)
+        return web.Response(status=204)
+
+    async def _destroy_bridge(self, request: web.Request) -> web.Response:
+        bid = request.match_info["id"]
+        if self.bridges.pop(bid, None) is None:
+            return web.json_response({"message": "Bridge not found"}, status=404)
+        self._emit({"type": "BridgeDestroyed", "bridge": {"id": bid}})
+        return web.Response(status=204)
+
+    async def _application(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": request.match_info["app"]})

@@ -1,0 +1,267 @@
+"""The call flow against a fake Asterisk whose carriers replay real recordings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ari_support import ROUTES, Lab, snapshot_of, wait_for
+from fake_ari import Behaviour
+
+from ari_app.call import AttemptState
+from routing.policy import Outcome
+from routing.trace import parse_trace
+
+NUMBER = "911234567"
+
+
+def no_leftovers(lab: Lab) -> None:
+    assert lab.fake.leftovers() == ([], [])
+
+
+async def answered(lab: Lab, caller: str) -> None:
+    """Wait until the caller was answered and the outcome recorded on it."""
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up"
+                   and "ROUTER_ATTEMPTS" in lab.fake.channels[caller].variables)
+
+
+async def hang_up_answered(lab: Lab, caller: str) -> None:
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert call.result is not None
+
+
+async def test_answer_bridges_caller_and_carrier_and_records_the_outcome(lab: Lab) -> None:
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    (bridge,) = lab.fake.bridges.values()
+    assert bridge["channels"] == [caller, call.legs[0].channel_id]
+    variables = lab.vars_of(caller)
+    assert variables["ROUTER_STATUS"] == "OK"
+    assert variables["ROUTER_CARRIER"] == "alpha"
+    assert variables["ROUTER_TRUNK"] == "carrier-a"
+    assert variables["ROUTER_NUMBER"] == "+34911234567"
+    assert variables["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
+    await hang_up_answered(lab, caller)
+    assert f"/channels/{call.legs[0].channel_id}" in lab.fake.paths("DELETE")
+
+
+async def test_dial_string_is_built_from_the_plan(lab: Lab) -> None:
+    lab.carriers("a200")
+    caller = lab.fake.new_caller("0034911234567")
+    await lab.started(caller)
+    await answered(lab, caller)
+    creates = [q for m, p, q in lab.fake.requests if p == "/channels/create"]
+    assert creates[0]["endpoint"] == "PJSIP/+34911234567@carrier-a"
+    assert creates[0]["originator"] == caller
+    await hang_up_answered(lab, caller)
+
+
+async def test_carrier_hanging_up_hangs_up_the_caller(lab: Lab) -> None:
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    lab.fake.far_end_hangup(call.legs[0].channel_id)
+    await lab.finished(caller)
+    assert lab.fake.ended[caller].hangup_reason == "16"
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+@pytest.mark.parametrize(
+    ("case", "first"),
+    [("a503_b200", "carrier-a:congestion:34:503"),
+     ("a404_b200", "carrier-a:rejected:1:404")],
+)
+async def test_failed_trunk_fails_over_to_the_next(lab: Lab, case: str, first: str) -> None:
+    lab.carriers(case)
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == f"{first}|carrier-b:answered:16:200"
+    assert lab.vars_of(caller)["ROUTER_TRUNK"] == "carrier-b"
+    assert [leg.state for leg in call.legs] == [AttemptState.FAILED, AttemptState.ANSWERED]
+    await hang_up_answered(lab, caller)
+
+
+async def test_busy_stops_and_the_caller_gets_busy(lab: Lab) -> None:
+    lab.carriers("a486_b200")
+    call = await lab.call(NUMBER)
+    assert call.result is not None and call.result.caller_cause == 17
+    assert lab.fake.ended[call.caller_id].hangup_reason == "17"
+    assert lab.fake.dials["carrier-b"] == 0
+    assert lab.vars_of(call.caller_id)["ROUTER_ATTEMPTS"] == "carrier-a:busy:17:486"
+    no_leftovers(lab)
+
+
+async def test_all_trunks_failing_gives_the_caller_the_most_meaningful_cause(lab: Lab) -> None:
+    # carrier-a answers 503 (congestion), carrier-b 404 (rejected): the rejection wins.
+    lab.carriers("a503_b503", **{"carrier-b": Behaviour.recorded("a486_b404", "carrier-b")})
+    call = await lab.call(NUMBER)
+    assert lab.fake.ended[call.caller_id].hangup_reason == "1"
+    assert [e.outcome for e in parse_trace(lab.vars_of(call.caller_id)["ROUTER_ATTEMPTS"])] == [
+        "congestion", "rejected"]
+    no_leftovers(lab)
+
+
+async def test_two_congested_trunks_give_the_caller_503(lab: Lab) -> None:
+    lab.carriers("a503_b503")
+    call = await lab.call(NUMBER)
+    assert lab.fake.ended[call.caller_id].hangup_reason == "34"
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    no_leftovers(lab)
+
+
+async def test_ringing_past_ring_timeout_stops(lab: Lab) -> None:
+    lab.carriers("a480-noanswer_b200")
+    call = await lab.call(NUMBER)
+    assert call.legs[0].ring_timeout
+    assert lab.fake.ended[call.caller_id].hangup_reason == "19"
+    assert lab.fake.dials["carrier-b"] == 0
+    assert lab.fake.ended[call.legs[0].channel_id].cancelled
+    no_leftovers(lab)
+
+
+async def test_no_provisional_reply_fails_over_after_setup_timeout(lab: Lab) -> None:
+    lab.carriers("a-unreachable_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert call.legs[0].setup_timeout and not call.legs[0].provisional
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"].startswith("carrier-a:unreachable:")
+    await hang_up_answered(lab, caller)
+
+
+async def test_early_media_then_503_fails_over(lab: Lab) -> None:
+    progress_then_503 = Behaviour.recorded("a183-noanswer_b200", "carrier-a").then(
+        Behaviour.recorded("a503_b200", "carrier-a"))
+    lab.carriers("a503_b200", **{"carrier-a": progress_then_503})
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert call.legs[0].early_media
+    await hang_up_answered(lab, caller)
+
+
+async def test_early_media_then_503_stops_when_the_carrier_says_so(lab: Lab) -> None:
+    lab.snapshots.append(snapshot_of(_routes_with(
+        "alpha: {trunks: [carrier-a], failover: {retry_after_early_media: false}}")))
+    progress_then_503 = Behaviour.recorded("a183-noanswer_b200", "carrier-a").then(
+        Behaviour.recorded("a503_b200", "carrier-a"))
+    lab.carriers("a503_b200", **{"carrier-a": progress_then_503})
+    call = await lab.call(NUMBER)
+    assert lab.fake.dials["carrier-b"] == 0
+    assert lab.fake.ended[call.caller_id].hangup_reason == "34"
+    no_leftovers(lab)
+
+
+async def test_caller_hanging_up_while_ringing_cancels_the_attempt(lab: Lab) -> None:
+    lab.carriers("a480-noanswer_b200")
+    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    leg = call.legs[0].channel_id
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    assert lab.fake.ended[leg].cancelled
+    assert call.legs[0].state is AttemptState.ABANDONED
+    assert lab.fake.dials["carrier-b"] == 0
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_tier_failover_moves_from_priority_1_to_2(lab: Lab) -> None:
+    lab.carriers("a503_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert [leg.attempt.route.priority for leg in call.legs] == [1, 2]
+    await hang_up_answered(lab, caller)
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "cause"),
+    [("91x234567", "INVALID", "28"), ("905123456", "BLOCKED", "21"),
+     ("0044201234567", "NO_ROUTE", "3")],
+)
+async def test_unroutable_numbers_are_refused_with_a_fitting_cause(
+    lab: Lab, number: str, status: str, cause: str
+) -> None:
+    lab.carriers("a200")
+    call = await lab.call(number)
+    assert lab.fake.ended[call.caller_id].hangup_reason == cause
+    assert lab.vars_of(call.caller_id)["ROUTER_STATUS"] == status
+    assert sum(lab.fake.dials.values()) == 0
+    no_leftovers(lab)
+
+
+async def test_no_routing_table_refuses_the_call_with_503(lab: Lab) -> None:
+    lab.app.snapshot = lambda: None
+    call = await lab.call(NUMBER)
+    assert lab.fake.ended[call.caller_id].hangup_reason == "34"
+    assert lab.vars_of(call.caller_id)["ROUTER_STATUS"] == "ERROR"
+
+
+async def test_late_stasis_start_is_awaited_before_dialling(lab: Lab) -> None:
+    lab.carriers("a200")
+    lab.fake.stasis_delay = 0.1
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await answered(lab, caller)
+    dial_replies = [p for p in lab.fake.paths("POST") if p.endswith("/dial")]
+    assert len(dial_replies) == 1
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
+    lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
+    lab.snapshots.append(snapshot_of(_routes_with(first="bravo"), "v2"))
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await answered(lab, caller)
+    assert lab.vars_of(caller)["ROUTER_TRUNK"] == "carrier-b"
+    assert lab.vars_of(caller)["ROUTER_VERSION"] == "v2"
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_slow_call_does_not_hold_up_another(lab: Lab) -> None:
+    lab.carriers("a486_b200")
+    slow = lab.fake.new_caller(NUMBER)
+    gate = asyncio.Event()
+    lab.fake.gates[f"POST /channels/{slow}/ring"] = gate
+    await lab.started(slow)
+    fast = await lab.call(NUMBER)
+    assert fast.result is not None and fast.result.outcome is Outcome.BUSY
+    assert slow not in [c.caller_id for c in lab.app.finished]
+    gate.set()
+    await lab.finished(slow)
+    no_leftovers(lab)
+
+
+async def test_twenty_simultaneous_calls_all_route(lab: Lab) -> None:
+    lab.carriers("a503_b200")
+    callers = [lab.fake.new_caller(NUMBER) for _ in range(20)]
+    for caller in callers:
+        await answered(lab, caller)
+    assert lab.fake.dials == {"carrier-a": 20, "carrier-b": 20}
+    for caller in callers:
+        lab.fake.caller_hangup(caller)
+    for caller in callers:
+        call = await lab.finished(caller)
+        assert call.result is not None and call.result.outcome is Outcome.ANSWERED
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+def _routes_with(alpha: str = "", *, ring_timeout: float = 0.5, first: str = "alpha") -> str:
+    text = ROUTES.replace("ring_timeout: 0.5", f"ring_timeout: {ring_timeout}")
+    if alpha:
+        text = text.replace("alpha: {trunks: [carrier-a]}", alpha)
+    if first != "alpha":
+        text = text.replace("carrier: alpha, priority: 1", f"carrier: {first}, priority: 1")
+        text = text.replace("carrier: bravo, priority: 2", "carrier: alpha, priority: 2")
+    return text
