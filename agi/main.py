@@ -1,0 +1,59 @@
+"""``outbound-router agi``: the FastAGI server over the routing table in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+
+from agi.scripts import Scripts
+from agi.server import AgiServer
+from outbound_router.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> int:
+    """Serve FastAGI until SIGINT or SIGTERM. Blocking; returns the process exit code."""
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    from redis_seed.reader import SnapshotReader
+
+    try:
+        server = AgiServer({}, host=settings.agi_host, port=settings.agi_port,
+                           allow=settings.agi_allow)
+    except ValueError as exc:
+        log.error("AGI_ALLOW: %s (expected addresses or networks such as "
+                  "127.0.0.1,10.0.0.0/8)", exc)
+        return 2
+    reader = SnapshotReader(settings.redis_url)
+    await reader.start()
+    scripts = Scripts(lambda: reader.snapshot, random.Random())
+    server.handlers.update(scripts.handlers())
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d for FastAGI: %s (another `outbound-router agi` "
+                  "running? set AGI_LISTEN=HOST:PORT)", settings.agi_host, settings.agi_port,
+                  exc.strerror or exc)
+        await reader.close()
+        return 1
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("FastAGI stopping: %d sessions served, %d dropped, %d refused",
+                 server.stats.served, server.stats.dropped, server.stats.refused)
+        await server.close()
+        await reader.close()
+    return 0

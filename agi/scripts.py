@@ -1,0 +1,194 @@
+"""The FastAGI scripts: thin translators between channel variables and the routing core.
+
+``route``   ``AGI(agi://127.0.0.1:4573/route,<number>[,<tenant>])``
+            plans the call (``routing.plan.plan``) and sets ``ROUTER_*`` (SPEC section 4).
+``outcome`` ``AGI(agi://127.0.0.1:4573/outcome,<n>,${HANGUPCAUSE},${DIALSTATUS},
+            ${RINGTIME_MS},${PROGRESSTIME_MS},${HANGUPCAUSE(<peer>,tech)})``
+            judges failed attempt n (``routing.policy.judge``) and sets whether to try the next
+            one, and when stopping, the cause to hang the caller up with
+            (``routing.policy.caller_cause`` over every attempt of the call).
+
+Every variable name comes from ``routing.variables``. No routing rule lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agi.server import AgiSession, Handler
+from routing import variables as V
+from routing.errors import RoutingError
+from routing.model import DEFAULT_FAILOVER
+from routing.plan import Plan, Status, plan
+from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
+from routing.snapshot import Snapshot
+from routing.trace import TraceEntry
+
+log = logging.getLogger(__name__)
+
+#: Q.850 cause the caller gets when the router cannot decide (no table loaded, a bad request).
+CAUSE_ROUTER_ERROR = 34
+
+SnapshotSource = Callable[[], Snapshot | None]
+
+_SIP_RE = re.compile(r"^\s*SIP\s+([1-6][0-9]{2})\b")
+
+
+# -- pure translations (unit-tested on their own) ---------------------------------------------
+
+
+def format_seconds(seconds: float) -> str:
+    """Dial()'s timeout argument: ``45`` or ``2.5``."""
+    return f"{seconds:g}"
+
+
+def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
+    """The variables ``route`` sets, in order; ``ROUTER_STATUS`` last, so that a session cut
+    short never leaves a channel that looks routed."""
+    out: list[tuple[str, str]] = []
+    for a in p.attempts:
+        out += [
+            (V.dial(a.index), a.endpoint),
+            (V.carrier(a.index), a.carrier.name),
+            (V.trunk(a.index), a.trunk),
+            (V.timeout(a.index), format_seconds(a.ring_timeout)),
+        ]
+    out.append((V.NUMBER, p.number or ""))
+    out.append((V.COUNT, str(len(p.attempts))))
+    if version is not None:
+        out.append((V.VERSION, version))
+    if p.status is not Status.OK:
+        out.append((V.CALLER_CAUSE, str(p.caller_cause)))
+    out.append((V.STATUS, str(p.status)))
+    return out
+
+
+def error_variables() -> list[tuple[str, str]]:
+    return [(V.COUNT, "0"), (V.CALLER_CAUSE, str(CAUSE_ROUTER_ERROR)),
+            (V.STATUS, str(Status.ERROR))]
+
+
+def parse_sip_code(tech: str) -> int | None:
+    """``HANGUPCAUSE(<chan>,tech)`` ("SIP 503 Service Unavailable") -> 503."""
+    m = _SIP_RE.match(tech)
+    return int(m.group(1)) if m else None
+
+
+def _int_or_none(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms: str,
+            tech: str) -> Observation:
+    """What the dialplan saw of one failed ``Dial()``, as the core's Observation.
+
+    The decision rests on ``HANGUPCAUSE`` and the SIP code. ``RINGTIME_MS`` and
+    ``PROGRESSTIME_MS`` (set by Dial when a 180 / 183 arrived) say whether the attempt got a
+    provisional reply. ``DIALSTATUS`` is only a hint for one thing: ``NOANSWER`` with no cause
+    from the far end means Dial's own timer fired (then the provisional reply tells a ring
+    timeout from a trunk that never replied).
+    """
+    cause = _int_or_none(hangupcause)
+    sip = parse_sip_code(tech)
+    provisional = bool(ringtime_ms.strip() or progresstime_ms.strip())
+    own_timer = dialstatus.strip() == "NOANSWER" and cause is None
+    return Observation(
+        cause=cause,
+        sip_code=None if own_timer else sip,  # our own CANCEL's 487 is not the carrier's word
+        provisional=provisional,
+        early_media=bool(progresstime_ms.strip()),
+        setup_timeout=own_timer and not provisional,
+        ring_timeout=own_timer and provisional,
+        caller_gone=dialstatus.strip() == "CANCEL",
+    )
+
+
+def parse_result(text: str | None) -> Judgement | None:
+    """A ``ROUTER_RESULT_n`` value (``outcome:cause``) back into a Judgement."""
+    if not text:
+        return None
+    outcome, _, cause = text.partition(":")
+    try:
+        return Judgement(Outcome(outcome), Verdict.STOP, int(cause))
+    except ValueError:
+        return None
+
+
+def format_result(j: Judgement) -> str:
+    return f"{j.outcome}:{j.cause}"
+
+
+# -- the scripts -----------------------------------------------------------------------------
+
+
+@dataclass
+class Scripts:
+    """The ``route`` and ``outcome`` handlers over the current routing snapshot."""
+
+    snapshots: SnapshotSource
+    rng: random.Random
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"route": self.route, "outcome": self.outcome}
+
+    async def route(self, session: AgiSession) -> None:
+        req = session.request
+        number = req.arg(1) or req.query.get("number", "")
+        tenant = req.arg(2) or req.query.get("tenant") or None
+        snapshot = self.snapshots()
+        pairs: Sequence[tuple[str, str]]
+        if snapshot is None:
+            session.log.error("route %r: no routing table loaded yet (is the seed in Redis?)",
+                              number)
+            pairs = error_variables()
+        else:
+            try:
+                p = plan(snapshot, number, tenant, rng=self.rng)
+            except RoutingError as exc:
+                session.log.error("route %r: %s", number, exc)
+                pairs = error_variables()
+            else:
+                session.log.info("route %r tenant=%s: %s %s, %d attempts (%s)", number, tenant,
+                                 p.status, p.number, len(p.attempts),
+                                 ",".join(a.trunk for a in p.attempts) or p.reason)
+                pairs = route_variables(p, snapshot.version)
+        for name, value in pairs:
+            await session.set_variable(name, value)
+
+    async def outcome(self, session: AgiSession) -> None:
+        req = session.request
+        try:
+            n = int(req.arg(1))
+        except ValueError:
+            session.log.error("outcome: attempt index %r is not a number", req.arg(1))
+            await session.set_variable(V.HANGUP_CAUSE, str(CAUSE_ROUTER_ERROR))
+            await session.set_variable(V.NEXT, "0")
+            return
+        # The SIP text is last: a reason phrase with commas arrives split over several args.
+        tech = ",".join(req.args[5:])
+        obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech)
+        count = _int_or_none(await session.get_variable(V.COUNT) or "") or 0
+        carrier_name = await session.get_variable(V.carrier(n)) or ""
+        trunk = await session.get_variable(V.trunk(n)) or ""
+        snapshot = self.snapshots()
+        carrier = snapshot.carriers.get(carrier_name) if snapshot is not None else None
+        j = judge(obs, carrier.failover if carrier is not None else DEFAULT_FAILOVER)
+        go_on = j.verdict is Verdict.RETRY and n < count
+        session.log.info("outcome %d/%d %s: cause=%s sip=%s rang=%s -> %s %s", n, count, trunk,
+                         obs.cause, obs.sip_code, obs.provisional, j.outcome, j.verdict)
+
+        trace = await session.get_variable(V.ATTEMPTS) or ""
+        entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)
+        await session.set_variable(V.result(n), format_result(j))
+        await session.set_variable(V.ATTEMPTS, f"{trace}|{entry}" if trace else str(entry))
+        if not go_on:
+            earlier = [parse_result(await session.get_variable(V.result(k)))
+                       for k in range(1, n)]
+            judgements = [e for e in earlier if e is not None] + [j]
+            await session.set_variable(V.HANGUP_CAUSE, str(caller_cause(judgements)))
+        await session.set_variable(V.NEXT, "1" if go_on else "0")

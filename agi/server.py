@@ -1,0 +1,494 @@
+"""A small asyncio FastAGI server (SPEC section 4).
+
+Asterisk's ``AGI(agi://HOST:PORT/SCRIPT?QUERY,ARG1,ARG2)`` opens one TCP connection per call,
+sends ``agi_*: value`` header lines ending with an empty line, then reads one reply per command
+we send, strictly one at a time. This module speaks that protocol and nothing else: the scripts
+(``agi.scripts``) are the translators to the routing core.
+
+What real Asterisk (and a hostile or broken peer) can send, and how it is handled:
+
+- a connection that closes or stalls before the headers end, over-long lines, too many headers:
+  the session is dropped and logged; other sessions are not affected (each has its own task,
+  and every read has a deadline);
+- ``100 result=0 Trying...``: an interim reply (``GOSUB``); the final reply follows;
+- ``520-Invalid command syntax.  Proper usage follows:`` ... ``520 End of proper usage.``: one
+  reply over several lines, read whole so the next command gets its own reply;
+- ``HANGUP`` on a line of its own, sent once when the channel hangs up, at any moment: it is
+  not a reply; it marks the session hung up and the reply still follows;
+- ``511 Command Not Permitted on a dead channel or intercepted channel``;
+- ``200 result=1 (value (with) parentheses)``: the data is everything up to the last ``)``;
+- bytes that are not UTF-8: decoded with U+FFFD replacements, never an exception.
+
+FastAGI has no authentication: the server binds 127.0.0.1 by default and can refuse peers that
+are not in an allow-list of networks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4573
+
+#: The line Asterisk sends, unasked, when the channel hangs up during the session.
+HANGUP_LINE = "HANGUP"
+CODE_TRYING = 100
+CODE_OK = 200
+CODE_DEAD_CHANNEL = 511
+CODE_USAGE = 520
+
+_STATUS_RE = re.compile(r"^([0-9]{3})([ -])(.*)$", re.DOTALL)
+_ARG_RE = re.compile(r"^agi_arg_([0-9]{1,3})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one peer can make the server do."""
+
+    max_sessions: int = 1000  # sessions served at once; more wait for a place
+    queue_timeout: float = 5.0  # how long a connection may wait for a place
+    header_timeout: float = 5.0  # the whole header block must arrive within this
+    read_timeout: float = 10.0  # each reply must arrive within this
+    write_timeout: float = 10.0
+    max_line: int = 8192  # bytes in one line (header or reply)
+    max_headers: int = 256  # header lines in a session
+    max_reply_lines: int = 512  # lines in one multi-line (520) reply
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class AgiError(Exception):
+    """Base class of the FastAGI errors."""
+
+
+class AgiProtocolError(AgiError):
+    """The peer sent something that is not FastAGI, or broke a limit."""
+
+
+class AgiTimeout(AgiError):
+    """The peer did not send what we waited for in time."""
+
+
+class AgiConnectionClosed(AgiError):
+    """The peer closed the connection (or it broke) in the middle of the session."""
+
+
+class AgiCommandError(AgiError):
+    """Asterisk refused a command (510 unknown, 520 usage, 511 dead channel, ...)."""
+
+    def __init__(self, command: str, reply: AgiReply) -> None:
+        super().__init__(f"{command.split(' ', 2)[:2]!r} -> {reply.code} {reply.text}")
+        self.command = command
+        self.reply = reply
+
+
+# -- the request and the replies ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgiRequest:
+    """What Asterisk told us when it connected."""
+
+    script: str  # the request path without slashes, e.g. "route"
+    query: Mapping[str, str]  # the request's query string, e.g. {"tenant": "acme"}
+    args: tuple[str, ...]  # agi_arg_1 .. agi_arg_N, in order
+    env: Mapping[str, str]  # every header line, e.g. env["agi_channel"]
+    peer: str = ""
+
+    @property
+    def channel(self) -> str:
+        return self.env.get("agi_channel", "")
+
+    @property
+    def uniqueid(self) -> str:
+        return self.env.get("agi_uniqueid", "")
+
+    def arg(self, n: int, default: str = "") -> str:
+        """Argument n (1-based), or ``default`` when absent."""
+        return self.args[n - 1] if 0 < n <= len(self.args) else default
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], peer: str = "") -> AgiRequest:
+        script = env.get("agi_network_script")
+        if script is None:
+            # No script part in the URL: Asterisk omits the header; fall back on agi_request.
+            parts = urlsplit(env.get("agi_request", ""))
+            path, query = parts.path, parts.query
+        else:
+            path, _, query = script.partition("?")
+        numbered = []
+        for key, value in env.items():
+            m = _ARG_RE.match(key)
+            if m:
+                numbered.append((int(m.group(1)), value))
+        numbered.sort()
+        return cls(
+            script=path.strip("/"),
+            query=MappingProxyType(dict(parse_qsl(query, keep_blank_values=True))),
+            args=tuple(v for _, v in numbered),
+            env=MappingProxyType(dict(env)),
+            peer=peer,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgiReply:
+    """One parsed reply, e.g. ``200 result=1 (value)``."""
+
+    code: int
+    result: str | None = None  # what follows ``result=``, up to the first space
+    data: str | None = None  # the part in parentheses, if any
+    extra: str = ""  # anything after: ``endpos=1234``, ``Trying...``
+    text: str = ""  # the reply without its code (all lines for a multi-line reply)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == CODE_OK
+
+    @classmethod
+    def parse(cls, code: int, text: str) -> AgiReply:
+        if not text.startswith("result="):
+            return cls(code, extra=text, text=text)
+        result, _, rest = text[7:].partition(" ")
+        rest = rest.lstrip(" ")
+        data: str | None = None
+        if rest.startswith("("):
+            close = rest.rfind(")")
+            if close > 0:
+                data = rest[1:close]
+                rest = rest[close + 1:].lstrip(" ")
+        return cls(code, result, data, rest, text)
+
+
+# -- one session ---------------------------------------------------------------------------
+
+
+class CallLog(logging.LoggerAdapter[logging.Logger]):
+    """Puts the call's unique id on every line."""
+
+    def __init__(self, logger: logging.Logger, call: str) -> None:
+        super().__init__(logger, {"call": call})
+        self.call = call
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.call}] {msg}", kwargs
+
+
+def quote(value: str) -> str:
+    """An AGI command argument in double quotes (res_agi's parse_args unescapes ``\\``)."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"an AGI argument cannot hold a line break: {value[:40]!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AgiSession:
+    """The command side of one FastAGI connection, handed to a script."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 request: AgiRequest, limits: Limits) -> None:
+        self.request = request
+        self.hung_up = False  # Asterisk said HANGUP, or a command got 511
+        self.log = CallLog(log, request.uniqueid or "-")
+        self._reader = reader
+        self._writer = writer
+        self._limits = limits
+
+    async def command(self, line: str) -> AgiReply:
+        """Send one command line and return its final reply (whatever its code)."""
+        if "\n" in line or "\r" in line:
+            raise ValueError("one AGI command is one line")
+        self._writer.write(line.encode("utf-8") + b"\n")
+        if self._writer.transport.get_write_buffer_size() > self._limits.max_line:
+            try:
+                async with asyncio.timeout(self._limits.write_timeout):
+                    await self._writer.drain()
+            except TimeoutError:
+                raise AgiTimeout("the peer does not read its replies") from None
+            except ConnectionError as exc:
+                raise AgiConnectionClosed(str(exc)) from None
+        return await self._read_reply()
+
+    async def _read_line(self) -> str:
+        try:
+            async with asyncio.timeout(self._limits.read_timeout):
+                raw = await self._reader.readuntil(b"\n")
+        except TimeoutError:
+            raise AgiTimeout(f"no reply within {self._limits.read_timeout:g} s") from None
+        except asyncio.IncompleteReadError:
+            raise AgiConnectionClosed("the peer closed the connection") from None
+        except asyncio.LimitOverrunError:
+            raise AgiProtocolError(f"a line longer than {self._limits.max_line} bytes") from None
+        except ConnectionError as exc:
+            raise AgiConnectionClosed(str(exc)) from None
+        return raw.rstrip(b"\r\n").decode("utf-8", "replace")
+
+    async def _read_reply(self) -> AgiReply:
+        while True:
+            line = await self._read_line()
+            if line == HANGUP_LINE:
+                if not self.hung_up:
+                    self.log.debug("Asterisk says the channel hung up")
+                self.hung_up = True
+                continue
+            m = _STATUS_RE.match(line)
+            if m is None:
+                raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
+            code, text = int(m.group(1)), m.group(3)
+            if m.group(2) == "-":
+                text = await self._read_continuation(code, text)
+            if code == CODE_TRYING:
+                continue
+            if code == CODE_DEAD_CHANNEL:
+                self.hung_up = True
+            return AgiReply.parse(code, text)
+
+    async def _read_continuation(self, code: int, first: str) -> str:
+        """The rest of a multi-line reply: up to the line starting with ``<code> ``."""
+        parts = [first]
+        end = f"{code} "
+        while True:
+            line = await self._read_line()
+            if line.startswith(end):
+                parts.append(line[len(end):])
+                return "\n".join(parts)
+            parts.append(line)
+            if len(parts) > self._limits.max_reply_lines:
+                raise AgiProtocolError(
+                    f"a {code} reply longer than {self._limits.max_reply_lines} lines")
+
+    # -- the commands the scripts use ----------------------------------------------------
+
+    async def checked(self, line: str) -> AgiReply:
+        reply = await self.command(line)
+        if not reply.ok:
+            raise AgiCommandError(line, reply)
+        return reply
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        await self.checked(f"SET VARIABLE {name} {quote(str(value))}")
+
+    async def get_variable(self, name: str) -> str | None:
+        """The variable's value (``GET VARIABLE`` also reads functions such as
+        ``HANGUPCAUSE(chan,tech)``), or None when it is not set."""
+        reply = await self.checked(f"GET VARIABLE {quote(name)}")
+        if reply.result != "1":
+            return None
+        return reply.data if reply.data is not None else ""
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self.checked(f"VERBOSE {quote(message)} {level}")
+
+
+Handler = Callable[[AgiSession], Awaitable[None]]
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+def parse_allow(entries: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                  ...]:
+    """Networks allowed to connect ("127.0.0.1", "10.0.0.0/8", "::1"); ValueError if bad."""
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+
+@dataclass
+class ServerStats:
+    accepted: int = 0
+    refused: int = 0  # not in the allow-list
+    dropped: int = 0  # timed out or broke the protocol before/while serving
+    overloaded: int = 0  # no place within queue_timeout
+    served: int = 0
+    active: int = 0
+    peak: int = 0
+    unknown_script: dict[str, int] = field(default_factory=dict)
+
+
+class AgiServer:
+    """Serves FastAGI scripts by request path: ``agi://HOST:PORT/<name>`` runs handlers[name]."""
+
+    def __init__(self, handlers: Mapping[str, Handler], *, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, allow: Iterable[str] = (),
+                 limits: Limits | None = None) -> None:
+        self.handlers = dict(handlers)
+        self.host = host
+        self.port = port
+        self.allow = parse_allow(allow)
+        self.limits = limits or Limits()
+        self.stats = ServerStats()
+        self._server: asyncio.Server | None = None
+        self._slots = asyncio.Semaphore(self.limits.max_sessions)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, limit=self.limits.max_line,
+            reuse_address=True)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        if not self.allow and not _is_loopback(self.host):
+            log.warning("FastAGI listens on %s:%d with no AGI_ALLOW list: FastAGI has no "
+                        "authentication, anyone who can reach the port can ask for routes",
+                        self.host, self.port)
+        log.info("FastAGI listening on %s:%d (scripts: %s)", self.host, self.port,
+                 ", ".join(sorted(self.handlers)))
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, give running sessions ``grace`` seconds, then cancel them."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def __aenter__(self) -> AgiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- per connection --------------------------------------------------------------------
+
+    def _allowed(self, peer: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allow)
+
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass  # the peer already went away: nothing left to close
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats = self.stats
+        stats.accepted += 1
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else ""
+        if not self._allowed(peer):
+            stats.refused += 1
+            log.warning("FastAGI connection from %s refused: not in AGI_ALLOW", peer)
+            return
+        try:
+            async with asyncio.timeout(self.limits.queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            stats.overloaded += 1
+            log.warning("FastAGI connection from %s dropped: %d sessions busy for %g s",
+                        peer, self.limits.max_sessions, self.limits.queue_timeout)
+            return
+        stats.active += 1
+        stats.peak = max(stats.peak, stats.active)
+        try:
+            await self._run_session(reader, writer, peer)
+        finally:
+            stats.active -= 1
+            self._slots.release()
+
+    async def _run_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           peer: str) -> None:
+        try:
+            env = await read_headers(reader, self.limits)
+        except AgiError as exc:
+            self.stats.dropped += 1
+            log.warning("FastAGI session from %s dropped before it began: %s", peer, exc)
+            return
+        request = AgiRequest.from_env(env, peer)
+        session = AgiSession(reader, writer, request, self.limits)
+        handler = self.handlers.get(request.script)
+        if handler is None:
+            self.stats.unknown_script[request.script] = (
+                self.stats.unknown_script.get(request.script, 0) + 1)
+            session.log.warning("no FastAGI script %r (known: %s); closing",
+                                request.script, ", ".join(sorted(self.handlers)))
+            return
+        try:
+            await handler(session)
+        except (AgiConnectionClosed, AgiTimeout, AgiProtocolError) as exc:
+            self.stats.dropped += 1
+            session.log.warning("%s session ended early: %s", request.script, exc)
+            return
+        except AgiCommandError as exc:
+            self.stats.dropped += 1
+            if session.hung_up:
+                session.log.info("%s: the channel hung up (%s)", request.script, exc)
+            else:
+                session.log.error("%s: Asterisk refused a command: %s", request.script, exc)
+            return
+        except Exception:
+            # A bug in a script must not take the server down; the call goes on in the
+            # dialplan without the script's variables, which the dialplan treats as ERROR.
+            self.stats.dropped += 1
+            session.log.exception("%s script failed", request.script)
+            return
+        self.stats.served += 1
+
+
+async def read_headers(reader: asyncio.StreamReader, limits: Limits) -> dict[str, str]:
+    """The ``agi_*: value`` block up to the empty line."""
+    env: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(limits.header_timeout):
+            while True:
+                raw = await reader.readuntil(b"\n")
+                line = raw.rstrip(b"\r\n")
+                if not line:
+                    return env
+                if len(env) >= limits.max_headers:
+                    raise AgiProtocolError(f"more than {limits.max_headers} header lines")
+                key, sep, value = line.decode("utf-8", "replace").partition(":")
+                if not sep:
+                    raise AgiProtocolError(f"not a header line: {line[:80]!r}")
+                env[key.strip()] = value.strip(" ")
+    except TimeoutError:
+        raise AgiTimeout(
+            f"headers incomplete after {limits.header_timeout:g} s ({len(env)} lines)") from None
+    except asyncio.IncompleteReadError:
+        raise AgiConnectionClosed(
+            f"closed before the headers ended ({len(env)} lines)") from None
+    except asyncio.LimitOverrunError:
+        raise AgiProtocolError(f"a header line longer than {limits.max_line} bytes") from None
+    except ConnectionError as exc:
+        raise AgiConnectionClosed(str(exc)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

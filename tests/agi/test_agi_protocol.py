@@ -1,0 +1,334 @@
+"""FastAGI protocol tests: a fake Asterisk over a real socket against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from agi_fake_asterisk import FakeChannel, ServerFactory, header_block
+
+from agi.server import AgiReply, AgiRequest, AgiServer, AgiSession, Limits
+
+USAGE_520 = (
+    b"520-Invalid command syntax.  Proper usage follows:\n"
+    b" Usage: GET VARIABLE <variablename>\n"
+    b"Returns 0 if variablename is not set. Returns 1 if variablename is set and\n"
+    b"returns the variable in parentheses. Example return code: 200 result=1 (testvariable)\n"
+    b"520 End of proper usage.\n"
+)
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll a condition that has no event to await, with a deadline."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+class Recorder:
+    """A handler that runs a list of commands and keeps each reply."""
+
+    def __init__(self, *commands: str) -> None:
+        self.commands = commands
+        self.replies: list[AgiReply] = []
+        self.sessions: list[AgiSession] = []
+        self.requests: list[AgiRequest] = []
+
+    async def __call__(self, session: AgiSession) -> None:
+        self.sessions.append(session)
+        self.requests.append(session.request)
+        for command in self.commands:
+            self.replies.append(await session.command(command))
+
+
+# -- a normal session ------------------------------------------------------------------------
+
+
+async def test_route_session_sets_every_router_variable_and_status_last(router: AgiServer) -> None:
+    ch = await FakeChannel(router.port, args=["911234567"]).run()
+
+    v = ch.variables
+    assert v["ROUTER_STATUS"] == "OK"
+    assert v["ROUTER_NUMBER"] == "+34911234567"
+    assert v["ROUTER_COUNT"] == "3"
+    assert {v["ROUTER_DIAL_1"], v["ROUTER_DIAL_2"]} == {
+        "PJSIP/+34911234567@carrier-a", "PJSIP/+34911234567@carrier-b"}
+    assert v["ROUTER_DIAL_3"] == "PJSIP/990034911234567@carrier-c"
+    assert [v[f"ROUTER_CARRIER_{n}"] for n in (1, 2, 3)] == ["peering", "peering", "cheap"]
+    assert v["ROUTER_TIMEOUT_1"] == "30"
+    assert ch.set_order[-1] == "ROUTER_STATUS"
+    assert ch.closed_by_server
+    assert router.stats.served == 1
+
+
+async def test_script_is_chosen_by_path_and_gets_query_and_numbered_args(
+        agi_server: ServerFactory) -> None:
+    rec = Recorder()
+    server = await agi_server({"route": rec})
+    headers = header_block("route", args=["0033123", "acme", "x"], query="tenant=t1&flag")
+    await FakeChannel(server.port, headers=headers).run()
+    # Without agi_network_script (AGI(agi://host) with no path) Asterisk sends only agi_request.
+    raw = header_block("route", args=["1"]).replace(b"agi_network_script: route\n", b"")
+    await FakeChannel(server.port, headers=raw).run()
+
+    first, second = rec.requests
+    assert first.script == "route"
+    assert first.args == ("0033123", "acme", "x")
+    assert dict(first.query) == {"tenant": "t1", "flag": ""}
+    assert first.channel == "PJSIP/phone-agi-0000016a"
+    assert second.script == "route" and second.args == ("1",)
+
+
+async def test_more_than_nine_args_keep_their_numeric_order(agi_server: ServerFactory) -> None:
+    rec = Recorder()
+    server = await agi_server({"s": rec})
+    await FakeChannel(server.port, script="s", args=[str(i) for i in range(1, 13)]).run()
+    assert rec.requests[0].args == tuple(str(i) for i in range(1, 13))
+
+
+async def test_unknown_script_is_closed_without_commands(agi_server: ServerFactory) -> None:
+    server = await agi_server({"route": Recorder()})
+    ch = await FakeChannel(server.port, script="nope").run()
+    assert ch.closed_by_server and ch.commands == []
+    assert server.stats.unknown_script == {"nope": 1}
+
+
+# -- what real Asterisk sends ----------------------------------------------------------------
+
+
+async def test_multiline_520_reply_is_read_whole_and_the_next_reply_is_not_shifted(
+        agi_server: ServerFactory) -> None:
+    rec = Recorder("GET VARIABLE", 'GET VARIABLE "X"')
+    server = await agi_server({"s": rec})
+
+    def respond(ch: FakeChannel, line: str) -> bytes | None:
+        return USAGE_520 if line == "GET VARIABLE" else b"200 result=1 (transfer)\n"
+
+    await FakeChannel(server.port, script="s", respond=respond).run()
+    usage, value = rec.replies
+    assert usage.code == 520
+    assert "Usage: GET VARIABLE" in usage.text and usage.text.endswith("End of proper usage.")
+    assert value.code == 200 and value.data == "transfer"
+
+
+async def test_hangup_line_marks_the_session_and_does_not_shift_replies(
+        agi_server: ServerFactory) -> None:
+    rec = Recorder('GET VARIABLE "A"', 'GET VARIABLE "B"')
+    server = await agi_server({"s": rec})
+
+    def respond(ch: FakeChannel, line: str) -> bytes | None:
+        if line.endswith('"A"'):
+            return b"HANGUP\n200 result=1 (a)\n"
+        return b"200 result=1 (b)\n"
+
+    await FakeChannel(server.port, script="s", respond=respond).run()
+    assert [r.data for r in rec.replies] == ["a", "b"]
+    assert rec.sessions[0].hung_up
+
+
+async def test_hangup_then_511_ends_the_route_script_quietly(router: AgiServer) -> None:
+    def respond(ch: FakeChannel, line: str) -> bytes | None:
+        prefix = b"HANGUP\n" if len(ch.commands) == 1 else b""
+        return prefix + b"511 Command Not Permitted on a dead channel or intercepted channel\n"
+
+    ch = await FakeChannel(router.port, args=["911234567"], respond=respond).run()
+    assert len(ch.commands) == 1  # the script stopped at the first refusal
+    assert ch.closed_by_server
+    assert router.stats.dropped == 1 and router.stats.served == 0
+
+
+async def test_100_trying_is_an_interim_reply(agi_server: ServerFactory) -> None:
+    rec = Recorder("EXEC Gosub sub,s,1", 'GET VARIABLE "X"')
+    server = await agi_server({"s": rec})
+
+    def respond(ch: FakeChannel, line: str) -> bytes | None:
+        if line.startswith("EXEC"):
+            return b"100 result=0 Trying...\n200 result=0 Gosub complete\n"
+        return b"200 result=1 (x)\n"
+
+    await FakeChannel(server.port, script="s", respond=respond).run()
+    assert [(r.code, r.result, r.extra) for r in rec.replies] == [
+        (200, "0", "Gosub complete"), (200, "1", "")]
+
+
+@pytest.mark.parametrize(("text", "result", "data", "extra"), [
+    ("result=1", "1", None, ""),
+    ("result=1 (value)", "1", "value", ""),
+    ("result=1 (f(x) (nested))", "1", "f(x) (nested)", ""),
+    ("result=1 ()", "1", "", ""),
+    ("result= (timeout)", "", "timeout", ""),
+    ("result=-1", "-1", None, ""),
+    ("result=49 endpos=8640", "49", None, "endpos=8640"),
+    ("result=1 (speech) endpos=1234 results=2", "1", "speech", "endpos=1234 results=2"),
+    ("result=0 Gosub complete", "0", None, "Gosub complete"),
+    ("Invalid or unknown command", None, None, "Invalid or unknown command"),
+])
+def test_reply_parser(text: str, result: str | None, data: str | None, extra: str) -> None:
+    reply = AgiReply.parse(200, text)
+    assert (reply.result, reply.data, reply.extra) == (result, data, extra)
+
+
+async def test_non_utf8_header_bytes_do_not_kill_the_session(router: AgiServer) -> None:
+    headers = (header_block("route", args=["PLACEHOLDER"])
+               .replace(b"PLACEHOLDER", b"91\xff1234567")
+               .replace(b"Lab Caller", b"Jos\xe9 \xc3"))
+    ch = await FakeChannel(router.port, headers=headers).run()
+    assert ch.variables["ROUTER_STATUS"] == "INVALID"  # never dialled with a bad byte
+    assert ch.variables["ROUTER_CAUSE"] == "28"
+    assert "ROUTER_DIAL_1" not in ch.variables
+
+
+async def test_non_utf8_reply_bytes_are_replaced_not_fatal(agi_server: ServerFactory) -> None:
+    rec = Recorder('GET VARIABLE "CALLERID(name)"', 'GET VARIABLE "X"')
+    server = await agi_server({"s": rec})
+
+    def respond(ch: FakeChannel, line: str) -> bytes | None:
+        return b"200 result=1 (Jos\xe9)\n" if "CALLERID" in line else b"200 result=1 (ok)\n"
+
+    await FakeChannel(server.port, script="s", respond=respond).run()
+    assert [r.data for r in rec.replies] == ["Jos\ufffd", "ok"]
+
+
+# -- broken and hostile peers ----------------------------------------------------------------
+
+
+async def test_peer_closing_before_headers_end_does_not_stop_other_sessions(
+        router: AgiServer) -> None:
+    # One peer sends half a header block and closes; another stalls mid-header (a port scan,
+    # a crashed box). Neither may hold up the next call.
+    r1, w1 = await asyncio.open_connection("127.0.0.1", router.port)
+    w1.write(b"agi_network: yes\nagi_network_script: route\nagi_chan")
+    await w1.drain()
+    w1.close()
+    r2, w2 = await asyncio.open_connection("127.0.0.1", router.port)
+    w2.write(b"agi_network: yes\n")
+    await w2.drain()
+
+    ch = await FakeChannel(router.port, args=["911234567"]).run(within=2.0)
+    assert ch.variables["ROUTER_STATUS"] == "OK"
+    await until(lambda: router.stats.dropped == 1)  # the closed one; the stalled one waits
+    assert router.stats.served == 1
+    w2.close()
+
+
+async def test_slow_peer_hits_the_header_timeout(agi_server: ServerFactory) -> None:
+    server = await agi_server({"route": Recorder()}, limits=Limits(header_timeout=0.3))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network: yes\nagi_network_script: ro")
+    await writer.drain()
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""  # the server hung up on us
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert server.stats.dropped == 1
+    writer.close()
+
+
+async def test_peer_that_never_replies_hits_the_read_timeout(agi_server: ServerFactory) -> None:
+    server = await agi_server({"s": Recorder('GET VARIABLE "X"')},
+                              limits=Limits(read_timeout=0.3))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(header_block("s"))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 3.0) == b'GET VARIABLE "X"\n'
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    assert server.stats.dropped == 1
+    writer.close()
+
+
+async def test_over_long_header_line_is_refused(agi_server: ServerFactory) -> None:
+    server = await agi_server({"route": Recorder()}, limits=Limits(max_line=1024))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network_script: " + b"x" * 5000 + b"\n\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    assert server.stats.dropped == 1
+    writer.close()
+
+
+async def test_endless_header_block_is_refused(agi_server: ServerFactory) -> None:
+    server = await agi_server({"route": Recorder()}, limits=Limits(max_headers=50))
+    ch = FakeChannel(server.port, headers=b"".join(b"agi_x%d: y\n" % i for i in range(60)))
+    await ch.run()
+    assert ch.closed_by_server and ch.commands == []
+    assert server.stats.dropped == 1
+
+
+async def test_garbage_reply_ends_the_session(agi_server: ServerFactory) -> None:
+    rec = Recorder('GET VARIABLE "X"', 'GET VARIABLE "Y"')
+    server = await agi_server({"s": rec})
+    ch = await FakeChannel(server.port, script="s",
+                           respond=lambda ch, line: b"hello there\n").run()
+    assert len(ch.commands) == 1 and ch.closed_by_server
+    assert server.stats.dropped == 1
+
+
+async def test_peer_outside_the_allow_list_is_refused(agi_server: ServerFactory) -> None:
+    rec = Recorder()
+    server = await agi_server({"route": rec}, allow=["127.0.0.2/32"])
+    refused = await FakeChannel(server.port).run()
+    assert refused.closed_by_server and rec.requests == []
+    assert server.stats.refused == 1
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
+                                                   local_addr=("127.0.0.2", 0))
+    writer.write(header_block("route"))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    assert len(rec.requests) == 1 and rec.requests[0].peer == "127.0.0.2"
+    writer.close()
+
+
+def test_a_bad_allow_entry_is_rejected_at_start_up() -> None:
+    with pytest.raises(ValueError):
+        AgiServer({}, allow=["not-an-address"])
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+async def test_a_thousand_concurrent_route_sessions_are_all_served(router: AgiServer) -> None:
+    channels = [FakeChannel(router.port, args=[f"91{i:07d}"]) for i in range(1000)]
+    await asyncio.gather(*(ch.run(within=60) for ch in channels))
+
+    assert all(ch.variables["ROUTER_STATUS"] == "OK" for ch in channels)
+    assert all(ch.variables["ROUTER_NUMBER"] == f"+3491{i:07d}" for i, ch in enumerate(channels))
+    assert router.stats.served == 1000 and router.stats.dropped == 0
+
+
+async def test_sessions_beyond_max_sessions_wait_for_a_place(agi_server: ServerFactory) -> None:
+    running = 0
+    most = 0
+
+    async def slow(session: AgiSession) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await session.get_variable("X")
+        await asyncio.sleep(0.01)  # hold the place a moment so the sessions overlap
+        running -= 1
+
+    server = await agi_server({"s": slow}, limits=Limits(max_sessions=20))
+    channels = [FakeChannel(server.port, script="s") for _ in range(200)]
+    await asyncio.gather(*(ch.run(within=30) for ch in channels))
+    assert server.stats.served == 200
+    assert most == 20 and server.stats.peak == 20
+
+
+async def test_connections_get_dropped_when_no_place_frees_up_in_time(
+        agi_server: ServerFactory) -> None:
+    release = asyncio.Event()
+
+    async def stuck(session: AgiSession) -> None:
+        await release.wait()
+
+    server = await agi_server({"s": stuck}, limits=Limits(max_sessions=1, queue_timeout=0.2))
+    first = asyncio.create_task(FakeChannel(server.port, script="s").run())
+    await until(lambda: server.stats.active == 1)
+    second = await FakeChannel(server.port, script="s").run()
+    assert second.closed_by_server and server.stats.overloaded == 1
+    release.set()
+    await first
+    assert server.stats.served == 1

@@ -1,0 +1,183 @@
+"""The route and outcome scripts over a fake, stateful channel: the same decisions as the core."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from agi_fake_asterisk import FakeChannel, ServerFactory
+
+from agi.scripts import Scripts, observe, parse_sip_code
+from agi.server import AgiServer
+from routing.policy import Observation
+from routing.snapshot import Snapshot
+
+
+async def route(server: AgiServer, *args: str) -> dict[str, str]:
+    return (await FakeChannel(server.port, args=list(args)).run()).variables
+
+
+async def outcome(server: AgiServer, variables: dict[str, str], n: int, cause: str,
+                  dialstatus: str, sip: str = "", ringtime: str = "", progresstime: str = "",
+                  ) -> dict[str, str]:
+    """Run ``outcome`` on the channel holding ``variables``, as the dialplan calls it."""
+    ch = FakeChannel(server.port, script="outcome", variables=variables,
+                     args=[str(n), cause, dialstatus, ringtime, progresstime, sip])
+    return (await ch.run()).variables
+
+
+# -- route -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dialled", "status", "cause"), [
+    ("0033123456789", "OK", None),
+    ("+3490512345", "BLOCKED", "21"),
+    ("0044201234567", "NO_ROUTE", "3"),
+    ("91&PJSIP/evil", "INVALID", "28"),
+    ("", "INVALID", "28"),
+])
+async def test_route_status_and_caller_cause(router: AgiServer, dialled: str, status: str,
+                                             cause: str | None) -> None:
+    v = await route(router, dialled)
+    assert v["ROUTER_STATUS"] == status
+    assert v.get("ROUTER_CAUSE") == cause
+    if status != "OK":
+        assert v["ROUTER_COUNT"] == "0" and "ROUTER_DIAL_1" not in v
+
+
+async def test_route_reads_the_tenant_from_the_second_argument(agi_server: ServerFactory,
+                                                               snapshot: Snapshot) -> None:
+    from dataclasses import replace
+
+    from routing.model import Route
+    acme_only = Route(name="acme-uk", patterns=("spain",), priority=0, carrier="cheap",
+                      pattern="spain", tenant="acme", stopper=True)
+    table = replace(snapshot.table, routes=(*snapshot.table.routes, acme_only))
+    tenant_snapshot = Snapshot.build(table, "v-tenant")
+    server = await agi_server(Scripts(lambda: tenant_snapshot, random.Random(1)).handlers())
+
+    assert (await route(server, "911234567", "acme"))["ROUTER_DIAL_1"].endswith("@carrier-c")
+    assert (await route(server, "911234567", "other"))["ROUTER_COUNT"] == "3"
+
+
+async def test_route_without_a_loaded_table_answers_error(agi_server: ServerFactory) -> None:
+    server = await agi_server(Scripts(lambda: None, random.Random(1)).handlers())
+    v = await route(server, "911234567")
+    assert v["ROUTER_STATUS"] == "ERROR" and v["ROUTER_CAUSE"] == "34"
+
+
+async def test_route_records_the_table_version(router: AgiServer) -> None:
+    assert (await route(router, "911234567"))["ROUTER_VERSION"] == "v-test"
+
+
+# -- outcome: the outcome matrix over the dialplan's inputs ----------------------------------
+
+
+async def test_503_moves_on_and_records_the_attempt(router: AgiServer) -> None:
+    v = await route(router, "911234567")
+    v = await outcome(router, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "1"
+    assert v["ROUTER_RESULT_1"] == "congestion:34"
+    assert v["ROUTER_ATTEMPTS"] == f"{v['ROUTER_TRUNK_1']}:congestion:34:503"
+    assert "ROUTER_HANGUP_CAUSE" not in v
+
+
+async def test_404_moves_on(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "1", "CHANUNAVAIL",
+                      "SIP 404 Not Found")
+    assert v["ROUTER_NEXT"] == "1"
+
+
+async def test_486_stops_with_busy(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "17", "BUSY",
+                      "SIP 486 Busy Here")
+    assert v["ROUTER_NEXT"] == "0" and v["ROUTER_HANGUP_CAUSE"] == "17"
+
+
+async def test_ringing_then_dial_timeout_stops_with_no_answer(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER",
+                      "SIP 487 Request Terminated", ringtime="180")
+    assert v["ROUTER_NEXT"] == "0" and v["ROUTER_HANGUP_CAUSE"] == "19"
+    assert v["ROUTER_RESULT_1"] == "no-answer:19"
+
+
+async def test_dial_timeout_without_any_provisional_reply_moves_on(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER")
+    assert v["ROUTER_NEXT"] == "1" and v["ROUTER_RESULT_1"].startswith("unreachable:")
+
+
+async def test_480_from_a_trunk_that_never_rang_moves_on(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "19", "NOANSWER",
+                      "SIP 480 Temporarily Unavailable")
+    assert v["ROUTER_NEXT"] == "1"
+
+
+async def test_all_attempts_failing_hang_up_with_the_most_meaningful_cause(
+        router: AgiServer) -> None:
+    v = await route(router, "911234567")
+    assert v["ROUTER_COUNT"] == "3"
+    v = await outcome(router, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    v = await outcome(router, v, 2, "1", "CHANUNAVAIL", "SIP 404 Not Found")
+    v = await outcome(router, v, 3, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "0"
+    assert v["ROUTER_HANGUP_CAUSE"] == "1"  # the rejection beats congestion
+    assert v["ROUTER_ATTEMPTS"].count("|") == 2
+
+
+async def test_a_carriers_own_failover_policy_applies(router: AgiServer) -> None:
+    v = await route(router, "0033123456789")  # france: picky (retry 486, stop 503) first
+    assert v["ROUTER_CARRIER_1"] == "picky"
+    busy = await outcome(router, dict(v), 1, "17", "BUSY", "SIP 486 Busy Here")
+    assert busy["ROUTER_NEXT"] == "1"
+    overloaded = await outcome(router, dict(v), 1, "34", "CONGESTION",
+                               "SIP 503 Service Unavailable")
+    assert overloaded["ROUTER_NEXT"] == "0" and overloaded["ROUTER_HANGUP_CAUSE"] == "34"
+
+
+async def test_a_reason_phrase_with_commas_is_put_back_together(router: AgiServer) -> None:
+    v = await route(router, "911234567")
+    ch = FakeChannel(router.port, script="outcome", variables=v,
+                     args=["1", "17", "BUSY", "", "", "SIP 486 Busy", " call later"])
+    assert (await ch.run()).variables["ROUTER_NEXT"] == "0"
+
+
+async def test_a_bad_attempt_index_stops_with_an_error_cause(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 0, "34", "CONGESTION")
+    v2 = await FakeChannel(router.port, script="outcome", variables={},
+                           args=["x"]).run()
+    assert v2.variables == {"ROUTER_HANGUP_CAUSE": "34", "ROUTER_NEXT": "0"}
+    assert v["ROUTER_NEXT"] == "1"  # index 0 < count: treated like any early attempt
+
+
+# -- the pure translation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tech", "code"), [
+    ("SIP 503 Service Unavailable", 503),
+    ("SIP 486 Busy Here", 486),
+    ("SIP 200 OK", 200),
+    ("", None),
+    ("IAX2 whatever", None),
+    ("SIP 99 x", None),
+])
+def test_parse_sip_code(tech: str, code: int | None) -> None:
+    assert parse_sip_code(tech) == code
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("34", "CONGESTION", "", "", "SIP 503 Service Unavailable"),
+     Observation(cause=34, sip_code=503)),
+    (("17", "BUSY", "120", "", "SIP 486 Busy Here"),
+     Observation(cause=17, sip_code=486, provisional=True)),
+    (("0", "NOANSWER", "150", "", "SIP 487 Request Terminated"),
+     Observation(provisional=True, ring_timeout=True)),
+    (("0", "NOANSWER", "", "90", ""),
+     Observation(provisional=True, early_media=True, ring_timeout=True)),
+    (("", "NOANSWER", "", "", ""), Observation(setup_timeout=True)),
+    (("19", "NOANSWER", "", "", "SIP 480 Temporarily Unavailable"),
+     Observation(cause=19, sip_code=480)),
+    (("20", "CHANUNAVAIL", "", "", ""), Observation(cause=20)),
+    (("16", "CANCEL", "100", "", ""), Observation(cause=16, provisional=True, caller_gone=True)),
+])
+def test_observe(args: tuple[str, str, str, str, str], expected: Observation) -> None:
+    assert observe(*args) == expected
