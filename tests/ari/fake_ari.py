@@ -138,6 +138,7 @@ class FakeAsterisk:
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/ring" -> hold reply
         self.connected = asyncio.Event()
         self.ws_connections = 0
+        self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
         self._ids = itertools.count(1)
         self._names = itertools.count(0x100)
         self.server: TestServer | None = None
@@ -299,6 +300,8 @@ class FakeAsterisk:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("app") != self.app:
             return web.json_response({"message": "bad app"}, status=400)
+        if not self.accepting:
+            return web.json_response({"message": "unavailable"}, status=503)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         queue: asyncio.Queue[str] = asyncio.Queue()

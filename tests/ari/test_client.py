@@ -1,0 +1,133 @@
+"""The ARI client against the fake server: errors, credentials, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from ari_support import wait_for
+from fake_ari import Behaviour, FakeAsterisk
+
+from ari_app.client import (
+    AriClient,
+    AriConflict,
+    AriError,
+    AriNotFound,
+    AriUnavailable,
+    Backoff,
+    ari_base_url,
+)
+
+
+@pytest.fixture
+async def fake() -> FakeAsterisk:
+    server = FakeAsterisk()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def client_for(fake: FakeAsterisk, password: str | None = None) -> AriClient:
+    assert fake.server is not None
+    return AriClient(f"http://127.0.0.1:{fake.server.port}", fake.username,
+                     password or fake.password, fake.app, heartbeat=1.0,
+                     backoff=Backoff(initial=0.02, maximum=0.05))
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [("http://127.0.0.1:8088", "http://127.0.0.1:8088/ari"),
+     ("http://127.0.0.1:8088/", "http://127.0.0.1:8088/ari"),
+     ("http://127.0.0.1:8088/ari", "http://127.0.0.1:8088/ari"),
+     ("https://user:pw@pbx.example:8089/asterisk", "https://pbx.example:8089/asterisk/ari")],
+)
+def test_base_url_gets_ari_path_and_loses_credentials(url: str, base: str) -> None:
+    assert str(ari_base_url(url)) == base
+
+
+def test_non_http_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="http"):
+        ari_base_url("ws://127.0.0.1:8088")
+
+
+async def test_rest_errors_map_to_exceptions(fake: FakeAsterisk) -> None:
+    fake.trunks["carrier-a"] = Behaviour.recorded("a200", "carrier-a")
+    async with client_for(fake) as ari:
+        with pytest.raises(AriNotFound):
+            await ari.hangup("no-such-channel")
+        with pytest.raises(AriError) as err:
+            await ari.create_channel("PJSIP/1@no-such-trunk", channel_id="x")
+        assert err.value.status == 500 and "Allocation failed" in err.value.message
+        await ari.create_channel("PJSIP/1@carrier-a", channel_id="probe")
+        with pytest.raises(AriConflict):  # not in Stasis yet, or dialled twice
+            await ari.dial("probe")
+            await ari.dial("probe")
+
+
+async def test_wrong_password_is_an_error_that_does_not_show_the_password(
+    fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ari = client_for(fake, password="wrong-secret")
+    with pytest.raises(AriError) as err:
+        await ari.list_channels()
+    assert err.value.status == 401
+    task = asyncio.create_task(ari.run_events(lambda raw: None))
+    await wait_for(lambda: "refused" in caplog.text)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ari.close()
+    assert "ARI_PASSWORD" in caplog.text
+    assert "wrong-secret" not in caplog.text and fake.password not in caplog.text
+
+
+async def test_unreachable_asterisk_raises_unavailable() -> None:
+    ari = AriClient("http://127.0.0.1:9", "u", "p", "app", request_timeout=1.0)
+    with pytest.raises(AriUnavailable):
+        await ari.list_channels()
+    await ari.close()
+
+
+async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(
+    fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ari = client_for(fake)
+    seen: list[str] = []
+    connects: list[int] = []
+
+    async def on_connected() -> None:
+        connects.append(ari.connections)
+
+    task = asyncio.create_task(ari.run_events(lambda raw: seen.append(raw["type"]), on_connected))
+    await fake.connected.wait()
+    fake.new_caller("911234567")
+    await wait_for(lambda: seen == ["StasisStart"])
+    await fake.drop_websockets()
+    await wait_for(lambda: len(connects) == 2)
+    fake.new_caller("911234568")
+    await wait_for(lambda: seen == ["StasisStart", "StasisStart"])
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ari.close()
+    assert connects == [1, 2]
+    assert fake.password not in caplog.text
+
+
+async def test_a_failing_event_handler_does_not_stop_the_reader(fake: FakeAsterisk) -> None:
+    ari = client_for(fake)
+    seen: list[str] = []
+
+    def handler(raw: dict) -> None:
+        seen.append(raw["channel"]["id"])
+        if len(seen) == 1:
+            raise RuntimeError("bug in a handler")
+
+    task = asyncio.create_task(ari.run_events(handler))
+    await fake.connected.wait()
+    first, second = fake.new_caller("1"), fake.new_caller("2")
+    await wait_for(lambda: seen == [first, second])
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ari.close()

@@ -1,0 +1,118 @@
+"""Websocket drops: the app reconnects, reconciles what it missed, leaves nothing behind."""
+
+from __future__ import annotations
+
+from ari_support import ROUTES, Lab, snapshot_of, wait_for
+from fake_ari import Behaviour
+
+from ari_app.call import AttemptState
+
+NUMBER = "911234567"
+
+
+async def cut(lab: Lab) -> int:
+    """Drop the events websocket and refuse new ones; returns the connection count."""
+    lab.fake.accepting = False
+    await lab.fake.drop_websockets()
+    await wait_for(lambda: not lab.ari.connected.is_set())
+    return lab.fake.ws_connections
+
+
+async def restore(lab: Lab, before: int) -> None:
+    lab.app.reconciled.clear()
+    lab.fake.accepting = True
+    await wait_for(lambda: lab.fake.ws_connections > before)
+    await lab.app.reconciled.wait()
+
+
+async def ringing_call(lab: Lab) -> tuple[str, str]:
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a480-noanswer_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    return caller, call.legs[0].channel_id
+
+
+async def test_answer_missed_during_a_drop_is_picked_up_after_reconnect(lab: Lab) -> None:
+    caller, leg = await ringing_call(lab)
+    before = await cut(lab)
+    lab.fake.answer_silently(leg)
+    await restore(lab, before)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.bridges and list(lab.fake.bridges.values())[0]["channels"] == [caller, leg]
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_caller_gone_during_a_drop_tears_down_the_attempt(lab: Lab) -> None:
+    caller, leg = await ringing_call(lab)
+    before = await cut(lab)
+    lab.fake.caller_hangup(caller)
+    await restore(lab, before)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert lab.fake.ended[leg].cancelled
+    assert lab.fake.dials["carrier-b"] == 0
+
+
+async def test_the_next_call_routes_after_a_reconnect(lab: Lab) -> None:
+    lab.carriers("a200")
+    await restore(lab, await cut(lab))
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_bridged_calls_go_on_through_a_drop(lab: Lab) -> None:
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    await restore(lab, await cut(lab))
+    assert caller in lab.fake.channels and call.legs[0].channel_id in lab.fake.channels
+    lab.fake.far_end_hangup(call.legs[0].channel_id)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_leftovers_of_an_earlier_run_are_cleaned_or_adopted(lab: Lab) -> None:
+    lab.carriers("a200")
+    before = await cut(lab)
+    fake = lab.fake
+    # An attempt channel nobody owns; a half-built bridge; a bridged call; a missed caller.
+    stray = fake.add_leftover_channel("router-attempt,gone-caller", state="Down")
+    half_caller = fake.add_leftover_channel(NUMBER, state="Ring")
+    half_leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
+    half = fake.add_leftover_bridge([half_caller, half_leg])
+    up_caller = fake.add_leftover_channel(NUMBER, state="Up")
+    up_leg = fake.add_leftover_channel("router-attempt,y", state="Up")
+    adopted = fake.add_leftover_bridge([up_caller, up_leg])
+    missed = fake.add_leftover_channel(NUMBER, state="Ring")
+    await restore(lab, before)
+    await wait_for(lambda: stray not in fake.channels and half not in fake.bridges
+                   and half_caller not in fake.channels and half_leg not in fake.channels)
+    assert adopted in fake.bridges and up_caller in fake.channels
+    await wait_for(lambda: fake.channels[missed].state == "Up")  # routed like a new call
+    fake.far_end_hangup(up_leg)
+    await wait_for(lambda: up_caller not in fake.channels and adopted not in fake.bridges)
+    fake.caller_hangup(missed)
+    await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_a_failed_call_then_an_answered_one_leave_nothing_behind(lab: Lab) -> None:
+    # Both trunks fail on the first call, the second call is answered: nothing is left.
+    lab.carriers("a503_b503")
+    failed = await lab.call(NUMBER)
+    assert failed.result is not None and failed.result.caller_cause == 34
+    lab.carriers("a503_b200", **{"carrier-a": Behaviour.recorded("a200", "carrier-a")})
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
