@@ -137,7 +137,7 @@ class RouterApp:
             return
         if event.type != EventType.STASIS_START or event.channel_id is None:
             return
-        if event.args[:1] == (ev.ATTEMPT_ARG,):
+        if ev.is_attempt(event.channel_id, event.args):
             # An attempt channel whose call is over (it raced with the call's end).
             log.info("hanging up leftover attempt channel %s", event.channel_id)
             self._spawn(self._hangup(event.channel_id), f"hangup-{event.channel_id}")
@@ -211,7 +211,7 @@ class RouterApp:
             args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
             if args is None or dialplan.get("app_name") != "Stasis":
                 continue
-            if args[:1] == (ev.ATTEMPT_ARG,):
+            if ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")
             elif channel.get("state") in ("Ring", "Down", "Ringing"):

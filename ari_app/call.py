@@ -193,7 +193,7 @@ class CallResult:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(6)}"
+    return f"{prefix}{secrets.token_hex(6)}"
 
 
 @dataclass
@@ -356,7 +356,7 @@ class Call:
 
     async def _prepare_caller(self) -> None:
         """Ringback to the phone and one mixing bridge for the whole call."""
-        self.bridge_id = new_id("orb")
+        self.bridge_id = new_id(ev.BRIDGE_ID_PREFIX)
         await asyncio.gather(
             self._quietly("ring caller", self.ari.ring(self.caller_id)),
             self.ari.create_bridge(self.bridge_id, name=self.ari.app),
@@ -380,7 +380,7 @@ class Call:
 
     async def _try(self, attempt: Attempt) -> AttemptLeg:
         now = self.clock()
-        leg = AttemptLeg(attempt, new_id("ora"), now)
+        leg = AttemptLeg(attempt, new_id(ev.ATTEMPT_ID_PREFIX), now)
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         setup_deadline = now + attempt.setup_timeout

@@ -61,6 +61,10 @@ CAUSE_TEMPORARY_FAILURE = 41
 #: StasisStart args of an outbound leg the app created (``appArgs`` of ``/channels/create``).
 #: Never a valid number, so a leg can not be taken for a new caller even if its id is unknown.
 ATTEMPT_ARG = "router-attempt"
+#: Ids of the channels and bridges the router creates (``ora-<hex>``, ``orb-<hex>``); a caller's
+#: id is Asterisk's uniqueid (``1795706795.58``), which can not look like these.
+ATTEMPT_ID_PREFIX = "ora-"
+BRIDGE_ID_PREFIX = "orb-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +179,39 @@ def reconciled(channel_id: str, state: str | None) -> Event:
     return Event(type=EventType.RECONCILED, channel_id=channel_id, channel_state=state)
 
 
+def split_app_data(app_data: str) -> list[str]:
+    """Split dialplan application data like Asterisk does: commas separate arguments except
+    inside double quotes (the dialplan passes the number through ``QUOTE()``); quotes are
+    removed and a backslash escapes the next character."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in app_data:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
 def stasis_args_from_app_data(app: str, app_data: str) -> tuple[str, ...] | None:
     """The Stasis args of a channel seen in ``GET /channels`` (``dialplan.app_data`` is
-    ``"<app>,<arg>,<arg>"``), or None when the channel is not in ``app``."""
-    parts = app_data.split(",")
-    if not parts or parts[0] != app:
+    ``<app>,<arg>,<arg>``), or None when the channel is not in ``app``."""
+    parts = split_app_data(app_data)
+    if parts[0] != app:
         return None
     return tuple(parts[1:])
+
+
+def is_attempt(channel_id: str, args: Sequence[str]) -> bool:
+    """A channel the router created for a trunk attempt (not a caller)."""
+    return channel_id.startswith(ATTEMPT_ID_PREFIX) and args[:1] == (ATTEMPT_ARG,)

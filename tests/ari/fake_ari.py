@@ -216,7 +216,7 @@ class FakeAsterisk:
         self._emit({"type": "ChannelStateChange", "channel": ch.json()})
 
     def add_leftover_channel(self, args: str, state: str = "Up") -> str:
-        cid = f"leftover-{next(self._ids)}"
+        cid = f"{'ora-' if args.startswith('router-attempt') else ''}leftover-{next(self._ids)}"
         self.channels[cid] = Channel(cid, f"PJSIP/x-{next(self._names):08x}", state,
                                      f"{self.app},{args}", in_stasis=True)
         return cid

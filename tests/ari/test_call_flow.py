@@ -265,3 +265,10 @@ def _routes_with(alpha: str = "", *, ring_timeout: float = 0.5, first: str = "al
         text = text.replace("carrier: alpha, priority: 1", f"carrier: {first}, priority: 1")
         text = text.replace("carrier: bravo, priority: 2", "carrier: alpha, priority: 2")
     return text
+
+
+async def test_a_caller_dialling_the_attempt_marker_is_just_an_invalid_number(lab: Lab) -> None:
+    lab.carriers("a200")
+    call = await lab.call("router-attempt", "acme")
+    assert lab.fake.ended[call.caller_id].hangup_reason == "28"
+    assert lab.vars_of(call.caller_id)["ROUTER_STATUS"] == "INVALID"

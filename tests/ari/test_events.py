@@ -73,6 +73,7 @@ def test_event_without_type_is_rejected() -> None:
     ("app_data", "args"),
     [("outbound-router,911234567", ("911234567",)),
      ("outbound-router,911234567,acme", ("911234567", "acme")),
+     ('outbound-router,"91,1\\"2",acme', ('91,1"2', "acme")),
      ("other-app,911234567", None),
      ("", None)],
 )
