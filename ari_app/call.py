@@ -481,15 +481,11 @@ class Call:
                     var.ATTEMPTS: trace,
                 }),
             )
-        while not self.caller_gone and not leg.destroyed:
-            event = await self._next(None)
+        while not self.caller_gone:
+            event = await self.queue.get()
             if event.channel_id == self.caller_id:
                 self._caller_event(event)
             elif event.channel_id == leg.channel_id and event.hangup:
-                leg.destroyed = leg.destroyed or event.type in (
-                    EventType.CHANNEL_DESTROYED, EventType.RECONCILED)
-                if event.type == EventType.CHANNEL_DESTROYED:
-                    leg.cause = event.cause
                 break
         if self.caller_gone:
             self.log.info("caller hung up: hanging up %s", leg.attempt.trunk)

@@ -21,7 +21,7 @@ import base64
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ class Backoff:
 
 
 EventCallback = Callable[[Mapping[str, Any]], None]
-ConnectedCallback = Callable[[], Awaitable[None]]
+ConnectedCallback = Callable[[], Coroutine[Any, Any, None]]
 
 
 class AriClient:
