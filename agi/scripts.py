@@ -3,10 +3,11 @@
 ``route``   ``AGI(agi://127.0.0.1:4573/route,<number>[,<tenant>])``
             plans the call (``routing.plan.plan``) and sets ``ROUTER_*`` (SPEC section 4).
 ``outcome`` ``AGI(agi://127.0.0.1:4573/outcome,<n>,${HANGUPCAUSE},${DIALSTATUS},
-            ${RINGTIME_MS},${PROGRESSTIME_MS},${HANGUPCAUSE(<peer>,tech)})``
-            judges failed attempt n (``routing.policy.judge``) and sets whether to try the next
-            one, and when stopping, the cause to hang the caller up with
-            (``routing.policy.caller_cause`` over every attempt of the call).
+            ${RINGTIME_MS},${PROGRESSTIME_MS},<HANGUPCAUSE_KEYS() before the Dial>)``
+            judges failed attempt n (``routing.policy.judge``) on its hangup cause and the SIP
+            code of the channel that attempt created (``HANGUPCAUSE(<channel>,tech)``, read
+            here), sets whether to try the next one, and when stopping, the cause to hang the
+            caller up with (``routing.policy.caller_cause`` over every attempt of the call).
 
 Every variable name comes from ``routing.variables``. No routing rule lives here.
 """
@@ -41,9 +42,10 @@ _SIP_RE = re.compile(r"^\s*SIP\s+([1-6][0-9]{2})\b")
 # -- pure translations (unit-tested on their own) ---------------------------------------------
 
 
-def format_seconds(seconds: float) -> str:
-    """Dial()'s timeout argument: ``45`` or ``2.5``."""
-    return f"{seconds:g}"
+def dial_timeout(ring_timeout: float, setup_timeout: float) -> str:
+    """Dial()'s timeout argument, ``RING^SETUP`` (Asterisk 22): give up after RING seconds,
+    and treat the attempt as CHANUNAVAIL when no ringing or progress came within SETUP."""
+    return f"{ring_timeout:g}^{setup_timeout:g}"
 
 
 def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
@@ -55,7 +57,7 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
             (V.dial(a.index), a.endpoint),
             (V.carrier(a.index), a.carrier.name),
             (V.trunk(a.index), a.trunk),
-            (V.timeout(a.index), format_seconds(a.ring_timeout)),
+            (V.timeout(a.index), dial_timeout(a.ring_timeout, a.setup_timeout)),
         ]
     out.append((V.NUMBER, p.number or ""))
     out.append((V.COUNT, str(len(p.attempts))))
@@ -73,9 +75,14 @@ def error_variables() -> list[tuple[str, str]]:
 
 
 def parse_sip_code(tech: str) -> int | None:
-    """``HANGUPCAUSE(<chan>,tech)`` ("SIP 503 Service Unavailable") -> 503."""
+    """The final SIP code in ``HANGUPCAUSE(<chan>,tech)`` ("SIP 503 Service Unavailable" ->
+    503). That is the channel's last SIP response: after a ring timeout it is "SIP 180
+    Ringing", which is no final answer, so provisional codes give None."""
     m = _SIP_RE.match(tech)
-    return int(m.group(1)) if m else None
+    if m is None:
+        return None
+    code = int(m.group(1))
+    return code if 300 <= code < 700 else None
 
 
 def _int_or_none(text: str) -> int | None:
@@ -87,25 +94,38 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
             tech: str) -> Observation:
     """What the dialplan saw of one failed ``Dial()``, as the core's Observation.
 
-    The decision rests on ``HANGUPCAUSE`` and the SIP code. ``RINGTIME_MS`` and
-    ``PROGRESSTIME_MS`` (set by Dial when a 180 / 183 arrived) say whether the attempt got a
-    provisional reply. ``DIALSTATUS`` is only a hint for one thing: ``NOANSWER`` with no cause
-    from the far end means Dial's own timer fired (then the provisional reply tells a ring
-    timeout from a trunk that never replied).
+    ``tech`` is ``HANGUPCAUSE(<channel>,tech)`` of the channel this attempt created. The
+    decision rests on the carrier's final SIP code and ``HANGUPCAUSE``. Measured on Asterisk
+    22: ``HANGUPCAUSE`` is only renewed by a final failure from the far end; after one of
+    Dial's own timers it still holds the previous attempt's cause, so it is used only with a
+    final SIP code. ``RINGTIME_MS`` / ``PROGRESSTIME_MS`` (renewed by every Dial) say whether a
+    180 / 183 came. ``DIALSTATUS`` is a hint for one thing only, when the far end gave no final
+    answer: which of Dial's timers fired (``NOANSWER`` the ring timeout, ``CHANUNAVAIL`` the
+    ``^SETUP`` timeout or no channel at all).
     """
-    cause = _int_or_none(hangupcause)
+    status = dialstatus.strip()
     sip = parse_sip_code(tech)
     provisional = bool(ringtime_ms.strip() or progresstime_ms.strip())
-    own_timer = dialstatus.strip() == "NOANSWER" and cause is None
+    # A 487 then only answers the CANCEL that Dial sent when its own timer fired.
+    own_timer = status in ("NOANSWER", "CHANUNAVAIL") and sip in (None, 487)
+    final = sip is not None and not own_timer
     return Observation(
-        cause=cause,
-        sip_code=None if own_timer else sip,  # our own CANCEL's 487 is not the carrier's word
+        cause=_int_or_none(hangupcause) if final else None,
+        sip_code=sip if final else None,
         provisional=provisional,
         early_media=bool(progresstime_ms.strip()),
         setup_timeout=own_timer and not provisional,
         ring_timeout=own_timer and provisional,
-        caller_gone=dialstatus.strip() == "CANCEL",
+        caller_gone=status == "CANCEL",
     )
+
+
+def new_channel(before: str, after: str) -> str | None:
+    """The channel a Dial() created: the one key of ``HANGUPCAUSE_KEYS()`` that was not there
+    before it (the keys come in no fixed order). None when Dial created no channel."""
+    seen = set(filter(None, before.split(",")))
+    new = [k for k in filter(None, after.split(",")) if k not in seen]
+    return new[0] if len(new) == 1 else None
 
 
 def parse_result(text: str | None) -> Judgement | None:
@@ -169,8 +189,12 @@ class Scripts:
             await session.set_variable(V.HANGUP_CAUSE, str(CAUSE_ROUTER_ERROR))
             await session.set_variable(V.NEXT, "0")
             return
-        # The SIP text is last: a reason phrase with commas arrives split over several args.
-        tech = ",".join(req.args[5:])
+        # The keys may arrive split over several args when the dialplan did not QUOTE() them.
+        before = ",".join(req.args[5:])
+        tech = ""
+        peer = new_channel(before, await session.get_variable("HANGUPCAUSE_KEYS()") or "")
+        if peer is not None:
+            tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech)
         count = _int_or_none(await session.get_variable(V.COUNT) or "") or 0
         carrier_name = await session.get_variable(V.carrier(n)) or ""
@@ -179,8 +203,9 @@ class Scripts:
         carrier = snapshot.carriers.get(carrier_name) if snapshot is not None else None
         j = judge(obs, carrier.failover if carrier is not None else DEFAULT_FAILOVER)
         go_on = j.verdict is Verdict.RETRY and n < count
-        session.log.info("outcome %d/%d %s: cause=%s sip=%s rang=%s -> %s %s", n, count, trunk,
-                         obs.cause, obs.sip_code, obs.provisional, j.outcome, j.verdict)
+        session.log.info("outcome %d/%d %s %s: cause=%s sip=%s rang=%s -> %s, %s", n, count,
+                         trunk, peer, obs.cause, obs.sip_code, obs.provisional, j.outcome,
+                         "next" if go_on else "stop")
 
         trace = await session.get_variable(V.ATTEMPTS) or ""
         entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)

@@ -58,7 +58,7 @@ async def test_route_session_sets_every_router_variable_and_status_last(router: 
         "PJSIP/+34911234567@carrier-a", "PJSIP/+34911234567@carrier-b"}
     assert v["ROUTER_DIAL_3"] == "PJSIP/990034911234567@carrier-c"
     assert [v[f"ROUTER_CARRIER_{n}"] for n in (1, 2, 3)] == ["peering", "peering", "cheap"]
-    assert v["ROUTER_TIMEOUT_1"] == "30"
+    assert v["ROUTER_TIMEOUT_1"] == "30^5"  # Dial's RING^SETUP timeout argument
     assert ch.set_order[-1] == "ROUTER_STATUS"
     assert ch.closed_by_server
     assert router.stats.served == 1

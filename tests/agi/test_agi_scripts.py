@@ -18,11 +18,19 @@ async def route(server: AgiServer, *args: str) -> dict[str, str]:
 
 
 async def outcome(server: AgiServer, variables: dict[str, str], n: int, cause: str,
-                  dialstatus: str, sip: str = "", ringtime: str = "", progresstime: str = "",
-                  ) -> dict[str, str]:
-    """Run ``outcome`` on the channel holding ``variables``, as the dialplan calls it."""
+                  dialstatus: str, sip: str | None = None, ringtime: str = "",
+                  progresstime: str = "") -> dict[str, str]:
+    """Run ``outcome`` on the channel holding ``variables``, as the dialplan calls it after
+    Dial() attempt n; ``sip`` None: Dial created no channel."""
+    keys = "HANGUPCAUSE_KEYS()"
+    before = variables.get(keys, "")
+    if sip is not None:
+        peer = f"PJSIP/carrier-x-{n:08x}"
+        # HANGUPCAUSE_KEYS() lists the channels in no fixed order: put the new one first.
+        variables[keys] = ",".join(filter(None, [peer, before]))
+        variables[f"HANGUPCAUSE({peer},tech)"] = sip
     ch = FakeChannel(server.port, script="outcome", variables=variables,
-                     args=[str(n), cause, dialstatus, ringtime, progresstime, sip])
+                     args=[str(n), cause, dialstatus, ringtime, progresstime, before])
     return (await ch.run()).variables
 
 
@@ -96,13 +104,20 @@ async def test_486_stops_with_busy(router: AgiServer) -> None:
 
 async def test_ringing_then_dial_timeout_stops_with_no_answer(router: AgiServer) -> None:
     v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER",
-                      "SIP 487 Request Terminated", ringtime="180")
+                      "SIP 180 Ringing", ringtime="180")
     assert v["ROUTER_NEXT"] == "0" and v["ROUTER_HANGUP_CAUSE"] == "19"
     assert v["ROUTER_RESULT_1"] == "no-answer:19"
 
 
 async def test_dial_timeout_without_any_provisional_reply_moves_on(router: AgiServer) -> None:
-    v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER")
+    v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER",
+                      "SIP 487 Request Terminated")
+    assert v["ROUTER_NEXT"] == "1" and v["ROUTER_RESULT_1"].startswith("unreachable:")
+
+
+async def test_setup_timeout_moves_on(router: AgiServer) -> None:
+    v = await outcome(router, await route(router, "911234567"), 1, "0", "CHANUNAVAIL",
+                      "SIP 487 Request Terminated")
     assert v["ROUTER_NEXT"] == "1" and v["ROUTER_RESULT_1"].startswith("unreachable:")
 
 
@@ -134,11 +149,23 @@ async def test_a_carriers_own_failover_policy_applies(router: AgiServer) -> None
     assert overloaded["ROUTER_NEXT"] == "0" and overloaded["ROUTER_HANGUP_CAUSE"] == "34"
 
 
-async def test_a_reason_phrase_with_commas_is_put_back_together(router: AgiServer) -> None:
+async def test_only_the_channel_of_this_attempt_gives_the_sip_code(router: AgiServer) -> None:
     v = await route(router, "911234567")
+    v = await outcome(router, v, 1, "17", "BUSY", "SIP 486 Busy Here")
+    # Attempt 2 created no channel (CHANUNAVAIL): attempt 1's 486 must not be read again.
+    v = await outcome(router, v, 2, "17", "CHANUNAVAIL", None)
+    assert v["ROUTER_RESULT_2"] == "unreachable:34"
+    assert v["ROUTER_NEXT"] == "1"
+
+
+async def test_keys_split_over_several_args_are_put_back_together(router: AgiServer) -> None:
+    v = await route(router, "911234567")
+    v["HANGUPCAUSE_KEYS()"] = "PJSIP/a-1,PJSIP/b-2,PJSIP/c-3"
+    v["HANGUPCAUSE(PJSIP/c-3,tech)"] = "SIP 486 Busy Here"
+    v["HANGUPCAUSE(PJSIP/a-1,tech)"] = "SIP 503 Service Unavailable"
     ch = FakeChannel(router.port, script="outcome", variables=v,
-                     args=["1", "17", "BUSY", "", "", "SIP 486 Busy", " call later"])
-    assert (await ch.run()).variables["ROUTER_NEXT"] == "0"
+                     args=["1", "17", "BUSY", "", "", "PJSIP/a-1", "PJSIP/b-2"])
+    assert (await ch.run()).variables["ROUTER_RESULT_1"] == "busy:17"
 
 
 async def test_a_bad_attempt_index_stops_with_an_error_cause(router: AgiServer) -> None:
@@ -155,7 +182,9 @@ async def test_a_bad_attempt_index_stops_with_an_error_cause(router: AgiServer) 
 @pytest.mark.parametrize(("tech", "code"), [
     ("SIP 503 Service Unavailable", 503),
     ("SIP 486 Busy Here", 486),
-    ("SIP 200 OK", 200),
+    ("SIP 180 Ringing", None),  # what a ring timeout leaves: no final answer
+    ("SIP 183 Session Progress", None),
+    ("SIP 200 OK", None),
     ("", None),
     ("IAX2 whatever", None),
     ("SIP 99 x", None),
@@ -169,15 +198,23 @@ def test_parse_sip_code(tech: str, code: int | None) -> None:
      Observation(cause=34, sip_code=503)),
     (("17", "BUSY", "120", "", "SIP 486 Busy Here"),
      Observation(cause=17, sip_code=486, provisional=True)),
+    (("34", "CONGESTION", "", "90", "SIP 503 Service Unavailable"),
+     Observation(cause=34, sip_code=503, provisional=True, early_media=True)),
+    # Ring timeout: HANGUPCAUSE still holds the previous attempt's 34 (measured on Asterisk 22)
+    (("34", "NOANSWER", "1", "", "SIP 180 Ringing"),
+     Observation(provisional=True, ring_timeout=True)),
     (("0", "NOANSWER", "150", "", "SIP 487 Request Terminated"),
      Observation(provisional=True, ring_timeout=True)),
     (("0", "NOANSWER", "", "90", ""),
      Observation(provisional=True, early_media=True, ring_timeout=True)),
     (("", "NOANSWER", "", "", ""), Observation(setup_timeout=True)),
+    # Setup timeout (no response at all): no channel key, HANGUPCAUSE stale
+    (("34", "CHANUNAVAIL", "", "", ""), Observation(setup_timeout=True)),
     (("19", "NOANSWER", "", "", "SIP 480 Temporarily Unavailable"),
      Observation(cause=19, sip_code=480)),
-    (("20", "CHANUNAVAIL", "", "", ""), Observation(cause=20)),
-    (("16", "CANCEL", "100", "", ""), Observation(cause=16, provisional=True, caller_gone=True)),
+    (("1", "CHANUNAVAIL", "", "", "SIP 404 Not Found"), Observation(cause=1, sip_code=404)),
+    (("17", "BUSY", "", "", ""), Observation()),  # no word from the carrier: unknown
+    (("16", "CANCEL", "100", "", ""), Observation(provisional=True, caller_gone=True)),
 ])
 def test_observe(args: tuple[str, str, str, str, str], expected: Observation) -> None:
     assert observe(*args) == expected
