@@ -153,7 +153,8 @@ class RoutingTable:
         routes = tuple(
             Route(
                 name=r["name"],
-                patterns=tuple(r["patterns"]),
+                # a group route covers its group's patterns: one shared tuple, not a copy
+                patterns=groups[r["group"]] if r.get("group") else (r["pattern"],),
                 priority=r["priority"],
                 carrier=r.get("carrier"),
                 metric=r.get("metric", 1),
@@ -170,7 +171,7 @@ class RoutingTable:
 
 
 def _route_to_dict(r: Route) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": r.name, "patterns": list(r.patterns), "priority": r.priority}
+    d: dict[str, Any] = {"name": r.name, "priority": r.priority}
     if r.carrier is not None:
         d["carrier"] = r.carrier
         d["metric"] = r.metric

@@ -6,12 +6,11 @@ from routing.errors import InvalidNumber
 from routing.model import Carrier, Defaults
 
 MAX_E164_DIGITS = 15
-_DIGITS = frozenset("0123456789")
 
 
 def _all_digits(s: str) -> bool:
-    # str.isdigit() accepts non-ASCII digits (Arabic-Indic, superscripts...): refuse those.
-    return bool(s) and all(c in _DIGITS for c in s)
+    # str.isdigit() alone accepts non-ASCII digits (Arabic-Indic, superscripts...): refuse those.
+    return s.isascii() and s.isdigit()
 
 
 def normalise(digits: str, defaults: Defaults) -> str:

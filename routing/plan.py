@@ -11,11 +11,12 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from typing import NamedTuple
 
 from routing.errors import InvalidNumber
 from routing.model import Carrier, Route
 from routing.numbers import format_for_carrier, normalise
-from routing.snapshot import Snapshot
+from routing.snapshot import MEMO_LIMIT, Snapshot
 
 # Q.850 causes the caller is hung up with when there is nothing to dial.
 CAUSE_INVALID_NUMBER_FORMAT = 28  # SIP 484
@@ -44,14 +45,17 @@ class Tier:
     priority: int
     routes: tuple[Route, ...]
 
+    @property
+    def total(self) -> int:
+        return sum(r.metric for r in self.routes)
+
     def shares(self) -> tuple[Fraction, ...]:
         """Exact probability of each route being the tier's first attempt."""
-        total = sum(r.metric for r in self.routes)
+        total = self.total
         return tuple(Fraction(r.metric, total) for r in self.routes)
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class Selection(NamedTuple):
     status: Status
     number: str | None
     tiers: tuple[Tier, ...] = ()
@@ -59,9 +63,10 @@ class Selection:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    index: int  # 1-based
+class Attempt(NamedTuple):
+    """One trunk attempt (a NamedTuple: several are made per call, on the hot path)."""
+
+    index: int  # type: ignore[assignment]  # 1-based; shadows tuple.index on purpose
     route: Route
     carrier: Carrier
     trunk: str
@@ -75,8 +80,7 @@ class Attempt:
         return f"PJSIP/{self.dial_number}@{self.trunk}"
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     status: Status
     number: str | None
     attempts: tuple[Attempt, ...] = ()
@@ -95,13 +99,26 @@ def select(snapshot: Snapshot, digits: str, tenant: str | None = None) -> Select
         number = normalise(digits, snapshot.defaults)
     except InvalidNumber as exc:
         return Selection(Status.INVALID, None, reason=exc.reason)
-    routes = snapshot.match(number, tenant or None)
+    tenant = tenant or None
+    prefix, hits, regex_hits = snapshot.lookup(number)
+    key = (prefix, regex_hits, tenant)
+    memo = snapshot.memo
+    cached = memo.get(key)
+    if cached is None:
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        cached = memo[key] = _select(snapshot.routes_for(hits, regex_hits, tenant))
+    status, tiers, blocked_by, reason = cached
+    return Selection(status, number, tiers, blocked_by, reason)
+
+
+def _select(routes: list[Route]) -> tuple[Status, tuple[Tier, ...], Route | None, str]:
+    """Block, stoppers and tiers for the routes that match (SPEC 2.3 and 2.4)."""
     if not routes:
-        return Selection(Status.NO_ROUTE, number, reason="no route matches")
+        return Status.NO_ROUTE, (), None, "no route matches"
     for route in routes:
         if route.block:
-            return Selection(Status.BLOCKED, number, blocked_by=route,
-                             reason=f"blocked by route {route.name}")
+            return Status.BLOCKED, (), route, f"blocked by route {route.name}"
     stop_at = min((r.priority for r in routes if r.stopper), default=None)
     if stop_at is not None:
         routes = [r for r in routes if r.priority <= stop_at]
@@ -109,18 +126,21 @@ def select(snapshot: Snapshot, digits: str, tenant: str | None = None) -> Select
     for route in routes:
         by_priority.setdefault(route.priority, []).append(route)
     tiers = tuple(Tier(p, tuple(by_priority[p])) for p in sorted(by_priority))
-    return Selection(Status.OK, number, tiers)
+    return Status.OK, tiers, None, ""
 
 
-def weighted_order(routes: tuple[Route, ...], rng: random.Random) -> list[Route]:
+def weighted_order(routes: tuple[Route, ...], rng: random.Random,
+                   total: int | None = None) -> list[Route]:
     """Exact weighted sampling without replacement on ``metric`` (SPEC 2.5)."""
     if len(routes) == 1:
         return [routes[0]]
     remaining = list(routes)
-    total = sum(r.metric for r in remaining)
+    if total is None:
+        total = sum(r.metric for r in remaining)
     ordered: list[Route] = []
+    random_ = rng.random
     while len(remaining) > 1:
-        point = rng.random() * total
+        point = random_() * total
         chosen = len(remaining) - 1  # if rounding leaves point a hair above 0: the last one
         for i, route in enumerate(remaining):
             point -= route.metric
@@ -149,16 +169,21 @@ def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
     attempts: list[Attempt] = []
     tried: set[str] = set()
     for tier in selection.tiers:
-        for route in weighted_order(tier.routes, rng):
+        for route in weighted_order(tier.routes, rng, tier.total):
             carrier_name = route.carrier
             if carrier_name is None or carrier_name in tried:
                 continue
             tried.add(carrier_name)
             carrier = carriers[carrier_name]
             dial_number = format_for_carrier(number, carrier, defaults)
-            trunks = list(carrier.trunks)
-            if len(trunks) > 1:
-                rng.shuffle(trunks)
+            trunks = carrier.trunks
+            if len(trunks) == 2:
+                if rng.random() < 0.5:
+                    trunks = (trunks[1], trunks[0])
+            elif len(trunks) > 2:
+                shuffled = list(trunks)
+                rng.shuffle(shuffled)
+                trunks = tuple(shuffled)
             for trunk in trunks:
                 attempts.append(Attempt(len(attempts) + 1, route, carrier, trunk, dial_number,
                                         defaults.setup_timeout, defaults.ring_timeout))

@@ -7,23 +7,31 @@ dispatcher does the same): a snapshot is never modified after :meth:`Snapshot.bu
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from routing.model import Carrier, Defaults, Route, RoutingTable
+
+#: Bound on the memo of selections per snapshot (distinct prefixes x tenants seen).
+MEMO_LIMIT = 200_000
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: str
     table: RoutingTable
-    #: E.164 prefix ("+34") -> indices into ``table.routes`` of the routes that cover it.
+    #: E.164 prefix ("+34") -> indices into ``table.routes`` of the routes that cover it or
+    #: any shorter prefix of it: the longest prefix present answers for the whole chain.
     by_prefix: Mapping[str, tuple[int, ...]]
-    #: The distinct prefix lengths present, so a lookup probes at most 16 slices of the
-    #: number whatever the table's size.
+    #: The distinct prefix lengths present, longest first, so a lookup probes at most 16
+    #: slices of the number whatever the table's size.
     prefix_lengths: tuple[int, ...]
     #: Regex patterns with the indices of the routes that cover them.
     by_regex: tuple[tuple[re.Pattern[str], tuple[int, ...]], ...]
+    #: Memo of deterministic selections (``routing.plan.select``) by (prefix, regex hits,
+    #: tenant). Only a cache: it never changes what a lookup answers.
+    memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def defaults(self) -> Defaults:
@@ -43,20 +51,47 @@ class Snapshot:
         for i, route in enumerate(table.routes):
             for pattern_name in route.patterns:
                 covering.setdefault(pattern_name, []).append(i)
-        by_prefix: dict[str, list[int]] = {}
+        own: dict[str, set[int]] = {}
         by_regex: list[tuple[re.Pattern[str], tuple[int, ...]]] = []
         for name, pattern in table.patterns.items():
             routes = covering.get(name)
             if not routes:
                 continue
             if pattern.prefix is not None:
-                by_prefix.setdefault(pattern.prefix, []).extend(routes)
+                own.setdefault(pattern.prefix, set()).update(routes)
             elif pattern.regex is not None:
                 by_regex.append((re.compile(pattern.regex), tuple(sorted(set(routes)))))
-        frozen = {p: tuple(sorted(set(idx))) for p, idx in by_prefix.items()}
-        lengths = tuple(sorted({len(p) for p in frozen}))
-        return cls(version=version, table=table, by_prefix=frozen, prefix_lengths=lengths,
-                   by_regex=tuple(by_regex))
+        lengths = sorted({len(p) for p in own}, reverse=True)
+        closure: dict[str, tuple[int, ...]] = {}
+        for prefix in sorted(own, key=len):  # shorter first: ancestors are done before
+            found = set(own[prefix])
+            for length in lengths:
+                if length < len(prefix):
+                    ancestor = closure.get(prefix[:length])
+                    if ancestor is not None:
+                        found.update(ancestor)
+                        break  # the longest ancestor already holds the rest of the chain
+            closure[prefix] = tuple(sorted(found))
+        return cls(version=version, table=table, by_prefix=closure,
+                   prefix_lengths=tuple(lengths), by_regex=tuple(by_regex))
+
+    def lookup(self, number: str) -> tuple[str | None, tuple[int, ...], tuple[int, ...]]:
+        """(longest matching prefix, its routes' indices, indices of routes matched by regex)."""
+        by_prefix = self.by_prefix
+        n = len(number)
+        key: str | None = None
+        hits: tuple[int, ...] = ()
+        for length in self.prefix_lengths:
+            if length <= n:
+                found = by_prefix.get(number[:length])
+                if found is not None:
+                    key, hits = number[:length], found
+                    break
+        regex_hits: tuple[int, ...] = ()
+        if self.by_regex:
+            regex_hits = tuple(i for regex, idx in self.by_regex
+                               if regex.search(number) is not None for i in idx)
+        return key, hits, regex_hits
 
     def match(self, number: str, tenant: str | None = None) -> list[Route]:
         """Every route whose pattern (or a pattern of whose group) matches ``number``.
@@ -64,21 +99,15 @@ class Snapshot:
         Routes without a tenant apply to everybody; tenant routes only to their tenant.
         Returned in file order, each route once.
         """
-        found: set[int] = set()
-        by_prefix = self.by_prefix
-        n = len(number)
-        for length in self.prefix_lengths:
-            if length > n:
-                break
-            hit = by_prefix.get(number[:length])
-            if hit is not None:
-                found.update(hit)
-        for regex, idx in self.by_regex:
-            if regex.search(number) is not None:
-                found.update(idx)
+        _, hits, regex_hits = self.lookup(number)
+        return self.routes_for(hits, regex_hits, tenant)
+
+    def routes_for(self, hits: tuple[int, ...], regex_hits: tuple[int, ...],
+                   tenant: str | None) -> list[Route]:
         routes = self.table.routes
+        found = sorted(set(hits).union(regex_hits)) if regex_hits else hits
         return [
             routes[i]
-            for i in sorted(found)
+            for i in found
             if routes[i].tenant is None or routes[i].tenant == tenant
         ]

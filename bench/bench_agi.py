@@ -1,0 +1,318 @@
+"""FastAGI figures (issue 5): route sessions per second, and the AGI path's call rate on the lab.
+
+    .venv/bin/python bench/bench_agi.py sessions [--sessions 5000] [--concurrency 20]
+        The real ``route`` script in ``AgiServer`` against a bare asyncio FastAGI server that
+        sends the very same commands without planning anything, each in its own process,
+        driven by one fake Asterisk (an asyncio Protocol that answers ``200 result=1``).
+        Prints sessions/s, the server's CPU time per session and the ratio (target >= 0.9x).
+
+    .venv/bin/python bench/bench_agi.py calls [--calls-per-step 200] [--start 10]
+        Needs the lab up (``outbound-router lab up``) and the routes seeded with a route to
+        carrier-a for +34 numbers. SIPp phones call through the AGI path (127.0.0.20) and the
+        static-dialplan baseline (127.0.0.30) at rising rates; prints the highest rate with no
+        failed call for each, and the ratio (target >= 0.9x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ROUTES = ROOT / "redis_seed" / "routes.example.yaml"
+NUMBER = "911234567"  # +34 91...: two tiers in the example routes
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the two servers (each run in a subprocess) ---------------------------------------------
+
+
+def _snapshot():  # type: ignore[no-untyped-def]
+    from redis_seed.routes_file import load_routes_file
+    from routing.snapshot import Snapshot
+    return Snapshot.build(load_routes_file(EXAMPLE_ROUTES), "bench")
+
+
+def route_commands() -> list[bytes]:
+    """What the route script sends for NUMBER: the echo server sends exactly these."""
+    from agi.scripts import route_variables
+    from agi.server import quote
+    from routing.plan import plan
+    p = plan(_snapshot(), NUMBER, rng=random.Random(1))
+    return [f"SET VARIABLE {k} {quote(v)}\n".encode() for k, v in route_variables(p, "bench")]
+
+
+async def serve_route(port: int) -> None:
+    from agi.scripts import Scripts
+    from agi.server import AgiServer
+    snapshot = _snapshot()
+    server = AgiServer(Scripts(lambda: snapshot, random.Random()).handlers(),
+                       host="127.0.0.1", port=port)
+    await server.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_echo(port: int) -> None:
+    """The bare baseline: read the headers, send the commands one by one, read each reply."""
+    commands = route_commands()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readuntil(b"\n")) != b"\n":
+            pass
+        for command in commands:
+            writer.write(command)
+            await reader.readuntil(b"\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", port)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+# -- the fake Asterisk ----------------------------------------------------------------------
+
+
+HEADERS = (
+    "agi_network: yes\nagi_network_script: route\nagi_request: agi://127.0.0.1/route\n"
+    "agi_channel: PJSIP/phone-agi-00000001\nagi_language: en\nagi_type: PJSIP\n"
+    "agi_uniqueid: 1795706968.362\nagi_version: 22.10.1\nagi_callerid: phone\n"
+    "agi_calleridname: Bench\nagi_callingpres: 0\nagi_callingani2: 0\nagi_callington: 0\n"
+    f"agi_callingtns: 0\nagi_dnid: {NUMBER}\nagi_rdnis: unknown\nagi_context: from-agi-phones\n"
+    f"agi_extension: {NUMBER}\nagi_priority: 6\nagi_enhanced: 0.0\nagi_accountcode: \n"
+    f"agi_threadid: 140389128836800\nagi_arg_1: {NUMBER}\nagi_arg_2: \n\n"
+).encode()
+
+
+class FakeAsterisk(asyncio.Protocol):
+    """One session: send the headers, answer every command line with ``200 result=1``."""
+
+    def __init__(self, done: asyncio.Future[int]) -> None:
+        self.done = done
+        self.commands = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(HEADERS)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        n = data.count(b"\n")
+        self.commands += n
+        self.transport.write(b"200 result=1\n" * n)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.commands)
+
+
+async def drive(port: int, sessions: int, concurrency: int) -> tuple[float, list[float], int]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    commands = 0
+    todo = iter(range(sessions))
+
+    async def worker() -> None:
+        nonlocal commands
+        for _ in todo:
+            done: asyncio.Future[int] = loop.create_future()
+            t0 = time.perf_counter()
+            await loop.create_connection(lambda d=done: FakeAsterisk(d), "127.0.0.1", port)
+            commands += await done
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0, latencies, commands
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure(kind: str, sessions: int, concurrency: int) -> dict[str, float]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, f"_serve-{kind}", str(port)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        asyncio.run(drive(port, 500, concurrency))  # warm-up
+        cpu0 = cpu_seconds(proc.pid)
+        elapsed, lat, commands = asyncio.run(drive(port, sessions, concurrency))
+        cpu = cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    lat.sort()
+    return {"rate": sessions / elapsed, "cpu_us": cpu / sessions * 1e6,
+            "p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+            "commands": commands / sessions}
+
+
+def bench_sessions(args: argparse.Namespace) -> None:
+    print(f"{len(route_commands())} commands a session (route {NUMBER}, example routes), "
+          f"{args.sessions} sessions a run, {args.concurrency} at once, {args.rounds} rounds")
+    runs: dict[str, list[dict[str, float]]] = {"echo": [], "route": []}
+    for _ in range(args.rounds):
+        for kind in ("echo", "route"):
+            r = measure(kind, args.sessions, args.concurrency)
+            runs[kind].append(r)
+            print(f"  {kind:5}  {r['rate']:8.0f} sessions/s  server CPU {r['cpu_us']:6.0f} us"
+                  f"/session  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
+    med = {k: statistics.median(r["rate"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r["cpu_us"] for r in v) for k, v in runs.items()}
+    print(f"median: bare echo {med['echo']:.0f}/s, route script {med['route']:.0f}/s: "
+          f"{med['route'] / med['echo']:.2f}x (target >= 0.9x); server CPU per session "
+          f"{cpu['echo']:.0f} us vs {cpu['route']:.0f} us: {cpu['echo'] / cpu['route']:.2f}x")
+
+
+# -- SIPp against the lab -------------------------------------------------------------------
+
+
+UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="bench phone">
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Bench" <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:phone@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 8
+      a=rtpmap:0 PCMU/8000
+
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+  ]]></send>
+  <pause milliseconds="1000"/>
+  <send retrans="500"><![CDATA[
+
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+  ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def sipp_step(phone_ip: str, rate: int, calls: int, workdir: Path) -> tuple[int, int]:
+    """(successful, failed) calls of one SIPp run at ``rate`` calls/s."""
+    scenario = workdir / "uac.xml"
+    scenario.write_text(UAC)
+    stats = workdir / f"stat_{phone_ip}_{rate}.csv"
+    cmd = ["sipp", "127.0.0.1:5060", "-sf", str(scenario), "-i", phone_ip, "-p", "0",
+           "-mp", str(20000 + rate), "-s", NUMBER, "-r", str(rate), "-m", str(calls),
+           "-l", str(rate * 10), "-nostdin", "-timeout", str(calls // rate + 60),
+           "-timeout_error", "-recv_timeout", "10000", "-trace_stat", "-stf", str(stats),
+           "-fd", "3600"]
+    subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
+    rows = stats.read_text().splitlines()
+    head = rows[0].split(";")
+    last = dict(zip(head, rows[-1].split(";"), strict=False))
+    return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+
+
+def highest_clean_rate(phone_ip: str, start: int, calls: int, workdir: Path) -> int:
+    rate, best = start, 0
+    while True:
+        ok, failed = sipp_step(phone_ip, rate, max(calls, rate * 5), workdir)
+        print(f"  {phone_ip} {rate:4d} calls/s: {ok} ok, {failed} failed", flush=True)
+        if failed or ok == 0:
+            break
+        best = rate
+        rate *= 2
+    if best:  # one bisection step between the last clean rate and the first failing one
+        mid = (best + rate) // 2
+        ok, failed = sipp_step(phone_ip, mid, max(calls, mid * 5), workdir)
+        print(f"  {phone_ip} {mid:4d} calls/s: {ok} ok, {failed} failed", flush=True)
+        if not failed and ok:
+            best = mid
+    return best
+
+
+def bench_calls(args: argparse.Namespace) -> None:
+    if shutil.which("sipp") is None:
+        sys.exit("sipp not found: apt-get install sip-tester")
+    with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
+        work = Path(tmp)
+        base = highest_clean_rate("127.0.0.30", args.start, args.calls_per_step, work)
+        agi = highest_clean_rate("127.0.0.20", args.start, args.calls_per_step, work)
+    ratio = agi / base if base else float("nan")
+    print(f"highest rate with no failed call: static dialplan {base}/s, AGI path {agi}/s: "
+          f"{ratio:.2f}x (target >= 0.9x)")
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1].startswith("_serve-"):
+        serve = serve_route if sys.argv[1] == "_serve-route" else serve_echo
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        asyncio.run(serve(int(sys.argv[2])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("sessions")
+    s.add_argument("--sessions", type=int, default=5000)
+    s.add_argument("--concurrency", type=int, default=20)
+    s.add_argument("--rounds", type=int, default=3)
+    c = sub.add_parser("calls")
+    c.add_argument("--calls-per-step", type=int, default=200)
+    c.add_argument("--start", type=int, default=10)
+    args = parser.parse_args()
+    (bench_sessions if args.what == "sessions" else bench_calls)(args)
+
+
+if __name__ == "__main__":
+    main()
