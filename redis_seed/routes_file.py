@@ -1,0 +1,749 @@
+"""The routes file (SPEC section 1): safe YAML in, a validated :class:`RoutingTable` out.
+
+The whole file is checked before anything is returned, and every problem found is reported
+with its line (``FILE:LINE: message``) in one :class:`RoutesFileError`. YAML is read with the
+safe loader only; the document is composed into nodes first so that every value keeps the line
+it came from, and so that duplicate mapping keys (which PyYAML silently overwrites) are caught.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from routing.model import (
+    E164_PREFIX_RE,
+    NUMBER_FORMATS,
+    TECH_PREFIX_RE,
+    TRUNK_NAME_RE,
+    Carrier,
+    Defaults,
+    FailoverPolicy,
+    Route,
+    RoutingTable,
+    TargetPattern,
+)
+
+from .errors import Problem, RoutesFileError
+
+__all__ = ["load_routes_file", "parse_routes", "RoutesFileError", "Problem"]
+
+# libyaml's parser is ~10x faster on large tables and keeps the same marks.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Names of carriers, patterns, groups, routes and tenants end up in channel variables and
+#: in the attempt trace: the same safe alphabet as trunk names.
+NAME_RE = TRUNK_NAME_RE
+_NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or digit, at most 80"
+
+TOP_KEYS = ("defaults", "carriers", "target_patterns", "target_pattern_groups", "outgoing_routes")
+DEFAULTS_KEYS = (
+    "country_code",
+    "international_prefix",
+    "national_prefix",
+    "setup_timeout",
+    "ring_timeout",
+    "max_attempts",
+)
+CARRIER_KEYS = ("trunks", "number_format", "prefix", "failover")
+FAILOVER_KEYS = ("retry", "stop", "retry_after_early_media")
+PATTERN_KEYS = ("prefix", "regex")
+ROUTE_KEYS = ("name", "pattern", "group", "carrier", "priority", "metric", "tenant", "stopper",
+              "action")
+ROUTE_ACTIONS = ("block",)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+# -- YAML with lines ------------------------------------------------------------------------
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers its line and the line of each key (1-based)."""
+
+    line: int
+    key_lines: dict[Any, int]
+    #: entries whose key repeats an earlier one (reported, and still checked)
+    dupes: list[tuple[Any, Any, int]]
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers its line and the line of each item (1-based)."""
+
+    line: int
+    item_lines: list[int]
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Composer:
+    """Turns composed YAML nodes into plain data with lines, collecting problems."""
+
+    def __init__(self, loader: yaml.SafeLoader, report: Callable[[int, str], None]) -> None:
+        self._loader = loader
+        self._report = report
+        self._done: dict[int, Any] = {}  # shared (aliased) nodes are converted once
+        self._open: set[int] = set()  # nodes being converted: a recursive alias
+
+    def convert(self, node: Node) -> Any:
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
+        if key in self._open:
+            self._report(_line(node), "recursive YAML alias")
+            return None
+        self._open.add(key)
+        try:
+            if isinstance(node, MappingNode | SequenceNode) and node.tag not in _PLAIN_TAGS:
+                self._report(_line(node), f"unsupported YAML tag {node.tag!r}")
+                value: Any = None
+            elif isinstance(node, MappingNode):
+                value = self._mapping(node)
+            elif isinstance(node, SequenceNode):
+                value = self._sequence(node)
+            else:
+                value = self._scalar(node)
+        finally:
+            self._open.discard(key)
+        self._done[key] = value
+        return value
+
+    def _scalar(self, node: Node) -> Any:
+        try:
+            return self._loader.construct_object(node)
+        except yaml.YAMLError as exc:
+            self._report(_line(node), f"cannot read value: {_yaml_problem(exc)}")
+            return None
+
+    def _sequence(self, node: SequenceNode) -> _Seq:
+        seq = _Seq()
+        seq.line = _line(node)
+        seq.item_lines = []
+        for item in node.value:
+            seq.append(self.convert(item))
+            seq.item_lines.append(_line(item))
+        return seq
+
+    def _mapping(self, node: MappingNode) -> _Map:
+        result = _Map()
+        result.line = _line(node)
+        result.key_lines = {}
+        result.dupes = []
+        first: dict[Any, Node] = {}  # own keys (not merged in with '<<'), first occurrence
+        repeated: set[int] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
+                continue
+            key = self._scalar(key_node)
+            if not _hashable(key):
+                continue
+            if key in first:
+                self._report(_line(key_node),
+                             f"duplicate key {key!r} (first at line {_line(first[key])})")
+                repeated.add(id(key_node))
+            else:
+                first[key] = key_node
+        try:
+            self._loader.flatten_mapping(node)  # resolves '<<' merge keys
+        except yaml.YAMLError as exc:
+            self._report(_line(node), f"bad merge key: {_yaml_problem(exc)}")
+            return result
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self._report(_line(key_node), "a mapping key must be a plain value")
+                continue
+            key = self._scalar(key_node)
+            if not _hashable(key):
+                continue
+            if id(key_node) in repeated:
+                result.dupes.append((key, self.convert(value_node), _line(key_node)))
+                continue
+            if key in first and first[key] is not key_node:
+                continue  # merged in with '<<', overridden by the mapping's own entry
+            result[key] = self.convert(value_node)
+            result.key_lines[key] = _line(key_node)
+        return result
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [p for p in (exc.context, exc.problem) if p]
+        return ", ".join(parts) or str(exc)
+    return str(exc)
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def load_routes_file(path: str | Path) -> RoutingTable:
+    """Read and validate a routes file; raise :class:`RoutesFileError` listing every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RoutesFileError([Problem(name, 0, "no such file")]) from None
+    except UnicodeDecodeError as exc:
+        raise RoutesFileError([Problem(name, 0, f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise RoutesFileError([Problem(name, 0, f"cannot read: {exc.strerror}")]) from None
+    return parse_routes(text, name)
+
+
+def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:
+    """Validate the text of a routes file; raise :class:`RoutesFileError` listing every problem."""
+    problems: list[Problem] = []
+
+    def report(line: int, message: str) -> None:
+        problems.append(Problem(filename, line, message))
+
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else _Composer(loader, report).convert(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise RoutesFileError([Problem(filename, line, f"YAML syntax: {_yaml_problem(exc)}")]
+                              ) from None
+    except yaml.YAMLError as exc:
+        raise RoutesFileError([Problem(filename, 1, f"YAML syntax: {exc}")]) from None
+    finally:
+        loader.dispose()
+
+    table = _Validator(report).table(data)
+    if problems or table is None:
+        if not problems:  # pragma: no cover - the validator always says why
+            report(1, "invalid routes file")
+        problems.sort(key=lambda p: p.line)
+        raise RoutesFileError(problems)
+    return table
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _entries(section: _Map) -> list[tuple[Any, Any, int, bool]]:
+    """(name, value, line, first?) of a named section, repeated names included, by line."""
+    entries = [(k, v, section.key_lines[k], True) for k, v in section.items()]
+    entries += [(k, v, line, False) for k, v, line in section.dupes]
+    return sorted(entries, key=lambda e: e[2])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return f"the {type(value).__name__} {value!r}"
+
+
+def _is_failover_code(code: int) -> bool:
+    return 1 <= code <= 127 or 300 <= code <= 699
+
+
+class _Validator:
+    def __init__(self, report: Callable[[int, str], None]) -> None:
+        self.report = report
+
+    # helpers
+
+    def keys(self, m: _Map, allowed: Iterable[str], what: str,
+             required: Iterable[str] = (), at: int | None = None) -> None:
+        """Unknown keys (with a suggestion), and missing ones (reported at ``at``)."""
+        allowed = tuple(allowed)
+        for key, line in m.key_lines.items():
+            if key in allowed:
+                continue
+            hint = ""
+            if isinstance(key, str):
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                if close:
+                    hint = f" (did you mean {close[0]!r}?)"
+            if not hint:
+                hint = f" (expected one of: {', '.join(allowed)})"
+            self.report(line, f"unknown key {key!r} in {what}{hint}")
+        for key in required:
+            if key not in m:
+                self.report(m.line if at is None else at, f"{what} needs {key!r}")
+
+    def mapping(self, value: Any, line: int, what: str) -> _Map | None:
+        if isinstance(value, _Map):
+            return value
+        self.report(line, f"{what} must be a mapping, not {_describe(value)}")
+        return None
+
+    def name(self, value: Any, line: int, what: str) -> str | None:
+        if not isinstance(value, str):
+            self.report(line, f"{what} must be a text name, not {_describe(value)}")
+            return None
+        if not NAME_RE.match(value):
+            self.report(line, f"{what} {value!r} is not a safe name ({_NAME_RULE})")
+            return None
+        return value
+
+    def digits(self, m: _Map, key: str, what: str, pattern: str, rule: str) -> str | None:
+        value = m[key]
+        line = m.key_lines[key]
+        if not isinstance(value, str):
+            self.report(line, f"{what} must be a quoted string of digits, not "
+                              f"{_describe(value)} (YAML reads unquoted digits as a number: "
+                              f"write {key}: \"...\")")
+            return None
+        if not re.fullmatch(pattern, value):
+            self.report(line, f"{what} {value!r} must be {rule}")
+            return None
+        return value
+
+    def sections(self, data: _Map, key: str) -> _Map:
+        """An optional top-level mapping section; absent or empty means no entries."""
+        value = data.get(key)
+        if value is None:
+            empty = _Map()
+            empty.line = data.key_lines.get(key, data.line)
+            empty.key_lines = {}
+            empty.dupes = []
+            return empty
+        checked = self.mapping(value, data.key_lines[key], key)
+        if checked is None:
+            empty = _Map()
+            empty.line = data.key_lines[key]
+            empty.key_lines = {}
+            empty.dupes = []
+            return empty
+        return checked
+
+    # the file
+
+    def table(self, data: Any) -> RoutingTable | None:
+        if data is None:
+            self.report(1, "the file is empty: it needs at least 'carriers', 'target_patterns' "
+                           "and 'outgoing_routes'")
+            return None
+        if not isinstance(data, _Map):
+            self.report(1, f"the file must be a mapping of sections "
+                           f"({', '.join(TOP_KEYS)}), not {_describe(data)}")
+            return None
+        # Top-level keys starting with "x-" are free, to hold YAML anchors (as in Compose files).
+        extensions = tuple(k for k in data if isinstance(k, str) and k.startswith("x-"))
+        self.keys(data, TOP_KEYS + extensions, "the file", required=("outgoing_routes",))
+
+        defaults = self.defaults(data)
+        carriers_section = self.sections(data, "carriers")
+        patterns_section = self.sections(data, "target_patterns")
+        groups_section = self.sections(data, "target_pattern_groups")
+
+        carriers = {}
+        for name, value, line, first in _entries(carriers_section):
+            carrier = self.carrier(name, value, line)
+            if carrier is not None and first:
+                carriers[carrier.name] = carrier
+        patterns = {}
+        for name, value, line, first in _entries(patterns_section):
+            pattern = self.pattern(name, value, line)
+            if pattern is not None and first:
+                patterns[pattern.name] = pattern
+        known_patterns = set(patterns_section)
+        groups = {}
+        for name, value, line, first in _entries(groups_section):
+            members = self.group(name, value, line, known_patterns)
+            if members is not None and first:
+                groups[name] = members
+
+        routes = self.routes(data, set(carriers_section), known_patterns, set(groups_section),
+                             groups, patterns)
+        if defaults is None or routes is None:
+            return None
+        return RoutingTable(defaults=defaults, carriers=carriers, patterns=patterns,
+                            groups=groups, routes=routes)
+
+    def defaults(self, data: _Map) -> Defaults | None:
+        if data.get("defaults") is None:
+            return Defaults()
+        m = self.mapping(data["defaults"], data.key_lines["defaults"], "defaults")
+        if m is None:
+            return None
+        self.keys(m, DEFAULTS_KEYS, "defaults")
+        ok = True
+        kwargs: dict[str, Any] = {}
+        if "country_code" in m:
+            kwargs["country_code"] = self.digits(
+                m, "country_code", "country_code", r"[1-9][0-9]{0,2}",
+                "1 to 3 digits, not starting with 0")
+        if "international_prefix" in m:
+            kwargs["international_prefix"] = self.digits(
+                m, "international_prefix", "international_prefix", r"[0-9]{1,4}",
+                "1 to 4 digits")
+        if "national_prefix" in m:
+            kwargs["national_prefix"] = self.digits(
+                m, "national_prefix", "national_prefix", r"[0-9]{0,4}",
+                "0 to 4 digits")
+        for key in ("setup_timeout", "ring_timeout"):
+            if key in m:
+                value = m[key]
+                if not _is_number(value) or not value > 0 or value != value or value > 86400:
+                    self.report(m.key_lines[key],
+                                f"{key} must be a number of seconds > 0, not {_describe(value)}")
+                    kwargs[key] = None
+                else:
+                    kwargs[key] = float(value)
+        if "max_attempts" in m:
+            value = m["max_attempts"]
+            if not _is_int(value) or value < 1:
+                self.report(m.key_lines["max_attempts"],
+                            f"max_attempts must be a whole number >= 1, not {_describe(value)}")
+                kwargs["max_attempts"] = None
+            else:
+                kwargs["max_attempts"] = value
+        if any(v is None for v in kwargs.values()):
+            ok = False
+        return Defaults(**kwargs) if ok else None
+
+    def carrier(self, name: Any, value: Any, line: int) -> Carrier | None:
+        checked_name = self.name(name, line, "carrier name")
+        m = self.mapping(value, line, f"carrier {name!r}")
+        if m is None:
+            return None
+        what = f"carrier {name!r}"
+        self.keys(m, CARRIER_KEYS, what, required=("trunks",), at=line)
+        ok = checked_name is not None
+        trunks: list[str] = []
+        if "trunks" in m:
+            raw = m["trunks"]
+            tline = m.key_lines["trunks"]
+            if isinstance(raw, str):  # one trunk written without brackets
+                raw = [raw]
+                lines = [tline]
+            elif isinstance(raw, _Seq):
+                lines = raw.item_lines
+            else:
+                self.report(tline, f"trunks of {what} must be a list of PJSIP endpoint names, "
+                                   f"not {_describe(raw)}")
+                raw, lines, ok = [], [], False
+            if isinstance(m["trunks"], _Seq) and not raw:
+                self.report(tline, f"{what} needs at least one trunk")
+                ok = False
+            for trunk, tl in zip(raw, lines, strict=True):
+                if not isinstance(trunk, str) or not TRUNK_NAME_RE.match(trunk):
+                    self.report(tl, f"trunk {trunk!r} of {what} is not a safe Asterisk endpoint "
+                                    f"name ({_NAME_RULE})")
+                    ok = False
+                elif trunk in trunks:
+                    self.report(tl, f"trunk {trunk!r} appears twice in {what}")
+                    ok = False
+                else:
+                    trunks.append(trunk)
+        else:
+            ok = False
+        number_format = m.get("number_format", "+E164")
+        if number_format not in NUMBER_FORMATS or not isinstance(number_format, str):
+            self.report(m.key_lines["number_format"],
+                        f"number_format of {what} must be one of {', '.join(NUMBER_FORMATS)}, "
+                        f"not {_describe(number_format)}")
+            ok = False
+        prefix = m.get("prefix", "")
+        if prefix is None:
+            prefix = ""
+        if not isinstance(prefix, str) or not TECH_PREFIX_RE.match(prefix):
+            self.report(m.key_lines["prefix"],
+                        f"prefix of {what} must be a quoted string of up to 16 digits, '*', '#' "
+                        f"or '+', not {_describe(prefix)}")
+            ok = False
+        failover = self.failover(m, what)
+        if failover is None or not ok:
+            return None
+        return Carrier(name=str(name), trunks=tuple(trunks), number_format=number_format,
+                       prefix=prefix, failover=failover)
+
+    def failover(self, carrier: _Map, what: str) -> FailoverPolicy | None:
+        if carrier.get("failover") is None:
+            return FailoverPolicy()
+        m = self.mapping(carrier["failover"], carrier.key_lines["failover"], f"failover of {what}")
+        if m is None:
+            return None
+        self.keys(m, FAILOVER_KEYS, f"failover of {what}")
+        ok = True
+        sets: dict[str, frozenset[int]] = {}
+        for key in ("retry", "stop"):
+            raw = m.get(key)
+            if raw is None:
+                sets[key] = frozenset()
+                continue
+            line = m.key_lines[key]
+            if not isinstance(raw, _Seq):
+                self.report(line, f"failover {key} of {what} must be a list of SIP codes "
+                                  f"(300-699) or Q.850 causes (1-127), not {_describe(raw)}")
+                ok = False
+                continue
+            codes = set()
+            for code, cl in zip(raw, raw.item_lines, strict=True):
+                if not _is_int(code) or not _is_failover_code(code):
+                    self.report(cl, f"failover {key} of {what}: {_describe(code)} is neither a "
+                                    f"SIP code (300-699) nor a Q.850 cause (1-127)")
+                    ok = False
+                else:
+                    codes.add(code)
+            sets[key] = frozenset(codes)
+        both = sets.get("retry", frozenset()) & sets.get("stop", frozenset())
+        if both:
+            self.report(m.key_lines["stop"], f"failover of {what} lists "
+                        f"{', '.join(str(c) for c in sorted(both))} in both retry and stop")
+            ok = False
+        early = m.get("retry_after_early_media", True)
+        if not isinstance(early, bool):
+            self.report(m.key_lines["retry_after_early_media"],
+                        f"retry_after_early_media of {what} must be true or false, not "
+                        f"{_describe(early)}")
+            ok = False
+        if not ok:
+            return None
+        return FailoverPolicy(retry=sets["retry"], stop=sets["stop"],
+                              retry_after_early_media=early)
+
+    def pattern(self, name: Any, value: Any, line: int) -> TargetPattern | None:
+        checked_name = self.name(name, line, "target pattern name")
+        what = f"target pattern {name!r}"
+        m = self.mapping(value, line, what)
+        if m is None:
+            return None
+        self.keys(m, PATTERN_KEYS, what)
+        has_prefix, has_regex = "prefix" in m, "regex" in m
+        if has_prefix == has_regex:
+            self.report(m.line, f"{what} needs exactly one of 'prefix' or 'regex'")
+            return None
+        if has_prefix:
+            prefix = m["prefix"]
+            pline = m.key_lines["prefix"]
+            if _is_int(prefix):
+                self.report(pline, f"prefix of {what} must be a quoted string like \"+{prefix}\" "
+                                   f"(YAML reads {prefix} without quotes as a number)")
+                return None
+            if not isinstance(prefix, str) or not E164_PREFIX_RE.match(prefix):
+                self.report(pline, f"prefix of {what} must be '+' and 1 to 15 digits, not "
+                                   f"{_describe(prefix)}")
+                return None
+            return TargetPattern(name=name, prefix=prefix) if checked_name else None
+        regex = m["regex"]
+        rline = m.key_lines["regex"]
+        if not isinstance(regex, str) or not regex:
+            self.report(rline, f"regex of {what} must be a non-empty string, not "
+                               f"{_describe(regex)}")
+            return None
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            self.report(rline, f"bad regex in {what}: {exc}")
+            return None
+        return TargetPattern(name=name, regex=regex) if checked_name else None
+
+    def group(self, name: Any, value: Any, line: int,
+              known_patterns: set[Any]) -> tuple[str, ...] | None:
+        checked_name = self.name(name, line, "target pattern group name")
+        what = f"target pattern group {name!r}"
+        if not isinstance(value, _Seq) or not value:
+            self.report(line, f"{what} must be a non-empty list of target pattern names, not "
+                              f"{_describe(value)}")
+            return None
+        ok = checked_name is not None
+        members: list[str] = []
+        for member, ml in zip(value, value.item_lines, strict=True):
+            if not isinstance(member, str) or member not in known_patterns:
+                self.report(ml, f"{what} names unknown target pattern {member!r}")
+                ok = False
+            elif member in members:
+                self.report(ml, f"{what} names {member!r} twice")
+                ok = False
+            else:
+                members.append(member)
+        return tuple(members) if ok else None
+
+    def routes(self, data: _Map, known_carriers: set[Any], known_patterns: set[Any],
+               known_groups: set[Any], groups: dict[str, tuple[str, ...]],
+               patterns: dict[str, TargetPattern]) -> tuple[Route, ...] | None:
+        if "outgoing_routes" not in data:
+            return None
+        raw = data["outgoing_routes"]
+        line = data.key_lines["outgoing_routes"]
+        if raw is None or (isinstance(raw, _Seq) and not raw):
+            self.report(line, "outgoing_routes is empty: every call would get NO_ROUTE")
+            return None
+        if not isinstance(raw, _Seq):
+            self.report(line, f"outgoing_routes must be a list of routes, not {_describe(raw)}")
+            return None
+
+        # Explicit names first, so that derived names never take one of them.
+        taken: dict[str, int] = {}
+        for item in raw:
+            if isinstance(item, _Map) and "name" in item:
+                nline = item.key_lines["name"]
+                name = self.name(item["name"], nline, "route name")
+                if name is None:
+                    continue
+                if name in taken:
+                    self.report(nline, f"duplicate route name {name!r} (first at line "
+                                       f"{taken[name]})")
+                else:
+                    taken[name] = nline
+
+        routes: list[Route] = []
+        ok = True
+        for index, (item, il) in enumerate(zip(raw, raw.item_lines, strict=True), 1):
+            route = self.route(item, il, index, known_carriers, known_patterns, known_groups,
+                               groups, patterns, taken)
+            if route is None:
+                ok = False
+            else:
+                routes.append(route)
+        return tuple(routes) if ok else None
+
+    def route(self, item: Any, line: int, index: int, known_carriers: set[Any],
+              known_patterns: set[Any], known_groups: set[Any], groups: dict[str, tuple[str, ...]],
+              patterns: dict[str, TargetPattern], taken: dict[str, int]) -> Route | None:
+        m = self.mapping(item, line, f"route #{index}")
+        if m is None:
+            return None
+        label = f"route {m['name']!r}" if isinstance(m.get("name"), str) else f"route #{index}"
+        self.keys(m, ROUTE_KEYS, label, required=("priority",))
+        ok = True
+
+        block = False
+        if "action" in m:
+            if m["action"] not in ROUTE_ACTIONS or not isinstance(m["action"], str):
+                self.report(m.key_lines["action"],
+                            f"action of {label} must be 'block', not {_describe(m['action'])}")
+                ok = False
+            else:
+                block = True
+
+        target: str | None = None
+        covered: tuple[str, ...] = ()
+        has_pattern, has_group = "pattern" in m, "group" in m
+        if has_pattern and has_group:
+            self.report(m.key_lines["group"], f"{label} names both a pattern and a group: "
+                                              f"keep one")
+            ok = False
+        elif not has_pattern and not has_group:
+            self.report(m.line, f"{label} needs a 'pattern' or a 'group'")
+            ok = False
+        elif has_pattern:
+            target = m["pattern"]
+            if not isinstance(target, str) or target not in known_patterns:
+                self.report(m.key_lines["pattern"],
+                            f"{label} names unknown target pattern {target!r}")
+                ok = False
+            elif target in patterns:
+                covered = (target,)
+        else:
+            target = m["group"]
+            if not isinstance(target, str) or target not in known_groups:
+                self.report(m.key_lines["group"],
+                            f"{label} names unknown target pattern group {target!r}")
+                ok = False
+            elif target in groups:
+                covered = groups[target]
+
+        carrier = m.get("carrier")
+        if block:
+            if "carrier" in m:
+                self.report(m.key_lines["carrier"], f"block {label} must not name a carrier")
+                ok = False
+            if "metric" in m:
+                self.report(m.key_lines["metric"], f"block {label} must not have a metric")
+                ok = False
+            if m.get("stopper", True) is not True:
+                self.report(m.key_lines["stopper"],
+                            f"block {label} is always a stopper: remove 'stopper: false'")
+                ok = False
+            carrier = None
+        elif "carrier" not in m:
+            self.report(m.line, f"{label} needs a 'carrier' (or 'action: block')")
+            ok = False
+        elif not isinstance(carrier, str) or carrier not in known_carriers:
+            self.report(m.key_lines["carrier"], f"{label} names unknown carrier {carrier!r}")
+            ok = False
+
+        priority: Any = m.get("priority")
+        if "priority" in m and (not _is_int(priority) or priority < 0):
+            self.report(m.key_lines["priority"],
+                        f"priority of {label} must be a whole number >= 0, not "
+                        f"{_describe(priority)}")
+            ok = False
+
+        metric = m.get("metric", 1)
+        if not block and (not _is_int(metric) or metric < 1):
+            self.report(m.key_lines["metric"],
+                        f"metric of {label} must be a whole number >= 1, not {_describe(metric)}")
+            ok = False
+
+        tenant = m.get("tenant")
+        if "tenant" in m:
+            if _is_int(tenant):
+                self.report(m.key_lines["tenant"],
+                            f"tenant of {label} must be quoted text: tenant: \"{tenant}\"")
+                ok = False
+            elif self.name(tenant, m.key_lines["tenant"], f"tenant of {label}") is None:
+                ok = False
+
+        stopper = m.get("stopper", False)
+        if not isinstance(stopper, bool):
+            self.report(m.key_lines["stopper"],
+                        f"stopper of {label} must be true or false, not {_describe(stopper)}")
+            ok = False
+
+        if not ok or "priority" not in m:
+            return None
+        name = m.get("name")
+        if name is None:
+            name = _derive_name(target, carrier, priority, tenant, taken, line)
+        elif not isinstance(name, str) or not NAME_RE.match(name):
+            return None
+        return Route(name=name, patterns=covered, priority=priority, carrier=carrier,
+                     metric=1 if block else metric,
+                     pattern=target if has_pattern else None,
+                     group=target if has_group else None,
+                     tenant=tenant, stopper=block or stopper, block=block)
+
+
+def _derive_name(target: Any, carrier: str | None, priority: int, tenant: str | None,
+                 taken: dict[str, int], line: int) -> str:
+    """``<pattern|group>-<carrier|block>-p<priority>[-<tenant>]``, made unique with ``-2``..."""
+    base = f"{target}-{carrier or 'block'}-p{priority}"
+    if tenant:
+        base = f"{base}-{tenant}"
+    base = base[:72]
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken[name] = line
+    return name

@@ -1,0 +1,271 @@
+"""The routes file (SPEC section 1): the example loads; every bad file is rejected whole, each
+problem reported as FILE:LINE: message, all of them in one run."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import redis_seed
+from redis_seed.errors import Problem, RoutesFileError
+from redis_seed.routes_file import TOP_KEYS, load_routes_file, parse_routes
+from routing.model import FailoverPolicy, RoutingTable
+
+PACKAGE = Path(redis_seed.__file__).parent
+EXAMPLE = PACKAGE / "routes.example.yaml"
+SCHEMA = PACKAGE / "schema.json"
+
+# A small valid file; the bad cases below each change one thing in it.
+GOOD = """\
+defaults:
+  country_code: "34"
+  max_attempts: 4
+carriers:
+  peering:
+    trunks: [peering-mad, peering-bcn]
+  cheap:
+    trunks: [cheap]
+    number_format: "00E164"
+    prefix: "1010"
+    failover: {retry: [486], stop: [503, 34], retry_after_early_media: false}
+target_patterns:
+  spain: {prefix: "+34"}
+  france: {prefix: "+33"}
+  premium: {regex: '^\\+3490[0-9]{6}$'}
+target_pattern_groups:
+  europe: [spain, france]
+outgoing_routes:
+  - {name: spain-peering, pattern: spain, carrier: peering, priority: 1, metric: 1}
+  - {name: europe-cheap, group: europe, carrier: cheap, priority: 2, metric: 2}
+  - {name: no-premium, pattern: premium, action: block, priority: 0}
+  - {pattern: spain, carrier: cheap, priority: 3, tenant: acme, stopper: true}
+"""
+
+
+def problems_of(text: str, filename: str = "routes.yaml") -> list[Problem]:
+    with pytest.raises(RoutesFileError) as info:
+        parse_routes(text, filename)
+    return list(info.value.problems)
+
+
+def test_good_file_gives_the_table_it_describes() -> None:
+    table = parse_routes(GOOD, "good.yaml")
+    assert table.defaults.country_code == "34"
+    assert table.defaults.max_attempts == 4
+    assert table.defaults.ring_timeout == 45.0  # not in the file: the default
+    assert table.carriers["peering"].trunks == ("peering-mad", "peering-bcn")
+    assert table.carriers["cheap"].failover == FailoverPolicy(
+        retry=frozenset({486}), stop=frozenset({503, 34}), retry_after_early_media=False)
+    assert table.patterns["premium"].regex == r"^\+3490[0-9]{6}$"
+    assert table.groups == {"europe": ("spain", "france")}
+    by_name = {r.name: r for r in table.routes}
+    assert by_name["europe-cheap"].patterns == ("spain", "france")
+    assert by_name["europe-cheap"].group == "europe"
+    assert by_name["europe-cheap"].metric == 2
+    assert by_name["no-premium"].block and by_name["no-premium"].stopper
+    assert by_name["no-premium"].carrier is None
+    derived = table.routes[3]
+    assert derived.name == "spain-cheap-p3-acme"
+    assert (derived.tenant, derived.stopper, derived.priority) == ("acme", True, 3)
+
+
+def test_derived_route_names_are_unique_and_avoid_explicit_ones() -> None:
+    text = GOOD.replace(
+        "  - {pattern: spain, carrier: cheap, priority: 3, tenant: acme, stopper: true}\n",
+        "  - {name: spain-cheap-p3, pattern: france, carrier: cheap, priority: 3}\n"
+        "  - {pattern: spain, carrier: cheap, priority: 3}\n"
+        "  - {pattern: spain, carrier: cheap, priority: 3}\n")
+    names = [r.name for r in parse_routes(text).routes]
+    assert names[-3:] == ["spain-cheap-p3", "spain-cheap-p3-2", "spain-cheap-p3-3"]
+
+
+def test_example_file_loads_with_the_seeds_examples() -> None:
+    table = load_routes_file(EXAMPLE)
+    trunks = {t for c in table.carriers.values() for t in c.trunks}
+    assert trunks == {"carrier-a", "carrier-b", "carrier-c", "carrier-d"}
+    tiers: dict[tuple[str | None, int], list[int]] = {}
+    for r in table.routes:
+        if r.pattern == "spain" and r.tenant is None:
+            tiers.setdefault((r.pattern, r.priority), []).append(r.metric)
+    assert tiers[("spain", 1)] == [1, 2]  # the seed's 1:2 example
+    assert ("spain", 2) in tiers  # a failover tier
+    assert any(r.block for r in table.routes)
+    assert any(r.tenant for r in table.routes)
+    europe = [r.metric for r in table.routes if r.group == "europe"]
+    assert europe == [1, 1]  # the seed's 1:1 example
+
+
+def test_table_survives_the_json_round_trip_used_for_redis() -> None:
+    table = load_routes_file(EXAMPLE)
+    assert RoutingTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+
+
+def test_schema_is_json_schema_covering_every_section() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["properties"]) == set(TOP_KEYS)
+    assert schema["additionalProperties"] is False
+    route = schema["$defs"]["route"]
+    assert set(route["properties"]) == {"name", "pattern", "group", "carrier", "priority",
+                                        "metric", "tenant", "stopper", "action"}
+
+
+def test_schema_accepts_the_example_when_jsonschema_is_installed() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load(EXAMPLE.read_text()), schema)
+
+
+# -- bad files: (what is changed, replaced text, replacement, line, words of the message) ----
+
+BAD = [
+    ("yaml syntax", "  max_attempts: 4\n", "  max_attempts: [4\n", 4, "YAML syntax"),
+    ("unknown top key", "defaults:\n", "defualts:\n", 1, "did you mean 'defaults'"),
+    ("unknown defaults key", "  max_attempts: 4", "  max_attempt: 4", 3,
+     "unknown key 'max_attempt'"),
+    ("country code unquoted", 'country_code: "34"', "country_code: 034", 2, "quoted string"),
+    ("country code too long", 'country_code: "34"', 'country_code: "3412"', 2, "1 to 3 digits"),
+    ("max_attempts zero", "max_attempts: 4", "max_attempts: 0", 3, "max_attempts"),
+    ("max_attempts bool", "max_attempts: 4", "max_attempts: yes", 3, "boolean"),
+    ("duplicate carrier", "target_patterns:\n", "  peering:\n    trunks: [x]\ntarget_patterns:\n",
+     12, "duplicate key 'peering' (first at line 5)"),
+    ("unknown carrier key", "    trunks: [cheap]", "    trunk: [cheap]", 8,
+     "did you mean 'trunks'"),
+    ("no trunks", "    trunks: [cheap]\n", "", 7, "needs 'trunks'"),
+    ("unsafe trunk with &", "[peering-mad, peering-bcn]", "[peering-mad, 'bcn&x']", 6,
+     "not a safe Asterisk endpoint name"),
+    ("unsafe trunk with slash", "trunks: [cheap]", "trunks: [cheap/1]", 8, "safe"),
+    ("unsafe trunk with space", "trunks: [cheap]", "trunks: ['che ap']", 8, "safe"),
+    ("empty trunks", "trunks: [cheap]", "trunks: []", 8, "at least one trunk"),
+    ("bad number format", '"00E164"', '"E.164"', 9, "number_format"),
+    ("bad tech prefix", 'prefix: "1010"', 'prefix: "10a"', 10, "prefix of carrier 'cheap'"),
+    ("failover code out of range", "retry: [486]", "retry: [200]", 11, "neither a SIP code"),
+    ("failover code both", "stop: [503, 34]", "stop: [503, 486]", 11, "both retry and stop"),
+    ("failover unknown key", "retry_after_early_media: false", "retry_after_early: false", 11,
+     "did you mean 'retry_after_early_media'"),
+    ("failover early media not bool", "retry_after_early_media: false",
+     "retry_after_early_media: 0", 11, "true or false"),
+    ("prefix without +", '{prefix: "+33"}', '{prefix: "33"}', 14, "'+' and 1 to 15 digits"),
+    ("prefix unquoted", '{prefix: "+33"}', "{prefix: +33}", 14, 'quoted string like "+33"'),
+    ("prefix with letters", '{prefix: "+33"}', '{prefix: "+33a"}', 14, "'+' and 1 to 15 digits"),
+    ("bad regex", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+3490[0-9'}", 15, "bad regex"),
+    ("pattern with both", '{prefix: "+33"}', '{prefix: "+33", regex: "^x"}', 14,
+     "exactly one of 'prefix' or 'regex'"),
+    ("pattern with neither", '{prefix: "+33"}', "{}", 14, "exactly one"),
+    ("group names unknown pattern", "[spain, france]", "[spain, italy]", 17,
+     "unknown target pattern 'italy'"),
+    ("route unknown carrier", "carrier: peering, priority: 1", "carrier: peerin, priority: 1",
+     19, "unknown carrier 'peerin'"),
+    ("route unknown pattern", "pattern: spain, carrier: peering",
+     "pattern: spian, carrier: peering", 19, "unknown target pattern 'spian'"),
+    ("route unknown group", "group: europe", "group: eu", 20, "unknown target pattern group 'eu'"),
+    ("route both pattern and group", "pattern: spain, carrier: peering",
+     "pattern: spain, group: europe, carrier: peering", 19, "both a pattern and a group"),
+    ("route neither pattern nor group", "pattern: spain, carrier: peering", "carrier: peering",
+     19, "needs a 'pattern' or a 'group'"),
+    ("metric zero", "priority: 1, metric: 1", "priority: 1, metric: 0", 19, "metric"),
+    ("metric negative", "priority: 1, metric: 1", "priority: 1, metric: -2", 19, ">= 1"),
+    ("metric float", "priority: 1, metric: 1", "priority: 1, metric: 1.5", 19, "whole number"),
+    ("metric bool", "priority: 1, metric: 1", "priority: 1, metric: true", 19, "boolean"),
+    ("metric text", "priority: 1, metric: 1", "priority: 1, metric: high", 19, "whole number"),
+    ("priority text", "priority: 1, metric: 1", "priority: first, metric: 1", 19,
+     "priority of route 'spain-peering'"),
+    ("priority missing", "priority: 1, metric: 1", "metric: 1", 19, "needs 'priority'"),
+    ("route typo", "priority: 1, metric: 1", "priority: 1, metirc: 1", 19,
+     "did you mean 'metric'"),
+    ("duplicate route name", "{name: europe-cheap,", "{name: spain-peering,", 20,
+     "duplicate route name 'spain-peering' (first at line 19)"),
+    ("unsafe route name", "{name: europe-cheap,", "{name: 'europe cheap',", 20, "safe name"),
+    ("block with carrier", "action: block, priority: 0",
+     "action: block, priority: 0, carrier: cheap", 21, "must not name a carrier"),
+    ("block with metric", "action: block, priority: 0", "action: block, priority: 0, metric: 2",
+     21, "must not have a metric"),
+    ("unknown action", "action: block", "action: drop", 21, "must be 'block'"),
+    ("route without carrier", "group: europe, carrier: cheap,", "group: europe,", 20,
+     "needs a 'carrier'"),
+    ("tenant unquoted number", "tenant: acme", "tenant: 42", 22, 'tenant: "42"'),
+    ("tenant unsafe", "tenant: acme", "tenant: 'a,b'", 22, "safe name"),
+    ("stopper not bool", "stopper: true", "stopper: maybe", 22, "true or false"),
+    ("duplicate key in a route", "priority: 1, metric: 1", "priority: 1, metric: 1, priority: 2",
+     19, "duplicate key 'priority'"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "words"),
+                         [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
+                                                  words: str) -> None:
+    assert old in GOOD, "the case must change the good file"
+    problems = problems_of(GOOD.replace(old, new, 1))
+    found = [p for p in problems if words in p.message]
+    assert found, f"no problem says {words!r}: {[str(p) for p in problems]}"
+    assert found[0].line == line, [str(p) for p in problems]
+    assert str(found[0]) == f"routes.yaml:{line}: {found[0].message}"
+
+
+def test_several_problems_are_all_reported_in_line_order() -> None:
+    text = (GOOD.replace("max_attempts: 4", "max_attempts: 0")
+                .replace("trunks: [cheap]", "trunks: [che&ap]")
+                .replace('{prefix: "+33"}', '{prefix: "33"}')
+                .replace("carrier: peering, priority: 1, metric: 1",
+                         "carrier: nobody, priority: 1, metric: 0"))
+    problems = problems_of(text)
+    assert [p.line for p in problems] == [3, 8, 14, 19, 19]
+    assert all(str(p).startswith(f"routes.yaml:{p.line}: ") for p in problems)
+    assert str(problems_of(text)[0]) in str(RoutesFileError(problems))
+
+
+def test_both_entries_of_a_duplicated_name_are_checked() -> None:
+    text = GOOD.replace("target_patterns:\n",
+                        "  peering:\n    trunks: [bad/trunk]\ntarget_patterns:\n")
+    lines = {p.line: p.message for p in problems_of(text)}
+    assert "duplicate key 'peering'" in lines[12]
+    assert "safe Asterisk endpoint name" in lines[13]
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    ("", 1, "empty"),
+    ("# only a comment\n", 1, "empty"),
+    ("- a\n- b\n", 1, "mapping of sections"),
+    ("carriers: {}\n", 1, "needs 'outgoing_routes'"),
+    ("outgoing_routes: []\n", 1, "every call would get NO_ROUTE"),
+    ("outgoing_routes:\n  - just-a-name\n", 2, "must be a mapping"),
+    ("carriers: [a, b]\noutgoing_routes: []\n", 1, "carriers must be a mapping"),
+    ("a: &x [*x]\noutgoing_routes: []\n", 1, "unknown key 'a'"),
+    ("outgoing_routes: !!python/object:os.system {}\n", 1, "unsupported YAML tag"),
+    ("outgoing_routes: [!!python/name:os.system x]\n", 1, "constructor for the tag"),
+])
+def test_malformed_file_shapes_are_reported(text: str, line: int, words: str) -> None:
+    problems = problems_of(text)
+    assert any(words in p.message and p.line == line for p in problems), \
+        [str(p) for p in problems]
+
+
+def test_anchors_and_merge_keys_work_and_x_keys_hold_them() -> None:
+    text = GOOD.replace("carriers:\n", "x-trunk-defaults: &common {number_format: E164}\n"
+                                       "carriers:\n", 1)
+    text = text.replace("    trunks: [peering-mad, peering-bcn]\n",
+                        "    <<: *common\n    trunks: [peering-mad, peering-bcn]\n")
+    table = parse_routes(text)
+    assert table.carriers["peering"].number_format == "E164"
+
+
+def test_missing_file_is_a_routes_file_error_without_a_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(missing)
+    assert str(info.value.problems[0]) == f"{missing}: no such file"
+
+
+def test_file_problems_name_the_file_as_given(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(textwrap.dedent(GOOD).replace("metric: 1}", "metric: 0}", 1))
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(path)
+    assert str(info.value).startswith(f"{path}:19: metric of route 'spain-peering'")
