@@ -31,14 +31,21 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_REDIS_PREFIX = "outbound-router"
+DEFAULT_ARI_URL = "http://127.0.0.1:8088"
+DEFAULT_ARI_APP = "outbound-router"
+DEFAULT_AGI_LISTEN = "127.0.0.1:4573"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "outbound-router"
-    ari_url: str = "http://127.0.0.1:8088"
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    ari_url: str = DEFAULT_ARI_URL
     ari_username: str = ""
     ari_password: str = field(default="", repr=False)
-    ari_app: str = "outbound-router"
+    ari_app: str = DEFAULT_ARI_APP
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     agi_allow: tuple[str, ...] = ()
@@ -46,23 +53,23 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        host, port = parse_listen(env.get("AGI_LISTEN", "127.0.0.1:4573"))
-        redis_url = env.get("REDIS_URL", cls.redis_url)
+        host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
+        redis_url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
         if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
             raise SettingsError(
                 f"REDIS_URL={mask_url(redis_url)!r}: expected redis://, rediss://, unix:// "
                 "or redis+sentinel:// URL")
-        ari_url = env.get("ARI_URL", cls.ari_url).rstrip("/")
+        ari_url = env.get("ARI_URL", DEFAULT_ARI_URL).rstrip("/")
         if urlsplit(ari_url).scheme not in ("http", "https"):
             raise SettingsError(f"ARI_URL={mask_url(ari_url)!r}: expected http:// or https:// URL")
         allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
         return cls(
             redis_url=redis_url,
-            redis_prefix=env.get("REDIS_PREFIX", cls.redis_prefix),
+            redis_prefix=env.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX),
             ari_url=ari_url,
             ari_username=env.get("ARI_USERNAME", ""),
             ari_password=env.get("ARI_PASSWORD", ""),
-            ari_app=env.get("ARI_APP", cls.ari_app),
+            ari_app=env.get("ARI_APP", DEFAULT_ARI_APP),
             agi_host=host,
             agi_port=port,
             agi_allow=allow,
