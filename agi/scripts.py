@@ -173,9 +173,10 @@ class Scripts:
                 session.log.error("route %r: %s", number, exc)
                 pairs = error_variables()
             else:
-                session.log.info("route %r tenant=%s: %s %s, %d attempts (%s)", number, tenant,
-                                 p.status, p.number, len(p.attempts),
-                                 ",".join(a.trunk for a in p.attempts) or p.reason)
+                if session.log.isEnabledFor(logging.INFO):
+                    session.log.info("route %r tenant=%s: %s %s, %d attempts (%s)", number,
+                                     tenant, p.status, p.number, len(p.attempts),
+                                     ",".join(a.trunk for a in p.attempts) or p.reason)
                 pairs = route_variables(p, snapshot.version)
         for name, value in pairs:
             await session.set_variable(name, value)

@@ -29,10 +29,11 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ CODE_OK = 200
 CODE_DEAD_CHANNEL = 511
 CODE_USAGE = 520
 
+_NEVER = float("inf")
+_READ_ERRORS = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError)
 _STATUS_RE = re.compile(r"^([0-9]{3})([ -])(.*)$", re.DOTALL)
-_ARG_RE = re.compile(r"^agi_arg_([0-9]{1,3})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,6 @@ class Limits:
     queue_timeout: float = 5.0  # how long a connection may wait for a place
     header_timeout: float = 5.0  # the whole header block must arrive within this
     read_timeout: float = 10.0  # each reply must arrive within this
-    write_timeout: float = 10.0
     max_line: int = 8192  # bytes in one line (header or reply)
     max_headers: int = 256  # header lines in a session
     max_reply_lines: int = 512  # lines in one multi-line (520) reply
@@ -129,22 +130,21 @@ class AgiRequest:
             path, _, query = script.partition("?")
         numbered = []
         for key, value in env.items():
-            m = _ARG_RE.match(key)
-            if m:
-                numbered.append((int(m.group(1)), value))
+            if key.startswith("agi_arg_") and key[8:].isdigit():
+                numbered.append((int(key[8:]), value))
         numbered.sort()
         return cls(
             script=path.strip("/"),
-            query=MappingProxyType(dict(parse_qsl(query, keep_blank_values=True))),
+            query=MappingProxyType(dict(parse_qsl(query, keep_blank_values=True))
+                                   if query else {}),
             args=tuple(v for _, v in numbered),
-            env=MappingProxyType(dict(env)),
+            env=MappingProxyType(env),
             peer=peer,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AgiReply:
-    """One parsed reply, e.g. ``200 result=1 (value)``."""
+class AgiReply(NamedTuple):
+    """One parsed reply, e.g. ``200 result=1 (value)`` (a tuple: built once per command)."""
 
     code: int
     result: str | None = None  # what follows ``result=``, up to the first space
@@ -171,6 +171,30 @@ class AgiReply:
         return cls(code, result, data, rest, text)
 
 
+# -- deadlines ------------------------------------------------------------------------------
+
+
+class Deadline:
+    """When the read a connection waits on must have completed (``inf``: not waiting).
+
+    One timer per read (``asyncio.timeout``) costs more than the rest of a command's handling;
+    instead a read sets ``at`` and the server's sweeper aborts the connections whose deadline
+    passed, a few times per timeout period.
+    """
+
+    __slots__ = ("at", "expired", "transport")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.at = float("inf")
+        self.expired = False
+        self.transport = transport
+
+    def expire_if_due(self, now: float) -> None:
+        if self.at <= now and not self.expired:
+            self.expired = True
+            self.transport.abort()  # type: ignore[attr-defined]
+
+
 # -- one session ---------------------------------------------------------------------------
 
 
@@ -185,8 +209,13 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
         return f"[{self.call}] {msg}", kwargs
 
 
+_SPECIAL = re.compile(r'["\\\r\n\0]')
+
+
 def quote(value: str) -> str:
     """An AGI command argument in double quotes (res_agi's parse_args unescapes ``\\``)."""
+    if _SPECIAL.search(value) is None:
+        return f'"{value}"'
     if "\n" in value or "\r" in value or "\0" in value:
         raise ValueError(f"an AGI argument cannot hold a line break: {value[:40]!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -196,50 +225,65 @@ class AgiSession:
     """The command side of one FastAGI connection, handed to a script."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 request: AgiRequest, limits: Limits) -> None:
+                 request: AgiRequest, limits: Limits, deadline: Deadline) -> None:
         self.request = request
         self.hung_up = False  # Asterisk said HANGUP, or a command got 511
         self.log = CallLog(log, request.uniqueid or "-")
         self._reader = reader
         self._writer = writer
         self._limits = limits
+        self._deadline = deadline
 
     async def command(self, line: str) -> AgiReply:
         """Send one command line and return its final reply (whatever its code)."""
         if "\n" in line or "\r" in line:
             raise ValueError("one AGI command is one line")
-        self._writer.write(line.encode("utf-8") + b"\n")
-        if self._writer.transport.get_write_buffer_size() > self._limits.max_line:
-            try:
-                async with asyncio.timeout(self._limits.write_timeout):
-                    await self._writer.drain()
-            except TimeoutError:
-                raise AgiTimeout("the peer does not read its replies") from None
-            except ConnectionError as exc:
-                raise AgiConnectionClosed(str(exc)) from None
-        return await self._read_reply()
+        return AgiReply.parse(*await self._exchange(line.encode("utf-8") + b"\n"))
+
+    async def _exchange(self, data: bytes) -> tuple[int, str]:
+        """Write one command and read its final reply's code and text. No drain: the reply
+        is awaited before the next write, so at most one command sits in the buffer."""
+        self._writer.write(data)
+        deadline = self._deadline
+        deadline.at = time.monotonic() + self._limits.read_timeout
+        try:
+            raw = await self._reader.readuntil(b"\n")
+        except _READ_ERRORS as exc:
+            raise self._read_error(exc) from None
+        deadline.at = _NEVER
+        if raw.startswith(b"200 "):  # the common case, inline
+            return CODE_OK, raw[4:].rstrip(b"\r\n").decode("utf-8", "replace")
+        return await self._read_reply(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
 
     async def _read_line(self) -> str:
+        deadline = self._deadline
+        deadline.at = time.monotonic() + self._limits.read_timeout
         try:
-            async with asyncio.timeout(self._limits.read_timeout):
-                raw = await self._reader.readuntil(b"\n")
-        except TimeoutError:
-            raise AgiTimeout(f"no reply within {self._limits.read_timeout:g} s") from None
-        except asyncio.IncompleteReadError:
-            raise AgiConnectionClosed("the peer closed the connection") from None
-        except asyncio.LimitOverrunError:
-            raise AgiProtocolError(f"a line longer than {self._limits.max_line} bytes") from None
-        except ConnectionError as exc:
-            raise AgiConnectionClosed(str(exc)) from None
+            raw = await self._reader.readuntil(b"\n")
+        except _READ_ERRORS as exc:
+            raise self._read_error(exc) from None
+        deadline.at = _NEVER
         return raw.rstrip(b"\r\n").decode("utf-8", "replace")
 
-    async def _read_reply(self) -> AgiReply:
+    def _read_error(self, exc: Exception) -> AgiError:
+        if isinstance(exc, asyncio.LimitOverrunError):
+            return AgiProtocolError(f"a line longer than {self._limits.max_line} bytes")
+        if self._deadline.expired:
+            return AgiTimeout(f"no reply within {self._limits.read_timeout:g} s")
+        return AgiConnectionClosed(str(exc) or "the peer closed the connection")
+
+    async def _read_reply(self, line: str | None = None) -> tuple[int, str]:
+        """The final reply, starting from ``line`` when it was already read."""
         while True:
-            line = await self._read_line()
+            if line is None:
+                line = await self._read_line()
+            if line.startswith("200 "):
+                return CODE_OK, line[4:]
             if line == HANGUP_LINE:
                 if not self.hung_up:
                     self.log.debug("Asterisk says the channel hung up")
                 self.hung_up = True
+                line = None
                 continue
             m = _STATUS_RE.match(line)
             if m is None:
@@ -248,10 +292,11 @@ class AgiSession:
             if m.group(2) == "-":
                 text = await self._read_continuation(code, text)
             if code == CODE_TRYING:
+                line = None
                 continue
             if code == CODE_DEAD_CHANNEL:
                 self.hung_up = True
-            return AgiReply.parse(code, text)
+            return code, text
 
     async def _read_continuation(self, code: int, first: str) -> str:
         """The rest of a multi-line reply: up to the line starting with ``<code> ``."""
@@ -276,7 +321,10 @@ class AgiSession:
         return reply
 
     async def set_variable(self, name: str, value: str | int) -> None:
-        await self.checked(f"SET VARIABLE {name} {quote(str(value))}")
+        line = f"SET VARIABLE {name} {quote(str(value))}"
+        code, text = await self._exchange(line.encode("utf-8") + b"\n")
+        if code != CODE_OK:
+            raise AgiCommandError(line, AgiReply.parse(code, text))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value (``GET VARIABLE`` also reads functions such as
@@ -329,6 +377,10 @@ class AgiServer:
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(self.limits.max_sessions)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: set[Deadline] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        #: How often deadlines are checked: a timeout fires at most this late.
+        self.tick = min(self.limits.read_timeout, self.limits.header_timeout) / 5
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -336,6 +388,7 @@ class AgiServer:
             reuse_address=True)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        self._sweeper = asyncio.create_task(self._sweep(), name="agi-deadlines")
         if not self.allow and not _is_loopback(self.host):
             log.warning("FastAGI listens on %s:%d with no AGI_ALLOW list: FastAGI has no "
                         "authentication, anyone who can reach the port can ask for routes",
@@ -355,6 +408,14 @@ class AgiServer:
             self._server.close()
             await self._server.wait_closed()
         tasks = set(self._tasks)
+        try:
+            await self._finish(tasks, grace)
+        finally:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _finish(self, tasks: set[asyncio.Task[None]], grace: float) -> None:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
@@ -368,6 +429,13 @@ class AgiServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            for deadline in list(self._deadlines):
+                deadline.expire_if_due(now)
 
     # -- per connection --------------------------------------------------------------------
 
@@ -385,17 +453,17 @@ class AgiServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        deadline = Deadline(writer.transport)
+        self._deadlines.add(deadline)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, deadline)
         finally:
+            self._deadlines.discard(deadline)
             self._tasks.discard(task)
             writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass  # the peer already went away: nothing left to close
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     deadline: Deadline) -> None:
         stats = self.stats
         stats.accepted += 1
         peername = writer.get_extra_info("peername")
@@ -405,7 +473,10 @@ class AgiServer:
             log.warning("FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
         try:
-            async with asyncio.timeout(self.limits.queue_timeout):
+            if self._slots.locked():
+                async with asyncio.timeout(self.limits.queue_timeout):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             stats.overloaded += 1
@@ -415,21 +486,21 @@ class AgiServer:
         stats.active += 1
         stats.peak = max(stats.peak, stats.active)
         try:
-            await self._run_session(reader, writer, peer)
+            await self._run_session(reader, writer, peer, deadline)
         finally:
             stats.active -= 1
             self._slots.release()
 
     async def _run_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           peer: str) -> None:
+                           peer: str, deadline: Deadline) -> None:
         try:
-            env = await read_headers(reader, self.limits)
+            env = await read_headers(reader, self.limits, deadline)
         except AgiError as exc:
             self.stats.dropped += 1
             log.warning("FastAGI session from %s dropped before it began: %s", peer, exc)
             return
         request = AgiRequest.from_env(env, peer)
-        session = AgiSession(reader, writer, request, self.limits)
+        session = AgiSession(reader, writer, request, self.limits, deadline)
         handler = self.handlers.get(request.script)
         if handler is None:
             self.stats.unknown_script[request.script] = (
@@ -459,32 +530,32 @@ class AgiServer:
         self.stats.served += 1
 
 
-async def read_headers(reader: asyncio.StreamReader, limits: Limits) -> dict[str, str]:
-    """The ``agi_*: value`` block up to the empty line."""
+async def read_headers(reader: asyncio.StreamReader, limits: Limits,
+                       deadline: Deadline) -> dict[str, str]:
+    """The ``agi_*: value`` block up to the empty line, all within ``header_timeout``."""
     env: dict[str, str] = {}
+    deadline.at = time.monotonic() + limits.header_timeout
     try:
-        async with asyncio.timeout(limits.header_timeout):
-            while True:
-                raw = await reader.readuntil(b"\n")
-                line = raw.rstrip(b"\r\n")
-                if not line:
-                    return env
-                if len(env) >= limits.max_headers:
-                    raise AgiProtocolError(f"more than {limits.max_headers} header lines")
-                key, sep, value = line.decode("utf-8", "replace").partition(":")
-                if not sep:
-                    raise AgiProtocolError(f"not a header line: {line[:80]!r}")
-                env[key.strip()] = value.strip(" ")
-    except TimeoutError:
-        raise AgiTimeout(
-            f"headers incomplete after {limits.header_timeout:g} s ({len(env)} lines)") from None
-    except asyncio.IncompleteReadError:
+        while True:
+            raw = await reader.readuntil(b"\n")
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                deadline.at = _NEVER
+                return env
+            if len(env) >= limits.max_headers:
+                raise AgiProtocolError(f"more than {limits.max_headers} header lines")
+            key, sep, value = line.decode("utf-8", "replace").partition(":")
+            if not sep:
+                raise AgiProtocolError(f"not a header line: {line[:80]!r}")
+            env[key.strip()] = value.strip(" ")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        if deadline.expired:
+            raise AgiTimeout(f"headers incomplete after {limits.header_timeout:g} s "
+                             f"({len(env)} lines)") from None
         raise AgiConnectionClosed(
             f"closed before the headers ended ({len(env)} lines)") from None
     except asyncio.LimitOverrunError:
         raise AgiProtocolError(f"a header line longer than {limits.max_line} bytes") from None
-    except ConnectionError as exc:
-        raise AgiConnectionClosed(str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:
