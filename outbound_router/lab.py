@@ -1,0 +1,1050 @@
+"""The lab (SPEC section 7): real Asterisk 22 in a debootstrap chroot, Redis, the router's ARI
+and FastAGI services and SIPp demo carriers, all on loopback.
+
+    outbound-router lab up [--no-carriers]   idempotent: starts what is not running yet
+    outbound-router lab status               what runs
+    outbound-router lab call NUMBER [--via ari|agi|baseline] [--tenant T]
+    outbound-router lab demo                 calls showing load balancing and failover
+    outbound-router lab down                 stops what `up` started (by PID), unmounts
+
+The chroot (Debian sid's `asterisk`) is built once into the cache directory
+(`$OUTBOUND_ROUTER_CACHE`, default `~/.cache/outbound-router`) and reused; it is built in a
+temporary directory and renamed into place when complete, so an interrupted build is never
+taken for a good one. State (PIDs, logs, the Redis URL) lives in `<cache>/lab/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from outbound_router import sipp, topology
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_SRC = REPO / "asterisk_conf"
+ROUTES_EXAMPLE = REPO / "redis_seed" / "routes.example.yaml"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SUITE = "sid"
+DEBOOTSTRAP_PACKAGES = ("asterisk", "asterisk-modules")
+CHROOT_MARKER = ".outbound-router-chroot.json"
+ASTERISK = "/usr/sbin/asterisk"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NOT_RUNNING = 3
+
+
+class LabError(RuntimeError):
+    """The lab cannot do what was asked; the message says why and what to do."""
+
+
+# ---- paths and state ---------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("OUTBOUND_ROUTER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "outbound-router"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    cache: Path
+
+    @property
+    def chroot(self) -> Path:
+        return self.cache / "chroot"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.cache / "lab"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def carriers_dir(self) -> Path:
+        return self.state_dir / "carriers"
+
+    @property
+    def calls_dir(self) -> Path:
+        return self.state_dir / "calls"
+
+    def in_chroot(self, path: str) -> Path:
+        return self.chroot / path.lstrip("/")
+
+    @property
+    def asterisk_log(self) -> Path:
+        return self.in_chroot("/var/log/asterisk/messages.log")
+
+
+def paths() -> Paths:
+    return Paths(cache_dir())
+
+
+def load_state(p: Paths) -> dict[str, Any]:
+    try:
+        return dict(json.loads(p.state_file.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def save_state(p: Paths, state: dict[str, Any]) -> None:
+    p.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = p.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    tmp.replace(p.state_file)
+
+
+Say = Callable[[str], None]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- processes and mounts ----------------------------------------------------------------
+
+
+def _proc_argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return []
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return []
+
+
+def _proc_root(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return ""
+
+
+def is_asterisk(pid: int | None, chroot: Path) -> bool:
+    """PID is the lab's Asterisk: an asterisk process whose root is our chroot (or, for the
+    first milliseconds, the `chroot` command about to exec it)."""
+    if not pid:
+        return False
+    argv = _proc_argv(pid)
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) == "chroot":
+        return argv[1:3] == [str(chroot), ASTERISK]
+    return os.path.basename(argv[0]) == "asterisk" and _proc_root(pid) == str(chroot)
+
+
+def is_service(pid: int | None, name: str) -> bool:
+    if not pid:
+        return False
+    argv = _proc_argv(pid)
+    return "outbound_router.cli" in argv and name in argv
+
+
+def is_redis(pid: int | None) -> bool:
+    if not pid:
+        return False
+    argv = _proc_argv(pid)
+    return bool(argv) and "redis-server" in os.path.basename(argv[0])
+
+
+def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.0) -> bool:
+    """SIGTERM the process if `check(pid)` still holds, then SIGKILL after `timeout`."""
+    if not check(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while check(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling: another session's process cannot be waited for
+    if check(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while check(pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+    return True
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    root = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def is_mounted(path: Path) -> bool:
+    return str(path.resolve()) in mounts_under(path)
+
+
+def _port_in_use(kind: int, host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def tcp_listening(host: str, port: int) -> bool:
+    """Something listens on host:port (read from /proc/net/tcp: probing would open a session)."""
+    want = f"{''.join(f'{int(b):02X}' for b in reversed(host.split('.')))}:{port:04X}"
+    any_addr = f"00000000:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[1] in (want, any_addr):
+                return True
+    return False
+
+
+# ---- the chroot --------------------------------------------------------------------------
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise LabError(f"{what} needs root (chroot, mount): run it as root, e.g. with sudo")
+
+
+def chroot_ready(p: Paths) -> bool:
+    return (p.chroot / CHROOT_MARKER).is_file() and p.in_chroot(ASTERISK).is_file()
+
+
+def _clean_stale_builds(p: Paths, say: Say) -> None:
+    for stale in p.cache.glob("chroot.build-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _proc_argv(int(pid)):
+            raise LabError(f"another chroot build is running (pid {pid}, {stale}); wait for it")
+        for point in mounts_under(stale):
+            subprocess.run(["umount", "-l", point], check=False)
+        say(f"chroot: removing an interrupted build {stale}")
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_chroot(p: Paths, say: Say = _say) -> float:
+    """debootstrap Debian sid with Asterisk into the cache; returns the build time in seconds."""
+    _require_root("building the chroot")
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not os.path.exists(debootstrap):
+        raise LabError("debootstrap not found: apt-get install debootstrap")
+    p.cache.mkdir(parents=True, exist_ok=True)
+    _clean_stale_builds(p, say)
+    build = p.cache / f"chroot.build-{os.getpid()}"
+    cmd = [debootstrap, "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+           DEBIAN_SUITE, str(build), DEBIAN_MIRROR]
+    say(f"chroot: building Debian {DEBIAN_SUITE} with {' '.join(DEBOOTSTRAP_PACKAGES)} into "
+        f"{p.chroot} (about a minute)")
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "LC_ALL": "C"})
+    assert proc.stdout is not None
+    tail: list[str] = []
+    stage = ""
+    tty = sys.stdout.isatty()
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        if not line.startswith("I: "):
+            continue
+        words = line[3:].split()
+        new_stage = words[0] if words else ""
+        elapsed = time.monotonic() - started
+        if tty:
+            sys.stdout.write(f"\r  [{elapsed:4.0f}s] {line[3:][:70]:<70}")
+            sys.stdout.flush()
+        elif new_stage != stage:
+            say(f"  [{elapsed:4.0f}s] {line[3:]}")
+        stage = new_stage
+    rc = proc.wait()
+    if tty:
+        sys.stdout.write("\n")
+    leftovers = mounts_under(build)
+    for point in leftovers:
+        subprocess.run(["umount", "-l", point], check=False)
+    if rc != 0:
+        shutil.rmtree(build, ignore_errors=True)
+        raise LabError("debootstrap failed (is deb.debian.org reachable?):\n  "
+                       + "\n  ".join(tail))
+    subprocess.run(["chroot", str(build), "apt-get", "clean"], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.monotonic() - started
+    version = subprocess.run(["chroot", str(build), ASTERISK, "-V"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    (build / CHROOT_MARKER).write_text(json.dumps({
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
+        "suite": DEBIAN_SUITE, "packages": list(DEBOOTSTRAP_PACKAGES), "asterisk": version,
+    }) + "\n")
+    if p.chroot.exists():  # a chroot without marker: an old or broken one
+        shutil.rmtree(p.chroot)
+    build.rename(p.chroot)
+    say(f"chroot: built in {seconds:.0f} s ({version})")
+    return seconds
+
+
+def chroot_info(p: Paths) -> dict[str, Any]:
+    try:
+        return dict(json.loads((p.chroot / CHROOT_MARKER).read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _chroot_ids(p: Paths, user: str) -> tuple[int, int]:
+    for line in p.in_chroot("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise LabError(f"no user {user!r} in the chroot: rebuild it (lab down; rm -r {p.chroot})")
+
+
+def ari_credentials() -> tuple[str, str]:
+    user = os.environ.get("ARI_USERNAME") or topology.LAB_ARI_USERNAME
+    password = os.environ.get("ARI_PASSWORD") or topology.LAB_ARI_PASSWORD
+    if not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise LabError(f"ARI_USERNAME={user!r}: use letters, digits, '-', '_' and '.' only")
+    if any(c in password for c in ";\n\r[]") or password != password.strip():
+        raise LabError("ARI_PASSWORD: no ';', '[', ']', newline or surrounding spaces "
+                       "(Asterisk's config syntax)")
+    return user, password
+
+
+def render_ari_conf(user: str, password: str) -> str:
+    text = (CONF_SRC / "ari.conf.template").read_text()
+    return text.replace("@ARI_USERNAME@", user).replace("@ARI_PASSWORD@", password)
+
+
+def read_ari_conf(p: Paths) -> tuple[str, str] | None:
+    """The credentials the running lab's ari.conf holds (the source of truth for `status`)."""
+    try:
+        text = p.in_chroot(f"{topology.ASTERISK_CONFIG_DIR}/ari.conf").read_text()
+    except (FileNotFoundError, PermissionError):
+        return None
+    user = password = None
+    for line in text.splitlines():
+        line = line.split(";", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]") and line != "[general]":
+            user = line[1:-1]
+        elif user and line.replace(" ", "").startswith("password="):
+            password = line.split("=", 1)[1].strip()
+    return (user, password) if user and password else None
+
+
+def install_config(p: Paths, say: Say = _say) -> bool:
+    """Copy asterisk_conf/ into the chroot; True when anything changed."""
+    user, password = ari_credentials()
+    uid, gid = _chroot_ids(p, "asterisk")
+    wanted: dict[str, tuple[str, int]] = {}
+    for src in sorted(CONF_SRC.glob("*.conf")):
+        wanted[src.name] = (src.read_text(), 0o644)
+    wanted["ari.conf"] = (render_ari_conf(user, password), 0o640)
+    conf_dir = p.in_chroot(topology.ASTERISK_CONFIG_DIR)
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, (text, mode) in wanted.items():
+        target = conf_dir / name
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            changed.append(name)
+        os.chmod(target, mode)
+        os.chown(target, 0, gid)
+    for extra in conf_dir.glob("*.conf"):
+        if extra.name not in wanted:
+            extra.unlink()
+            changed.append(f"-{extra.name}")
+    system = {
+        "/etc/hosts": f"127.0.0.1 localhost {socket.gethostname()}\n::1 localhost ip6-localhost\n",
+        # All addresses are IP literals; one nameserver must be listed or chan_pjsip logs an
+        # error. pjproject still opens its DNS client socket (0.0.0.0, ephemeral port).
+        "/etc/resolv.conf": "# outbound-router lab: nothing is resolved over DNS\n"
+                            "nameserver 127.0.0.1\n",
+    }
+    for path, text in system.items():
+        target = p.in_chroot(path)
+        if target.is_symlink():
+            target.unlink()
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            changed.append(path)
+    run_dir = p.in_chroot("/run/asterisk")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(run_dir, uid, gid)
+    if changed:
+        say(f"config: installed {', '.join(changed)} into {conf_dir}")
+    return bool(changed)
+
+
+def _rasterisk(p: Paths, command: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["chroot", str(p.chroot), ASTERISK, "-C", topology.ASTERISK_CONFIG_FILE, "-rx", command],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+# ---- ARI ---------------------------------------------------------------------------------
+
+
+def ari_request(path: str, auth: tuple[str, str] | None, *, method: str = "GET",
+                timeout: float = 3.0) -> tuple[int, Any]:
+    """(status, decoded JSON or None) of one ARI request; status 0 when nothing answers."""
+    req = urllib.request.Request(f"{topology.ARI_URL}/ari{path}", method=method)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+            return resp.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+# ---- Asterisk ----------------------------------------------------------------------------
+
+
+def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
+    _require_root("starting Asterisk in the chroot")
+    proc_dir = p.in_chroot("/proc")
+    if not is_mounted(proc_dir):
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True)
+        state.setdefault("mounts", [])
+        if str(proc_dir) not in state["mounts"]:
+            state["mounts"].append(str(proc_dir))
+        save_state(p, state)
+    if is_asterisk(state.get("asterisk_pid"), p.chroot):
+        return
+    busy = []
+    if _port_in_use(socket.SOCK_DGRAM, topology.SIP_HOST, topology.SIP_PORT):
+        busy.append(f"udp {topology.SIP_HOST}:{topology.SIP_PORT}")
+    if _port_in_use(socket.SOCK_STREAM, topology.HTTP_HOST, topology.HTTP_PORT):
+        busy.append(f"tcp {topology.HTTP_HOST}:{topology.HTTP_PORT}")
+    if busy:
+        raise LabError(f"{' and '.join(busy)} already in use: another Asterisk or another lab "
+                       f"(with another OUTBOUND_ROUTER_CACHE?) runs; stop it first")
+    log_path = p.asterisk_log
+    if log_path.exists():
+        log_path.rename(log_path.with_suffix(".log.previous"))
+    p.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(p.state_dir / "asterisk.out", "wb") as out:
+        proc = subprocess.Popen(
+            ["chroot", str(p.chroot), ASTERISK, "-f", "-C", topology.ASTERISK_CONFIG_FILE],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
+        )
+    state["asterisk_pid"] = proc.pid
+    save_state(p, state)
+    say(f"asterisk: started (pid {proc.pid}), waiting until fully booted")
+
+
+def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
+                  timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until Asterisk is fully booted and ARI answers; returns /asterisk/info."""
+    deadline = time.monotonic() + timeout
+    pid = state.get("asterisk_pid")
+    booted = False
+    while time.monotonic() < deadline:
+        if not is_asterisk(pid, p.chroot):
+            raise LabError(f"Asterisk exited during start-up; see {p.state_dir / 'asterisk.out'} "
+                           f"and {p.asterisk_log}")
+        if not booted:
+            r = _rasterisk(p, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+            booted = r.returncode == 0 and "fully booted" in r.stdout
+        if booted:
+            status, info = ari_request("/asterisk/info", auth)
+            if status == 200:
+                return dict(info or {})
+            if status == 401:
+                raise LabError("ARI refuses the lab's credentials: ari.conf was not reloaded?")
+        time.sleep(0.1)  # polling: Asterisk has no readiness event we can await from here
+    raise LabError(f"Asterisk did not finish booting within {timeout:.0f} s; see {p.asterisk_log}")
+
+
+def startup_problems(p: Paths) -> list[str]:
+    """ERROR lines of the current Asterisk log (a clean start has none)."""
+    try:
+        lines = p.asterisk_log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if "] ERROR[" in line]
+
+
+# ---- Redis, seed, services ---------------------------------------------------------------
+
+
+def redis_ping(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
+    own = state.get("redis") or {}
+    if own.get("pid") and is_redis(own["pid"]) and redis_ping(own["url"]):
+        return str(own["url"])
+    url = os.environ.get("REDIS_URL") or topology.DEFAULT_REDIS_URL
+    if redis_ping(url):
+        if own.get("url") != url:
+            say(f"redis: using {_mask(url)} (answers PING)")
+        state["redis"] = {"url": url, "pid": None}
+        save_state(p, state)
+        return url
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(server):
+        raise LabError(f"Redis does not answer at {_mask(url)} and redis-server is not "
+                       "installed: apt-get install redis-server, or set REDIS_URL")
+    port = sipp.free_udp_port("127.0.0.1")
+    while _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port):
+        port = sipp.free_udp_port("127.0.0.1")
+    redis_dir = p.state_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    with open(p.state_dir / "redis.log", "ab") as out:
+        proc = subprocess.Popen(
+            [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    own_url = f"redis://127.0.0.1:{port}/0"
+    state["redis"] = {"url": own_url, "pid": proc.pid}
+    save_state(p, state)
+    deadline = time.monotonic() + 10
+    while not redis_ping(own_url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise LabError(f"redis-server did not start; see {p.state_dir / 'redis.log'}")
+        time.sleep(0.05)
+    say(f"redis: nothing answers at {_mask(url)}; started redis-server at {own_url} "
+        f"(pid {proc.pid})")
+    return own_url
+
+
+def _mask(url: str) -> str:
+    from outbound_router.settings import mask_url
+
+    return mask_url(url)
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "outbound_router.cli", *args]
+
+
+def cli_has(subcommand: str) -> bool:
+    r = subprocess.run(cli_command(subcommand, "--help"), capture_output=True, check=False,
+                       timeout=30, cwd=REPO)
+    return r.returncode == 0
+
+
+def seed(redis_url: str, routes: Path | str) -> str:
+    """Publish a routes file with `outbound-router seed`; returns the new version."""
+    r = subprocess.run(cli_command("seed", str(routes)), capture_output=True, text=True,
+                       check=False, timeout=60, cwd=REPO,
+                       env={**os.environ, "REDIS_URL": redis_url})
+    if r.returncode != 0:
+        raise LabError(f"seed {routes} failed:\n{(r.stderr or r.stdout).strip()}")
+    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+
+
+def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _say) -> None:
+    if not ROUTES_EXAMPLE.exists():
+        say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} not there yet; no routes seeded")
+        return
+    if not cli_has("seed"):
+        say("seed: `outbound-router seed` is not available yet; no routes seeded")
+        return
+    digest = hashlib.sha256(ROUTES_EXAMPLE.read_bytes()).hexdigest()
+    seeded = state.get("seeded") or {}
+    if seeded.get("sha256") == digest and seeded.get("redis_url") == redis_url:
+        return
+    try:
+        version = seed(redis_url, ROUTES_EXAMPLE)
+    except LabError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        say(f"seed: FAILED, no routes seeded ({last}); the lab goes on without them")
+        return
+    state["seeded"] = {"sha256": digest, "redis_url": redis_url, "version": version}
+    save_state(p, state)
+    say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} -> {version}")
+
+
+def _service_ready(name: str, auth: tuple[str, str]) -> bool:
+    if name == "agi":
+        return tcp_listening(topology.AGI_HOST, topology.AGI_PORT)
+    status, _ = ari_request(f"/applications/{topology.ARI_APP}", auth)
+    return status == 200
+
+
+def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
+                    say: Say = _say, *, wanted: Sequence[str] = topology.SERVICES) -> None:
+    services = state.setdefault("services", {})
+    env = {**os.environ, **topology.service_env(
+        redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
+    for name in wanted:
+        current = services.get(name) or {}
+        if is_service(current.get("pid"), name):
+            continue
+        if not cli_has(name):
+            services[name] = {"pid": None, "note": "not available yet"}
+            save_state(p, state)
+            say(f"{name}: `outbound-router {name}` is not available yet; not started")
+            continue
+        if name == "agi" and tcp_listening(topology.AGI_HOST, topology.AGI_PORT):
+            services[name] = {"pid": None, "note": f"{topology.AGI_LISTEN} already in use"}
+            save_state(p, state)
+            say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
+            continue
+        log = p.state_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cli_command(name), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=REPO, env=env)
+        services[name] = {"pid": proc.pid}
+        save_state(p, state)
+        deadline = time.monotonic() + 15
+        while not _service_ready(name, auth):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # polling: readiness is a socket or an ARI application
+        if proc.poll() is not None:
+            services[name] = {"pid": None, "note": f"exited with {proc.returncode}, see {log}"}
+            save_state(p, state)
+            say(f"{name}: exited at start-up with {proc.returncode}; see {log}")
+        else:
+            say(f"{name}: started (pid {proc.pid}), log {log}")
+
+
+def _service_check(name: str) -> Callable[[int], bool]:
+    return lambda pid: is_service(pid, name)
+
+
+def stop_services(p: Paths, state: dict[str, Any], names: Sequence[str] = topology.SERVICES,
+                  say: Say = _say) -> None:
+    services = state.get("services") or {}
+    for name in names:
+        pid = (services.get(name) or {}).get("pid")
+        if pid and stop_process(pid, _service_check(name)):
+            say(f"{name}: stopped (pid {pid})")
+        services.pop(name, None)
+    save_state(p, state)
+
+
+# ---- demo carriers -----------------------------------------------------------------------
+
+
+def ensure_carriers(p: Paths, state: dict[str, Any], want: bool, say: Say = _say) -> None:
+    carriers = state.setdefault("carriers", {})
+    if not want:
+        stop_carriers(p, state, say)
+        return
+    for trunk in topology.CARRIERS:
+        pid = (carriers.get(trunk.letter) or {}).get("pid")
+        if sipp.pid_is_sipp(pid or 0):
+            continue
+        c = sipp.start_carrier(trunk.letter, trunk.demo, p.carriers_dir, detach=True)
+        carriers[trunk.letter] = {"pid": c.pid, "behaviour": trunk.demo}
+        save_state(p, state)
+        say(f"carrier-{trunk.letter}: {trunk.address}:{trunk.port} {trunk.demo} (pid {c.pid})")
+
+
+def stop_carriers(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
+    carriers = state.get("carriers") or {}
+    for letter, info in sorted(carriers.items()):
+        pid = (info or {}).get("pid")
+        if pid and sipp.pid_is_sipp(pid):
+            sipp.stop_pid(pid)
+            say(f"carrier-{letter}: stopped (pid {pid})")
+    state["carriers"] = {}
+    save_state(p, state)
+
+
+def demo_carriers(p: Paths, state: dict[str, Any]) -> list[sipp.Carrier]:
+    out = []
+    for trunk in topology.CARRIERS:
+        info = (state.get("carriers") or {}).get(trunk.letter)
+        if info and sipp.pid_is_sipp(info.get("pid") or 0):
+            out.append(sipp.Carrier(trunk, sipp.Behaviour.parse(info["behaviour"]),
+                                    p.carriers_dir, info["pid"]))
+    return out
+
+
+# ---- up / down / status ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LabInfo:
+    """What a running lab offers to its users (tests, `lab call`)."""
+
+    ari_url: str
+    ari_auth: tuple[str, str]
+    redis_url: str
+    asterisk_pid: int
+    asterisk_version: str
+    state_dir: Path
+    asterisk_log: Path
+
+
+def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabInfo:
+    """Bring the lab up; what already runs is kept (idempotent)."""
+    _require_root("lab up")
+    p = paths()
+    p.state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if chroot_ready(p):
+        info = chroot_info(p)
+        if not load_state(p):
+            say(f"chroot: cached at {p.chroot} ({info.get('asterisk', 'asterisk')})")
+    else:
+        build_chroot(p, say)
+    state = load_state(p)
+    state["chroot"] = str(p.chroot)
+    auth = ari_credentials()
+    changed = install_config(p, say)
+    running = is_asterisk(state.get("asterisk_pid"), p.chroot)
+    if running and changed:
+        _rasterisk(p, "core reload")
+        say("asterisk: configuration changed, reloaded")
+    start_asterisk(p, state, say)
+    ari_info = wait_asterisk(p, state, auth)
+    version = str((ari_info.get("system") or {}).get("version", ""))
+    if not running:
+        problems = startup_problems(p)
+        boot = time.monotonic() - started
+        say(f"asterisk: Asterisk {version} fully booted, ARI answers at {topology.ARI_URL} "
+            f"({boot:.1f} s)")
+        for line in problems:
+            say(f"asterisk: start-up ERROR: {line}")
+    redis_url = ensure_redis(p, state, say)
+    ensure_seeded(p, state, redis_url, say)
+    if services:
+        ensure_services(p, state, redis_url, auth, say)
+    ensure_carriers(p, state, carriers, say)
+    state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    save_state(p, state)
+    return LabInfo(topology.ARI_URL, auth, redis_url, int(state["asterisk_pid"]), version,
+                   p.state_dir, p.asterisk_log)
+
+
+def running_info() -> LabInfo | None:
+    """The running lab, or None."""
+    p = paths()
+    state = load_state(p)
+    pid = state.get("asterisk_pid")
+    if pid is None or not is_asterisk(pid, p.chroot):
+        return None
+    auth = read_ari_conf(p) or ari_credentials()
+    redis_url = str((state.get("redis") or {}).get("url", topology.DEFAULT_REDIS_URL))
+    return LabInfo(topology.ARI_URL, auth, redis_url, int(pid), "", p.state_dir, p.asterisk_log)
+
+
+def down(say: Say = _say) -> bool:
+    """Stop everything `up` started (by PID) and unmount; True if anything was running."""
+    p = paths()
+    state = load_state(p)
+    if not state:
+        say("lab: not running")
+        return False
+    stop_carriers(p, state, say)
+    stop_services(p, state, say=say)
+    pid = state.get("asterisk_pid")
+    if pid and stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15):
+        say(f"asterisk: stopped (pid {pid})")
+    state.pop("asterisk_pid", None)
+    redis = state.get("redis") or {}
+    if redis.get("pid") and stop_process(redis["pid"], is_redis):
+        say(f"redis: stopped own redis-server (pid {redis['pid']})")
+    state.pop("redis", None)
+    for point in state.get("mounts", []):
+        if is_mounted(Path(point)):
+            r = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", point], check=False)
+            say(f"mount: unmounted {point}")
+    p.state_file.unlink(missing_ok=True)
+    return True
+
+
+def status(say: Say = _say) -> int:
+    p = paths()
+    state = load_state(p)
+    info = chroot_info(p)
+    if chroot_ready(p):
+        say(f"chroot     {p.chroot} (built {info.get('built', '?')} in "
+            f"{info.get('seconds', '?')} s, {info.get('asterisk', '?')})")
+    else:
+        say(f"chroot     not built yet ({p.chroot}); `lab up` builds it")
+    pid = state.get("asterisk_pid")
+    if not is_asterisk(pid, p.chroot):
+        say("asterisk   not running")
+        say("lab        down")
+        return EXIT_NOT_RUNNING
+    auth = read_ari_conf(p) or ari_credentials()
+    code, ari_info = ari_request("/asterisk/info", auth)
+    version = ((ari_info or {}).get("system") or {}).get("version", "?")
+    say(f"asterisk   running (pid {pid}), Asterisk {version}, log {p.asterisk_log}")
+    say(f"sip        udp {topology.SIP_HOST}:{topology.SIP_PORT}")
+    say(f"ari-http   {topology.ARI_URL} user {auth[0]!r}: "
+        + ("answers" if code == 200 else f"HTTP {code or 'no answer'}"))
+    mounts = [m for m in state.get("mounts", []) if is_mounted(Path(m))]
+    say(f"mounts     {', '.join(mounts) or 'none'}")
+    redis = state.get("redis") or {}
+    if redis:
+        kind = f"own redis-server (pid {redis['pid']})" if redis.get("pid") else "external"
+        ok = "answers" if redis_ping(redis["url"]) else "DOES NOT ANSWER"
+        say(f"redis      {_mask(redis['url'])} {kind}, {ok}")
+    seeded = state.get("seeded") or {}
+    if seeded:
+        say(f"routes     {ROUTES_EXAMPLE.relative_to(REPO)} seeded as {seeded.get('version')}")
+    healthy = code == 200
+    for name in topology.SERVICES:
+        s = (state.get("services") or {}).get(name) or {}
+        if is_service(s.get("pid"), name):
+            say(f"{name:<10} running (pid {s['pid']}), log {p.state_dir / (name + '.log')}")
+        else:
+            say(f"{name:<10} not running ({s.get('note', 'not started')})")
+    carriers = demo_carriers(p, state)
+    for trunk in topology.CARRIERS:
+        c = next((c for c in carriers if c.trunk == trunk), None)
+        if c:
+            say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} {c.behaviour.name} "
+                f"(pid {c.pid}), {c.invites()} calls so far")
+        else:
+            say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} no demo carrier")
+    say("lab        up" if healthy else "lab        up, but ARI does not answer")
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+# ---- calls -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    carrier: str
+    request_uri: str
+    answer: int | None
+
+
+def _attempts_since(carriers: Sequence[sipp.Carrier], before: dict[str, set[str]]
+                    ) -> list[Attempt]:
+    """INVITEs the demo carriers received after `before` (Call-IDs per carrier), in time order."""
+    found: list[tuple[str, Attempt]] = []
+    for c in carriers:
+        messages = c.messages()
+        for m in messages:
+            if m.sent or m.method != "INVITE" or not m.is_request or m.has_to_tag():
+                continue
+            if m.call_id in before.get(c.trunk.letter, set()):
+                continue
+            if any(a.request_uri == m.request_uri and t == m.time for t, a in found):
+                continue
+            finals = [r.status for r in messages
+                      if r.sent and not r.is_request and r.call_id == m.call_id
+                      and r.method == "INVITE" and (r.status or 0) >= 200]
+            found.append((m.time, Attempt(c.trunk.endpoint, m.request_uri,
+                                          finals[0] if finals else None)))
+            before.setdefault(c.trunk.letter, set()).add(m.call_id)
+    return [a for _, a in sorted(found, key=lambda x: x[0])]
+
+
+def _seen_call_ids(carriers: Sequence[sipp.Carrier]) -> dict[str, set[str]]:
+    return {c.trunk.letter: {m.call_id for m in c.messages()} for c in carriers}
+
+
+def _code_text(code: int | None) -> str:
+    if code is None:
+        return "no final answer"
+    return f"{code} {'OK' if code == 200 else sipp.REASONS.get(code, '')}".strip()
+
+
+def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say = _say,
+         hangup_after: float = 1.0, cancel_after: float | None = None) -> sipp.CallResult:
+    p = paths()
+    state = load_state(p)
+    if not is_asterisk(state.get("asterisk_pid"), p.chroot):
+        raise LabError("the lab is not running: outbound-router lab up")
+    phone = topology.phone(via)
+    carriers = demo_carriers(p, state)
+    before = _seen_call_ids(carriers)
+    result = sipp.place_call(phone.address, number, p.calls_dir, tenant=tenant,
+                             hangup_after=hangup_after, cancel_after=cancel_after)
+    attempts = _attempts_since(carriers, before)
+    who = f" tenant {tenant}" if tenant else ""
+    say(f"call {number}{who} via {via} (phone {phone.address} -> "
+        f"{topology.SIP_HOST}:{topology.SIP_PORT})")
+    if not carriers:
+        say("  (no demo carriers running: trunks tried are not shown)")
+    for n, a in enumerate(attempts, 1):
+        say(f"  {n}. {a.carrier:<10} {a.request_uri:<36} -> {_code_text(a.answer)}")
+    if carriers and not attempts:
+        say("  no trunk was tried")
+    say(f"  final answer to the phone: {_code_text(result.final_code)} "
+        f"after {result.duration:.1f} s  (trace {result.trace})")
+    return result
+
+
+DEMO_NUMBERS = ("0034911234567", "911234567", "0033145678901", "0034905123456")
+
+
+def demo(*, calls: int = 9, say: Say = _say) -> int:
+    """Calls through the router showing load balancing (tier 1) and failover, summarised."""
+    p = paths()
+    state = load_state(p)
+    if not is_asterisk(state.get("asterisk_pid"), p.chroot):
+        raise LabError("the lab is not running: outbound-router lab up")
+    carriers = demo_carriers(p, state)
+    if len(carriers) < len(topology.CARRIERS):
+        raise LabError("the demo needs the demo carriers: outbound-router lab up (without "
+                       "--no-carriers)")
+    say("Demo carriers: " + ", ".join(f"{c.trunk.endpoint} {c.behaviour.name}" for c in carriers))
+    plan = [("ari", "911234567")] * calls + [("agi", "911234567")] * 3 + [
+        ("ari", "0033145678901"), ("ari", "0034905123456"), ("ari", "12&34")]
+    first: dict[str, int] = {}
+    failovers = 0
+    finals: dict[str, int] = {}
+    for via, number in plan:
+        s = (state.get("services") or {}).get(via) or {}
+        if not is_service(s.get("pid"), via):
+            say(f"\n(skipping {via} calls: the {via} service is not running)")
+            continue
+        before = _seen_call_ids(carriers)
+        result = sipp.place_call(topology.phone(via).address, number, p.calls_dir,
+                                 hangup_after=0.3, timeout=60)
+        attempts = _attempts_since(carriers, before)
+        path = " -> ".join(f"{a.carrier}({a.answer or '-'})" for a in attempts) or "no trunk"
+        say(f"{via:<3} {number:<15} {path:<52} caller got {_code_text(result.final_code)}")
+        if attempts:
+            first[attempts[0].carrier] = first.get(attempts[0].carrier, 0) + 1
+            failovers += len(attempts) > 1
+        key = _code_text(result.final_code)
+        finals[key] = finals.get(key, 0) + 1
+    total = sum(first.values())
+    say("\nSummary")
+    for name, n in sorted(first.items()):
+        share = 100 * n / max(total, 1)
+        say(f"  first attempt on {name:<10} {n:3d} of {total} calls ({share:.0f}%)")
+    say(f"  calls that failed over to another trunk: {failovers}")
+    for key, n in sorted(finals.items()):
+        say(f"  caller got {key:<28} {n:3d}")
+    return EXIT_OK
+
+
+# ---- command line ------------------------------------------------------------------------
+
+
+def _run(fn: Callable[[], int]) -> int:
+    try:
+        return fn()
+    except (LabError, sipp.SippError) as exc:
+        print(f"outbound-router lab: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    def go() -> int:
+        started = time.monotonic()
+        up(carriers=not args.no_carriers)
+        _say(f"lab: up in {time.monotonic() - started:.1f} s "
+             "(`outbound-router lab status`, `lab call NUMBER`, `lab down`)")
+        return EXIT_OK
+    return _run(go)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return _run(lambda: (down(), EXIT_OK)[1])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _run(status)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    def go() -> int:
+        r = call(args.number, via=args.via, tenant=args.tenant)
+        return EXIT_OK if r.final_code is not None else EXIT_FAILED
+    return _run(go)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _run(lambda: demo(calls=args.calls))
+
+
+def register(subparsers: Any) -> None:
+    """Add `lab` and its subcommands to the `outbound-router` parser."""
+    lab = subparsers.add_parser("lab", help="the local lab: real Asterisk, Redis, SIPp carriers")
+    sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+    p = sub.add_parser("up", help="bring the lab up (idempotent)")
+    p.add_argument("--no-carriers", action="store_true",
+                   help="no demo carriers (tests bring their own)")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop what `lab up` started and unmount")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("status", help="what runs")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("call", help="place one call and show the trunks tried")
+    p.add_argument("number")
+    p.add_argument("--via", choices=[ph.via for ph in topology.PHONES], default="ari")
+    p.add_argument("--tenant", default=None, help="sent as SIP header X-Tenant")
+    p.set_defaults(func=cmd_call)
+    p = sub.add_parser("demo", help="calls showing load balancing and failover")
+    p.add_argument("--calls", type=int, default=9, help="calls to the balanced tier (default 9)")
+    p.set_defaults(func=cmd_demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="outbound-router")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+@contextlib.contextmanager
+def service_stopped(name: str) -> Iterator[None]:
+    """Stop the lab's `name` service for the duration (tests that stand in for it)."""
+    p = paths()
+    state = load_state(p)
+    info = (state.get("services") or {}).get(name) or {}
+    was_running = is_service(info.get("pid"), name)
+    if was_running:
+        stop_services(p, state, [name], say=lambda _: None)
+    try:
+        yield
+    finally:
+        if was_running:
+            state = load_state(p)
+            lab = running_info()
+            if lab is not None:
+                ensure_services(p, state, lab.redis_url, lab.ari_auth, say=lambda _: None,
+                                wanted=[name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""Drive SIPp (Debian's `sip-tester`) as lab carriers and phones.
+
+Carriers are SIPp servers (UAS) on the trunk addresses of `outbound_router.topology`; phones are
+SIPp clients (UAC) calling Asterisk from a phone address. Scenarios are the XML files in
+`tests/sipp/`, templates with `@NAME@` placeholders rendered per run. Everything this module
+reports about a call is read from SIPp's own message trace (`-trace_msg`), never from the
+router's log.
+
+Carrier behaviours: `answer`, `busy` (486), `unavailable` (503), `not_found` (404), `ring`
+(180, never answers; CANCEL gets 200 + 487), `early_503` (183 with SDP, 503 one second later),
+`silent` (never responds), `answer_after:N` (180, 200 after N seconds), `error:CODE` (any
+final code).
+
+Run as a module to start one carrier in the foreground (what docker-compose does):
+    python -m outbound_router.sipp carrier b unavailable
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from outbound_router import topology
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "tests" / "sipp"
+
+REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    480: "Temporarily Unavailable", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+_NAMED = {
+    "answer": ("uas_answer.xml", None, 0),
+    "busy": ("uas_reject.xml", 486, 0),
+    "unavailable": ("uas_reject.xml", 503, 0),
+    "not_found": ("uas_reject.xml", 404, 0),
+    "ring": ("uas_ring.xml", None, 0),
+    "early_503": ("uas_early_reject.xml", 503, 1000),
+    "silent": ("uas_silent.xml", None, 0),
+}
+
+
+class SippError(RuntimeError):
+    """SIPp is missing, refused a scenario, or did not come up."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What a carrier does with every INVITE: one scenario template and its parameters."""
+
+    name: str
+    template: str
+    code: int | None = None
+    delay_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Behaviour:
+        if text in _NAMED:
+            template, code, delay = _NAMED[text]
+            return cls(text, template, code, delay)
+        kind, _, arg = text.partition(":")
+        try:
+            if kind == "answer_after" and arg:
+                return cls(text, "uas_answer_after.xml", None, round(float(arg) * 1000))
+            if kind == "error" and arg and 300 <= int(arg) <= 699:
+                return cls(text, "uas_reject.xml", int(arg), 0)
+        except ValueError:
+            pass
+        raise ValueError(
+            f"unknown carrier behaviour {text!r}: use one of {', '.join(_NAMED)}, "
+            "answer_after:SECONDS or error:CODE (300-699)"
+        )
+
+    def values(self) -> dict[str, str]:
+        values = {"DELAY_MS": str(max(self.delay_ms, 1))}
+        if self.code is not None:
+            values["CODE"] = str(self.code)
+            values["REASON"] = REASONS.get(self.code, "Failure")
+        return values
+
+
+def render(template: str, values: dict[str, str], *, drop_lines: Iterable[str] = ()) -> str:
+    """The scenario `template` (a file name in SCENARIO_DIR) with `@NAME@` replaced."""
+    text = (SCENARIO_DIR / template).read_text()
+    for needle in drop_lines:
+        text = "\n".join(line for line in text.split("\n") if needle not in line)
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
+    if left:
+        raise SippError(f"scenario {template}: no value for {', '.join(left)}")
+    return text
+
+
+def sipp_binary() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise SippError("sipp not found: install Debian's sip-tester (apt-get install sip-tester)")
+    return path
+
+
+# ---- the message trace -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    sent: bool
+    time: str  # SIPp's timestamp, "YYYY-MM-DD HH:MM:SS.ffffff"
+    first_line: str
+    headers: dict[str, str]  # lower-case name -> first value
+    raw: str
+
+    @property
+    def is_request(self) -> bool:
+        return not self.first_line.startswith("SIP/2.0")
+
+    @property
+    def method(self) -> str:
+        if self.is_request:
+            return self.first_line.split(" ", 1)[0]
+        return self.headers.get("cseq", " ").split()[-1]
+
+    @property
+    def status(self) -> int | None:
+        return None if self.is_request else int(self.first_line.split()[1])
+
+    @property
+    def request_uri(self) -> str:
+        return self.first_line.split()[1]
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("call-id", "")
+
+    def has_to_tag(self) -> bool:
+        return ";tag=" in self.headers.get("to", "")
+
+
+_SEPARATOR = re.compile(r"^-{40,} ?(.*)$", re.M)
+_DIRECTION = re.compile(r"^\w+ message (sent|received)\b.*$", re.M)
+
+
+def parse_trace(text: str) -> list[SipMessage]:
+    """Messages of a SIPp `-trace_msg` file, in order (SIPp's 'Unexpected' copies skipped)."""
+    messages = []
+    parts = _SEPARATOR.split(text)  # [before, stamp1, chunk1, stamp2, chunk2, ...]
+    for stamp, chunk in zip(parts[1::2], parts[2::2], strict=True):
+        head = _DIRECTION.search(chunk)
+        if head is None or chunk.lstrip().startswith("Unexpected"):
+            continue
+        body = chunk[head.end():].strip("\r\n").replace("\r\n", "\n")
+        lines = body.split("\n")
+        if not lines or not lines[0]:
+            continue
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line.strip():
+                break
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        messages.append(
+            SipMessage(head.group(1) == "sent", stamp.strip(), lines[0].strip(), headers, body)
+        )
+    return messages
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+def _udp_bound(address: str, port: int) -> bool:
+    want = f"{''.join(f'{int(b):02X}' for b in reversed(address.split('.')))}:{port:04X}"
+    with open("/proc/net/udp") as f:
+        return any(line.split()[1] == want for line in f.readlines()[1:])
+
+
+def free_udp_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def pid_is_sipp(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z" and bool(argv) and os.path.basename(argv[0]) == b"sipp"
+
+
+def stop_pid(pid: int, *, timeout: float = 3.0) -> None:
+    """Stop the SIPp with this PID (and nothing else: the PID must still be a sipp)."""
+    if not pid_is_sipp(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_is_sipp(pid):
+            return
+        time.sleep(0.02)
+    if pid_is_sipp(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Carrier:
+    """A SIPp UAS listening on one carrier trunk address with one behaviour."""
+
+    trunk: topology.CarrierTrunk
+    behaviour: Behaviour
+    workdir: Path
+    pid: int
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def trace_path(self) -> Path:
+        return self.workdir / f"carrier-{self.trunk.letter}-messages.log"
+
+    @property
+    def errors_path(self) -> Path:
+        return self.workdir / f"carrier-{self.trunk.letter}-errors.log"
+
+    def messages(self) -> list[SipMessage]:
+        return parse_trace(_read(self.trace_path))
+
+    def _initial_invites(self) -> list[SipMessage]:
+        seen: set[tuple[str, str, str]] = set()
+        invites = []
+        for m in self.messages():
+            if m.sent or not m.is_request or m.method != "INVITE" or m.has_to_tag():
+                continue
+            key = (m.call_id, m.headers.get("cseq", ""), m.headers.get("via", ""))
+            if key not in seen:  # retransmissions of one INVITE count once
+                seen.add(key)
+                invites.append(m)
+        return invites
+
+    def invites(self) -> int:
+        """Initial INVITEs received so far (retransmissions and re-INVITEs not counted)."""
+        return len(self._initial_invites())
+
+    def request_uris(self) -> list[str]:
+        return [m.request_uri for m in self._initial_invites()]
+
+    def running(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return pid_is_sipp(self.pid)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(3)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+        else:
+            stop_pid(self.pid)
+
+
+def carrier_command(
+    trunk: topology.CarrierTrunk, scenario: Path, workdir: Path
+) -> list[str]:
+    return [
+        sipp_binary(), "-sf", str(scenario),
+        "-i", trunk.address, "-p", str(trunk.port), "-bind_local",
+        "-mi", trunk.address, "-mp", str(10000 + 100 * (ord(trunk.letter) - ord("a") + 1)),
+        "-aa", "-nostdin", "-skip_rlimit",
+        "-trace_msg", "-message_file", str(workdir / f"carrier-{trunk.letter}-messages.log"),
+        "-trace_err", "-error_file", str(workdir / f"carrier-{trunk.letter}-errors.log"),
+    ]
+
+
+def start_carrier(
+    name: str,
+    behaviour: str | Behaviour,
+    workdir: Path,
+    *,
+    detach: bool = False,
+    ready_timeout: float = 5.0,
+) -> Carrier:
+    """Start a SIPp carrier on the trunk `name` ("a", "carrier-a" or its address).
+
+    `detach`: the carrier outlives this process (own session); stop it later by PID.
+    """
+    trunk = topology.carrier(name)
+    b = behaviour if isinstance(behaviour, Behaviour) else Behaviour.parse(behaviour)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if _udp_bound(trunk.address, trunk.port):
+        raise SippError(
+            f"{trunk.address}:{trunk.port} is already in use: another carrier "
+            f"(`outbound-router lab up` starts demo carriers; `lab up --no-carriers` stops them)"
+        )
+    scenario = workdir / f"carrier-{trunk.letter}.xml"
+    scenario.write_text(render(b.template, b.values()))
+    for stale in (workdir / f"carrier-{trunk.letter}-messages.log",
+                  workdir / f"carrier-{trunk.letter}-errors.log"):
+        stale.unlink(missing_ok=True)
+    out = open(workdir / f"carrier-{trunk.letter}.out", "wb")  # noqa: SIM115 - handed to the child
+    with out:
+        proc = subprocess.Popen(
+            carrier_command(trunk, scenario, workdir),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=workdir, start_new_session=detach,
+        )
+    carrier = Carrier(trunk, b, workdir, proc.pid, None if detach else proc)
+    deadline = time.monotonic() + ready_timeout
+    while not _udp_bound(trunk.address, trunk.port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            carrier.stop()
+            detail = _read(workdir / f"carrier-{trunk.letter}-errors.log").strip()
+            raise SippError(f"carrier {trunk.letter} ({b.name}) did not start: {detail[-500:]}")
+        time.sleep(0.02)
+    return carrier
+
+
+# ---- phones ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What the phone saw of one call."""
+
+    number: str
+    final_code: int | None  # the INVITE's final response; None if there was none
+    codes: tuple[int, ...]  # every INVITE response, in order, retransmissions once
+    cancelled: bool  # the phone sent CANCEL (cancel_after, or no answer in time)
+    duration: float
+    trace: Path
+
+    @property
+    def answered(self) -> bool:
+        return self.final_code == 200
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    calls: int
+    final_codes: dict[int | None, int]  # final code -> number of calls (None: no final)
+    elapsed: float
+
+    @property
+    def successful(self) -> int:
+        return self.final_codes.get(200, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.calls - self.successful
+
+
+def _phone_scenario(workdir: Path, *, tenant: str | None, answer_ms: int, talk_ms: int) -> Path:
+    text = render(
+        "uac_call.xml",
+        {"ANSWER_TIMEOUT_MS": str(max(answer_ms, 1)), "TALK_MS": str(max(talk_ms, 1))},
+        drop_lines=() if tenant else ("X-Tenant:",),
+    )
+    fd, name = tempfile.mkstemp(prefix="phone-", suffix=".xml", dir=workdir)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(name)
+
+
+def _phone_command(
+    source: str, number: str, scenario: Path, trace: Path, *,
+    tenant: str | None, extra: Sequence[str],
+) -> list[str]:
+    cmd = [
+        sipp_binary(), f"{topology.SIP_HOST}:{topology.SIP_PORT}", "-sf", str(scenario),
+        "-s", number, "-i", source, "-p", str(free_udp_port(source)), "-bind_local",
+        "-mi", source, "-mp", str(free_udp_port(source)),
+        "-aa", "-nostdin", "-skip_rlimit", "-trace_msg", "-message_file", str(trace),
+        "-trace_err", "-error_file", str(trace.with_suffix(".errors.log")),
+        *extra,
+    ]
+    if tenant:
+        cmd += ["-key", "tenant", tenant]
+    return cmd
+
+
+def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
+    per_call: dict[str, list[int]] = collections.defaultdict(list)
+    seen: set[str] = set()
+    for m in messages:
+        if m.sent or m.is_request or m.method != "INVITE":
+            continue
+        if m.raw in seen:  # a retransmitted response
+            continue
+        seen.add(m.raw)
+        per_call[m.call_id].append(int(m.status or 0))
+    return per_call
+
+
+def place_call(
+    source: str,
+    number: str,
+    workdir: Path,
+    *,
+    tenant: str | None = None,
+    hangup_after: float | None = None,
+    cancel_after: float | None = None,
+    timeout: float = 60.0,
+) -> CallResult:
+    """One call from the phone address `source` to Asterisk; returns what the phone saw.
+
+    `hangup_after`: talk time after the answer before the phone sends BYE (default 0.5 s).
+    `cancel_after`: the phone CANCELs if there is no final answer by then.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    answer_s = cancel_after if cancel_after is not None else timeout
+    talk_s = hangup_after if hangup_after is not None else 0.5
+    scenario = _phone_scenario(
+        workdir, tenant=tenant, answer_ms=round(answer_s * 1000), talk_ms=round(talk_s * 1000)
+    )
+    trace = scenario.with_suffix(".messages.log")
+    cmd = _phone_command(
+        source, number, scenario, trace, tenant=tenant,
+        extra=["-m", "1", "-timeout", f"{int(timeout + talk_s + 10)}s"],
+    )
+    started = time.monotonic()
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd=workdir, check=False,
+                   timeout=timeout + talk_s + 30)
+    elapsed = time.monotonic() - started
+    messages = parse_trace(_read(trace))
+    codes = next(iter(_invite_responses(messages).values()), [])
+    final = next((c for c in codes if c >= 200), None)
+    cancelled = any(m.sent and m.is_request and m.method == "CANCEL" for m in messages)
+    return CallResult(number, final, tuple(codes), cancelled, elapsed, trace)
+
+
+def place_load(
+    source: str,
+    number: str,
+    workdir: Path,
+    *,
+    calls: int,
+    rate: float,
+    concurrent: int | None = None,
+    tenant: str | None = None,
+    talk: float = 0.5,
+    timeout: float = 60.0,
+) -> LoadResult:
+    """`calls` calls at `rate` calls/s (at most `concurrent` at once) from `source`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario = _phone_scenario(workdir, tenant=tenant, answer_ms=round(timeout * 1000),
+                               talk_ms=round(talk * 1000))
+    trace = scenario.with_suffix(".messages.log")
+    extra = ["-m", str(calls), "-r", str(rate), "-rp", "1000",
+             "-timeout", f"{int(calls / max(rate, 0.001) + timeout + talk + 30)}s"]
+    if concurrent:
+        extra += ["-l", str(concurrent)]
+    cmd = _phone_command(source, number, scenario, trace, tenant=tenant, extra=extra)
+    started = time.monotonic()
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd=workdir, check=False)
+    elapsed = time.monotonic() - started
+    per_call = _invite_responses(parse_trace(_read(trace)))
+    finals: collections.Counter[int | None] = collections.Counter()
+    for codes in per_call.values():
+        finals[next((c for c in codes if c >= 200), None)] += 1
+    finals[None] += calls - len(per_call)  # calls that got no response at all
+    if not finals[None]:
+        del finals[None]
+    return LoadResult(calls, dict(finals), elapsed)
+
+
+# ---- command line (docker-compose's carriers) --------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m outbound_router.sipp")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("carrier", help="run one SIPp carrier in the foreground")
+    c.add_argument("name", help="carrier letter, endpoint or address (a, carrier-a, 127.0.0.11)")
+    c.add_argument("behaviour", nargs="?", help="default: the topology's demo behaviour")
+    c.add_argument("--workdir", default=None, help="where scenario and traces go (default: temp)")
+    args = parser.parse_args(argv)
+    trunk = topology.carrier(args.name)
+    behaviour = Behaviour.parse(args.behaviour or trunk.demo)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"carrier-{trunk.letter}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario = workdir / f"carrier-{trunk.letter}.xml"
+    scenario.write_text(render(behaviour.template, behaviour.values()))
+    print(f"carrier-{trunk.letter} on {trunk.address}:{trunk.port}: {behaviour.name}", flush=True)
+    os.execv(sipp_binary(), carrier_command(trunk, scenario, workdir))
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
