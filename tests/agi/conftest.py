@@ -6,12 +6,13 @@ import random
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
-from agi_fake_asterisk import ServerFactory
 
 from agi.scripts import Scripts
 from agi.server import AgiServer, Handler, Limits
 from redis_seed.routes_file import parse_routes
 from routing.snapshot import Snapshot
+
+from .agi_fake_asterisk import ServerFactory
 
 ROUTES = """
 defaults: {country_code: "34", setup_timeout: 5, ring_timeout: 30, max_attempts: 6}

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from agi_fake_asterisk import FakeChannel, ServerFactory, header_block
 
 from agi.server import AgiReply, AgiRequest, AgiServer, AgiSession, Limits
+
+from .agi_fake_asterisk import FakeChannel, ServerFactory, header_block
 
 USAGE_520 = (
     b"520-Invalid command syntax.  Proper usage follows:\n"

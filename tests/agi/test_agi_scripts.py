@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from agi_fake_asterisk import FakeChannel, ServerFactory
 
 from agi.scripts import Scripts, observe, parse_sip_code
 from agi.server import AgiServer
 from routing.policy import Observation
 from routing.snapshot import Snapshot
+
+from .agi_fake_asterisk import FakeChannel, ServerFactory
 
 
 async def route(server: AgiServer, *args: str) -> dict[str, str]:
