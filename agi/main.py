@@ -32,7 +32,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.error("AGI_ALLOW: %s (expected addresses or networks such as "
                   "127.0.0.1,10.0.0.0/8)", exc)
         return 2
-    reader = SnapshotReader(settings.redis_url)
+    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix)
     await reader.start()
     scripts = Scripts(lambda: reader.snapshot, random.Random())
     server.handlers.update(scripts.handlers())
