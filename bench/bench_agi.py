@@ -214,98 +214,24 @@ def bench_sessions(args: argparse.Namespace) -> None:
 # -- SIPp against the lab -------------------------------------------------------------------
 
 
-UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="bench phone">
-  <send retrans="500"><![CDATA[
+def highest_clean_rate(via: str, start: int, calls: int, workdir: Path) -> int:
+    """Double the call rate until a call fails, then try once between the last two rates."""
+    from outbound_router import sipp, topology
 
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Bench" <sip:phone@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:phone@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
+    source = topology.phone(via).address
 
-      v=0
-      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 8
-      a=rtpmap:0 PCMU/8000
+    def clean(rate: int) -> bool:
+        result = sipp.place_load(source, NUMBER, workdir / f"{via}-{rate}",
+                                 calls=max(calls, rate * 5), rate=rate, talk=1.0)
+        print(f"  {via:8} {rate:4d} calls/s: {result.successful} answered, {result.failed} "
+              f"failed {dict(result.final_codes)}", flush=True)
+        return result.failed == 0
 
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
-  <send><![CDATA[
-
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-  ]]></send>
-  <pause milliseconds="1000"/>
-  <send retrans="500"><![CDATA[
-
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-  ]]></send>
-  <recv response="200"/>
-</scenario>
-"""
-
-
-def sipp_step(phone_ip: str, rate: int, calls: int, workdir: Path) -> tuple[int, int]:
-    """(successful, failed) calls of one SIPp run at ``rate`` calls/s."""
-    scenario = workdir / "uac.xml"
-    scenario.write_text(UAC)
-    stats = workdir / f"stat_{phone_ip}_{rate}.csv"
-    cmd = ["sipp", "127.0.0.1:5060", "-sf", str(scenario), "-i", phone_ip, "-p", "0",
-           "-mp", str(20000 + rate), "-s", NUMBER, "-r", str(rate), "-m", str(calls),
-           "-l", str(rate * 10), "-nostdin", "-timeout", str(calls // rate + 60),
-           "-timeout_error", "-recv_timeout", "10000", "-trace_stat", "-stf", str(stats),
-           "-fd", "3600"]
-    subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=False)
-    rows = stats.read_text().splitlines()
-    head = rows[0].split(";")
-    last = dict(zip(head, rows[-1].split(";"), strict=False))
-    return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
-
-
-def highest_clean_rate(phone_ip: str, start: int, calls: int, workdir: Path) -> int:
     rate, best = start, 0
-    while True:
-        ok, failed = sipp_step(phone_ip, rate, max(calls, rate * 5), workdir)
-        print(f"  {phone_ip} {rate:4d} calls/s: {ok} ok, {failed} failed", flush=True)
-        if failed or ok == 0:
-            break
-        best = rate
-        rate *= 2
-    if best:  # one bisection step between the last clean rate and the first failing one
-        mid = (best + rate) // 2
-        ok, failed = sipp_step(phone_ip, mid, max(calls, mid * 5), workdir)
-        print(f"  {phone_ip} {mid:4d} calls/s: {ok} ok, {failed} failed", flush=True)
-        if not failed and ok:
-            best = mid
+    while clean(rate):
+        best, rate = rate, rate * 2
+    if best and clean((best + rate) // 2):
+        best = (best + rate) // 2
     return best
 
 
@@ -314,8 +240,8 @@ def bench_calls(args: argparse.Namespace) -> None:
         sys.exit("sipp not found: apt-get install sip-tester")
     with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
         work = Path(tmp)
-        base = highest_clean_rate("127.0.0.30", args.start, args.calls_per_step, work)
-        agi = highest_clean_rate("127.0.0.20", args.start, args.calls_per_step, work)
+        base = highest_clean_rate("baseline", args.start, args.calls_per_step, work)
+        agi = highest_clean_rate("agi", args.start, args.calls_per_step, work)
     ratio = agi / base if base else float("nan")
     print(f"highest rate with no failed call: static dialplan {base}/s, AGI path {agi}/s: "
           f"{ratio:.2f}x (target >= 0.9x)")
