@@ -1,0 +1,220 @@
+"""The FastAGI path on the real lab: phones at 127.0.0.20, extensions_agi.conf, SIPp carriers.
+
+The same outcome matrix as the ARI path (SPEC section 3), seen from the phone: the final SIP
+code it gets, and which carriers got an INVITE (from SIPp's own traces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from outbound_router import topology
+from tests.agi.agi_fake_asterisk import FakeChannel
+
+pytestmark = pytest.mark.lab
+
+NUMBER = "911234567"
+E164 = "+34911234567"
+
+# Three tiers, one carrier each: the order of the attempts is a, b, c whatever the dice.
+TIERS = """
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 4, max_attempts: 6}
+carriers:
+  first: {trunks: [carrier-a]}
+  second: {trunks: [carrier-b]}
+  third: {trunks: [carrier-c]}
+  picky:
+    trunks: [carrier-d]
+    failover: {retry_after_early_media: false}
+target_patterns:
+  spain: {prefix: "+34"}
+  madrid: {prefix: "+3491"}
+  france: {prefix: "+33"}
+  uk: {prefix: "+44"}
+  premium: {regex: '^\\+3490[0-9]{7}$'}
+outgoing_routes:
+  - {name: a, pattern: spain, carrier: first, priority: 1}
+  - {name: b, pattern: spain, carrier: second, priority: 2}
+  - {name: c, pattern: spain, carrier: third, priority: 3}
+  - {name: early, pattern: france, carrier: picky, priority: 1}
+  - {name: early-next, pattern: france, carrier: second, priority: 2}
+  - {name: acme-only, pattern: uk, carrier: third, priority: 1, tenant: acme}
+  - {name: no-premium, pattern: premium, action: block, priority: 0}
+"""
+
+# One tier of two routes with metrics 1 and 2, a second tier behind it.
+WEIGHTED = """
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 4, max_attempts: 6}
+carriers:
+  light: {trunks: [carrier-a]}
+  heavy: {trunks: [carrier-b]}
+  backup: {trunks: [carrier-c]}
+target_patterns:
+  spain: {prefix: "+34"}
+outgoing_routes:
+  - {name: light, pattern: spain, carrier: light, priority: 1, metric: 1}
+  - {name: heavy, pattern: spain, carrier: heavy, priority: 1, metric: 2}
+  - {name: backup, pattern: spain, carrier: backup, priority: 2}
+"""
+
+
+def seed(lab, routes: str) -> str:  # type: ignore[no-untyped-def]
+    """Seed, then wait until the lab's agi service routes with the new version (SPEC 5: within
+    1 s), asking it over FastAGI like Asterisk would."""
+    version = lab.seed(routes)
+    deadline = time.monotonic() + 5
+    while routed_version() != version:
+        assert time.monotonic() < deadline, f"the agi service did not load {version}"
+        time.sleep(0.05)  # the reader follows a notification we cannot await from here
+    return version
+
+
+def routed_version() -> str | None:
+    channel = FakeChannel(topology.AGI_PORT, args=[NUMBER])
+    return asyncio.run(channel.run()).variables.get("ROUTER_VERSION")
+
+
+@pytest.fixture
+def tiers(lab):  # type: ignore[no-untyped-def]
+    seed(lab, TIERS)
+    return lab
+
+
+@pytest.fixture
+def agi(phone):  # type: ignore[no-untyped-def]
+    return phone("agi")
+
+
+def _router_lines(lab) -> list[str]:  # type: ignore[no-untyped-def]
+    text = Path(lab.asterisk_log).read_text(errors="replace")
+    return re.findall(r'NoOp\("[^"]*", "router ([^"]*)"\)', text)
+
+
+def last_router_line(lab, before: int) -> str:  # type: ignore[no-untyped-def]
+    """The h extension's summary of the call made after ``before`` lines were logged."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = _router_lines(lab)
+        if len(lines) > before:
+            return lines[-1]
+        assert time.monotonic() < deadline, "no router summary in the Asterisk log"
+        time.sleep(0.05)  # the h extension runs just after the phone's final response
+
+
+# -- the outcome matrix ----------------------------------------------------------------------
+
+
+def test_answer_on_the_first_trunk(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a = carrier("a", "answer")
+    before = len(_router_lines(tiers))
+    result = agi.call(NUMBER)
+    assert result.final_code == 200
+    assert a.request_uris() == [f"sip:{E164}@127.0.0.11:5060"]
+    assert last_router_line(tiers, before) == (
+        "OK carrier=first trunk=carrier-a attempts=carrier-a:answered:16:200")
+
+
+def test_503_then_200(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    before = len(_router_lines(tiers))
+    assert agi.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert last_router_line(tiers, before) == (
+        "OK carrier=second trunk=carrier-b "
+        "attempts=carrier-a:congestion:34:503|carrier-b:answered:16:200")
+
+
+def test_404_then_200(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "not_found"), carrier("b", "answer")
+    assert agi.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_486_stops_and_the_phone_hears_busy(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "busy"), carrier("b", "answer")
+    result = agi.call(NUMBER)
+    assert result.final_code == 486
+    assert (a.invites(), b.invites()) == (1, 0)
+
+
+def test_ringing_without_answer_stops_after_the_ring_timeout(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "ring"), carrier("b", "answer")
+    result = agi.call(NUMBER)
+    assert result.final_code == 480  # Q.850 19, no answer
+    assert (a.invites(), b.invites()) == (1, 0)
+    assert 3.5 < result.duration < 10
+
+
+def test_a_silent_trunk_is_left_after_the_setup_timeout(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "silent"), carrier("b", "answer")
+    result = agi.call(NUMBER)
+    assert result.final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert result.duration < 4 + 1.5  # setup_timeout 2 s, not the 4 s ring timeout
+
+
+def test_all_failing_hang_up_with_the_most_meaningful_cause(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = carrier("a", "unavailable"), carrier("b", "not_found"), carrier("c", "unavailable")
+    result = agi.call(NUMBER)
+    assert result.final_code == 404  # the rejection (cause 1) beats congestion (503)
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
+
+
+def test_early_media_then_failure_stops_when_the_carrier_says_so(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    d, b = carrier("d", "early_503"), carrier("b", "answer")
+    result = agi.call("0033123456789")
+    assert result.final_code == 503
+    assert (d.invites(), b.invites()) == (1, 0)
+
+
+@pytest.mark.parametrize(("dialled", "code"), [
+    ("9abc", 484),  # INVALID: cause 28
+    ("+34905123456", 403),  # BLOCKED: cause 21
+    ("0049301234567", 404),  # NO_ROUTE: cause 3
+])
+def test_calls_that_cannot_be_routed_never_reach_a_carrier(tiers, carrier, agi, dialled,
+                                                          code) -> None:  # type: ignore[no-untyped-def]
+    a = carrier("a", "answer")
+    assert agi.call(dialled).final_code == code
+    assert a.invites() == 0
+
+
+def test_the_tenant_comes_from_the_x_tenant_header(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    c = carrier("c", "answer")
+    assert agi.call("00441234567890", tenant="acme").final_code == 200
+    assert agi.call("00441234567890", tenant="other").final_code == 404
+    assert c.invites() == 1
+
+
+def test_the_router_being_down_gives_congestion_not_a_hang(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    a = carrier("a", "answer")
+    with tiers.service_stopped("agi"):
+        result = agi.call(NUMBER)
+    assert result.final_code == 503
+    assert a.invites() == 0
+
+
+# -- tiers and weights -----------------------------------------------------------------------
+
+
+def test_a_tier_is_exhausted_before_the_next(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    seed(lab, WEIGHTED)
+    a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
+    assert agi.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
+
+
+def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    seed(lab, WEIGHTED)
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    calls = 300
+    result = agi.load(NUMBER, calls=calls, rate=30, concurrent=30)
+    assert result.successful == calls, result.final_codes
+    # Binomial(300, 1/3): mean 100, sd 8.2; 5 sd either way cannot fail by chance.
+    assert a.invites() + b.invites() == calls
+    assert 59 <= a.invites() <= 141, (a.invites(), b.invites())
