@@ -1,0 +1,280 @@
+"""The reader side of the Redis versions: an always-usable in-memory routing snapshot.
+
+Used by the ARI app and the AGI server::
+
+    reader = SnapshotReader(settings.redis_url)
+    await reader.start()
+    ...
+    snapshot = reader.snapshot          # None only until a first version was ever loaded
+    plan(snapshot, digits, tenant, rng=rng)
+    ...
+    await reader.close()
+
+How it follows the current version (SPEC section 5):
+
+- it subscribes to the notify channel and, besides, checks the current pointer every
+  ``poll_interval`` seconds, so a missed message costs at most one interval;
+- a new version is read (one immutable hash), checked against its checksum, decoded and indexed
+  off the event loop, then swapped in with one assignment: callers see the old snapshot or the
+  new one, never a mix; a version that fails to load is logged once and the old one kept;
+- when Redis goes away it logs one warning, keeps routing from the last snapshot, reconnects
+  with capped, jittered exponential backoff, and logs the recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from routing.model import RoutingTable
+from routing.snapshot import Snapshot
+
+from .connection import async_client, mask_url
+from .errors import VersionStoreError
+from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields
+from .store import decode_version
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean "Redis cannot be used right now" (connection refused or lost, timeouts,
+#: authentication, a key of the wrong type...): keep the last snapshot and back off.
+REDIS_DOWN = (RedisError, OSError)
+#: Errors of a stored version that cannot be turned into a snapshot.
+BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
+
+ClientFactory = Callable[[str], redis.asyncio.Redis]
+
+
+def _build(fields: dict[bytes, bytes], version: str,
+           sha256: str | None) -> tuple[RoutingTable, Snapshot]:
+    table = decode_version(fields, version, sha256)
+    return table, Snapshot.build(table, version)
+
+
+class SnapshotReader:
+    """Keeps :attr:`snapshot` equal to the current routing version in Redis."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
+        client_factory: ClientFactory = async_client,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
+        self._url = redis_url
+        self._safe_url = mask_url(redis_url)
+        self._keys = Keys(prefix)
+        self._poll_interval = poll_interval
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._backoff = initial_backoff
+        self._on_change = on_change
+        self._client_factory = client_factory
+        self._client: redis.asyncio.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._snapshot: Snapshot | None = None
+        self._sha256: str | None = None
+        self._bad: tuple[str, str | None] | None = None  # a version that failed to load
+        self._empty_logged = False
+        self._down_since: float | None = None
+        self._changed = asyncio.Event()
+        self._closing = False
+        #: Connection attempts that failed since the reader started (for monitoring).
+        self.failed_attempts = 0
+
+    # -- what callers use -----------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The routing snapshot to use now (``None`` until a first version was loaded)."""
+        return self._snapshot
+
+    @property
+    def version(self) -> str | None:
+        return self._snapshot.version if self._snapshot is not None else None
+
+    @property
+    def connected(self) -> bool:
+        """False while Redis is known to be unreachable."""
+        return self._down_since is None
+
+    async def start(self) -> None:
+        """Load the current version if Redis answers, then follow it in the background.
+
+        Never raises for Redis trouble: when Redis is down at start, :attr:`snapshot` stays
+        ``None`` until it comes back.
+        """
+        if self._task is not None:
+            raise RuntimeError("SnapshotReader already started")
+        self._client = self._client_factory(self._url)
+        try:
+            await self._check()
+        except REDIS_DOWN as exc:
+            self._outage(exc)
+        self._task = asyncio.create_task(self._run(), name="routing-snapshot-reader")
+
+    async def close(self) -> None:
+        # The flag as well as the cancel: redis-py's read timeouts can swallow a cancellation
+        # that arrives while a read times out (Python 3.11), so the loop also checks the flag.
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> SnapshotReader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def wait_until(self, predicate: Callable[[Snapshot], bool],
+                         timeout: float) -> Snapshot:  # noqa: ASYNC109 (a test helper)
+        """Wait until the snapshot satisfies ``predicate``; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            while True:
+                changed = self._changed
+                snapshot = self._snapshot
+                if snapshot is not None and predicate(snapshot):
+                    return snapshot
+                await changed.wait()
+
+    async def wait_for_version(self, version: str,
+                               timeout: float) -> Snapshot:  # noqa: ASYNC109
+        return await self.wait_until(lambda s: s.version == version, timeout)
+
+    # -- following the current version -----------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self._follow()
+            except REDIS_DOWN as exc:
+                self._outage(exc)
+            if self._closing:
+                return
+            delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+            await asyncio.sleep(delay)
+
+    async def _follow(self) -> None:
+        assert self._client is not None
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self._keys.notify)
+            # Subscribed first, checked second: a version published in between is not missed.
+            await self._check()
+            self._recovered()
+            loop = asyncio.get_running_loop()
+            next_poll = loop.time() + self._poll_interval
+            while not self._closing:
+                timeout = max(0.0, next_poll - loop.time())
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=timeout)
+                if message is not None:
+                    # A burst of seeds: drain what is queued, then load only the latest.
+                    while await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=0.0) is not None:
+                        pass
+                    await self._check()
+                    next_poll = loop.time() + self._poll_interval
+                elif loop.time() >= next_poll:
+                    await self._check()
+                    next_poll = loop.time() + self._poll_interval
+        finally:
+            with contextlib.suppress(*REDIS_DOWN):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _check(self) -> None:
+        """Load the current version if it is not the one held."""
+        assert self._client is not None
+        current = fields(await self._client.hgetall(self._keys.current))
+        raw_version = current.get(F_VERSION.encode())
+        raw_sha = current.get(F_SHA256.encode())
+        if raw_version is None:
+            if not self._empty_logged:
+                self._empty_logged = True
+                log.warning("Redis at %s holds no routing version yet (run `outbound-router "
+                            "seed FILE`); %s", self._safe_url, self._holding())
+            return
+        self._empty_logged = False
+        version = raw_version.decode()
+        sha = raw_sha.decode() if raw_sha is not None else None
+        held = self._snapshot
+        if held is not None and held.version == version and self._sha256 == sha:
+            return
+        if self._bad == (version, sha):
+            return  # already logged
+        stored = fields(await self._client.hgetall(self._keys.version(version)))
+        try:
+            table, snapshot = await asyncio.to_thread(_build, stored, version, sha)
+        except BAD_VERSION as exc:
+            self._bad = (version, sha)
+            log.warning("routing version %s not loaded, %s: %s", version, self._holding(), exc)
+            return
+        await self._swap(snapshot, sha, len(table.routes))
+
+    async def _swap(self, snapshot: Snapshot, sha: str | None, routes: int) -> None:
+        previous = self._snapshot
+        self._snapshot = snapshot  # the one assignment callers can observe
+        self._sha256 = sha
+        self._bad = None
+        log.info("routing version %s loaded (%d routes)%s", snapshot.version, routes,
+                 f", replacing {previous.version}" if previous is not None else "")
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        if self._on_change is not None:
+            try:
+                result: Any = self._on_change(snapshot)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # a listener's bug must not stop hot reload
+                log.exception("on_change callback failed for routing version %s",
+                              snapshot.version)
+
+    # -- outage bookkeeping ---------------------------------------------------------------
+
+    def _holding(self) -> str:
+        if self._snapshot is None:
+            return "no routing version loaded: calls get ERROR until one is"
+        return f"routing continues from version {self._snapshot.version}"
+
+    def _outage(self, exc: BaseException) -> None:
+        self.failed_attempts += 1
+        if self._down_since is not None:
+            log.debug("Redis at %s still unavailable: %s", self._safe_url, exc)
+            return
+        self._down_since = asyncio.get_running_loop().time()
+        log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
+                    "(at most every %.1f s)", self._safe_url, type(exc).__name__, exc,
+                    self._holding(), self._max_backoff)
+
+    def _recovered(self) -> None:
+        self._backoff = self._initial_backoff
+        if self._down_since is None:
+            return
+        down_for = asyncio.get_running_loop().time() - self._down_since
+        self._down_since = None
+        log.info("Redis at %s is available again after %.1f s; routing version %s",
+                 self._safe_url, down_for, self.version or "none")

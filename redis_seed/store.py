@@ -1,0 +1,304 @@
+"""Versions of the routing table in Redis: publish (seed), list, roll back, load (SPEC section 5).
+
+A seed writes the complete new version under its own key (one hash, written by one command, so
+it exists whole or not at all), then one Lua script checks it and switches the current pointer,
+records it in the list of versions and publishes its id on the notify channel: all in one
+atomic step. Until that step, readers keep seeing the previous version; if the seed fails
+before it, the new key expires on its own within an hour and is never listed.
+
+Each version stores a SHA-256 of its data and its route count, so a reader detects a partial or
+corrupted value and keeps what it has. Key names: :mod:`redis_seed.keys`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+from redis.commands.core import Script
+
+from routing.model import RoutingTable
+
+from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion
+from .keys import (
+    F_CREATED,
+    F_DATA,
+    F_ENCODING,
+    F_FORMAT,
+    F_ROUTES,
+    F_SHA256,
+    F_SOURCE,
+    F_VERSION,
+    Keys,
+    fields,
+    format_version,
+    text,
+    version_number,
+)
+
+log = logging.getLogger(__name__)
+
+#: Versions kept by default (the current one is always kept besides).
+DEFAULT_KEEP = 10
+#: Format of the stored data; a reader refuses a format it does not know.
+DATA_FORMAT = "1"
+#: zlib-compressed JSON of ``RoutingTable.to_dict()``: a 100,000-route table is ~10x smaller,
+#: which matters when many routers load each new version.
+ENCODING_ZLIB_JSON = "zlib+json"
+ENCODING_JSON = "json"
+#: A version written but never made current (a seed that died half-way) disappears by itself.
+UNPUBLISHED_TTL = 3600
+
+# KEYS: current pointer, version hash, versions zset. ARGV: version id, sha256, number, channel.
+# Checks the version is there whole (its checksum field matches), then switches, persists,
+# lists and announces it, atomically.
+_SWITCH_LUA = """
+local sha = redis.call('HGET', KEYS[2], 'sha256')
+if sha ~= ARGV[2] then
+  return redis.error_reply('NOVERSION ' .. ARGV[1])
+end
+redis.call('PERSIST', KEYS[2])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sha256', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: str
+    created: datetime | None
+    source: str
+    routes: int
+    sha256: str
+    current: bool
+
+    def __str__(self) -> str:
+        created = self.created.strftime("%Y-%m-%d %H:%M:%SZ") if self.created else "?"
+        mark = "*" if self.current else " "
+        return f"{mark} {self.version}  {created}  {self.routes:>7} routes  {self.source}"
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def encode_table(table: RoutingTable, *, compress: bool = True) -> tuple[bytes, str]:
+    """``(blob, encoding)`` of a table, as stored in a version's ``data`` field."""
+    raw = json.dumps(table.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    if compress:
+        return zlib.compress(raw, 1), ENCODING_ZLIB_JSON
+    return raw, ENCODING_JSON
+
+
+def decode_version(fields: Mapping[bytes, bytes], version: str,
+                   sha256: str | None = None) -> RoutingTable:
+    """Check and decode a version hash (``HGETALL``); :class:`CorruptVersion` if anything is off.
+
+    ``sha256`` is the checksum named by the current pointer, when there is one.
+    """
+    if not fields:
+        raise NoSuchVersion(f"version {version} is not in Redis (pruned, or never written)")
+
+    def field(name: str) -> bytes:
+        try:
+            return fields[name.encode()]
+        except KeyError:
+            raise CorruptVersion(f"version {version} has no {name!r} field: "
+                                 "it was not written whole") from None
+
+    stored_sha = field(F_SHA256).decode()
+    data = field(F_DATA)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != stored_sha or (sha256 is not None and stored_sha != sha256):
+        raise CorruptVersion(f"version {version} does not match its checksum: "
+                             "partial or corrupted write")
+    if field(F_VERSION).decode() != version:
+        raise CorruptVersion(f"key of version {version} holds version "
+                             f"{field(F_VERSION).decode()}")
+    fmt = field(F_FORMAT).decode()
+    if fmt != DATA_FORMAT:
+        raise CorruptVersion(f"version {version} has data format {fmt}, this router reads "
+                             f"format {DATA_FORMAT}: upgrade the router")
+    encoding = field(F_ENCODING).decode()
+    try:
+        if encoding == ENCODING_ZLIB_JSON:
+            data = zlib.decompress(data)
+        elif encoding != ENCODING_JSON:
+            raise CorruptVersion(f"version {version} has unknown encoding {encoding!r}")
+        table = RoutingTable.from_dict(json.loads(data))
+    except (zlib.error, ValueError, KeyError, TypeError) as exc:
+        raise CorruptVersion(f"version {version} cannot be decoded: {exc}") from exc
+    expected_routes = int(field(F_ROUTES))
+    if len(table.routes) != expected_routes:
+        raise CorruptVersion(f"version {version} holds {len(table.routes)} routes, "
+                             f"{expected_routes} were written")
+    return table
+
+
+# -- publish side -----------------------------------------------------------------------
+
+
+def _switch_script(client: redis.Redis) -> Script:
+    return client.register_script(_SWITCH_LUA)
+
+
+def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str) -> None:
+    try:
+        _switch_script(client)(
+            keys=[keys.current, keys.version(version), keys.versions],
+            args=[version, sha256, version_number(version), keys.notify],
+        )
+    except redis.ResponseError as exc:
+        if "NOVERSION" in str(exc):
+            raise NoSuchVersion(f"version {version} is not kept in Redis") from None
+        raise
+
+
+def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
+            keep: int = DEFAULT_KEEP, keys: Keys | None = None) -> str:
+    """Write ``table`` as a new version, make it current atomically, notify readers, prune.
+
+    Returns the new version id (``v000042``). On any failure before the switch, the current
+    version is unchanged. Pruning happens after the switch; its failure is logged, not raised.
+    """
+    if keep < 1:
+        raise ValueError("keep must be >= 1")
+    keys = keys or Keys()
+    blob, encoding = encode_table(table)
+    sha256 = hashlib.sha256(blob).hexdigest()
+    version = format_version(int(client.incr(keys.counter)))
+    key = keys.version(version)
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # No clean-up on failure: an unpublished version expires by itself, and deleting it after
+    # a lost reply could delete a switch that did happen.
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, mapping={
+        F_VERSION: version,
+        F_FORMAT: DATA_FORMAT,
+        F_ENCODING: encoding,
+        F_SHA256: sha256,
+        F_ROUTES: len(table.routes),
+        F_CREATED: created,
+        F_SOURCE: source,
+        F_DATA: blob,
+    })
+    pipe.expire(key, UNPUBLISHED_TTL)
+    pipe.execute()
+    _switch(client, keys, version, sha256)
+    log.info("published routing version %s (%d routes, from %s)", version, len(table.routes),
+             source or "?")
+    try:
+        prune(client, keep, keys=keys)
+    except redis.RedisError as exc:
+        log.warning("could not prune old routing versions: %s", exc)
+    return version
+
+
+def _current(client: redis.Redis, keys: Keys) -> tuple[str | None, str | None]:
+    current = fields(client.hgetall(keys.current))
+    version = current.get(F_VERSION.encode())
+    sha = current.get(F_SHA256.encode())
+    return (version.decode() if version else None, sha.decode() if sha else None)
+
+
+def current_version(client: redis.Redis, *, keys: Keys | None = None) -> str | None:
+    return _current(client, keys or Keys())[0]
+
+
+def prune(client: redis.Redis, keep: int = DEFAULT_KEEP, *, keys: Keys | None = None) -> list[str]:
+    """Remove versions beyond the newest ``keep`` (never the current one); return them."""
+    keys = keys or Keys()
+    ids = [text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))]  # oldest first
+    current = current_version(client, keys=keys)
+    doomed = [v for v in ids[: max(0, len(ids) - keep)] if v != current]
+    if doomed:
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(keys.versions, *doomed)
+        pipe.delete(*(keys.version(v) for v in doomed))
+        pipe.execute()
+        log.info("pruned routing versions %s", ", ".join(doomed))
+    return doomed
+
+
+def list_versions(client: redis.Redis, *, keys: Keys | None = None) -> list[VersionInfo]:
+    """The versions kept in Redis, oldest first, the current one marked."""
+    keys = keys or Keys()
+    ids = [text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))]
+    current = current_version(client, keys=keys)
+    pipe = client.pipeline(transaction=False)
+    for v in ids:
+        pipe.hmget(keys.version(v), [F_CREATED, F_SOURCE, F_ROUTES, F_SHA256])
+    infos = []
+    for v, (created, source, routes, sha) in zip(ids, pipe.execute(), strict=True):
+        if sha is None:
+            continue  # pruned between the two reads
+        infos.append(VersionInfo(
+            version=v,
+            created=_parse_time(created),
+            source=text(source) if source else "",
+            routes=int(routes or 0),
+            sha256=text(sha),
+            current=v == current,
+        ))
+    return infos
+
+
+def _parse_time(raw: bytes | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw.decode(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def rollback(client: redis.Redis, version: str | None = None, *,
+             keys: Keys | None = None) -> str:
+    """Make ``version`` (default: the kept version just before the current one) current again.
+
+    Raises :class:`NoSuchVersion` when it is not kept, :class:`NoCurrentVersion` when there is
+    nothing to roll back from, ValueError for a malformed id.
+    """
+    keys = keys or Keys()
+    if version is None:
+        current = current_version(client, keys=keys)
+        if current is None:
+            raise NoCurrentVersion("Redis holds no routing version yet: "
+                                   "run `outbound-router seed FILE`")
+        older = [text(v) for v in cast(list[Any], client.zrevrangebyscore(
+            keys.versions, f"({version_number(current)}", "-inf", start=0, num=1))]
+        if not older:
+            raise NoSuchVersion(f"no version older than {current} is kept: nothing to roll "
+                                "back to (see `outbound-router versions`)")
+        version = older[0]
+    else:
+        version_number(version)  # ValueError for "42" or "latest"
+    sha = client.hget(keys.version(version), F_SHA256)
+    if sha is None or client.zscore(keys.versions, version) is None:
+        raise NoSuchVersion(f"version {version} is not kept in Redis "
+                            "(see `outbound-router versions`)")
+    _switch(client, keys, version, text(sha))
+    log.info("rolled back to routing version %s", version)
+    return version
+
+
+def load_current(client: redis.Redis, *, keys: Keys | None = None) -> tuple[str, RoutingTable]:
+    """The current version and its table (for ``explain`` without a file)."""
+    keys = keys or Keys()
+    for _ in range(3):  # the current version may be pruned between the two reads: re-read
+        version, sha = _current(client, keys)
+        if version is None:
+            raise NoCurrentVersion("Redis holds no routing version yet: "
+                                   "run `outbound-router seed FILE`")
+        stored = fields(client.hgetall(keys.version(version)))
+        if stored:
+            return version, decode_version(stored, version, sha)
+    raise NoSuchVersion(f"the current version {version} vanished while being read")

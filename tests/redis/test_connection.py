@@ -1,0 +1,103 @@
+"""Redis URLs: plain, TLS, Sentinel (parsed; there is no sentinel here), and password masking."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import redis.asyncio
+
+from redis_seed.connection import (
+    SentinelTarget,
+    async_client,
+    mask_url,
+    parse_sentinel_url,
+    sync_client,
+)
+
+
+@pytest.mark.parametrize(("url", "target"), [
+    ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster",
+     SentinelTarget(hosts=(("10.0.0.1", 26379), ("10.0.0.2", 26380)), service_name="mymaster")),
+    ("redis+sentinel://sentinel-a,sentinel-b/routes/3",
+     SentinelTarget(hosts=(("sentinel-a", 26379), ("sentinel-b", 26379)), service_name="routes",
+                    db=3)),
+    ("redis+sentinel://:p%40ss@s1:5000/mymaster/0",
+     SentinelTarget(hosts=(("s1", 5000),), service_name="mymaster", password="p@ss")),
+    ("rediss+sentinel://router:secret@s1/mymaster?sentinel_password=other",
+     SentinelTarget(hosts=(("s1", 26379),), service_name="mymaster", username="router",
+                    password="secret", sentinel_password="other", ssl=True)),
+    ("redis+sentinel://[::1]:26379,[fe80::2]/mymaster",
+     SentinelTarget(hosts=(("::1", 26379), ("fe80::2", 26379)), service_name="mymaster")),
+])
+def test_sentinel_urls_are_parsed(url: str, target: SentinelTarget) -> None:
+    assert parse_sentinel_url(url) == target
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("redis+sentinel://s1:26379", "names no service"),
+    ("redis+sentinel://s1:26379/", "names no service"),
+    ("redis+sentinel://s1:26379/m/x", "bad database number"),
+    ("redis+sentinel://s1:26379/m/0/extra", "too many path segments"),
+    ("redis+sentinel://s1:99999/m", "bad sentinel port"),
+    ("redis+sentinel://s1,,s2/m", "empty sentinel address"),
+    ("redis+sentinel://:pw@s1/m?timeout=3", "unknown Sentinel URL option"),
+    ("redis://127.0.0.1/0", "not a Sentinel URL"),
+])
+def test_bad_sentinel_urls_say_what_is_wrong(url: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_sentinel_url(url)
+
+
+def test_errors_about_a_url_never_show_its_password() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_sentinel_url("redis+sentinel://:hunter2@s1:26379")
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("rediss://router:hunter2@redis.example:6380/1", "rediss://router:***@redis.example:6380/1"),
+    ("redis://hunter2@127.0.0.1/0", "redis://***@127.0.0.1/0"),
+    ("redis+sentinel://:hunter2@s1,s2/mymaster?sentinel_password=hunter3",
+     "redis+sentinel://:***@s1,s2/mymaster?sentinel_password=***"),
+    ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock?db=0&password=***"),
+])
+def test_mask_url_hides_passwords(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_plain_and_tls_urls_make_clients_without_connecting() -> None:
+    plain = sync_client("redis://:pw@127.0.0.1:6390/2")
+    tls = sync_client("rediss://127.0.0.1:6390/0")
+    try:
+        kwargs = plain.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == (
+            "127.0.0.1", 6390, 2, "pw")
+        assert "SSL" in tls.connection_pool.connection_class.__name__
+    finally:
+        plain.close()
+        tls.close()
+
+
+async def test_sentinel_url_makes_a_master_client_without_connecting() -> None:
+    client = async_client("redis+sentinel://:pw@127.0.0.1:26999/mymaster/4")
+    try:
+        assert isinstance(client, redis.asyncio.Redis)
+        pool = client.connection_pool
+        assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
+        assert pool.connection_kwargs["db"] == 4
+        assert pool.connection_kwargs["password"] == "pw"
+    finally:
+        await client.aclose()
+    sync = sync_client("redis+sentinel://127.0.0.1:26999/mymaster")
+    try:
+        assert isinstance(sync, redis.Redis)
+    finally:
+        sync.close()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379"])
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        sync_client(url)

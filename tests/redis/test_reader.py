@@ -1,0 +1,241 @@
+"""The snapshot reader against a real redis-server: first load, hot reload within 1 s (also when
+a notification is missed), never a mixed snapshot, bad versions kept out, Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from redis_tables import generation_of, generation_table
+
+from redis_seed.keys import Keys
+from redis_seed.reader import SnapshotReader
+from redis_seed.store import publish
+from routing.plan import Status, plan
+from routing.snapshot import Snapshot
+
+NUMBER = "+34911234567"
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+async def reader(redis_server: str) -> AsyncIterator[SnapshotReader]:
+    r = SnapshotReader(redis_server, poll_interval=0.5, max_backoff=0.5)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+async def seed(client: redis.Redis, g: int, **kwargs: object) -> str:
+    """Publish generation ``g`` from a thread, as a separate seeding process would."""
+    return await asyncio.to_thread(publish, client, generation_table(g), **kwargs)  # type: ignore[arg-type]
+
+
+def routes_a_call(snapshot: Snapshot | None) -> int:
+    """Route a call with the snapshot; the generation of the carriers it would try."""
+    assert snapshot is not None
+    p = plan(snapshot, NUMBER, rng=random.Random(1))
+    assert p.status is Status.OK
+    generations = {int(a.carrier.name[1:].split("-")[0]) for a in p.attempts}
+    assert len(generations) == 1, generations
+    return generations.pop()
+
+
+async def test_start_loads_the_current_version(client: redis.Redis,
+                                               reader: SnapshotReader) -> None:
+    version = await seed(client, 1)
+    await reader.start()
+    assert reader.version == version
+    assert reader.snapshot is not None and reader.snapshot.table == generation_table(1)
+    assert routes_a_call(reader.snapshot) == 1
+
+
+async def test_reader_picks_up_a_new_version_within_one_second(
+        client: redis.Redis, reader: SnapshotReader) -> None:
+    await seed(client, 1)
+    await reader.start()
+    version = await seed(client, 2)
+    snapshot = await reader.wait_for_version(version, timeout=1.0)
+    assert generation_of(snapshot) == 2
+    assert routes_a_call(reader.snapshot) == 2
+
+
+@dataclass(frozen=True)
+class MutedKeys(Keys):
+    """Keys of a seeder whose notification never arrives (published elsewhere)."""
+
+    @property
+    def notify(self) -> str:
+        return f"{self.prefix}:lost-notifications"
+
+
+async def test_a_missed_notification_is_caught_by_the_periodic_check(
+        client: redis.Redis, reader: SnapshotReader) -> None:
+    await seed(client, 1)
+    await reader.start()
+    version = await seed(client, 2, keys=MutedKeys())
+    snapshot = await reader.wait_for_version(version, timeout=1.0)
+    assert generation_of(snapshot) == 2
+
+
+async def test_a_reader_polling_during_200_seeds_never_sees_a_mixed_snapshot(
+        client: redis.Redis, reader: SnapshotReader) -> None:
+    await seed(client, 1)
+    await reader.start()
+    seen: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        while not done.is_set():
+            snapshot = reader.snapshot
+            assert snapshot is not None
+            g = generation_of(snapshot)  # every part of the table from one generation
+            assert routes_a_call(snapshot) == g
+            if not seen or seen[-1][0] != snapshot.version:
+                seen.append((snapshot.version, g))
+            await asyncio.sleep(0.001)  # let the reader run between two looks
+
+    poller = asyncio.create_task(poll())
+    try:
+        for g in range(2, 202):
+            last = await seed(client, g)
+        await reader.wait_for_version(last, timeout=1.0)
+    finally:
+        done.set()
+        await poller
+    assert reader.snapshot is not None and generation_of(reader.snapshot) == 201
+    assert len(seen) > 2, "the reader should have switched during the seeds"
+    # one generation per version, and versions only move forward
+    assert [g for _, g in seen] == sorted({g for _, g in seen})
+    assert [v for v, _ in seen] == sorted({v for v, _ in seen})
+    assert all(int(v[1:]) == g for v, g in seen)
+
+
+async def test_a_corrupted_version_is_not_loaded_and_the_old_one_kept(
+        client: redis.Redis, reader: SnapshotReader,
+        caplog: pytest.LogCaptureFixture) -> None:
+    first = await seed(client, 1)
+    await reader.start()
+    # A seeder that dies half-way through its data, then (wrongly) switches the pointer.
+    keys = Keys()
+    client.hset(keys.version("v000099"), mapping={
+        "version": "v000099", "format": "1", "encoding": "json", "sha256": "0" * 64,
+        "routes": 4, "data": b'{"defaults": {"count'})
+    client.hset(keys.current, mapping={"version": "v000099", "sha256": "0" * 64})
+    client.publish(keys.notify, "v000099")
+    await asyncio.wait_for(_until(lambda: "v000099 not loaded" in caplog.text), timeout=2.0)
+    assert reader.version == first
+    assert routes_a_call(reader.snapshot) == 1
+    version = await seed(client, 2)
+    await reader.wait_for_version(version, timeout=1.0)
+    assert caplog.text.count("v000099 not loaded") == 1  # logged once, not at every poll
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll a condition that has no event to await (a log line, a counter)."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+async def test_redis_killed_the_reader_keeps_routing_then_catches_up(
+        client: redis.Redis, reader: SnapshotReader, redis_proc,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="redis_seed.reader")
+    await seed(client, 1)
+    before = await seed(client, 2)
+    await reader.start()
+    assert reader.version == before
+
+    redis_proc.kill()
+    await asyncio.wait_for(_until(lambda: reader.failed_attempts >= 3), timeout=10.0)
+    assert not reader.connected
+    assert reader.version == before
+    assert routes_a_call(reader.snapshot) == 2  # calls are still routed
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # the outage, logged once
+    assert "routing continues from version v000002" in warnings[0].getMessage()
+
+    redis_proc.restart()  # an empty Redis: version numbers start again at v000001
+    client.connection_pool.reset()
+    after = await seed(client, 3)
+    snapshot = await reader.wait_until(lambda s: generation_of(s) == 3, timeout=5.0)
+    assert snapshot.version == after
+    assert reader.connected
+    assert "is available again" in caplog.text
+    assert routes_a_call(reader.snapshot) == 3
+
+
+async def test_redis_down_at_start_then_up(redis_proc, client: redis.Redis,  # type: ignore[no-untyped-def]
+                                           reader: SnapshotReader) -> None:
+    redis_proc.kill()
+    await reader.start()  # does not raise
+    assert reader.snapshot is None
+    redis_proc.restart()
+    client.connection_pool.reset()
+    version = await seed(client, 7)
+    snapshot = await reader.wait_for_version(version, timeout=5.0)
+    assert generation_of(snapshot) == 7
+
+
+async def test_empty_redis_gives_no_snapshot_until_the_first_seed(
+        client: redis.Redis, reader: SnapshotReader,
+        caplog: pytest.LogCaptureFixture) -> None:
+    await reader.start()
+    assert reader.snapshot is None
+    assert "holds no routing version yet" in caplog.text
+    version = await seed(client, 1)
+    await reader.wait_for_version(version, timeout=1.0)
+
+
+async def test_rollback_reaches_the_reader(client: redis.Redis,
+                                           reader: SnapshotReader) -> None:
+    from redis_seed.store import rollback
+
+    await seed(client, 1)
+    await seed(client, 2)
+    await reader.start()
+    assert await asyncio.to_thread(rollback, client) == "v000001"
+    snapshot = await reader.wait_for_version("v000001", timeout=1.0)
+    assert generation_of(snapshot) == 1
+
+
+async def test_on_change_is_called_with_each_new_snapshot(client: redis.Redis,
+                                                          redis_server: str) -> None:
+    changes: list[str] = []
+
+    async def on_change(snapshot: Snapshot) -> None:
+        changes.append(snapshot.version)
+
+    async with SnapshotReader(redis_server, on_change=on_change) as r:
+        v1 = await seed(client, 1)
+        await r.wait_for_version(v1, timeout=1.0)
+        v2 = await seed(client, 2)
+        await r.wait_for_version(v2, timeout=1.0)
+    assert changes == [v1, v2]
+
+
+async def test_the_password_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://:s3cret-pass@127.0.0.1:{port}/0"
+    async with SnapshotReader(url) as r:
+        await asyncio.wait_for(_until(lambda: r.failed_attempts >= 1), timeout=5.0)
+    assert "unavailable" in caplog.text
+    assert "s3cret-pass" not in caplog.text
+    assert "redis://:***@127.0.0.1" in caplog.text

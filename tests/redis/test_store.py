@@ -1,0 +1,178 @@
+"""Versions in a real redis-server: seed, load, explain, failed seeds, rollback, pruning."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+from redis_tables import generation_table
+
+from redis_seed import store
+from redis_seed.errors import CorruptVersion, NoCurrentVersion, NoSuchVersion, RoutesFileError
+from redis_seed.keys import Keys
+from redis_seed.routes_file import parse_routes
+from redis_seed.store import list_versions, load_current, prune, publish, rollback
+from routing.explain import explain
+from routing.snapshot import Snapshot
+
+
+@pytest.fixture
+def client(redis_server: str):
+    c = redis.Redis.from_url(redis_server)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_seed_then_load_gives_back_the_table(client: redis.Redis) -> None:
+    table = generation_table(3)
+    version = publish(client, table, source="routes.yaml")
+    assert version == "v000001"
+    assert load_current(client) == (version, table)
+
+
+def test_seed_then_explain_shows_the_seeded_routes(client: redis.Redis) -> None:
+    table = parse_routes("""
+carriers: {peering: {trunks: [carrier-a]}, cheap: {trunks: [carrier-b]}}
+target_patterns: {spain: {prefix: "+34"}}
+outgoing_routes:
+  - {name: spain-peering, pattern: spain, carrier: peering, priority: 1, metric: 1}
+  - {name: spain-cheap, pattern: spain, carrier: cheap, priority: 1, metric: 2}
+""")
+    publish(client, table)
+    version, loaded = load_current(client)
+    decision = explain(Snapshot.build(loaded, version), "911234567")
+    assert decision["status"] == "OK"
+    assert decision["number"] == "+34911234567"
+    assert [(r["route"], r["share"]) for r in decision["tiers"][0]["routes"]] == [
+        ("spain-peering", 1 / 3), ("spain-cheap", 2 / 3)]
+
+
+def test_versions_are_numbered_in_order_and_listed_with_the_current_marked(
+        client: redis.Redis) -> None:
+    versions = [publish(client, generation_table(g), source=f"gen{g}.yaml") for g in (1, 2, 3)]
+    assert versions == ["v000001", "v000002", "v000003"]
+    infos = list_versions(client)
+    assert [(i.version, i.source, i.routes, i.current) for i in infos] == [
+        ("v000001", "gen1.yaml", 4, False),
+        ("v000002", "gen2.yaml", 4, False),
+        ("v000003", "gen3.yaml", 4, True),
+    ]
+    assert all(i.created is not None for i in infos)
+    assert str(infos[-1]).startswith("* v000003")
+
+
+def test_seed_notifies_readers_with_the_new_version(client: redis.Redis) -> None:
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(Keys().notify)
+    try:
+        version = publish(client, generation_table(1))
+        message = None
+        for _ in range(50):
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+        assert message is not None and message["data"] == version.encode()
+    finally:
+        pubsub.close()
+
+
+def test_a_seed_that_fails_before_the_switch_leaves_the_current_version(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = generation_table(1)
+    first = publish(client, good)
+
+    def connection_lost(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(store, "_switch", connection_lost)
+    with pytest.raises(redis.ConnectionError):
+        publish(client, generation_table(2))
+    monkeypatch.undo()
+
+    assert load_current(client) == (first, good)
+    assert [i.version for i in list_versions(client)] == [first]
+    # the half-written version is not listed and expires by itself
+    assert 0 < client.ttl(Keys().version("v000002")) <= store.UNPUBLISHED_TTL
+
+
+def test_a_rejected_file_writes_nothing(client: redis.Redis) -> None:
+    publish(client, generation_table(1))
+    before = {k: client.dump(k) for k in client.keys("*")}
+    with pytest.raises(RoutesFileError):
+        publish(client, parse_routes("outgoing_routes: []\n"))
+    assert {k: client.dump(k) for k in client.keys("*")} == before
+
+
+def test_a_corrupted_version_is_refused_by_load(client: redis.Redis) -> None:
+    version = publish(client, generation_table(1))
+    client.hset(Keys().version(version), "data", b"x" * 10)
+    with pytest.raises(CorruptVersion, match="checksum"):
+        load_current(client)
+
+
+def test_load_without_any_seed_says_to_seed(client: redis.Redis) -> None:
+    with pytest.raises(NoCurrentVersion, match="outbound-router seed"):
+        load_current(client)
+
+
+def test_rollback_defaults_to_the_previous_version_and_notifies(client: redis.Redis) -> None:
+    tables = {publish(client, generation_table(g)): generation_table(g) for g in (1, 2, 3)}
+    assert rollback(client) == "v000002"
+    assert load_current(client) == ("v000002", tables["v000002"])
+    assert rollback(client) == "v000001"
+    with pytest.raises(NoSuchVersion, match="no version older than v000001"):
+        rollback(client)
+    assert rollback(client, "v000003") == "v000003"
+    assert load_current(client) == ("v000003", tables["v000003"])
+    assert [i.current for i in list_versions(client)] == [False, False, True]
+
+
+def test_rollback_to_an_unknown_version_changes_nothing(client: redis.Redis) -> None:
+    publish(client, generation_table(1))
+    publish(client, generation_table(2))
+    with pytest.raises(NoSuchVersion, match="v000009"):
+        rollback(client, "v000009")
+    with pytest.raises(ValueError, match="not a version id"):
+        rollback(client, "latest")
+    assert load_current(client)[0] == "v000002"
+
+
+def test_rollback_with_nothing_seeded_says_so(client: redis.Redis) -> None:
+    with pytest.raises(NoCurrentVersion):
+        rollback(client)
+
+
+def test_old_versions_beyond_keep_are_pruned(client: redis.Redis) -> None:
+    for g in range(1, 7):
+        publish(client, generation_table(g), keep=3)
+    assert [i.version for i in list_versions(client)] == ["v000004", "v000005", "v000006"]
+    assert not client.exists(Keys().version("v000001"))
+    assert client.exists(Keys().version("v000004"))
+
+
+def test_pruning_never_removes_the_current_version(client: redis.Redis) -> None:
+    for g in range(1, 4):
+        publish(client, generation_table(g))
+    rollback(client, "v000001")
+    assert prune(client, keep=1) == ["v000002"]
+    assert [(i.version, i.current) for i in list_versions(client)] == [
+        ("v000001", True), ("v000003", False)]
+    assert load_current(client)[0] == "v000001"
+
+
+def test_the_key_prefix_separates_two_routers(client: redis.Redis) -> None:
+    publish(client, generation_table(1), keys=Keys("lab-a"))
+    publish(client, generation_table(2), keys=Keys("lab-b"))
+    publish(client, generation_table(3), keys=Keys("lab-b"))
+    assert load_current(client, keys=Keys("lab-a"))[1] == generation_table(1)
+    assert load_current(client, keys=Keys("lab-b"))[0] == "v000002"
+    assert all(k.startswith((b"lab-a:", b"lab-b:")) for k in client.keys("*"))
+
+
+def test_seed_logs_the_version(client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="redis_seed.store")
+    publish(client, generation_table(1), source="x.yaml")
+    assert "published routing version v000001 (4 routes, from x.yaml)" in caplog.text
