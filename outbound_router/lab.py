@@ -181,6 +181,7 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
             os.kill(pid, signal.SIGKILL)
         while check(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+    sipp.exit_status(pid)  # reap it when it was our own child
     return True
 
 
@@ -450,16 +451,15 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
     if log_path.exists():
         log_path.rename(log_path.with_suffix(".log.previous"))
     p.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(p.state_dir / "asterisk.out", "wb") as out:
-        proc = subprocess.Popen(
-            ["chroot", str(p.chroot), ASTERISK, "-f", "-C", topology.ASTERISK_CONFIG_FILE],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
-        )
-    state["asterisk_pid"] = proc.pid
+    out = p.state_dir / "asterisk.out"
+    out.unlink(missing_ok=True)
+    pid = sipp.spawn_detached(
+        ["/usr/sbin/chroot", str(p.chroot), ASTERISK, "-f", "-C", topology.ASTERISK_CONFIG_FILE],
+        out, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
+    )
+    state["asterisk_pid"] = pid
     save_state(p, state)
-    say(f"asterisk: started (pid {proc.pid}), waiting until fully booted")
+    say(f"asterisk: started (pid {pid}), waiting until fully booted")
 
 
 def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
@@ -529,23 +529,21 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
         port = sipp.free_udp_port("127.0.0.1")
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    with open(p.state_dir / "redis.log", "ab") as out:
-        proc = subprocess.Popen(
-            [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    pid = sipp.spawn_detached(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
+        p.state_dir / "redis.log",
+    )
     own_url = f"redis://127.0.0.1:{port}/0"
-    state["redis"] = {"url": own_url, "pid": proc.pid}
+    state["redis"] = {"url": own_url, "pid": pid}
     save_state(p, state)
     deadline = time.monotonic() + 10
     while not redis_ping(own_url):
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if sipp.exit_status(pid) is not None or time.monotonic() > deadline:
             raise LabError(f"redis-server did not start; see {p.state_dir / 'redis.log'}")
         time.sleep(0.05)
     say(f"redis: nothing answers at {_mask(url)}; started redis-server at {own_url} "
-        f"(pid {proc.pid})")
+        f"(pid {pid})")
     return own_url
 
 
@@ -624,23 +622,22 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
             continue
         log = p.state_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cli_command(name), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=REPO, env=env)
-        services[name] = {"pid": proc.pid}
+        pid = sipp.spawn_detached(cli_command(name), log, env=env)
+        services[name] = {"pid": pid}
         save_state(p, state)
         deadline = time.monotonic() + 15
+        code = None
         while not _service_ready(name, auth):
-            if proc.poll() is not None or time.monotonic() > deadline:
+            code = sipp.exit_status(pid)
+            if code is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.05)  # polling: readiness is a socket or an ARI application
-        if proc.poll() is not None:
-            services[name] = {"pid": None, "note": f"exited with {proc.returncode}, see {log}"}
+        if code is not None:
+            services[name] = {"pid": None, "note": f"exited with {code}, see {log}"}
             save_state(p, state)
-            say(f"{name}: exited at start-up with {proc.returncode}; see {log}")
+            say(f"{name}: exited at start-up with {code}; see {log}")
         else:
-            say(f"{name}: started (pid {proc.pid}), log {log}")
+            say(f"{name}: started (pid {pid}), log {log}")
 
 
 def _service_check(name: str) -> Callable[[int], bool]:

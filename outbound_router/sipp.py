@@ -229,6 +229,59 @@ def stop_pid(pid: int, *, timeout: float = 3.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def spawn_detached(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start a process in its own session that outlives this one; stdout/stderr to `log`.
+
+    No Popen object is kept (it would warn when collected while the child runs): the caller
+    tracks the PID, and `exit_status` reaps it if it dies while we still run.
+    """
+    path = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0])
+    if path is None:
+        raise SippError(f"{argv[0]} not found")
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(path, list(argv), dict(os.environ if env is None else env),
+                          file_actions=actions, setsid=True)
+
+
+def exit_status(pid: int) -> int | None:
+    """The exit status of our child `pid` if it has ended (reaping it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or already reaped): look at /proc
+        return None if os.path.exists(f"/proc/{pid}") else 0
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+STRAY_CANCEL_MS = 50
+
+
+def _stamp(m: SipMessage) -> float:
+    try:
+        return time.mktime(time.strptime(m.time[:19], "%Y-%m-%d %H:%M:%S")) + float(m.time[19:])
+    except ValueError:
+        return 0.0
+
+
+def _is_stray(invite: SipMessage, messages: Sequence[SipMessage]) -> bool:
+    """A retransmitted INVITE of an attempt Asterisk abandoned before this carrier started.
+
+    When nothing answered an INVITE (a silent or absent carrier), Asterisk cannot CANCEL it and
+    retransmits it until pjsip's timer B (32 s), also after the call is gone. If another carrier
+    starts on that address meanwhile, it gets those retransmissions: pjsip CANCELs each one
+    within a millisecond of our first response. A real attempt is never cancelled that fast.
+    """
+    first_reply = next((m for m in messages if m.sent and m.call_id == invite.call_id), None)
+    cancel = next((m for m in messages if not m.sent and m.is_request and m.method == "CANCEL"
+                   and m.call_id == invite.call_id), None)
+    if first_reply is None or cancel is None:
+        return False
+    return 0 <= _stamp(cancel) - _stamp(first_reply) < STRAY_CANCEL_MS / 1000
+
+
 @dataclass
 class Carrier:
     """A SIPp UAS listening on one carrier trunk address with one behaviour."""
@@ -251,19 +304,22 @@ class Carrier:
         return parse_trace(_read(self.trace_path))
 
     def _initial_invites(self) -> list[SipMessage]:
+        messages = self.messages()
         seen: set[tuple[str, str, str]] = set()
         invites = []
-        for m in self.messages():
+        for m in messages:
             if m.sent or not m.is_request or m.method != "INVITE" or m.has_to_tag():
                 continue
             key = (m.call_id, m.headers.get("cseq", ""), m.headers.get("via", ""))
             if key not in seen:  # retransmissions of one INVITE count once
                 seen.add(key)
-                invites.append(m)
+                if not _is_stray(m, messages):
+                    invites.append(m)
         return invites
 
     def invites(self) -> int:
-        """Initial INVITEs received so far (retransmissions and re-INVITEs not counted)."""
+        """Initial INVITEs received so far (retransmissions, re-INVITEs and the stray INVITEs
+        of attempts abandoned before this carrier started not counted, see `_is_stray`)."""
         return len(self._initial_invites())
 
     def request_uris(self) -> list[str]:
@@ -272,6 +328,7 @@ class Carrier:
     def running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
+        exit_status(self.pid)  # reap it if it was our child and died
         return pid_is_sipp(self.pid)
 
     def stop(self) -> None:
@@ -285,6 +342,7 @@ class Carrier:
                     self._proc.wait()
         else:
             stop_pid(self.pid)
+            exit_status(self.pid)
 
 
 def carrier_command(
@@ -325,17 +383,18 @@ def start_carrier(
     for stale in (workdir / f"carrier-{trunk.letter}-messages.log",
                   workdir / f"carrier-{trunk.letter}-errors.log"):
         stale.unlink(missing_ok=True)
-    out = open(workdir / f"carrier-{trunk.letter}.out", "wb")  # noqa: SIM115 - handed to the child
-    with out:
-        proc = subprocess.Popen(
-            carrier_command(trunk, scenario, workdir),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=workdir, start_new_session=detach,
-        )
-    carrier = Carrier(trunk, b, workdir, proc.pid, None if detach else proc)
+    command = carrier_command(trunk, scenario, workdir)
+    out_path = workdir / f"carrier-{trunk.letter}.out"
+    if detach:
+        carrier = Carrier(trunk, b, workdir, spawn_detached(command, out_path))
+    else:
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=workdir)
+        carrier = Carrier(trunk, b, workdir, proc.pid, proc)
     deadline = time.monotonic() + ready_timeout
     while not _udp_bound(trunk.address, trunk.port):
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if not carrier.running() or time.monotonic() > deadline:
             carrier.stop()
             detail = _read(workdir / f"carrier-{trunk.letter}-errors.log").strip()
             raise SippError(f"carrier {trunk.letter} ({b.name}) did not start: {detail[-500:]}")

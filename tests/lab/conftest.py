@@ -1,0 +1,195 @@
+"""Fixtures for tests against the real Asterisk lab (SPEC section 7).
+
+Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` get it anyway):
+
+    def test_failover(lab, carrier, phone):
+        lab.seed(ROUTES_YAML)                      # text or a path; returns the version
+        b = carrier("b", "unavailable")            # SIPp UAS on 127.0.0.12:5060, 503s
+        a = carrier("a", "answer")                 # 127.0.0.11: answers
+        result = phone("ari").call("911234567")    # SIPp UAC from 127.0.0.10 to 127.0.0.1:5060
+        assert result.final_code == 200
+        assert (b.invites(), a.invites()) == (1, 1)
+        assert a.request_uris() == ["sip:+34911234567@127.0.0.11:5060"]
+
+- ``lab`` (session): ``lab up --no-carriers`` once per run (a running lab is reused; demo
+  carriers are stopped for the session and restarted afterwards). Attributes ``ari_url``,
+  ``ari_auth`` (user, password), ``redis_url``, ``asterisk_log``, ``state_dir``;
+  ``seed(yaml_text_or_path) -> version``; ``ari(method, path)`` -> (status, json);
+  ``service_stopped("ari"|"agi")``: context manager that stops the lab's service and brings it
+  back (for tests that stand in for it). The session tears down only what it started.
+- ``carrier(name, behaviour)``: name "a".."d" (or "carrier-a", or the address); behaviours
+  ``answer``, ``busy`` (486), ``unavailable`` (503), ``not_found`` (404), ``ring`` (180 forever,
+  CANCEL -> 200 + 487), ``early_503`` (183 + SDP, 503 after 1 s), ``silent`` (no response),
+  ``answer_after:N`` (200 after N s of ringing), ``error:CODE``. ``.invites()``,
+  ``.request_uris()`` come from SIPp's own message trace; ``.stop()``; stopped after each test.
+- ``phone(via="ari"|"agi"|"baseline")``: ``.call(number, *, tenant=None, hangup_after=None,
+  cancel_after=None, timeout=30) -> CallResult`` (``final_code``, ``codes``, ``answered``,
+  ``cancelled``, ``duration``, ``trace``) and ``.load(number, calls=N, rate=R, concurrent=None)
+  -> LoadResult`` (``final_codes`` {code: count}, ``successful``, ``failed``, ``elapsed``).
+- After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);
+  leftovers fail the test and are then hung up so the next test starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outbound_router import lab as lab_mod
+from outbound_router import sipp, topology
+
+LEAK_DEADLINE = 5.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that use the lab are real-Asterisk tests, marked or not.
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+    # The lifecycle test brings up and takes down a lab of its own on the fixed addresses:
+    # it runs before the session lab exists.
+    first = [i for i in items if i.nodeid.startswith("tests/lab/test_lab_lifecycle.py")]
+    if first:
+        rest = [i for i in items if i not in first]
+        items[:] = first + rest
+
+
+@dataclass
+class Lab:
+    """The running lab, as the tests see it."""
+
+    info: lab_mod.LabInfo
+    workdir: Path
+    started_here: bool
+    demo_carriers_before: bool
+    _seeds: int = field(default=0)
+
+    @property
+    def ari_url(self) -> str:
+        return self.info.ari_url
+
+    @property
+    def ari_auth(self) -> tuple[str, str]:
+        return self.info.ari_auth
+
+    @property
+    def redis_url(self) -> str:
+        return self.info.redis_url
+
+    @property
+    def asterisk_log(self) -> Path:
+        return self.info.asterisk_log
+
+    @property
+    def state_dir(self) -> Path:
+        return self.info.state_dir
+
+    def seed(self, routes: str | os.PathLike[str]) -> str:
+        """Publish routes (YAML text or a file) with `outbound-router seed`; the version."""
+        path = Path(routes) if isinstance(routes, os.PathLike) else None
+        if path is None and isinstance(routes, str) and "\n" not in routes:
+            candidate = Path(routes)
+            path = candidate if candidate.is_file() else None
+        if path is None:
+            self._seeds += 1
+            path = self.workdir / f"routes-{self._seeds}.yaml"
+            path.write_text(str(routes))
+        return lab_mod.seed(self.redis_url, path)
+
+    def ari(self, method: str, path: str) -> tuple[int, Any]:
+        return lab_mod.ari_request(path, self.ari_auth, method=method)
+
+    def service_stopped(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return lab_mod.service_stopped(name)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    before = lab_mod.running_info()
+    state = lab_mod.load_state(lab_mod.paths())
+    had_demo_carriers = bool(before) and bool(state.get("carriers"))
+    info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
+    problems = lab_mod.startup_problems(lab_mod.paths())
+    assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
+    with tempfile.TemporaryDirectory(prefix="lab-session-") as tmp:
+        yield Lab(info, Path(tmp), started_here=before is None,
+                  demo_carriers_before=had_demo_carriers)
+    if before is None:
+        lab_mod.down(say=lambda line: print(f"lab: {line}"))
+    elif had_demo_carriers:
+        lab_mod.up(carriers=True, say=lambda line: print(f"lab: {line}"))
+
+
+def _leftovers(lab: Lab) -> tuple[list[Any], list[Any]]:
+    _, channels = lab.ari("GET", "/channels")
+    _, bridges = lab.ari("GET", "/bridges")
+    return list(channels or []), list(bridges or [])
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    lab: Lab = request.getfixturevalue("lab")
+    yield
+    deadline = time.monotonic() + LEAK_DEADLINE
+    channels, bridges = _leftovers(lab)
+    while (channels or bridges) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling: teardown takes a few ms and has no event to await here
+        channels, bridges = _leftovers(lab)
+    if channels or bridges:
+        for ch in channels:
+            lab.ari("DELETE", f"/channels/{ch['id']}")
+        for br in bridges:
+            lab.ari("DELETE", f"/bridges/{br['id']}")
+        names = [c.get("name") for c in channels] + [f"bridge {b.get('id')}" for b in bridges]
+        pytest.fail(f"left over after the test: {', '.join(map(str, names))}")
+
+
+@pytest.fixture
+def carrier(tmp_path: Path) -> Iterator[Callable[[str, str], sipp.Carrier]]:
+    started: list[sipp.Carrier] = []
+
+    def start(name: str, behaviour: str = "answer") -> sipp.Carrier:
+        c = sipp.start_carrier(name, behaviour, tmp_path / "sipp")
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+@dataclass(frozen=True)
+class Phone:
+    via: str
+    address: str
+    workdir: Path
+
+    def call(self, number: str, *, tenant: str | None = None, hangup_after: float | None = None,
+             cancel_after: float | None = None, timeout: float = 30.0) -> sipp.CallResult:
+        return sipp.place_call(self.address, number, self.workdir, tenant=tenant,
+                               hangup_after=hangup_after, cancel_after=cancel_after,
+                               timeout=timeout)
+
+    def load(self, number: str, *, calls: int, rate: float, concurrent: int | None = None,
+             tenant: str | None = None, talk: float = 0.5) -> sipp.LoadResult:
+        return sipp.place_load(self.address, number, self.workdir, calls=calls, rate=rate,
+                               concurrent=concurrent, tenant=tenant, talk=talk)
+
+
+@pytest.fixture
+def phone(tmp_path: Path) -> Callable[..., Phone]:
+    def make(via: str = "ari") -> Phone:
+        return Phone(via, topology.phone(via).address, tmp_path / "phone")
+
+    return make
