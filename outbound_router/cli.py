@@ -1,0 +1,214 @@
+"""``outbound-router``: the one console script (SPEC section 6).
+
+Each subcommand is a thin translator: the work is done by ``redis_seed`` (routes file, Redis
+versions), ``routing`` (decisions), ``ari_app``, ``agi`` and ``outbound_router.lab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from outbound_router.settings import Settings, SettingsError, mask_url
+
+log = logging.getLogger("outbound_router")
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # a bad routes file, or a number that cannot be routed (explain)
+EXIT_ERROR = 2  # the environment is wrong: Redis unreachable, bad settings...
+
+
+class CommandError(Exception):
+    """An error the user can fix; the message says what to do."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _redis(settings: Settings) -> Any:
+    import redis
+
+    from redis_seed.connection import sync_client
+
+    client = sync_client(settings.redis_url)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise CommandError(
+            f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}. "
+            "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).") from None
+    return client
+
+
+def _load_file(path: str) -> Any:
+    from redis_seed.errors import RoutesFileError
+    from redis_seed.routes_file import load_routes_file
+
+    try:
+        return load_routes_file(path)
+    except RoutesFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); nothing was written", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+# -- subcommands ---------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    table = _load_file(args.file)
+    print(f"{args.file}: OK ({len(table.routes)} routes, {len(table.carriers)} carriers, "
+          f"{len(table.patterns)} patterns, {len(table.groups)} groups)")
+    return EXIT_OK
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from redis_seed.store import publish
+
+    table = _load_file(args.file)
+    settings = _settings()
+    client = _redis(settings)
+    version = publish(client, table, source=args.file, prefix=settings.redis_prefix,
+                      keep=args.keep)
+    print(version)
+    return EXIT_OK
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from redis_seed.store import list_versions
+
+    settings = _settings()
+    infos = list_versions(_redis(settings), prefix=settings.redis_prefix)
+    if not infos:
+        print("no versions in Redis yet: run 'outbound-router seed FILE'", file=sys.stderr)
+        return EXIT_OK
+    for info in infos:
+        print(info.describe())
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from redis_seed.errors import VersionStoreError
+    from redis_seed.store import rollback
+
+    settings = _settings()
+    try:
+        version = rollback(_redis(settings), args.version, prefix=settings.redis_prefix)
+    except VersionStoreError as exc:
+        raise CommandError(str(exc)) from None
+    print(version)
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from routing.explain import to_json, to_text
+    from routing.plan import select
+    from routing.snapshot import Snapshot
+
+    if args.config:
+        snapshot = Snapshot.build(_load_file(args.config), f"file:{args.config}")
+    else:
+        from redis_seed.errors import VersionStoreError
+        from redis_seed.store import load_current
+
+        settings = _settings()
+        try:
+            version, table = load_current(_redis(settings), prefix=settings.redis_prefix)
+        except VersionStoreError as exc:
+            raise CommandError(f"{exc} (or pass --config FILE)") from None
+        snapshot = Snapshot.build(table, version)
+    selection = select(snapshot, args.number, args.tenant)
+    if args.json:
+        print(json.dumps(to_json(selection, snapshot)))
+    else:
+        print(to_text(selection, snapshot, args.number, args.tenant))
+    # a decision was made (OK, NO_ROUTE, BLOCKED or INVALID are all answers): exit 0
+    return EXIT_OK
+
+
+def cmd_ari(args: argparse.Namespace) -> int:
+    from ari_app.main import run
+
+    return int(run(_settings()))
+
+
+def cmd_agi(args: argparse.Namespace) -> int:
+    from agi.main import run
+
+    return int(run(_settings()))
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outbound-router",
+        description="Outbound call routing for Asterisk: priorities, weights and failover.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a routes file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("seed", help="validate a routes file and publish it to Redis")
+    p.add_argument("file")
+    p.add_argument("--keep", type=int, default=20, help="versions kept in Redis (default 20)")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("versions", help="list the versions kept in Redis")
+    p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser("rollback", help="make an older version current again")
+    p.add_argument("version", nargs="?", default=None,
+                   help="version id (default: the one before the current one)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("explain", help="show the routing decision for a number")
+    p.add_argument("number")
+    p.add_argument("--tenant", default=None)
+    p.add_argument("--config", metavar="FILE", help="use a routes file instead of Redis")
+    p.add_argument("--json", action="store_true", help="one JSON object (SPEC section 6)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("ari", help="run the Stasis (ARI) application")
+    p.set_defaults(func=cmd_ari)
+
+    p = sub.add_parser("agi", help="run the FastAGI server")
+    p.set_defaults(func=cmd_agi)
+
+    from outbound_router import lab
+
+    lab.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"outbound-router {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
