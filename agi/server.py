@@ -31,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
@@ -46,11 +46,10 @@ HANGUP_LINE = "HANGUP"
 CODE_TRYING = 100
 CODE_OK = 200
 CODE_DEAD_CHANNEL = 511
-CODE_USAGE = 520
 
 _NEVER = float("inf")
 _READ_ERRORS = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError)
-_STATUS_RE = re.compile(r"^([0-9]{3})([ -])(.*)$", re.DOTALL)
+_STATUS_RE = re.compile(r"^([0-9]{3})([ -])(.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +358,7 @@ class ServerStats:
     served: int = 0
     active: int = 0
     peak: int = 0
-    unknown_script: dict[str, int] = field(default_factory=dict)
+    unknown_script: int = 0  # asked for a script we do not have
 
 
 class AgiServer:
@@ -503,8 +502,7 @@ class AgiServer:
         session = AgiSession(reader, writer, request, self.limits, deadline)
         handler = self.handlers.get(request.script)
         if handler is None:
-            self.stats.unknown_script[request.script] = (
-                self.stats.unknown_script.get(request.script, 0) + 1)
+            self.stats.unknown_script += 1
             session.log.warning("no FastAGI script %r (known: %s); closing",
                                 request.script, ", ".join(sorted(self.handlers)))
             return
