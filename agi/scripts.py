@@ -178,8 +178,7 @@ class Scripts:
                                      tenant, p.status, p.number, len(p.attempts),
                                      ",".join(a.trunk for a in p.attempts) or p.reason)
                 pairs = route_variables(p, snapshot.version)
-        for name, value in pairs:
-            await session.set_variable(name, value)
+        await session.set_variables(pairs)
 
     async def outcome(self, session: AgiSession) -> None:
         req = session.request

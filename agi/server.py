@@ -227,11 +227,18 @@ class AgiSession:
                  request: AgiRequest, limits: Limits, deadline: Deadline) -> None:
         self.request = request
         self.hung_up = False  # Asterisk said HANGUP, or a command got 511
-        self.log = CallLog(log, request.uniqueid or "-")
+        self._log: CallLog | None = None
         self._reader = reader
         self._writer = writer
         self._limits = limits
         self._deadline = deadline
+
+    @property
+    def log(self) -> CallLog:
+        """This call's logger: every line starts with the call's unique id."""
+        if self._log is None:
+            self._log = CallLog(log, self.request.uniqueid or "-")
+        return self._log
 
     async def command(self, line: str) -> AgiReply:
         """Send one command line and return its final reply (whatever its code)."""
@@ -320,10 +327,28 @@ class AgiSession:
         return reply
 
     async def set_variable(self, name: str, value: str | int) -> None:
-        line = f"SET VARIABLE {name} {quote(str(value))}"
-        code, text = await self._exchange(line.encode("utf-8") + b"\n")
-        if code != CODE_OK:
-            raise AgiCommandError(line, AgiReply.parse(code, text))
+        await self.set_variables(((name, str(value)),))
+
+    async def set_variables(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """``SET VARIABLE`` each pair in order, one command at a time (Asterisk reads the
+        next command only after answering one). The per-call hot path: the common reply is
+        handled inline, without the layers ``command()`` goes through."""
+        reader, writer, deadline = self._reader, self._writer, self._deadline
+        read_timeout = self._limits.read_timeout
+        for name, value in pairs:
+            line = f"SET VARIABLE {name} {quote(value)}"
+            writer.write(line.encode("utf-8") + b"\n")
+            deadline.at = time.monotonic() + read_timeout
+            try:
+                raw = await reader.readuntil(b"\n")
+            except _READ_ERRORS as exc:
+                raise self._read_error(exc) from None
+            deadline.at = _NEVER
+            if raw.startswith(b"200 "):
+                continue
+            code, text = await self._read_reply(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+            if code != CODE_OK:
+                raise AgiCommandError(line, AgiReply.parse(code, text))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value (``GET VARIABLE`` also reads functions such as
