@@ -26,6 +26,7 @@ from redis.commands.core import Script
 
 from routing.model import RoutingTable
 
+from .codec import FORMAT_COLUMNS, FORMAT_DICT, from_data, to_data
 from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion
 from .keys import (
     F_CREATED,
@@ -47,10 +48,10 @@ log = logging.getLogger(__name__)
 
 #: Versions kept by default (the current one is always kept besides).
 DEFAULT_KEEP = 10
-#: Format of the stored data; a reader refuses a format it does not know.
-DATA_FORMAT = "1"
-#: zlib-compressed JSON of ``RoutingTable.to_dict()``: a 100,000-route table is ~10x smaller,
-#: which matters when many routers load each new version.
+#: Format of the stored data (:mod:`redis_seed.codec`); a reader refuses one it does not know.
+DATA_FORMAT = FORMAT_COLUMNS
+#: zlib-compressed JSON: a 100,000-route table is ~5x smaller, which matters when many
+#: routers load each new version.
 ENCODING_ZLIB_JSON = "zlib+json"
 ENCODING_JSON = "json"
 #: A version written but never made current (a seed that died half-way) disappears by itself.
@@ -90,9 +91,10 @@ class VersionInfo:
 # -- encoding ---------------------------------------------------------------------------
 
 
-def encode_table(table: RoutingTable, *, compress: bool = True) -> tuple[bytes, str]:
+def encode_table(table: RoutingTable, *, compress: bool = True,
+                 fmt: str = DATA_FORMAT) -> tuple[bytes, str]:
     """``(blob, encoding)`` of a table, as stored in a version's ``data`` field."""
-    raw = json.dumps(table.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    raw = json.dumps(to_data(table, fmt), separators=(",", ":"), ensure_ascii=False).encode()
     if compress:
         return zlib.compress(raw, 1), ENCODING_ZLIB_JSON
     return raw, ENCODING_JSON
@@ -124,17 +126,17 @@ def decode_version(fields: Mapping[bytes, bytes], version: str,
         raise CorruptVersion(f"key of version {version} holds version "
                              f"{field(F_VERSION).decode()}")
     fmt = field(F_FORMAT).decode()
-    if fmt != DATA_FORMAT:
+    if fmt not in (FORMAT_DICT, FORMAT_COLUMNS):
         raise CorruptVersion(f"version {version} has data format {fmt}, this router reads "
-                             f"format {DATA_FORMAT}: upgrade the router")
+                             f"formats {FORMAT_DICT} and {FORMAT_COLUMNS}: upgrade the router")
     encoding = field(F_ENCODING).decode()
     try:
         if encoding == ENCODING_ZLIB_JSON:
             data = zlib.decompress(data)
         elif encoding != ENCODING_JSON:
             raise CorruptVersion(f"version {version} has unknown encoding {encoding!r}")
-        table = RoutingTable.from_dict(json.loads(data))
-    except (zlib.error, ValueError, KeyError, TypeError) as exc:
+        table = from_data(json.loads(data), fmt)
+    except (zlib.error, ValueError, KeyError, IndexError, TypeError) as exc:
         raise CorruptVersion(f"version {version} cannot be decoded: {exc}") from exc
     expected_routes = int(field(F_ROUTES))
     if len(table.routes) != expected_routes:
@@ -163,7 +165,8 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str) -> None:
 
 
 def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
-            keep: int = DEFAULT_KEEP, keys: Keys | None = None) -> str:
+            keep: int = DEFAULT_KEEP, keys: Keys | None = None,
+            fmt: str = DATA_FORMAT) -> str:
     """Write ``table`` as a new version, make it current atomically, notify readers, prune.
 
     Returns the new version id (``v000042``). On any failure before the switch, the current
@@ -172,7 +175,7 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     if keep < 1:
         raise ValueError("keep must be >= 1")
     keys = keys or Keys()
-    blob, encoding = encode_table(table)
+    blob, encoding = encode_table(table, fmt=fmt)
     sha256 = hashlib.sha256(blob).hexdigest()
     version = format_version(int(client.incr(keys.counter)))
     key = keys.version(version)
@@ -182,7 +185,7 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     pipe = client.pipeline(transaction=True)
     pipe.hset(key, mapping={
         F_VERSION: version,
-        F_FORMAT: DATA_FORMAT,
+        F_FORMAT: fmt,
         F_ENCODING: encoding,
         F_SHA256: sha256,
         F_ROUTES: len(table.routes),

@@ -269,3 +269,13 @@ def test_file_problems_name_the_file_as_given(tmp_path: Path) -> None:
     with pytest.raises(RoutesFileError) as info:
         load_routes_file(path)
     assert str(info.value).startswith(f"{path}:19: metric of route 'spain-peering'")
+
+
+def test_a_table_written_back_as_a_routes_file_reads_the_same() -> None:
+    import yaml
+
+    from redis_seed.routes_file import to_routes_dict
+
+    for table in (load_routes_file(EXAMPLE), parse_routes(GOOD)):
+        text = yaml.safe_dump(to_routes_dict(table), sort_keys=False)
+        assert parse_routes(text, "written.yaml") == table

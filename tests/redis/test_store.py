@@ -176,3 +176,10 @@ def test_seed_logs_the_version(client: redis.Redis, caplog: pytest.LogCaptureFix
     caplog.set_level(logging.INFO, logger="redis_seed.store")
     publish(client, generation_table(1), source="x.yaml")
     assert "published routing version v000001 (4 routes, from x.yaml)" in caplog.text
+
+
+def test_versions_written_in_the_older_dict_format_still_load(client: redis.Redis) -> None:
+    table = generation_table(4)
+    version = publish(client, table, fmt="1")
+    assert client.hget(Keys().version(version), "format") == b"1"
+    assert load_current(client) == (version, table)

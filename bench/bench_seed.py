@@ -1,0 +1,182 @@
+"""Seeding 100,000 routes into Redis, and what a reader pays to load them.
+
+Usage: .venv/bin/python bench/bench_seed.py [--prefixes 100000] [--runs 3] [--redis-url URL]
+
+Without --redis-url it starts its own redis-server on a free loopback port. Prints:
+
+- validate: reading and checking the same table as a YAML routes file (``seed FILE`` does this
+  first);
+- seed: ``publish()`` of the table (encode, write the version, atomic switch, notify, prune);
+- reader: in a fresh process, ``SnapshotReader.start()`` until the snapshot is usable (fetch,
+  checksum, decode, index), its resident memory before and after, and the time a running reader
+  takes to switch to a newly seeded version.
+
+Targets (issue 2): seeding <= 5 s, reader <= 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Only what a router imports is loaded at the top, so that the reader process measured below
+# carries no bench baggage (the table generator, YAML).
+import redis  # noqa: E402
+
+from redis_seed.keys import Keys  # noqa: E402
+from redis_seed.store import publish  # noqa: E402
+
+PREFIX = "bench-seed"
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, in MB."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+async def reader_child(url: str) -> None:
+    """Runs in a fresh process: load the current version, report time and memory as JSON."""
+    from redis_seed.reader import SnapshotReader
+
+    before, _ = rss_mb()
+    reader = SnapshotReader(url, prefix=PREFIX)
+    t0 = time.perf_counter()
+    await reader.start()
+    load_s = time.perf_counter() - t0
+    assert reader.snapshot is not None, "no version loaded"
+    after, peak = rss_mb()
+    first = reader.version
+    print(json.dumps({"load_s": load_s, "rss_before": before, "rss_after": after,
+                      "rss_peak": peak, "version": first}), flush=True)
+    # The parent seeds again when it reads the line above; time the hot reload.
+    line = await asyncio.to_thread(sys.stdin.readline)
+    t1 = time.perf_counter()
+    await reader.wait_until(lambda s: s.version != first, timeout=30.0)
+    reload_s = time.perf_counter() - t1
+    after2, peak2 = rss_mb()
+    print(json.dumps({"reload_s": reload_s, "seeded_at": float(line), "rss_after_reload": after2,
+                      "rss_peak_reload": peak2}), flush=True)
+    await reader.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prefixes", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--reader", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reader:
+        asyncio.run(reader_child(args.reader))
+        return
+
+    server = None
+    url = args.redis_url
+    if url is None:
+        port = free_port()
+        server = subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # waiting for the server we just started
+        run(client, url, args)
+    finally:
+        for key in client.scan_iter(f"{PREFIX}:*"):
+            client.delete(key)
+        client.close()
+        if server is not None:
+            server.terminate()
+            server.wait()
+
+
+def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
+    import yaml
+    from gen_table import make_table
+
+    from redis_seed.routes_file import load_routes_file, to_routes_dict
+    from redis_seed.store import encode_table
+
+    t0 = time.perf_counter()
+    table = make_table(n_prefixes=args.prefixes, seed=1)
+    print(f"table: {len(table.patterns):,} prefixes, {len(table.groups)} country groups, "
+          f"{len(table.routes):,} routes, {len(table.carriers)} carriers "
+          f"(generated in {time.perf_counter() - t0:.2f} s)")
+    blob, encoding = encode_table(table)
+    columns = encode_table(table, compress=False)[0]
+    dicts = encode_table(table, compress=False, fmt="1")[0]
+    print(f"stored version: {len(blob) / 1e6:.1f} MB ({encoding}, columns); uncompressed "
+          f"{len(columns) / 1e6:.1f} MB, {len(dicts) / 1e6:.1f} MB as to_dict() JSON")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "routes.yaml"
+        path.write_text(yaml.safe_dump(to_routes_dict(table), sort_keys=False,
+                                       default_flow_style=None, width=1000))
+        size = path.stat().st_size
+        t0 = time.perf_counter()
+        loaded = load_routes_file(path)
+        validate_s = time.perf_counter() - t0
+    assert loaded == table
+    print(f"validate: {validate_s:.2f} s for the {size / 1e6:.1f} MB YAML routes file")
+
+    keys = Keys(PREFIX)
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        publish(client, table, source="bench", keys=keys, keep=2)
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    print(f"seed: publish() median {median:.2f} s, best {min(times):.2f} s over {args.runs} "
+          f"runs (target <= 5 s); `seed FILE` end to end ~{validate_s + median:.2f} s")
+
+    child = subprocess.Popen([sys.executable, __file__, "--reader", url],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    first = json.loads(child.stdout.readline())
+    publish(client, table, source="bench", keys=keys, keep=2)
+    child.stdin.write(f"{time.perf_counter()}\n")
+    child.stdin.flush()
+    second = json.loads(child.stdout.readline())
+    child.wait()
+    print(f"reader: first load {first['load_s']:.2f} s; resident memory "
+          f"{first['rss_before']:.0f} MB after imports, {first['rss_after']:.0f} MB with the "
+          f"snapshot (peak {first['rss_peak']:.0f} MB) (target <= 100 MB)")
+    print(f"reader: hot reload of a new version {second['reload_s']:.2f} s after the seed "
+          f"returned; {second['rss_after_reload']:.0f} MB after it "
+          f"(peak {second['rss_peak_reload']:.0f} MB, old and new snapshot both alive)")
+
+
+if __name__ == "__main__":
+    main()
