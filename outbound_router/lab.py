@@ -123,14 +123,7 @@ def _say(text: str) -> None:
 
 
 def _proc_argv(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return []
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return []
+    return sipp.proc_argv(pid)
 
 
 def _proc_root(pid: int) -> str:

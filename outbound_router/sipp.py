@@ -204,15 +204,30 @@ def free_udp_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
+def proc_argv(pid: int) -> list[str]:
+    """The command line of a live process ([] if gone or a zombie).
+
+    A process we just spawned has an empty command line until its exec() completes: that is
+    waited for (up to 0.2 s) rather than reported as "not that program".
+    """
+    deadline = time.monotonic() + 0.2
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return []
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return []
+        if argv or time.monotonic() > deadline:
+            return argv
+        time.sleep(0.002)
+
+
 def pid_is_sipp(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z" and bool(argv) and os.path.basename(argv[0]) == b"sipp"
+    argv = proc_argv(pid) if pid else []
+    return bool(argv) and os.path.basename(argv[0]) == "sipp"
 
 
 def stop_pid(pid: int, *, timeout: float = 3.0) -> None:

@@ -14,7 +14,9 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
 - ``lab`` (session): ``lab up --no-carriers`` once per run (a running lab is reused; demo
   carriers are stopped for the session and restarted afterwards). Attributes ``ari_url``,
   ``ari_auth`` (user, password), ``redis_url``, ``asterisk_log``, ``state_dir``;
-  ``seed(yaml_text_or_path) -> version``; ``ari(method, path)`` -> (status, json);
+  ``seed(yaml_text_or_path) -> version`` (redis_seed API; returns once the running ari/agi
+  services logged "routing version V loaded"); ``services_running()``;
+  ``ari(method, path)`` -> (status, json);
   ``service_stopped("ari"|"agi")``: context manager that stops the lab's service and brings it
   back (for tests that stand in for it). The session tears down only what it started.
 - ``carrier(name, behaviour)``: name "a".."d" (or "carrier-a", or the address); behaviours
@@ -26,6 +28,12 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
   cancel_after=None, timeout=30) -> CallResult`` (``final_code``, ``codes``, ``answered``,
   ``cancelled``, ``duration``, ``trace``) and ``.load(number, calls=N, rate=R, concurrent=None)
   -> LoadResult`` (``final_codes`` {code: count}, ``successful``, ``failed``, ``elapsed``).
+- A test that lets Asterisk INVITE a silent or absent carrier leaves that INVITE retransmitted
+  until pjsip's timer B (32 s); a carrier started on that address meanwhile gets the
+  retransmissions. ``invites()`` / ``request_uris()`` leave them out (pjsip CANCELs them within
+  a millisecond of the first reply); a ``silent`` carrier cannot tell them apart.
+- The lab is one per machine (fixed addresses): two pytest sessions using it at once disturb
+  each other (the leftover check below hangs up the other session's calls).
 - After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);
   leftovers fail the test and are then hung up so the next test starts clean.
 """
@@ -92,17 +100,39 @@ class Lab:
     def state_dir(self) -> Path:
         return self.info.state_dir
 
-    def seed(self, routes: str | os.PathLike[str]) -> str:
-        """Publish routes (YAML text or a file) with `outbound-router seed`; the version."""
+    def seed(self, routes: str | os.PathLike[str], *, wait: float = 5.0) -> str:
+        """Publish routes (YAML text or a file) through the redis_seed API; the new version.
+
+        Waits until every running router service of the lab logged that it loaded it.
+        """
+        from redis_seed.connection import sync_client
+        from redis_seed.routes_file import load_routes_file, parse_routes
+        from redis_seed.store import publish
+
         path = Path(routes) if isinstance(routes, os.PathLike) else None
-        if path is None and isinstance(routes, str) and "\n" not in routes:
-            candidate = Path(routes)
-            path = candidate if candidate.is_file() else None
-        if path is None:
-            self._seeds += 1
-            path = self.workdir / f"routes-{self._seeds}.yaml"
-            path.write_text(str(routes))
-        return lab_mod.seed(self.redis_url, path)
+        if path is None and "\n" not in str(routes) and Path(str(routes)).is_file():
+            path = Path(str(routes))
+        table = load_routes_file(path) if path else parse_routes(str(routes), "<test routes>")
+        client = sync_client(self.redis_url)
+        try:
+            version = publish(client, table, source=str(path or "test"))
+        finally:
+            client.close()
+        logs = [self.state_dir / f"{name}.log" for name in self.services_running()]
+        needle = f"routing version {version} loaded"
+        deadline = time.monotonic() + wait
+        while any(needle not in log.read_text(errors="replace") for log in logs):
+            if time.monotonic() > deadline:
+                late = [log.name for log in logs if needle not in log.read_text(errors="replace")]
+                raise AssertionError(f"{', '.join(late)}: {version} not loaded within {wait} s")
+            time.sleep(0.02)  # polling: the services only say it in their logs
+        return version
+
+    def services_running(self) -> list[str]:
+        state = lab_mod.load_state(lab_mod.paths())
+        return [name for name in topology.SERVICES
+                if lab_mod.is_service(((state.get("services") or {}).get(name) or {}).get("pid"),
+                                      name)]
 
     def ari(self, method: str, path: str) -> tuple[int, Any]:
         return lab_mod.ari_request(path, self.ari_auth, method=method)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import uuid
 
@@ -225,3 +226,11 @@ def test_a_carrier_not_started_means_nothing_answers_there(lab, phone):
     result = phone("baseline").call("5550103", cancel_after=1.0)
     assert result.cancelled
     assert 200 not in result.codes
+
+
+def test_seed_publishes_a_version_the_running_services_load(lab):
+    version = lab.seed(lab_mod.ROUTES_EXAMPLE)
+    assert re.fullmatch(r"v\d+", version)
+    for name in lab.services_running():
+        log = (lab.state_dir / f"{name}.log").read_text()
+        assert f"routing version {version} loaded" in log
