@@ -59,8 +59,6 @@ def _load_file(path: str) -> Any:
             print(problem, file=sys.stderr)
         print(f"{path}: {len(exc.problems)} problem(s); nothing was written", file=sys.stderr)
         raise SystemExit(EXIT_INVALID) from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # -- subcommands ---------------------------------------------------------------------------
@@ -73,38 +71,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    from redis_seed.keys import Keys
     from redis_seed.store import publish
 
     table = _load_file(args.file)
     settings = _settings()
     client = _redis(settings)
-    version = publish(client, table, source=args.file, prefix=settings.redis_prefix,
-                      keep=args.keep)
+    version = publish(client, table, source=args.file, keep=args.keep,
+                      keys=Keys(settings.redis_prefix))
     print(version)
     return EXIT_OK
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
+    from redis_seed.keys import Keys
     from redis_seed.store import list_versions
 
     settings = _settings()
-    infos = list_versions(_redis(settings), prefix=settings.redis_prefix)
+    infos = list_versions(_redis(settings), keys=Keys(settings.redis_prefix))
     if not infos:
         print("no versions in Redis yet: run 'outbound-router seed FILE'", file=sys.stderr)
         return EXIT_OK
     for info in infos:
-        print(info.describe())
+        print(info)
     return EXIT_OK
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
+    from redis_seed.keys import Keys
     from redis_seed.store import rollback
 
     settings = _settings()
     try:
-        version = rollback(_redis(settings), args.version, prefix=settings.redis_prefix)
-    except VersionStoreError as exc:
+        version = rollback(_redis(settings), args.version, keys=Keys(settings.redis_prefix))
+    except (VersionStoreError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     print(version)
     return EXIT_OK
@@ -119,11 +120,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         snapshot = Snapshot.build(_load_file(args.config), f"file:{args.config}")
     else:
         from redis_seed.errors import VersionStoreError
+        from redis_seed.keys import Keys
         from redis_seed.store import load_current
 
         settings = _settings()
         try:
-            version, table = load_current(_redis(settings), prefix=settings.redis_prefix)
+            version, table = load_current(_redis(settings), keys=Keys(settings.redis_prefix))
         except VersionStoreError as exc:
             raise CommandError(f"{exc} (or pass --config FILE)") from None
         snapshot = Snapshot.build(table, version)

@@ -1,0 +1,100 @@
+"""The console script as a user runs it (subprocess), against a private redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "redis_seed" / "routes.example.yaml"
+
+
+def run(*args: str, redis_url: str = "redis://127.0.0.1:1/0",
+        check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "REDIS_PREFIX": "cli-test"}
+    return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=check)
+
+
+def test_validate_accepts_the_example_file() -> None:
+    out = run("validate", str(EXAMPLE))
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout
+
+
+def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "carriers:\n"
+        "  a: {trunks: [carrier-a]}\n"
+        "target_patterns:\n"
+        "  spain: {prefix: '34'}\n"
+        "outgoing_routes:\n"
+        "  - {pattern: spain, carrier: nobody, priority: 1, metric: 0}\n"
+    )
+    out = run("validate", str(bad))
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.startswith(f"{bad}:")]
+    assert any(line.startswith(f"{bad}:4:") for line in lines), out.stderr
+    assert sum(line.startswith(f"{bad}:6:") for line in lines) >= 2, out.stderr
+
+
+def test_explain_json_from_a_file_gives_exact_shares() -> None:
+    out = run("explain", "911234567", "--config", str(EXAMPLE), "--json", check=True)
+    decision = json.loads(out.stdout)
+    assert decision["status"] == "OK"
+    assert decision["number"] == "+34911234567"
+    first = decision["tiers"][0]
+    assert first["priority"] == 1
+    assert [(r["route"], r["carrier"], r["metric"], r["share"]) for r in first["routes"]] == [
+        ("spain-peering", "peering", 1, 1 / 3), ("spain-overloaded", "overloaded", 2, 2 / 3)]
+
+
+@pytest.mark.parametrize(("number", "status"), [
+    ("91a234567", "INVALID"), ("0034806123456", "BLOCKED"), ("0049301234567", "NO_ROUTE")])
+def test_explain_json_statuses(number: str, status: str) -> None:
+    out = run("explain", number, "--config", str(EXAMPLE), "--json", check=True)
+    assert json.loads(out.stdout)["status"] == status
+
+
+def test_seed_explain_versions_rollback_against_redis(redis_server: str, tmp_path: Path) -> None:
+    v1 = run("seed", str(EXAMPLE), redis_url=redis_server, check=True).stdout.strip()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(EXAMPLE.read_text().replace(
+        "pattern: spain, carrier: peering,    priority: 1, metric: 1",
+        "pattern: spain, carrier: peering,    priority: 1, metric: 2"))
+    v2 = run("seed", str(changed), redis_url=redis_server, check=True).stdout.strip()
+    assert v1 != v2
+
+    def shares() -> list[float]:
+        out = run("explain", "+34911234567", "--json", redis_url=redis_server, check=True)
+        return [r["share"] for r in json.loads(out.stdout)["tiers"][0]["routes"]]
+
+    assert shares() == [0.5, 0.5]
+    listing = run("versions", redis_url=redis_server, check=True).stdout.splitlines()
+    assert [line.split()[0] for line in listing] == [v1, "*"]
+    assert run("rollback", redis_url=redis_server, check=True).stdout.strip() == v1
+    assert shares() == [1 / 3, 2 / 3]
+
+
+def test_a_bad_file_is_not_seeded(redis_server: str, tmp_path: Path) -> None:
+    v1 = run("seed", str(EXAMPLE), redis_url=redis_server, check=True).stdout.strip()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("trunks: [carrier-a]", "trunks: ['a&b']"))
+    out = run("seed", str(bad), redis_url=redis_server)
+    assert out.returncode == 1
+    assert "nothing was written" in out.stderr
+    listing = run("versions", redis_url=redis_server, check=True).stdout.splitlines()
+    assert listing[-1].split()[:2] == ["*", v1]
+
+
+def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
+    out = run("versions", redis_url="redis://:hunter2@127.0.0.1:1/0")
+    assert out.returncode == 2
+    assert "cannot reach Redis" in out.stderr and "REDIS_URL" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
