@@ -6,15 +6,11 @@ code it gets, and which carriers got an INVITE (from SIPp's own traces).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
 
 import pytest
-
-from outbound_router import topology
-from tests.agi.agi_fake_asterisk import FakeChannel
 
 pytestmark = pytest.mark.lab
 
@@ -63,25 +59,9 @@ outgoing_routes:
 """
 
 
-def seed(lab, routes: str) -> str:  # type: ignore[no-untyped-def]
-    """Seed, then wait until the lab's agi service routes with the new version (SPEC 5: within
-    1 s), asking it over FastAGI like Asterisk would."""
-    version = lab.seed(routes)
-    deadline = time.monotonic() + 5
-    while routed_version() != version:
-        assert time.monotonic() < deadline, f"the agi service did not load {version}"
-        time.sleep(0.05)  # the reader follows a notification we cannot await from here
-    return version
-
-
-def routed_version() -> str | None:
-    channel = FakeChannel(topology.AGI_PORT, args=[NUMBER])
-    return asyncio.run(channel.run()).variables.get("ROUTER_VERSION")
-
-
 @pytest.fixture
 def tiers(lab):  # type: ignore[no-untyped-def]
-    seed(lab, TIERS)
+    lab.seed(TIERS)  # returns once the agi service has loaded it
     return lab
 
 
@@ -203,14 +183,14 @@ def test_the_router_being_down_gives_congestion_not_a_hang(tiers, carrier, agi) 
 
 
 def test_a_tier_is_exhausted_before_the_next(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    seed(lab, WEIGHTED)
+    lab.seed(WEIGHTED)
     a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
     assert agi.call(NUMBER).final_code == 200
     assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
 
 
 def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    seed(lab, WEIGHTED)
+    lab.seed(WEIGHTED)
     a, b = carrier("a", "answer"), carrier("b", "answer")
     calls = 300
     result = agi.load(NUMBER, calls=calls, rate=30, concurrent=30)
