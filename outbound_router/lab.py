@@ -1010,6 +1010,10 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m outbound_router.lab up` (or `... lab up`), as `outbound-router lab up`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["lab"]:
+        argv = ["lab", *argv]
     parser = argparse.ArgumentParser(prog="outbound-router")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
