@@ -19,6 +19,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -158,6 +159,30 @@ def is_redis(pid: int | None) -> bool:
         return False
     argv = _proc_argv(pid)
     return bool(argv) and "redis-server" in os.path.basename(argv[0])
+
+
+def asterisks_in(chroot: Path) -> list[int]:
+    """PIDs of Asterisk daemons running in the chroot (remote consoles `-r`/`-rx` excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or _proc_root(int(entry)) != str(chroot):
+            continue
+        argv = _proc_argv(int(entry))
+        if argv and os.path.basename(argv[0]) == "asterisk" and not {"-r", "-rx", "-R"} & set(argv):
+            found.append(int(entry))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def locked(p: Paths) -> Iterator[None]:
+    """One `lab up` / `lab down` at a time per cache directory (tests and users share a lab)."""
+    p.cache.mkdir(parents=True, exist_ok=True)
+    with open(p.cache / "lab.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.0) -> bool:
@@ -707,6 +732,11 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
     """Bring the lab up; what already runs is kept (idempotent)."""
     _require_root("lab up")
     p = paths()
+    with locked(p):
+        return _up(p, carriers=carriers, services=services, say=say)
+
+
+def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     p.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if chroot_ready(p):
@@ -720,6 +750,13 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
     auth = ari_credentials()
     changed = install_config(p, say)
     running = is_asterisk(state.get("asterisk_pid"), p.chroot)
+    strays = [pid for pid in asterisks_in(p.chroot) if pid != state.get("asterisk_pid")]
+    if strays:  # e.g. left by an interrupted `lab up`: nobody else runs Asterisk in our chroot
+        say(f"asterisk: stray Asterisk in the chroot (pid {', '.join(map(str, strays))}); "
+            "restarting it cleanly")
+        for pid in [*strays, *([state["asterisk_pid"]] if running else [])]:
+            stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15)
+        running = False
     if running and changed:
         _rasterisk(p, "core reload")
         say("asterisk: configuration changed, reloaded")
@@ -759,15 +796,20 @@ def running_info() -> LabInfo | None:
 def down(say: Say = _say) -> bool:
     """Stop everything `up` started (by PID) and unmount; True if anything was running."""
     p = paths()
+    with locked(p):
+        return _down(p, say)
+
+
+def _down(p: Paths, say: Say) -> bool:
     state = load_state(p)
-    if not state:
+    if not state and not asterisks_in(p.chroot):
         say("lab: not running")
         return False
     stop_carriers(p, state, say)
     stop_services(p, state, say=say)
-    pid = state.get("asterisk_pid")
-    if pid and stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15):
-        say(f"asterisk: stopped (pid {pid})")
+    for pid in sorted({state.get("asterisk_pid") or 0, *asterisks_in(p.chroot)} - {0}):
+        if stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15):
+            say(f"asterisk: stopped (pid {pid})")
     state.pop("asterisk_pid", None)
     redis = state.get("redis") or {}
     if redis.get("pid") and stop_process(redis["pid"], is_redis):
