@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from routing.model import Carrier, Defaults, FailoverPolicy, Route, RoutingTable, TargetPattern
+from routing.model import (
+    Defaults,
+    Route,
+    RoutingTable,
+    TargetPattern,
+    carriers_from_dict,
+    carriers_to_dict,
+    defaults_to_dict,
+)
 
 FORMAT_DICT = "1"
 FORMAT_COLUMNS = "2"
@@ -24,7 +32,6 @@ _STOPPER, _BLOCK = 1, 2
 
 def to_columns(table: RoutingTable) -> dict[str, Any]:
     """The plain data of format 2 (JSON-ready)."""
-    plain = table.to_dict()
     pnames = list(table.patterns)
     pindex = {name: i for i, name in enumerate(pnames)}
     gnames = list(table.groups)
@@ -37,8 +44,8 @@ def to_columns(table: RoutingTable) -> dict[str, Any]:
         if tuple(r.patterns) != tuple(derived):
             patterns_of[str(i)] = list(r.patterns)
     return {
-        "defaults": plain["defaults"],
-        "carriers": plain["carriers"],
+        "defaults": defaults_to_dict(table.defaults),
+        "carriers": carriers_to_dict(table.carriers),
         "patterns": {
             "name": pnames,
             "prefix": [p.prefix for p in table.patterns.values()],
@@ -68,20 +75,7 @@ def from_columns(data: Mapping[str, Any]) -> RoutingTable:
     """Rebuild a table from format 2. Raises KeyError, IndexError, TypeError or ValueError on
     malformed data."""
     defaults = Defaults(**data["defaults"])
-    carriers = {
-        name: Carrier(
-            name=name,
-            trunks=tuple(c["trunks"]),
-            number_format=c["number_format"],
-            prefix=c["prefix"],
-            failover=FailoverPolicy(
-                retry=frozenset(c["failover"]["retry"]),
-                stop=frozenset(c["failover"]["stop"]),
-                retry_after_early_media=c["failover"]["retry_after_early_media"],
-            ),
-        )
-        for name, c in data["carriers"].items()
-    }
+    carriers = carriers_from_dict(data["carriers"])
     cnames = list(carriers)
     p = data["patterns"]
     pnames: list[str] = p["name"]

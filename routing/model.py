@@ -96,29 +96,9 @@ class RoutingTable:
     # -- plain-data form, used to store a version in Redis (JSON) -------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.defaults
         return {
-            "defaults": {
-                "country_code": d.country_code,
-                "international_prefix": d.international_prefix,
-                "national_prefix": d.national_prefix,
-                "setup_timeout": d.setup_timeout,
-                "ring_timeout": d.ring_timeout,
-                "max_attempts": d.max_attempts,
-            },
-            "carriers": {
-                c.name: {
-                    "trunks": list(c.trunks),
-                    "number_format": c.number_format,
-                    "prefix": c.prefix,
-                    "failover": {
-                        "retry": sorted(c.failover.retry),
-                        "stop": sorted(c.failover.stop),
-                        "retry_after_early_media": c.failover.retry_after_early_media,
-                    },
-                }
-                for c in self.carriers.values()
-            },
+            "defaults": defaults_to_dict(self.defaults),
+            "carriers": carriers_to_dict(self.carriers),
             "target_patterns": {
                 p.name: ({"prefix": p.prefix} if p.prefix is not None else {"regex": p.regex})
                 for p in self.patterns.values()
@@ -131,20 +111,7 @@ class RoutingTable:
     def from_dict(cls, data: Mapping[str, Any]) -> RoutingTable:
         """Rebuild a table written by :meth:`to_dict` (trusted input: it was validated)."""
         defaults = Defaults(**data["defaults"])
-        carriers = {
-            name: Carrier(
-                name=name,
-                trunks=tuple(c["trunks"]),
-                number_format=c["number_format"],
-                prefix=c["prefix"],
-                failover=FailoverPolicy(
-                    retry=frozenset(c["failover"]["retry"]),
-                    stop=frozenset(c["failover"]["stop"]),
-                    retry_after_early_media=c["failover"]["retry_after_early_media"],
-                ),
-            )
-            for name, c in data["carriers"].items()
-        }
+        carriers = carriers_from_dict(data["carriers"])
         patterns = {
             name: TargetPattern(name=name, prefix=p.get("prefix"), regex=p.get("regex"))
             for name, p in data["target_patterns"].items()
@@ -168,6 +135,50 @@ class RoutingTable:
         )
         return cls(defaults=defaults, carriers=carriers, patterns=patterns, groups=groups,
                    routes=routes)
+
+
+def defaults_to_dict(d: Defaults) -> dict[str, Any]:
+    return {
+        "country_code": d.country_code,
+        "international_prefix": d.international_prefix,
+        "national_prefix": d.national_prefix,
+        "setup_timeout": d.setup_timeout,
+        "ring_timeout": d.ring_timeout,
+        "max_attempts": d.max_attempts,
+    }
+
+
+def carriers_to_dict(carriers: Mapping[str, Carrier]) -> dict[str, Any]:
+    return {
+        c.name: {
+            "trunks": list(c.trunks),
+            "number_format": c.number_format,
+            "prefix": c.prefix,
+            "failover": {
+                "retry": sorted(c.failover.retry),
+                "stop": sorted(c.failover.stop),
+                "retry_after_early_media": c.failover.retry_after_early_media,
+            },
+        }
+        for c in carriers.values()
+    }
+
+
+def carriers_from_dict(data: Mapping[str, Any]) -> dict[str, Carrier]:
+    return {
+        name: Carrier(
+            name=name,
+            trunks=tuple(c["trunks"]),
+            number_format=c["number_format"],
+            prefix=c["prefix"],
+            failover=FailoverPolicy(
+                retry=frozenset(c["failover"]["retry"]),
+                stop=frozenset(c["failover"]["stop"]),
+                retry_after_early_media=c["failover"]["retry_after_early_media"],
+            ),
+        )
+        for name, c in data.items()
+    }
 
 
 def _route_to_dict(r: Route) -> dict[str, Any]:
