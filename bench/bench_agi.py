@@ -8,10 +8,10 @@
         server's CPU time per session and the ratio (target >= 0.9x).
 
     .venv/bin/python bench/bench_agi.py calls [--calls-per-step 200] [--start 10]
-        Needs the lab up (``outbound-router lab up``) and the routes seeded with a route to
-        carrier-a for +34 numbers. SIPp phones call through the AGI path (127.0.0.20) and the
-        static-dialplan baseline (127.0.0.30) at rising rates; prints the highest rate with no
-        failed call for each, and the ratio (target >= 0.9x).
+        Needs the lab up with its demo carriers (``outbound-router lab up``); seeds a table
+        that sends +34 to carrier-a alone, the baseline's trunk. SIPp phones call through the
+        AGI path (127.0.0.20) and the static-dialplan baseline (127.0.0.30) at rising rates;
+        prints the highest rate with no failed call for each, and the ratio (target >= 0.9x).
 """
 
 from __future__ import annotations
@@ -235,13 +235,53 @@ def highest_clean_rate(via: str, start: int, calls: int, workdir: Path) -> int:
     return best
 
 
+#: The AGI path does the same SIP work as the baseline: one attempt, carrier-a, which answers.
+BENCH_ROUTES = """
+defaults: {country_code: "34", setup_timeout: 5, ring_timeout: 30, max_attempts: 6}
+carriers:
+  peering: {trunks: [carrier-a]}
+target_patterns:
+  spain: {prefix: "+34"}
+outgoing_routes:
+  - {name: spain-peering, pattern: spain, carrier: peering, priority: 1}
+"""
+
+
+def seed_lab(routes: str, label: str) -> None:
+    """Publish routes (YAML text) to the lab's Redis; wait until the agi service loaded them."""
+    from outbound_router import lab
+    from redis_seed.connection import sync_client
+    from redis_seed.routes_file import parse_routes
+    from redis_seed.store import publish
+
+    info = lab.running_info()
+    if info is None:
+        sys.exit("the lab is not running: outbound-router lab up")
+    client = sync_client(info.redis_url)
+    try:
+        version = publish(client, parse_routes(routes, label), source=label)
+    finally:
+        client.close()
+    agi_log = Path(info.state_dir) / "agi.log"
+    deadline = time.monotonic() + 10
+    while f"routing version {version} loaded" not in agi_log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            sys.exit(f"the lab's agi service did not load {version} (see {agi_log})")
+        time.sleep(0.05)
+    print(f"routes {version}: {label}")
+
+
 def bench_calls(args: argparse.Namespace) -> None:
     if shutil.which("sipp") is None:
         sys.exit("sipp not found: apt-get install sip-tester")
-    with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
-        work = Path(tmp)
-        base = highest_clean_rate("baseline", args.start, args.calls_per_step, work)
-        agi = highest_clean_rate("agi", args.start, args.calls_per_step, work)
+    seed_lab(BENCH_ROUTES, "+34 to carrier-a alone, the baseline's trunk (demo: answers)")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
+            work = Path(tmp)
+            base = highest_clean_rate("baseline", args.start, args.calls_per_step, work)
+            agi = highest_clean_rate("agi", args.start, args.calls_per_step, work)
+    finally:
+        seed_lab(EXAMPLE_ROUTES.read_text(), "the lab's example routes again")
     ratio = agi / base if base else float("nan")
     print(f"highest rate with no failed call: static dialplan {base}/s, AGI path {agi}/s: "
           f"{ratio:.2f}x (target >= 0.9x)")
