@@ -331,22 +331,10 @@ class AgiSession:
 
     async def set_variables(self, pairs: Iterable[tuple[str, str]]) -> None:
         """``SET VARIABLE`` each pair in order, one command at a time (Asterisk reads the
-        next command only after answering one). The per-call hot path: the common reply is
-        handled inline, without the layers ``command()`` goes through."""
-        reader, writer, deadline = self._reader, self._writer, self._deadline
-        read_timeout = self._limits.read_timeout
+        next command only after answering one)."""
         for name, value in pairs:
             line = f"SET VARIABLE {name} {quote(value)}"
-            writer.write(line.encode("utf-8") + b"\n")
-            deadline.at = time.monotonic() + read_timeout
-            try:
-                raw = await reader.readuntil(b"\n")
-            except _READ_ERRORS as exc:
-                raise self._read_error(exc) from None
-            deadline.at = _NEVER
-            if raw.startswith(b"200 "):
-                continue
-            code, text = await self._read_reply(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+            code, text = await self._exchange(line.encode("utf-8") + b"\n")
             if code != CODE_OK:
                 raise AgiCommandError(line, AgiReply.parse(code, text))
 
