@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import random
 import re
@@ -52,6 +55,30 @@ REDIS_DOWN = (RedisError, OSError)
 BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
 
 ClientFactory = Callable[[str], redis.asyncio.Redis]
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc keeps the heap pages a decoded version freed (the JSON text, the old snapshot);
+    ``malloc_trim`` gives them back to the system: about 20 MB at 100,000 routes."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+_trim = _malloc_trim()
+
+
+def _release_memory() -> None:
+    gc.collect()
+    _trim()
 
 
 def _build(fields: dict[bytes, bytes], version: str,
@@ -233,7 +260,9 @@ class SnapshotReader:
             self._bad = (version, sha)
             log.warning("routing version %s not loaded, %s: %s", version, self._holding(), exc)
             return
-        await self._swap(snapshot, sha, len(table.routes))
+        routes = len(table.routes)
+        del table, stored
+        await self._swap(snapshot, sha, routes)
 
     async def _swap(self, snapshot: Snapshot, sha: str | None, routes: int) -> None:
         previous = self._snapshot
@@ -242,6 +271,8 @@ class SnapshotReader:
         self._bad = None
         log.info("routing version %s loaded (%d routes)%s", snapshot.version, routes,
                  f", replacing {previous.version}" if previous is not None else "")
+        del previous  # the old snapshot goes now, unless a call still holds it
+        _release_memory()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         if self._on_change is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from routing.model import Carrier, Defaults, Route, RoutingTable
 
 #: Bound on the memo of selections per snapshot (distinct prefixes x tenants seen).
-MEMO_LIMIT = 200_000
+MEMO_LIMIT = 16_384
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def trunk(n: int) -> str:
 
 
 def timeout(n: int) -> str:
-    """Ring timeout of attempt n, in seconds (Dial's timeout argument)."""
+X
     return f"ROUTER_TIMEOUT_{n}"
 
 
