@@ -33,7 +33,7 @@ def trunk(n: int) -> str:
 
 
 def timeout(n: int) -> str:
-X
+    """Dial's timeout argument for attempt n: ``RING^SETUP`` in seconds, e.g. ``30^5``."""
     return f"ROUTER_TIMEOUT_{n}"
 
 
