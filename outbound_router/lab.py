@@ -504,12 +504,22 @@ def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
 
 
 def startup_problems(p: Paths) -> list[str]:
-    """ERROR lines of the current Asterisk log (a clean start has none)."""
+    """ERROR lines of the current Asterisk log up to "Asterisk Ready." (a clean start has none).
+
+    Errors logged later (a benchmark that ran Asterisk out of file descriptors, a test's
+    deliberate failure) are not start-up problems and must not make a reused lab look broken.
+    """
     try:
         lines = p.asterisk_log.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return []
-    return [line for line in lines if "] ERROR[" in line]
+    problems = []
+    for line in lines:
+        if "] ERROR[" in line:
+            problems.append(line)
+        elif "Asterisk Ready." in line:
+            break
+    return problems
 
 
 # ---- Redis, seed, services ---------------------------------------------------------------
