@@ -1,0 +1,374 @@
+"""The ARI path on the real lab: phones at 127.0.0.10 -> Stasis(outbound-router) -> the lab's
+`outbound-router ari` service -> SIPp carriers.
+
+Everything is judged from the outside: the final SIP code the phone got (SIPp's trace), which
+carriers got an INVITE or a CANCEL (the carriers' SIPp traces), and what ARI shows (channel
+variables, no channel or bridge left: the fixture checks the latter after every test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+import pytest
+
+from outbound_router import sipp
+
+pytestmark = pytest.mark.lab
+
+NUMBER = "911234567"
+E164 = "+34911234567"
+
+# Three tiers, one carrier each: the attempts go a, b, c whatever the dice. Short timers.
+TIERS = """
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 3, max_attempts: 6}
+carriers:
+  first: {trunks: [carrier-a]}
+  second: {trunks: [carrier-b]}
+  third: {trunks: [carrier-c]}
+  picky:
+    trunks: [carrier-d]
+    failover: {retry_after_early_media: false}
+target_patterns:
+  spain: {prefix: "+34"}
+  france: {prefix: "+33"}
+  uk: {prefix: "+44"}
+  premium: {regex: '^\\+3490[0-9]{7}$'}
+outgoing_routes:
+  - {name: a, pattern: spain, carrier: first, priority: 1}
+  - {name: b, pattern: spain, carrier: second, priority: 2}
+  - {name: c, pattern: spain, carrier: third, priority: 3}
+  - {name: early, pattern: france, carrier: picky, priority: 1}
+  - {name: early-next, pattern: france, carrier: second, priority: 2}
+  - {name: acme-only, pattern: uk, carrier: third, priority: 1, tenant: acme}
+  - {name: no-premium, pattern: premium, action: block, priority: 0}
+"""
+
+# The same, with carrier-b first: the hot update.
+TIERS_B_FIRST = TIERS.replace("carrier: second, priority: 2", "carrier: second, priority: 0")
+
+# One tier of two routes with metrics 1 and 2, a second tier behind it.
+WEIGHTED = """
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 3, max_attempts: 6}
+carriers:
+  light: {trunks: [carrier-a]}
+  heavy: {trunks: [carrier-b]}
+  backup: {trunks: [carrier-c]}
+target_patterns:
+  spain: {prefix: "+34"}
+outgoing_routes:
+  - {name: light, pattern: spain, carrier: light, priority: 1, metric: 1}
+  - {name: heavy, pattern: spain, carrier: heavy, priority: 1, metric: 2}
+  - {name: backup, pattern: spain, carrier: backup, priority: 2}
+"""
+
+
+class AriObserver:
+    """A second ARI application subscribed to everything, in a thread of its own: it collects
+    the ``ChannelVarset`` events of the ARI phones' channels, so the ROUTER_* variables of a
+    call can be checked after it ended (the lab loads no CDR backend)."""
+
+    APP = "router-test-observer"
+
+    def __init__(self, url: str, auth: tuple[str, str]) -> None:
+        self.url = f"{url}/ari/events?app={self.APP}&subscribeAll=true"
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}"}
+        self.events: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete,
+                                        args=(self._run(),), daemon=True)
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        async with aiohttp.ClientSession(headers=self.headers) as session, \
+                session.ws_connect(self.url) as ws:
+            self._ready.set()
+            reader = asyncio.ensure_future(self._read(ws))
+            await self._stop.wait()
+            reader.cancel()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            event = msg.json()
+            name = (event.get("channel") or {}).get("name", "")
+            if event.get("type") == "ChannelVarset" and name.startswith("PJSIP/phone-ari-"):
+                self.events.append(event)
+
+    def __enter__(self) -> AriObserver:
+        self._thread.start()
+        assert self._ready.wait(5), "the observer could not connect to ARI"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+        self._loop.close()
+
+    def variables(self) -> dict[str, str]:
+        """The ROUTER_* variables set so far (the last value of each)."""
+        return {e["variable"]: e["value"] for e in list(self.events)
+                if str(e.get("variable", "")).startswith("ROUTER_")}
+
+    def wait_variable(self, name: str, timeout: float = 5.0) -> str:
+        return str(wait_for(f"{name} to be set", lambda: self.variables().get(name), timeout))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # polling ARI or a trace file: there is no event to await here
+    return value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def current_ari_service(lab):  # type: ignore[no-untyped-def]
+    """Restart the lab's ari service once: it runs the checked-out code, and it is the newest
+    websocket of the app (Asterisk sends the app's events to the last one that connected)."""
+    with lab.service_stopped("ari"):
+        pass
+    return lab
+
+
+@pytest.fixture
+def tiers(lab):  # type: ignore[no-untyped-def]
+    lab.seed(TIERS)
+    return lab
+
+
+@pytest.fixture
+def ari(phone):  # type: ignore[no-untyped-def]
+    return phone("ari")
+
+
+@pytest.fixture
+def observer(lab):  # type: ignore[no-untyped-def]
+    with AriObserver(lab.ari_url, lab.ari_auth) as obs:
+        yield obs
+
+
+@pytest.fixture
+def background():  # type: ignore[no-untyped-def]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield pool
+
+
+def caller_channels(lab) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    _, channels = lab.ari("GET", "/channels")
+    return [c for c in channels or [] if c["name"].startswith("PJSIP/phone-ari-")]
+
+
+def variable(lab, channel_id: str, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    status, body = lab.ari("GET", f"/channels/{channel_id}/variable?variable={name}")
+    return body["value"] if status == 200 else None
+
+
+def cancels(c: sipp.Carrier) -> int:
+    return sum(1 for m in c.messages() if not m.sent and m.is_request and m.method == "CANCEL")
+
+
+def byes(c: sipp.Carrier) -> int:
+    return sum(1 for m in c.messages() if not m.sent and m.is_request and m.method == "BYE")
+
+
+# -- the outcome matrix ----------------------------------------------------------------------
+
+
+def test_answer_on_the_first_trunk(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    result = ari.call(NUMBER)
+    assert result.final_code == 200
+    assert a.request_uris() == [f"sip:{E164}@127.0.0.11:5060"]
+    assert b.invites() == 0
+    assert byes(a) == 1  # the phone's BYE went on to the carrier
+
+
+def test_503_then_200(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_404_then_200(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "not_found"), carrier("b", "answer")
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_486_stops_and_the_phone_hears_busy(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "busy"), carrier("b", "answer")
+    result = ari.call(NUMBER)
+    assert result.final_code == 486
+    assert (a.invites(), b.invites()) == (1, 0)
+
+
+def test_ringing_past_the_ring_timeout_stops(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "ring"), carrier("b", "answer")
+    result = ari.call(NUMBER)
+    assert result.final_code == 480  # Q.850 19, no answer
+    assert (a.invites(), b.invites()) == (1, 0)
+    assert cancels(a) == 1  # the router gave up on the ringing trunk: its INVITE is cancelled
+    assert 2.5 < result.duration < 3 + 2  # ring_timeout 3 s
+
+
+def test_a_silent_trunk_is_left_after_the_setup_timeout(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "silent"), carrier("b", "answer")
+    result = ari.call(NUMBER)
+    assert result.final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert 1.5 < result.duration < 2 + 1.5  # setup_timeout 2 s (+ 0.5 s talk)
+
+
+def test_early_media_then_503_fails_over(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "early_503"), carrier("b", "answer")
+    result = ari.call(NUMBER)
+    assert result.final_code == 200
+    assert 183 in result.codes  # the carrier's early media reached the phone
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_early_media_then_503_stops_when_the_carrier_says_so(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    d, b = carrier("d", "early_503"), carrier("b", "answer")
+    result = ari.call("0033123456789")
+    assert result.final_code == 503
+    assert (d.invites(), b.invites()) == (1, 0)
+    assert d.request_uris() == ["sip:+33123456789@127.0.0.14:5060"]
+
+
+@pytest.mark.parametrize(("behaviours", "code"), [
+    (("unavailable", "not_found", "unavailable"), 404),  # a rejection beats congestion
+    (("unavailable", "unavailable", "unavailable"), 503),
+])
+def test_all_trunks_failing_give_the_phone_the_best_cause(tiers, carrier, ari, behaviours,
+                                                         code) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = (carrier(name, how) for name, how in zip("abc", behaviours, strict=True))
+    result = ari.call(NUMBER)
+    assert result.final_code == code
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
+
+
+def test_the_phone_hanging_up_cancels_the_ringing_trunk(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "ring"), carrier("b", "answer")
+    result = ari.call(NUMBER, cancel_after=1.5)
+    assert result.cancelled
+    assert result.final_code == 487
+    assert a.invites() == 1
+    wait_for("carrier-a to get a CANCEL", lambda: cancels(a) == 1, timeout=5)
+    assert b.invites() == 0  # no further attempt
+
+
+@pytest.mark.parametrize(("dialled", "code"), [
+    ("9abc", 484),  # INVALID: cause 28
+    ("0049301234567", 404),  # NO_ROUTE: cause 3
+    ("+34905123456", 403),  # BLOCKED: cause 21
+])
+def test_calls_that_cannot_be_routed_never_reach_a_carrier(tiers, carrier, ari, observer,
+                                                          dialled, code) -> None:  # type: ignore[no-untyped-def]
+    a = carrier("a", "answer")
+    assert ari.call(dialled).final_code == code
+    assert a.invites() == 0
+    status = {484: "INVALID", 404: "NO_ROUTE", 403: "BLOCKED"}[code]
+    assert observer.wait_variable("ROUTER_STATUS") == status
+
+
+def test_the_tenant_reaches_the_router(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    c = carrier("c", "answer")
+    assert ari.call("00441234567890", tenant="acme").final_code == 200
+    assert ari.call("00441234567890", tenant="other").final_code == 404
+    assert c.invites() == 1
+
+
+# -- tiers, weights, load ---------------------------------------------------------------------
+
+
+def test_a_tier_is_exhausted_before_the_next(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(WEIGHTED)
+    a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
+
+
+def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(WEIGHTED)
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    calls = 600
+    result = ari.load(NUMBER, calls=calls, rate=40, concurrent=40, talk=0.2)
+    assert result.successful == calls, result.final_codes
+    # Both answer, so every call is exactly one INVITE at a or b: its first attempt.
+    assert a.invites() + b.invites() == calls
+    # Binomial(600, 1/3): sd 0.019; 0.06 is 3.1 sd (a 1-in-500 chance to fail by luck).
+    share = a.invites() / calls
+    assert abs(share - 1 / 3) <= 0.06, (a.invites(), b.invites())
+    assert abs(b.invites() / calls - 2 / 3) <= 0.06
+
+
+def test_twenty_simultaneous_calls_all_fail_over_correctly(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    result = ari.load(NUMBER, calls=20, rate=200, concurrent=20, talk=3.0)
+    assert result.final_codes == {200: 20}
+    assert (a.invites(), b.invites()) == (20, 20)
+    assert byes(b) == 20
+
+
+# -- CDR variables, hot update -----------------------------------------------------------------
+
+
+def test_the_outcome_is_recorded_on_the_caller_channel(tiers, carrier, ari,
+                                                       background) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    assert (a.invites(), b.invites()) == (0, 0)
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, hangup_after=3)
+    caller = wait_for("the caller to be bridged",
+                      lambda: next((c for c in caller_channels(tiers) if c["state"] == "Up"), None))
+    wait_for("ROUTER_TRUNK", lambda: variable(tiers, caller["id"], "ROUTER_TRUNK"))
+    got = {name: variable(tiers, caller["id"], name) for name in
+           ("ROUTER_STATUS", "ROUTER_CARRIER", "ROUTER_TRUNK", "ROUTER_ATTEMPTS", "ROUTER_NUMBER")}
+    assert got == {
+        "ROUTER_STATUS": "OK", "ROUTER_CARRIER": "second", "ROUTER_TRUNK": "carrier-b",
+        "ROUTER_ATTEMPTS": "carrier-a:congestion:34:503|carrier-b:answered:16:200",
+        "ROUTER_NUMBER": E164,
+    }
+    assert call.result().final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_a_failed_call_records_its_attempts_too(tiers, carrier, ari, observer) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "unavailable"), carrier("b", "busy")
+    assert ari.call(NUMBER).final_code == 486
+    assert observer.wait_variable("ROUTER_ATTEMPTS") == (
+        "carrier-a:congestion:34:503|carrier-b:busy:17:486")
+    assert observer.variables().get("ROUTER_STATUS") == "OK"
+    assert "ROUTER_TRUNK" not in observer.variables()
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
+def test_a_new_routes_version_applies_to_the_next_call(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    pid = _service_pid("ari")
+    lab.seed(TIERS)
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 0)
+    lab.seed(TIERS_B_FIRST)
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert _service_pid("ari") == pid  # no restart
+
+
+def _service_pid(name: str) -> int:
+    from outbound_router import lab as lab_mod
+
+    pid = int(((lab_mod.load_state(lab_mod.paths()).get("services") or {}).get(name) or {})
+              .get("pid") or 0)
+    assert lab_mod.is_service(pid, name), f"the lab's {name} service is not running"
+    return pid
