@@ -213,6 +213,8 @@ class Call:
     legs: list[AttemptLeg] = field(default_factory=list)
     trace: list[TraceEntry] = field(default_factory=list)
     result: CallResult | None = None
+    #: The attempt that answered: caller and it are bridged.
+    answered_leg: AttemptLeg | None = None
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -283,8 +285,18 @@ class Call:
             self.result = CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION,
                                      trace=format_trace(self.trace))
             await self._hangup_caller(ev.CAUSE_CONGESTION)
-        finally:
-            await self._cleanup()
+        except asyncio.CancelledError:
+            # The app is shutting down. A bridged call goes on in Asterisk without us (the
+            # next instance adopts it after its reconcile); a call still being routed loses its
+            # attempt and bridge, and its caller is taken over by the next instance.
+            if self.answered_leg is not None and not self.caller_gone:
+                self.log.info("shutting down: the bridged call goes on without the router")
+                for cid in self.channel_ids():
+                    self.registry.unregister(cid)
+            else:
+                await self._cleanup()
+            raise
+        await self._cleanup()
         return self.result
 
     async def _route(self) -> CallResult:
@@ -470,6 +482,7 @@ class Call:
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:
         """The leg answered: answer the caller, keep the bridge until either side hangs up."""
         self.log.info("answered by %s (%s)", leg.attempt.trunk, leg.attempt.carrier.name)
+        self.answered_leg = leg
         trace = format_trace(self.trace)
         if not self.caller_gone:
             await asyncio.gather(

@@ -372,3 +372,50 @@ def _service_pid(name: str) -> int:
               .get("pid") or 0)
     assert lab_mod.is_service(pid, name), f"the lab's {name} service is not running"
     return pid
+
+
+# -- the websocket cut mid-call -------------------------------------------------------------
+
+
+def bridged_calls(lab) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    _, bridges = lab.ari("GET", "/bridges")
+    return [b for b in bridges or [] if len(b.get("channels", [])) == 2]
+
+
+def test_a_bridged_call_goes_on_across_a_restart_of_the_service(tiers, carrier, ari,
+                                                                background) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, hangup_after=5)
+    bridge = wait_for("the call to be bridged", lambda: bridged_calls(tiers))[0]
+    pid = _service_pid("ari")
+    with tiers.service_stopped("ari"):  # the app's websocket is gone
+        _, channels = tiers.ari("GET", "/channels")
+        assert {c["id"] for c in channels} == set(bridge["channels"])  # the call goes on
+    assert _service_pid("ari") != pid
+    result = call.result()
+    assert result.final_code == 200
+    assert result.duration > 5  # talked to the end, across the restart
+    # The phone's BYE reached the restarted app, which hung up the carrier and removed the
+    # bridge (the fixture checks that nothing is left).
+    wait_for("carrier-a to get the BYE", lambda: byes(a) == 1, timeout=5)
+    # And the next call routes.
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (2, 0)
+
+
+def test_a_ringing_call_is_taken_over_after_a_restart_of_the_service(tiers, carrier, ari,
+                                                                     background) -> None:  # type: ignore[no-untyped-def]
+    a, b = carrier("a", "ring"), carrier("b", "answer")
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, cancel_after=15)
+    wait_for("carrier-a to ring", lambda: a.invites() == 1)
+    # A CANCEL within 50 ms of the first reply marks a stray INVITE for the lab's counters
+    # (sipp._is_stray): let it ring a little longer than that before the restart.
+    first = a.messages()[0]
+    wait_for("carrier-a to ring for 0.2 s", lambda: time.time() - sipp._stamp(first) > 0.2)
+    with tiers.service_stopped("ari"):  # the stopping app cancels its attempt
+        assert cancels(a) == 1
+    # The restarted app finds the caller waiting in Stasis and routes it again: carrier-a
+    # rings until the ring timeout, and the phone hears "no answer".
+    result = call.result()
+    assert result.final_code == 480
+    assert (a.invites(), cancels(a), b.invites()) == (2, 2, 0)
