@@ -167,6 +167,10 @@ class RouterApp:
 
     async def on_connected(self) -> None:
         try:
+            await self.ari.set_event_filter(ev.NEEDED_EVENTS)
+        except (AriError, AriUnavailable) as exc:  # older Asterisk: all events, still fine
+            log.warning("setting the ARI event filter failed: %s", exc)
+        try:
             await self.reconcile()
         except (AriError, AriUnavailable) as exc:
             log.warning("reconciling after connect failed: %s", exc)

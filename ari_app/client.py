@@ -255,6 +255,16 @@ class AriClient:
         result: list[dict[str, Any]] = await self._request("GET", "/bridges")
         return result
 
+    async def set_event_filter(self, allowed: Sequence[str]) -> dict[str, Any]:
+        """Only these event types reach the app's websocket (Asterisk drops the rest before
+        serialising them: ChannelVarset, ChannelDialplan, bridge events... are most of the
+        traffic of a call)."""
+        body = {"allowed": [{"type": t} for t in allowed]}
+        result: dict[str, Any] = await self._request(
+            "PUT", f"/applications/{self.app}/eventFilter", body=body
+        )
+        return result
+
     async def get_application(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/applications/{self.app}")
         return result

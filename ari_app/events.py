@@ -34,6 +34,17 @@ class EventType(StrEnum):
     RECONCILED = "RouterReconciled"
 
 
+#: The event types the call flow and the reconcile act on: the app asks Asterisk for these only.
+NEEDED_EVENTS: tuple[str, ...] = (
+    EventType.STASIS_START,
+    EventType.STASIS_END,
+    EventType.DIAL,
+    EventType.CHANNEL_STATE_CHANGE,
+    EventType.CHANNEL_HANGUP_REQUEST,
+    EventType.CHANNEL_DESTROYED,
+)
+
+
 class DialStatus(StrEnum):
     """``Dial.dialstatus`` values the call flow looks at (it never decides on failures)."""
 

@@ -136,9 +136,25 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
 def current_ari_service(lab):  # type: ignore[no-untyped-def]
     """Restart the lab's ari service once: it runs the checked-out code, and it is the newest
     websocket of the app (Asterisk sends the app's events to the last one that connected)."""
+    restart_ari_service(lab)
+    return lab
+
+
+def restart_ari_service(lab) -> None:  # type: ignore[no-untyped-def]
+    """Restart the lab's ari service and wait until its websocket is connected (the lab's own
+    readiness check, GET /applications/APP, also passes while the app is registered but has no
+    websocket, e.g. just after the old service stopped)."""
+    log = lab.state_dir / "ari.log"
+    offset = log.stat().st_size if log.exists() else 0
     with lab.service_stopped("ari"):
         pass
-    return lab
+
+    def connected() -> bool:
+        with open(log, errors="replace") as f:
+            f.seek(offset)
+            return "ARI events connected" in f.read()
+
+    wait_for("the restarted ari service to connect", connected)
 
 
 @pytest.fixture
@@ -377,6 +393,10 @@ def _service_pid(name: str) -> int:
 # -- the websocket cut mid-call -------------------------------------------------------------
 
 
+def log_text(lab) -> str:  # type: ignore[no-untyped-def]
+    return (lab.state_dir / "ari.log").read_text(errors="replace")
+
+
 def bridged_calls(lab) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     _, bridges = lab.ari("GET", "/bridges")
     return [b for b in bridges or [] if len(b.get("channels", [])) == 2]
@@ -388,9 +408,13 @@ def test_a_bridged_call_goes_on_across_a_restart_of_the_service(tiers, carrier, 
     call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, hangup_after=5)
     bridge = wait_for("the call to be bridged", lambda: bridged_calls(tiers))[0]
     pid = _service_pid("ari")
+    log = tiers.state_dir / "ari.log"
+    offset = log.stat().st_size
     with tiers.service_stopped("ari"):  # the app's websocket is gone
         _, channels = tiers.ari("GET", "/channels")
         assert {c["id"] for c in channels} == set(bridge["channels"])  # the call goes on
+    wait_for("the restarted service to adopt the call",
+             lambda: "adopted bridged call" in log.read_text(errors="replace")[offset:])
     assert _service_pid("ari") != pid
     result = call.result()
     assert result.final_code == 200
@@ -412,8 +436,11 @@ def test_a_ringing_call_is_taken_over_after_a_restart_of_the_service(tiers, carr
     # (sipp._is_stray): let it ring a little longer than that before the restart.
     first = a.messages()[0]
     wait_for("carrier-a to ring for 0.2 s", lambda: time.time() - sipp._stamp(first) > 0.2)
+    offset = len(log_text(tiers))
     with tiers.service_stopped("ari"):  # the stopping app cancels its attempt
         assert cancels(a) == 1
+    wait_for("the restarted service to take the caller over",
+             lambda: "taking over caller" in log_text(tiers)[offset:])
     # The restarted app finds the caller waiting in Stasis and routes it again: carrier-a
     # rings until the ring timeout, and the phone hears "no answer".
     result = call.result()
