@@ -623,11 +623,18 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
     say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} -> {version}")
 
 
-def _service_ready(name: str, auth: tuple[str, str]) -> bool:
+#: What the ari service logs once its events websocket is open: from then on Stasis() hands
+#: calls to it. (GET /applications/APP answers 200 before that: the application stays
+#: registered in Asterisk without a websocket, and calls then fail.)
+ARI_CONNECTED = "ARI events connected"
+
+
+def _service_ready(name: str, log: Path, offset: int) -> bool:
     if name == "agi":
         return tcp_listening(topology.AGI_HOST, topology.AGI_PORT)
-    status, _ = ari_request(f"/applications/{topology.ARI_APP}", auth)
-    return status == 200
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return ARI_CONNECTED.encode() in f.read()
 
 
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
@@ -650,16 +657,17 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
             continue
         log = p.state_dir / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
         pid = sipp.spawn_detached(cli_command(name), log, env=env)
         services[name] = {"pid": pid}
         save_state(p, state)
         deadline = time.monotonic() + 15
         code = None
-        while not _service_ready(name, auth):
+        while not _service_ready(name, log, offset):
             code = sipp.exit_status(pid)
             if code is not None or time.monotonic() > deadline:
                 break
-            time.sleep(0.05)  # polling: readiness is a socket or an ARI application
+            time.sleep(0.05)  # polling: readiness is a listening socket or a log line
         if code is not None:
             services[name] = {"pid": None, "note": f"exited with {code}, see {log}"}
             save_state(p, state)

@@ -21,53 +21,20 @@ import pytest
 
 from outbound_router import sipp
 
+from .routes import (
+    E164,
+    NUMBER,
+    WEIGHTED,
+    WEIGHTED_CALLS,
+    assert_shares_one_to_two,
+    tiers_routes,
+)
+
 pytestmark = pytest.mark.lab
 
-NUMBER = "911234567"
-E164 = "+34911234567"
-
-# Three tiers, one carrier each: the attempts go a, b, c whatever the dice. Short timers.
-TIERS = """
-defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 3, max_attempts: 6}
-carriers:
-  first: {trunks: [carrier-a]}
-  second: {trunks: [carrier-b]}
-  third: {trunks: [carrier-c]}
-  picky:
-    trunks: [carrier-d]
-    failover: {retry_after_early_media: false}
-target_patterns:
-  spain: {prefix: "+34"}
-  france: {prefix: "+33"}
-  uk: {prefix: "+44"}
-  premium: {regex: '^\\+3490[0-9]{7}$'}
-outgoing_routes:
-  - {name: a, pattern: spain, carrier: first, priority: 1}
-  - {name: b, pattern: spain, carrier: second, priority: 2}
-  - {name: c, pattern: spain, carrier: third, priority: 3}
-  - {name: early, pattern: france, carrier: picky, priority: 1}
-  - {name: early-next, pattern: france, carrier: second, priority: 2}
-  - {name: acme-only, pattern: uk, carrier: third, priority: 1, tenant: acme}
-  - {name: no-premium, pattern: premium, action: block, priority: 0}
-"""
-
+TIERS = tiers_routes(ring_timeout=3)
 # The same, with carrier-b first: the hot update.
 TIERS_B_FIRST = TIERS.replace("carrier: second, priority: 2", "carrier: second, priority: 0")
-
-# One tier of two routes with metrics 1 and 2, a second tier behind it.
-WEIGHTED = """
-defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 3, max_attempts: 6}
-carriers:
-  light: {trunks: [carrier-a]}
-  heavy: {trunks: [carrier-b]}
-  backup: {trunks: [carrier-c]}
-target_patterns:
-  spain: {prefix: "+34"}
-outgoing_routes:
-  - {name: light, pattern: spain, carrier: light, priority: 1, metric: 1}
-  - {name: heavy, pattern: spain, carrier: heavy, priority: 1, metric: 2}
-  - {name: backup, pattern: spain, carrier: backup, priority: 2}
-"""
 
 
 class AriObserver:
@@ -141,20 +108,9 @@ def current_ari_service(lab):  # type: ignore[no-untyped-def]
 
 
 def restart_ari_service(lab) -> None:  # type: ignore[no-untyped-def]
-    """Restart the lab's ari service and wait until its websocket is connected (the lab's own
-    readiness check, GET /applications/APP, also passes while the app is registered but has no
-    websocket, e.g. just after the old service stopped)."""
-    log = lab.state_dir / "ari.log"
-    offset = log.stat().st_size if log.exists() else 0
+    """Restart the lab's ari service; the lab waits until its events websocket is connected."""
     with lab.service_stopped("ari"):
         pass
-
-    def connected() -> bool:
-        with open(log, errors="replace") as f:
-            f.seek(offset)
-            return "ARI events connected" in f.read()
-
-    wait_for("the restarted ari service to connect", connected)
 
 
 @pytest.fixture
@@ -305,6 +261,15 @@ def test_the_tenant_reaches_the_router(tiers, carrier, ari) -> None:  # type: ig
     assert c.invites() == 1
 
 
+def test_the_router_being_down_gives_503_not_a_hang(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    a = carrier("a", "answer")
+    with tiers.service_stopped("ari"):
+        result = ari.call(NUMBER)
+    assert result.final_code == 503  # Stasis() could not hand the call over: cause 34
+    assert a.invites() == 0
+    assert ari.call(NUMBER).final_code == 200  # back as soon as the service reconnected
+
+
 # -- tiers, weights, load ---------------------------------------------------------------------
 
 
@@ -318,15 +283,9 @@ def test_a_tier_is_exhausted_before_the_next(lab, carrier, ari) -> None:  # type
 def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
     lab.seed(WEIGHTED)
     a, b = carrier("a", "answer"), carrier("b", "answer")
-    calls = 600
-    result = ari.load(NUMBER, calls=calls, rate=40, concurrent=40, talk=0.2)
-    assert result.successful == calls, result.final_codes
-    # Both answer, so every call is exactly one INVITE at a or b: its first attempt.
-    assert a.invites() + b.invites() == calls
-    # Binomial(600, 1/3): sd 0.019; 0.06 is 3.1 sd (a 1-in-500 chance to fail by luck).
-    share = a.invites() / calls
-    assert abs(share - 1 / 3) <= 0.06, (a.invites(), b.invites())
-    assert abs(b.invites() / calls - 2 / 3) <= 0.06
+    result = ari.load(NUMBER, calls=WEIGHTED_CALLS, rate=40, concurrent=40, talk=0.2)
+    assert result.successful == WEIGHTED_CALLS, result.final_codes
+    assert_shares_one_to_two(a, b, WEIGHTED_CALLS)
 
 
 def test_twenty_simultaneous_calls_all_fail_over_correctly(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
