@@ -30,7 +30,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-RECORDINGS = Path("/work/shared/reference/ari-events")
+#: Real Asterisk 22 recordings (a copy of the shared reference, see recordings/README.md).
+RECORDINGS = Path(__file__).resolve().parent / "recordings"
 
 Raw = dict[str, Any]
 
