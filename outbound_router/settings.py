@@ -79,4 +79,4 @@ class Settings:
         if not self.ari_username or not self.ari_password:
             raise SettingsError(
                 "ARI_USERNAME and ARI_PASSWORD must be set to the credentials of an ari.conf "
-                "user (the lab's are in README, section 'The lab')")
+                "user (the lab's are in README.md, section 'The lab')")
