@@ -40,7 +40,9 @@ from outbound_router import sipp, topology
 REPO = Path(__file__).resolve().parent.parent
 CONF_SRC = REPO / "asterisk_conf"
 ROUTES_EXAMPLE = REPO / "redis_seed" / "routes.example.yaml"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+#: Where debootstrap fetches Debian sid: OUTBOUND_ROUTER_DEBIAN_MIRROR, else the first Debian
+#: archive this machine's apt sources use, else Debian's default mirror.
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SUITE = "sid"
 DEBOOTSTRAP_PACKAGES = ("asterisk", "asterisk-modules")
 CHROOT_MARKER = ".outbound-router-chroot.json"
@@ -265,6 +267,27 @@ def _clean_stale_builds(p: Paths, say: Say) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian archive for debootstrap (see DEFAULT_DEBIAN_MIRROR)."""
+    configured = os.environ.get("OUTBOUND_ROUTER_DEBIAN_MIRROR")
+    if configured:
+        return configured
+    sources = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split("#", 1)[0].split()
+            # one-line format: deb [opts] URI suite ...; deb822 format: URIs: URI ...
+            uris = words[1:] if words[:1] in (["deb"], ["URIs:"]) else []
+            for uri in uris:
+                if uri.startswith("http") and uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    return DEFAULT_DEBIAN_MIRROR
+
+
 def build_chroot(p: Paths, say: Say = _say) -> float:
     """debootstrap Debian sid with Asterisk into the cache; returns the build time in seconds."""
     _require_root("building the chroot")
@@ -274,8 +297,9 @@ def build_chroot(p: Paths, say: Say = _say) -> float:
     p.cache.mkdir(parents=True, exist_ok=True)
     _clean_stale_builds(p, say)
     build = p.cache / f"chroot.build-{os.getpid()}"
+    mirror = debian_mirror()
     cmd = [debootstrap, "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
-           DEBIAN_SUITE, str(build), DEBIAN_MIRROR]
+           DEBIAN_SUITE, str(build), mirror]
     say(f"chroot: building Debian {DEBIAN_SUITE} with {' '.join(DEBOOTSTRAP_PACKAGES)} into "
         f"{p.chroot} (about a minute)")
     started = time.monotonic()
@@ -307,7 +331,8 @@ def build_chroot(p: Paths, say: Say = _say) -> float:
         subprocess.run(["umount", "-l", point], check=False)
     if rc != 0:
         shutil.rmtree(build, ignore_errors=True)
-        raise LabError("debootstrap failed (is deb.debian.org reachable?):\n  "
+        raise LabError(f"debootstrap failed (is {mirror} reachable? set "
+                       "OUTBOUND_ROUTER_DEBIAN_MIRROR to use another mirror):\n  "
                        + "\n  ".join(tail))
     subprocess.run(["chroot", str(build), "apt-get", "clean"], check=False,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
