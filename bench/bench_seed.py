@@ -171,7 +171,7 @@ def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
     second = json.loads(child.stdout.readline())
     child.wait()
     print(f"reader: first load {first['load_s']:.2f} s; resident memory "
-          f"{first['rss_before']:.0f} MB after imports, {first['rss_after']:.0f} MB with the "
+          f"{first['rss_before']:.1f} MB after imports, {first['rss_after']:.1f} MB with the "
           f"snapshot (peak {first['rss_peak']:.0f} MB) (target <= 100 MB)")
     print(f"reader: hot reload of a new version {second['reload_s']:.2f} s after the seed "
           f"returned; {second['rss_after_reload']:.0f} MB after it "

@@ -57,16 +57,15 @@ def make_table(n_prefixes: int = 100_000, seed: int = 1) -> RoutingTable:
         cc = next(c for c in (prefix[1:4], prefix[1:3], prefix[1:2]) if c in _CC_SET)
         groups.setdefault(f"cc{cc}", []).append(name)
         if prefix[1:] != cc:
-            routes.append(Route(f"r-{name}", (name,), priority=1, pattern=name,
+            routes.append(Route(f"r-{name}", priority=1, pattern=name,
                                 carrier=CARRIERS[4 + i % 4], metric=rng.randint(1, 5)))
-    for group, members in groups.items():
-        covered = tuple(members)
+    for group in groups:
         a, b, c, d = rng.sample(CARRIERS[:4], 4)
         routes += [
-            Route(f"{group}-{a}", covered, priority=1, group=group, carrier=a, metric=1),
-            Route(f"{group}-{b}", covered, priority=1, group=group, carrier=b, metric=2),
-            Route(f"{group}-{c}", covered, priority=2, group=group, carrier=c, metric=1),
-            Route(f"{group}-{d}", covered, priority=3, group=group, carrier=d, metric=1),
+            Route(f"{group}-{a}", priority=1, group=group, carrier=a, metric=1),
+            Route(f"{group}-{b}", priority=1, group=group, carrier=b, metric=2),
+            Route(f"{group}-{c}", priority=2, group=group, carrier=c, metric=1),
+            Route(f"{group}-{d}", priority=3, group=group, carrier=d, metric=1),
         ]
     return RoutingTable(Defaults(), carriers, patterns,
                         {g: tuple(m) for g, m in groups.items()}, tuple(routes))

@@ -38,11 +38,6 @@ def to_columns(table: RoutingTable) -> dict[str, Any]:
     gindex = {name: i for i, name in enumerate(gnames)}
     cindex = {name: i for i, name in enumerate(table.carriers)}
     routes = table.routes
-    patterns_of: dict[str, list[str]] = {}
-    for i, r in enumerate(routes):
-        derived = (r.pattern,) if r.pattern is not None else table.groups.get(r.group or "", ())
-        if tuple(r.patterns) != tuple(derived):
-            patterns_of[str(i)] = list(r.patterns)
     return {
         "defaults": defaults_to_dict(table.defaults),
         "carriers": carriers_to_dict(table.carriers),
@@ -66,8 +61,6 @@ def to_columns(table: RoutingTable) -> dict[str, Any]:
             "flags": [(_STOPPER if r.stopper else 0) | (_BLOCK if r.block else 0)
                       for r in routes],
         },
-        # routes whose covered patterns are not simply their pattern or their group's
-        "patterns_of": patterns_of,
     }
 
 
@@ -88,25 +81,18 @@ def from_columns(data: Mapping[str, Any]) -> RoutingTable:
     members = [tuple(pnames[i] for i in m) for m in g["members"]]
     groups = dict(zip(gnames, members, strict=True))
     r = data["routes"]
-    overrides = {int(i): tuple(names) for i, names in data.get("patterns_of", {}).items()}
     tenants: dict[str, str] = {}
     routes = []
     columns = zip(r["name"], r["priority"], r["metric"], r["carrier"], r["pattern"], r["group"],
                   r["tenant"], r["flags"], strict=True)
-    for i, (name, priority, metric, ci, pi, gi, tenant, flags) in enumerate(columns):
-        pattern = pnames[pi] if pi >= 0 else None
-        group = gnames[gi] if gi >= 0 else None
-        covered = overrides.get(i)
-        if covered is None:
-            covered = (pattern,) if pattern is not None else members[gi] if gi >= 0 else ()
+    for name, priority, metric, ci, pi, gi, tenant, flags in columns:
         routes.append(Route(
             name=name,
-            patterns=covered,
             priority=priority,
             carrier=cnames[ci] if ci >= 0 else None,
             metric=metric,
-            pattern=pattern,
-            group=group,
+            pattern=pnames[pi] if pi >= 0 else None,
+            group=gnames[gi] if gi >= 0 else None,
             tenant=tenants.setdefault(tenant, tenant) if tenant is not None else None,
             stopper=bool(flags & _STOPPER),
             block=bool(flags & _BLOCK),

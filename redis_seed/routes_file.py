@@ -655,7 +655,6 @@ class _Validator:
                 block = True
 
         target: str | None = None
-        covered: tuple[str, ...] = ()
         has_pattern, has_group = "pattern" in m, "group" in m
         if has_pattern and has_group:
             self.report(m.key_lines["group"], f"{label} names both a pattern and a group: "
@@ -670,16 +669,12 @@ class _Validator:
                 self.report(m.key_lines["pattern"],
                             f"{label} names unknown target pattern {target!r}")
                 ok = False
-            elif target in patterns:
-                covered = (target,)
         else:
             target = m["group"]
             if not isinstance(target, str) or target not in known_groups:
                 self.report(m.key_lines["group"],
                             f"{label} names unknown target pattern group {target!r}")
                 ok = False
-            elif target in groups:
-                covered = groups[target]
 
         carrier = m.get("carrier")
         if block:
@@ -736,7 +731,7 @@ class _Validator:
             name = _derive_name(target, carrier, priority, tenant, taken, line)
         elif not isinstance(name, str) or not NAME_RE.match(name):
             return None
-        return Route(name=name, patterns=covered, priority=priority, carrier=carrier,
+        return Route(name=name, priority=priority, carrier=carrier,
                      metric=1 if block else metric,
                      pattern=target if has_pattern else None,
                      group=target if has_group else None,

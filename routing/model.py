@@ -69,10 +69,9 @@ class TargetPattern:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One outgoing route. ``patterns`` is what it covers: its pattern, or its group's patterns."""
+    """One outgoing route: it covers its ``pattern``, or every pattern of its ``group``."""
 
     name: str
-    patterns: tuple[str, ...]
     priority: int
     carrier: str | None = None  # None only for block routes
     metric: int = 1
@@ -120,8 +119,6 @@ class RoutingTable:
         routes = tuple(
             Route(
                 name=r["name"],
-                # a group route covers its group's patterns: one shared tuple, not a copy
-                patterns=groups[r["group"]] if r.get("group") else (r["pattern"],),
                 priority=r["priority"],
                 carrier=r.get("carrier"),
                 metric=r.get("metric", 1),

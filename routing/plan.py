@@ -100,14 +100,17 @@ def select(snapshot: Snapshot, digits: str, tenant: str | None = None) -> Select
     except InvalidNumber as exc:
         return Selection(Status.INVALID, None, reason=exc.reason)
     tenant = tenant or None
-    prefix, hits, regex_hits = snapshot.lookup(number)
-    key = (prefix, regex_hits, tenant)
+    # Every prefix of the number present in the table is a prefix of the longest one: that
+    # one, the regex hits and the tenant determine the matching routes, hence the selection.
+    regex_hits = snapshot.regex_hits(number)
+    key = (snapshot.longest_prefix(number), regex_hits, tenant)
     memo = snapshot.memo
     cached = memo.get(key)
     if cached is None:
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
-        cached = memo[key] = _select(snapshot.routes_for(hits, regex_hits, tenant))
+        routes = snapshot.routes_for(snapshot.prefix_hits(number), regex_hits, tenant)
+        cached = memo[key] = _select(routes)
     status, tiers, blocked_by, reason = cached
     return Selection(status, number, tiers, blocked_by, reason)
 

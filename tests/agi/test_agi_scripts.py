@@ -59,7 +59,7 @@ async def test_route_reads_the_tenant_from_the_second_argument(agi_server: Serve
     from dataclasses import replace
 
     from routing.model import Route
-    acme_only = Route(name="acme-uk", patterns=("spain",), priority=0, carrier="cheap",
+    acme_only = Route(name="acme-uk", priority=0, carrier="cheap",
                       pattern="spain", tenant="acme", stopper=True)
     table = replace(snapshot.table, routes=(*snapshot.table.routes, acme_only))
     tenant_snapshot = Snapshot.build(table, "v-tenant")

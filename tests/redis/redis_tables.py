@@ -12,7 +12,7 @@ def generation_table(g: int, n_routes: int = 4) -> RoutingTable:
     patterns = {f"p{g}": TargetPattern(f"p{g}", prefix="+34"),
                 f"q{g}": TargetPattern(f"q{g}", prefix="+3491")}
     routes = tuple(
-        Route(name=f"r{g}-{i}", patterns=(f"p{g}",) if i % 2 else (f"q{g}",),
+        Route(name=f"r{g}-{i}",
               pattern=f"p{g}" if i % 2 else f"q{g}", carrier=f"c{g}-{i}",
               priority=1 + i // 2, metric=g)
         for i in range(n_routes)

@@ -23,8 +23,7 @@ def carrier(name: str, *trunks: str, number_format: str = "+E164", prefix: str =
 def route(name: str, *, pattern: str | None = None, group: str | None = None,
           carrier: str | None = None, priority: int = 1, metric: int = 1,
           tenant: str | None = None, stopper: bool = False, block: bool = False) -> Route:
-    covered = (pattern,) if pattern else GROUPS[group] if group else ()
-    return Route(name=name, patterns=covered, priority=priority, carrier=carrier,
+    return Route(name=name, priority=priority, carrier=carrier,
                  metric=metric, pattern=pattern, group=group, tenant=tenant,
                  stopper=stopper, block=block)
 
