@@ -242,3 +242,22 @@ def test_every_plan_respects_tier_order_and_never_repeats_a_carrier(specs, seed,
     runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
     assert len(runs) == len(set(runs))
     assert len({(a.carrier.name, a.trunk) for a in p.attempts}) == len(p.attempts)
+
+
+def test_one_snapshot_answers_each_number_tenant_and_prefix_on_its_own() -> None:
+    # The selection memo is keyed by (longest prefix, regex hits, tenant): asking in any
+    # order must give what a fresh snapshot gives.
+    routes = [route("madrid", pattern="madrid", carrier="M", priority=1),
+              route("spain", pattern="spain", carrier="S", priority=2),
+              route("acme", pattern="spain", carrier="A", priority=0, tenant="acme"),
+              route("prem", pattern="premium", block=True, priority=0)]
+    questions = [("+34911234567", None), ("+34931234567", None), ("+34911234567", "acme"),
+                 ("+3490123456", None), ("+34931234567", "acme"), ("+33123456789", None)] * 2
+    shared = snapshot(routes)
+    for number, tenant in questions:
+        fresh = snapshot(routes)
+        got = plan(shared, number, tenant, rng=random.Random(5))
+        assert got == plan(fresh, number, tenant, rng=random.Random(5)), (number, tenant)
+    assert carriers_of(plan(shared, "+34911234567", "acme", rng=random.Random(1))) == [
+        "A", "M", "S"]
+    assert plan(shared, "+3490123456", rng=random.Random(1)).status is Status.BLOCKED
