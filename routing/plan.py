@@ -8,7 +8,7 @@ weighted order and the trunk expansion with the randomness passed in, so that te
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from typing import NamedTuple
@@ -44,10 +44,11 @@ _CALLER_CAUSE = {
 class Tier:
     priority: int
     routes: tuple[Route, ...]
+    #: Sum of the routes' metrics, computed once (tiers are memoised; plans read it per call).
+    total: int = field(init=False)
 
-    @property
-    def total(self) -> int:
-        return sum(r.metric for r in self.routes)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", sum(r.metric for r in self.routes))
 
     def shares(self) -> tuple[Fraction, ...]:
         """Exact probability of each route being the tier's first attempt."""
