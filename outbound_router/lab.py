@@ -553,7 +553,10 @@ def startup_problems(p: Paths) -> list[str]:
 def redis_ping(url: str) -> bool:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    from redis_seed.connection import sync_client
+
+    # the project's one way to open a REDIS_URL (rediss://, redis+sentinel:// included)
+    client = sync_client(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
