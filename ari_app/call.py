@@ -257,12 +257,8 @@ class Call:
             return False
 
     async def _set_variables(self, values: dict[str, str]) -> None:
-        await asyncio.gather(
-            *(
-                self._quietly(f"set {name}", self.ari.set_variable(self.caller_id, name, value))
-                for name, value in values.items()
-            )
-        )
+        await self._quietly(f"set {','.join(values)}",
+                            self.ari.set_variables(self.caller_id, values))
 
     async def _hangup_caller(self, cause: int) -> None:
         if not self.caller_gone:

@@ -1,13 +1,14 @@
-"""A small typed ARI client on aiohttp: the REST calls the router needs and one supervised
-events websocket.
+"""A small typed ARI client: the REST calls the router needs and one supervised events
+websocket.
 
 Why not a library: ari-py does not import on Python 3, ari-client 0.9 spins on a closed
 websocket and asyncari hangs after a drop (issue 4). This client does little on purpose:
 
-* REST: one :class:`aiohttp.ClientSession` with keep-alive, HTTP basic auth in a header (never
-  in a URL, so never in a log line; not ``api_key=`` in the query as many clients do),
-  errors raised as :class:`AriError` subclasses.
-* Events: :meth:`AriClient.run_events` keeps one websocket open for the application, reconnects
+* REST: keep-alive connections of :class:`ari_app.http.HttpPool` (a lean HTTP/1.1 client:
+  aiohttp's per-request CPU was most of the router's), HTTP basic auth in a header (never in a
+  URL, so never in a log line; not ``api_key=`` in the query as many clients do), errors
+  raised as :class:`AriError` subclasses.
+* Events: :meth:`AriClient.run_events` keeps one aiohttp websocket open for the application, reconnects
   with capped exponential backoff and jitter, pings it (heartbeat) so a dead peer is noticed,
   and hands every decoded message to a *synchronous* callback: the callback only routes the
   event to a queue, so a slow call can never hold up the reader. After every (re)connect it
@@ -24,9 +25,12 @@ import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
+
+from ari_app.http import HttpError, HttpPool
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,23 @@ def ari_base_url(url: str) -> URL:
     if not path.endswith("/ari"):
         path = f"{path}/ari"
     return u.with_user(None).with_password(None).with_query(None).with_path(path)
+
+
+#: Characters Asterisk's argument splitter (``ast_app_separate_args``) treats specially.
+_ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
+
+
+def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
+    """``{"A": "1", "B": "x,y"}`` -> ``("ARRAY(A,B)", "1,x\\,y")``: what ``Set(ARRAY(...)=...)``
+    takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
+    can move a value to the wrong variable; names must be plain variable names."""
+    for name in values:
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise ValueError(f"not a plain channel variable name: {name!r}")
+    return (
+        f"ARRAY({','.join(values)})",
+        ",".join(value.translate(_ARG_SPECIAL) for value in values.values()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +138,13 @@ class AriClient:
         self.app = app
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}  # kept out of every URL and log
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._timeout = request_timeout
         self._heartbeat = heartbeat
         self._backoff = backoff
         self._max_connections = max_connections
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._http: HttpPool | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         #: Set while the events websocket is open.
         self.connected = asyncio.Event()
@@ -133,18 +155,29 @@ class AriClient:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session of the events websocket."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(
-                headers=self._headers, timeout=self._timeout, connector=connector
-            )
+            self._session = aiohttp.ClientSession(headers=self._headers)
         return self._session
+
+    @property
+    def http(self) -> HttpPool:
+        """The keep-alive connections of the REST calls."""
+        if self._http is None:
+            self._http = HttpPool(
+                self.base.host or "127.0.0.1", self.base.port or 80,
+                tls=self.base.scheme == "https", headers=self._headers,
+                limit=self._max_connections, timeout=self._timeout,
+            )
+        return self._http
 
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
+        if self._http is not None:
+            await self._http.close()
 
     async def __aenter__(self) -> AriClient:
         return self
@@ -166,25 +199,27 @@ class AriClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
-        url = self.base.with_path(self.base.path + path, encoded=False)
+        target = quote(self.base.path + path)
+        if params:
+            target += "?" + urlencode(params, quote_via=quote)
         try:
-            async with self.session.request(method, url, params=params, json=body) as resp:
-                text = await resp.text()
-                if resp.status >= 400:
-                    message = text
-                    try:
-                        data = json.loads(text)
-                        if isinstance(data, dict):
-                            message = str(data.get("message") or data.get("error") or text)
-                    except ValueError:
-                        pass
-                    cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
-                    raise cls(method, path, resp.status, message)
-                if not text:
-                    return None
-                return json.loads(text)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp = await self.http.request(
+                method, target, json.dumps(body).encode() if body is not None else None
+            )
+        except (HttpError, TimeoutError) as exc:
             raise AriUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status >= 400:
+            text = resp.body.decode("utf-8", "replace")
+            message = text
+            try:
+                data = json.loads(text)
+                if isinstance(data, dict):
+                    message = str(data.get("message") or data.get("error") or text)
+            except ValueError:
+                pass
+            cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
+            raise cls(method, path, resp.status, message)
+        return json.loads(resp.body) if resp.body else None
 
     async def create_channel(
         self,
@@ -229,6 +264,14 @@ class AriClient:
         await self._request(
             "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
         )
+
+    async def set_variables(self, channel_id: str, values: Mapping[str, str]) -> None:
+        """Several variables in one request, through Asterisk's ``ARRAY()`` function."""
+        if len(values) == 1:
+            [(name, value)] = values.items()
+            await self.set_variable(channel_id, name, value)
+        elif values:
+            await self.set_variable(channel_id, *array_assignment(values))
 
     async def list_channels(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request("GET", "/channels")

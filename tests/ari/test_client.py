@@ -7,7 +7,9 @@ import logging
 
 import pytest
 from ari_support import wait_for
-from fake_ari import Behaviour, FakeAsterisk
+from fake_ari import Behaviour, FakeAsterisk, separate_args
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ari_app.client import (
     AriClient,
@@ -17,6 +19,7 @@ from ari_app.client import (
     AriUnavailable,
     Backoff,
     ari_base_url,
+    array_assignment,
 )
 
 
@@ -131,3 +134,25 @@ async def test_a_failing_event_handler_does_not_stop_the_reader(fake: FakeAsteri
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await ari.close()
+
+
+@given(st.lists(st.text(), min_size=2, max_size=8))
+def test_array_assignment_keeps_every_value_whole(values):
+    names = [f"V{i}" for i in range(len(values))]
+    name, value = array_assignment(dict(zip(names, values, strict=True)))
+    assert separate_args(name.removeprefix("ARRAY(").removesuffix(")")) == names
+    assert separate_args(value) == values
+
+
+@pytest.mark.parametrize("bad", ["", "A,B", "A)", "A B", "X(1)"])
+def test_array_assignment_refuses_names_that_are_not_plain(bad):
+    with pytest.raises(ValueError):
+        array_assignment({bad: "1", "B": "2"})
+
+
+async def test_set_variables_is_one_request(fake: FakeAsterisk) -> None:
+    caller = fake.new_caller("911234567")
+    async with client_for(fake) as ari:
+        await ari.set_variables(caller, {"ROUTER_STATUS": "OK", "ROUTER_TRUNK": "a,b"})
+    assert fake.channels[caller].variables == {"ROUTER_STATUS": "OK", "ROUTER_TRUNK": "a,b"}
+    assert fake.paths("POST") == [f"/channels/{caller}/variable"]

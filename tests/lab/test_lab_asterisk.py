@@ -243,3 +243,26 @@ def test_seed_publishes_a_version_the_running_services_load(lab):
     for name in lab.services_running():
         log = (lab.state_dir / f"{name}.log").read_text()
         assert f"routing version {version} loaded" in log
+
+
+def test_array_assignment_sets_every_value_verbatim_in_asterisk(lab):
+    """The router sets its ROUTER_* variables in one request through ARRAY(): Asterisk's own
+    argument splitter must give back each value unchanged, whatever characters it holds."""
+    from urllib.parse import urlencode
+
+    from ari_app.client import array_assignment
+
+    suffix = uuid.uuid4().hex[:8].upper()
+    values = {
+        f"T{suffix}_A": "carrier-a:answered:16:200|carrier-b:failed:34:503",
+        f"T{suffix}_B": 'comma, "quotes", back\\slash, (paren [bracket',
+        f"T{suffix}_C": "",
+        f"T{suffix}_D": "+34911234567",
+    }
+    name, value = array_assignment(values)
+    status, _ = lab.ari("POST", "/asterisk/variable?" + urlencode({"variable": name,
+                                                                    "value": value}))
+    assert status == 204
+    for var, expected in values.items():
+        status, got = lab.ari("GET", "/asterisk/variable?" + urlencode({"variable": var}))
+        assert (status, got["value"]) == (200, expected), var
