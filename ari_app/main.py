@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 
+import uvloop
+
 from ari_app.app import RouterApp
 from ari_app.client import AriClient
 from outbound_router.settings import Settings, SettingsError
@@ -57,7 +59,10 @@ def run(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop=stop)
 
-    asyncio.run(main())
+    # uvloop: the same asyncio, with the event loop and socket I/O in C (a third less CPU per
+    # call on the router's side, bench/bench_ari_calls.py).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
     return 0
 
 
