@@ -7,11 +7,14 @@
         ``200 result=1``), so that a busy machine slows both alike. Prints sessions/s, the
         server's CPU time per session and the ratio (target >= 0.9x).
 
-    .venv/bin/python bench/bench_agi.py calls [--calls-per-step 200] [--start 10] [--max-rate 700]
-        Needs the lab up with its demo carriers (``outbound-router lab up``); seeds a table
-        that sends +34 to carrier-a alone, the baseline's trunk. SIPp phones call through the
-        AGI path (127.0.0.20) and the static-dialplan baseline (127.0.0.30) at rising rates;
-        prints the highest rate with no failed call for each, and the ratio (target >= 0.9x).
+    .venv/bin/python bench/bench_agi.py calls [--start 40] [--max-rate 640] [--seconds 5]
+                                              [--refine 2] [--max-setup-ms 500]
+        Needs the lab up without its demo carriers (``outbound-router lab up --no-carriers``):
+        each step starts its own SIPp carrier-a. Seeds a table that sends +34 to carrier-a
+        alone, the baseline's trunk. SIPp phones call through the AGI path (127.0.0.20) and
+        the static-dialplan baseline (127.0.0.30) at rising rates; prints the highest rate of
+        each with every call answered, and the highest at which it also kept up (setup p95
+        under --max-setup-ms), and the ratios (bench/callrate.py; target >= 0.9x).
 """
 
 from __future__ import annotations
@@ -214,30 +217,6 @@ def bench_sessions(args: argparse.Namespace) -> None:
 # -- SIPp against the lab -------------------------------------------------------------------
 
 
-def highest_clean_rate(via: str, start: int, calls: int, workdir: Path, cap: int) -> int:
-    """Double the call rate until a call fails (or ``cap`` is passed), then try once between
-    the last two rates."""
-    from outbound_router import sipp, topology
-
-    source = topology.phone(via).address
-
-    def clean(rate: int) -> bool:
-        result = sipp.place_load(source, NUMBER, workdir / f"{via}-{rate}",
-                                 calls=max(calls, rate * 5), rate=rate, talk=1.0)
-        print(f"  {via:8} {rate:4d} calls/s: {result.successful} answered, {result.failed} "
-              f"failed {dict(result.final_codes)}", flush=True)
-        return result.failed == 0
-
-    rate, best = start, 0
-    while rate <= cap and clean(rate):
-        best, rate = rate, rate * 2
-    if rate > cap:
-        print(f"  {via:8} stopped below the cap of {cap} calls/s", flush=True)
-    elif best and clean((best + rate) // 2):
-        best = (best + rate) // 2
-    return best
-
-
 #: The AGI path does the same SIP work as the baseline: one attempt, carrier-a, which answers.
 BENCH_ROUTES = """
 defaults: {country_code: "34", setup_timeout: 5, ring_timeout: 30, max_attempts: 6}
@@ -275,21 +254,22 @@ def seed_lab(routes: str, label: str) -> None:
 
 
 def bench_calls(args: argparse.Namespace) -> None:
+    import callrate
+
     if shutil.which("sipp") is None:
         sys.exit("sipp not found: apt-get install sip-tester")
-    seed_lab(BENCH_ROUTES, "+34 to carrier-a alone, the baseline's trunk (demo: answers)")
+    seed_lab(BENCH_ROUTES, "+34 to carrier-a alone, the baseline's trunk (answers)")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
-            work = Path(tmp)
-            base = highest_clean_rate("baseline", args.start, args.calls_per_step, work,
-                                      args.max_rate)
-            agi = highest_clean_rate("agi", args.start, args.calls_per_step, work,
-                                     args.max_rate)
+            print(f"call rate sweep (1 s talk, {args.seconds:g} s of calls per step; kept up: "
+                  f"setup p95 <= {args.max_setup_ms:g} ms):")
+            best = callrate.sweep(("baseline", "agi"), Path(tmp), start=args.start,
+                                  max_rate=args.max_rate, seconds=args.seconds,
+                                  refine=args.refine, max_setup_ms=args.max_setup_ms)
     finally:
         seed_lab(EXAMPLE_ROUTES.read_text(), "the lab's example routes again")
-    ratio = agi / base if base else float("nan")
-    print(f"highest rate with no failed call: static dialplan {base}/s, AGI path {agi}/s: "
-          f"{ratio:.2f}x (target >= 0.9x)")
+    print("highest call rate (target: AGI path >= 0.9x the baseline):")
+    print(callrate.summary(best, {"baseline": "static Dial()", "agi": "AGI path"}))
 
 
 def main() -> None:
@@ -306,11 +286,13 @@ def main() -> None:
     s.add_argument("--concurrency", type=int, default=10)
     s.add_argument("--rounds", type=int, default=5)
     c = sub.add_parser("calls")
-    c.add_argument("--calls-per-step", type=int, default=200)
-    c.add_argument("--start", type=int, default=10)
-    c.add_argument("--max-rate", type=int, default=700,
-                   help="do not go beyond (default 700: past it the lab's Asterisk runs out of "
+    c.add_argument("--start", type=int, default=40)
+    c.add_argument("--max-rate", type=int, default=640,
+                   help="do not go beyond (past ~700 calls/s the lab's Asterisk runs out of "
                         "file descriptors and logs errors that later lab tests trip over)")
+    c.add_argument("--seconds", type=float, default=5.0)
+    c.add_argument("--refine", type=int, default=2)
+    c.add_argument("--max-setup-ms", type=float, default=500.0)
     args = parser.parse_args()
     (bench_sessions if args.what == "sessions" else bench_calls)(args)
 

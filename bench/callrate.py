@@ -1,0 +1,154 @@
+"""Call-rate sweeps on the lab with SIPp, shared by bench_ari_calls.py and bench_agi.py.
+
+Each step places ``rate * seconds`` calls (1 s talk) from the SIPp phones of one path at a
+fresh SIPp carrier-a that answers, and reads both message traces. Two figures come out of a
+sweep, each the highest rate whose step passed:
+
+* **answered**: every call was answered, and SIPp really sent the INVITEs at (at least 95 %
+  of) the rate asked for (on a saturated machine SIPp itself falls behind, and its calls then
+  "succeed" at a lower rate than the one asked for). This is the issues' "highest call rate
+  with zero failed calls";
+* **kept up**: the same, and the 95th percentile of the time from the phone's INVITE to the
+  carrier's INVITE stayed under ``max_setup_ms``. A static Dial() at twice this rate still
+  answers every call, but seconds late: the platform is overloaded, not keeping up.
+
+Rates double from ``start`` until a step fails *answered* (or passes ``max_rate``), then
+``refine`` bisection steps narrow each figure between its last passed and first failed rate.
+The paths alternate at every rate, so whatever else the machine does slows them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from outbound_router import sipp, topology
+
+NUMBER = "911234567"
+MIN_ACHIEVED = 0.95
+
+
+def _stamp(m: sipp.SipMessage) -> float:
+    return time.mktime(time.strptime(m.time[:19], "%Y-%m-%d %H:%M:%S")) + float(m.time[19:])
+
+
+def invite_times(messages: list[sipp.SipMessage], *, sent: bool) -> list[float]:
+    """First transmission of every initial INVITE in a trace, in time order."""
+    seen: set[str] = set()
+    times = []
+    for m in messages:
+        if (m.sent == sent and m.is_request and m.method == "INVITE" and not m.has_to_tag()
+                and m.call_id not in seen):
+            seen.add(m.call_id)
+            times.append(_stamp(m))
+    return sorted(times)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Step:
+    via: str
+    rate: int
+    calls: int
+    result: sipp.LoadResult
+    achieved: float  # INVITEs per second the phones really sent
+    setup: list[float]  # per call, phone INVITE -> carrier INVITE (s), sorted
+
+    @property
+    def answered(self) -> bool:
+        return self.result.failed == 0 and self.achieved >= self.rate * MIN_ACHIEVED
+
+    def kept_up(self, max_setup_ms: float) -> bool:
+        return (self.answered and bool(self.setup)
+                and percentile(self.setup, 0.95) * 1e3 <= max_setup_ms)
+
+    def line(self, max_setup_ms: float) -> str:
+        setup = (f"setup p50 {statistics.median(self.setup) * 1e3:7.1f} ms, "
+                 f"p95 {percentile(self.setup, 0.95) * 1e3:7.1f} ms" if self.setup
+                 else "setup: no INVITE pairs")
+        failed = f", {self.result.failed} failed {dict(self.result.final_codes)}" \
+            if self.result.failed else ""
+        verdict = ("kept up" if self.kept_up(max_setup_ms)
+                   else "answered, late" if self.answered else "FAILED")
+        return (f"  {self.via:8} {self.rate:4d} calls/s x {self.calls:4d}: "
+                f"{self.result.successful:4d} answered{failed}, sent at {self.achieved:4.0f}/s, "
+                f"{setup}: {verdict}")
+
+
+def run_step(via: str, rate: int, calls: int, work: Path, *, talk: float = 1.0,
+             number: str = NUMBER) -> Step:
+    """``calls`` calls at ``rate`` from the phones of ``via`` to a fresh carrier-a."""
+    run = work / f"{via}-{rate}-{calls}"
+    carrier = sipp.start_carrier("a", "answer", run / "carrier")
+    try:
+        result = sipp.place_load(topology.phone(via).address, number, run / "phone",
+                                 calls=calls, rate=rate, talk=talk,
+                                 concurrent=max(10, round(rate * (talk + 3))))
+    finally:
+        carrier.stop()
+    phone_trace = next((run / "phone").glob("phone-*.messages.log"))
+    sent = invite_times(sipp.parse_trace(phone_trace.read_text(errors="replace")), sent=True)
+    got = invite_times(carrier.messages(), sent=False)
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
+    setup = sorted(g - s for s, g in zip(sent, got, strict=False)) if len(sent) == len(got) \
+        else []
+    return Step(via, rate, calls, result, achieved, setup)
+
+
+@dataclass
+class Figures:
+    """Highest passed rate (0: not even the first) and lowest failed rate of each criterion."""
+
+    answered: int = 0
+    kept_up: int = 0
+    answered_failed: int | None = None
+    kept_up_failed: int | None = None
+
+
+def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds: float = 5.0,
+          refine: int = 2, max_setup_ms: float = 500.0) -> dict[str, Figures]:
+    figures = {via: Figures() for via in vias}
+
+    def step(via: str, rate: int) -> None:
+        s = run_step(via, rate, max(50, round(rate * seconds)), work)
+        print(s.line(max_setup_ms), flush=True)
+        f = figures[via]
+        for name, passed in (("answered", s.answered), ("kept_up", s.kept_up(max_setup_ms))):
+            if passed:
+                setattr(f, name, max(getattr(f, name), rate))
+            else:
+                failed = getattr(f, f"{name}_failed")
+                setattr(f, f"{name}_failed", rate if failed is None else min(failed, rate))
+
+    rate = start
+    while rate <= max_rate and any(f.answered_failed is None for f in figures.values()):
+        for via, f in figures.items():
+            if f.answered_failed is None:
+                step(via, rate)
+        rate *= 2
+    for _ in range(refine):
+        for via, f in figures.items():
+            for low, high in ((f.answered, f.answered_failed), (f.kept_up, f.kept_up_failed)):
+                if high is not None and low and high - low > max(2, low // 20):
+                    step(via, (low + high) // 2)
+    return figures
+
+
+def summary(figures: dict[str, Figures], names: dict[str, str]) -> str:
+    """Both figures of both paths and the router/baseline ratios."""
+    (base_via, base), (via, router) = list(figures.items())
+    lines = []
+    for label, attr in (("every call answered", "answered"),
+                        ("kept up (setup p95 in bound)", "kept_up")):
+        b, r = getattr(base, attr), getattr(router, attr)
+        capped = " (baseline: at least; it passed every rate up to --max-rate)" \
+            if getattr(base, f"{attr}_failed") is None else ""
+        ratio = f"{r / b:.2f}x" if b else "n/a"
+        lines.append(f"  {label:30} {names[base_via]} {b}/s, {names[via]} {r}/s: {ratio}{capped}")
+    return "\n".join(lines)
