@@ -232,11 +232,14 @@ class Call:
         """The next event, or None when ``deadline`` (loop time) passed first."""
         if deadline is None:
             return await self.queue.get()
+        if not self.queue.empty():
+            return self.queue.get_nowait()
         timeout = deadline - self.clock()
         if timeout <= 0:
-            return self.queue.get_nowait() if not self.queue.empty() else None
+            return None
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for()
+                return await self.queue.get()
         except TimeoutError:
             return None
 
@@ -426,6 +429,9 @@ class Call:
             # The leg (or the caller) went away under us: its events tell the rest.
             self.log.info("attempt %d: %s", attempt.index, exc)
         leg.dialled()
+        # setup_timeout is the trunk's time to answer the INVITE, which leaves now: the time
+        # Asterisk took to create the channel (long when it is busy) is not the trunk's.
+        setup_deadline = self.clock() + attempt.setup_timeout
         while leg.live:
             deadline = (
                 setup_deadline

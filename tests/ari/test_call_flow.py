@@ -218,6 +218,22 @@ async def test_late_stasis_start_is_awaited_before_dialling(lab: Lab) -> None:
     await hang_up_answered(lab, caller)
 
 
+async def test_the_setup_timer_counts_from_the_dial_not_from_a_slow_channel_creation(
+    lab: Lab,
+) -> None:
+    # setup_timeout is 0.5 s: a busy Asterisk taking 0.3 s to put the new channel in Stasis
+    # must not eat into the trunk's time to answer the INVITE.
+    lab.carriers("a-unreachable_b200")
+    lab.fake.stasis_delay = 0.3
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    first = call.legs[0]
+    assert first.setup_timeout
+    assert first.ended is not None and first.ended - first.started >= 0.3 + 0.5 - 0.05
+    await hang_up_answered(lab, caller)
+
+
 async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
     lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
     lab.snapshots.append(snapshot_of(_routes_with(first="bravo"), "v2"))
