@@ -36,6 +36,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from routing.variables import array_assignment
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -333,13 +335,17 @@ class AgiSession:
         await self.set_variables(((name, str(value)),))
 
     async def set_variables(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """``SET VARIABLE`` each pair in order, one command at a time (Asterisk reads the
-        next command only after answering one)."""
-        for name, value in pairs:
-            line = f"SET VARIABLE {name} {quote(value)}"
-            code, text = await self._exchange(line.encode("utf-8") + b"\n")
-            if code != CODE_OK:
-                raise AgiCommandError(line, AgiReply.parse(code, text))
+        """Set the pairs, in order, in one ``SET VARIABLE ARRAY(name,...) "value,..."`` (one
+        round trip to Asterisk instead of one per variable; a name given twice keeps its last
+        value)."""
+        values = dict(pairs)
+        if not values:
+            return
+        name, value = array_assignment(values) if len(values) > 1 else next(iter(values.items()))
+        line = f"SET VARIABLE {name} {quote(value)}"
+        code, text = await self._exchange(line.encode("utf-8") + b"\n")
+        if code != CODE_OK:
+            raise AgiCommandError(line, AgiReply.parse(code, text))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value (``GET VARIABLE`` also reads functions such as

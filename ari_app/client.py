@@ -8,11 +8,11 @@ websocket and asyncari hangs after a drop (issue 4). This client does little on 
   aiohttp's per-request CPU was most of the router's), HTTP basic auth in a header (never in a
   URL, so never in a log line; not ``api_key=`` in the query as many clients do), errors
   raised as :class:`AriError` subclasses.
-* Events: :meth:`AriClient.run_events` keeps one aiohttp websocket open for the application, reconnects
-  with capped exponential backoff and jitter, pings it (heartbeat) so a dead peer is noticed,
-  and hands every decoded message to a *synchronous* callback: the callback only routes the
-  event to a queue, so a slow call can never hold up the reader. After every (re)connect it
-  runs an ``on_connected`` coroutine (the app reconciles what it missed).
+* Events: :meth:`AriClient.run_events` keeps one aiohttp websocket open for the application,
+  reconnects with capped exponential backoff and jitter, pings it (heartbeat) so a dead peer
+  is noticed, and hands every decoded message to a *synchronous* callback: the callback only
+  routes the event to a queue, so a slow call can never hold up the reader. After every
+  (re)connect it runs an ``on_connected`` coroutine (the app reconciles what it missed).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import aiohttp
 from yarl import URL
 
 from ari_app.http import HttpError, HttpPool
+from routing.variables import array_assignment
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +73,6 @@ def ari_base_url(url: str) -> URL:
     if not path.endswith("/ari"):
         path = f"{path}/ari"
     return u.with_user(None).with_password(None).with_query(None).with_path(path)
-
-
-#: Characters Asterisk's argument splitter (``ast_app_separate_args``) treats specially.
-_ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
-
-
-def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
-    """``{"A": "1", "B": "x,y"}`` -> ``("ARRAY(A,B)", "1,x\\,y")``: what ``Set(ARRAY(...)=...)``
-    takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
-    can move a value to the wrong variable; names must be plain variable names."""
-    for name in values:
-        if not name or not all(c.isalnum() or c == "_" for c in name):
-            raise ValueError(f"not a plain channel variable name: {name!r}")
-    return (
-        f"ARRAY({','.join(values)})",
-        ",".join(value.translate(_ARG_SPECIAL) for value in values.values()),
-    )
 
 
 @dataclass(frozen=True, slots=True)

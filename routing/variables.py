@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # Set by the FastAGI ``route`` script (SPEC section 4).
 STATUS = "ROUTER_STATUS"  # OK, NO_ROUTE, BLOCKED, INVALID, ERROR
 NUMBER = "ROUTER_NUMBER"  # the E.164 number
@@ -40,3 +42,20 @@ def timeout(n: int) -> str:
 def result(n: int) -> str:
     """Outcome of attempt n as recorded by the ``outcome`` script (``outcome:cause``)."""
     return f"ROUTER_RESULT_{n}"
+
+
+#: Characters Asterisk's argument splitter (``ast_app_separate_args``) treats specially.
+_ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
+
+
+def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
+    """``{"A": "1", "B": "x,y"}`` -> ``("ARRAY(A,B)", "1,x\\,y")``: what ``Set(ARRAY(...)=...)``
+    takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
+    can move a value to the wrong variable; names must be plain variable names."""
+    for name in values:
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise ValueError(f"not a plain channel variable name: {name!r}")
+    return (
+        f"ARRAY({','.join(values)})",
+        ",".join(value.translate(_ARG_SPECIAL) for value in values.values()),
+    )

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agi.server import AgiServer
+from tests.asterisk_args import assign
 
 Responder = Callable[["FakeChannel", str], bytes | None]
 #: The ``agi_server`` fixture: ``await agi_server(handlers, limits=..., allow=...)``.
@@ -118,8 +119,7 @@ class FakeChannel:
         words = agi_split(line)
         verb = " ".join(w.upper() for w in words[:2])
         if verb == "SET VARIABLE" and len(words) == 4:
-            self.variables[words[2]] = words[3]
-            self.set_order.append(words[2])
+            self.set_order += assign(self.variables, words[2], words[3])
             return b"200 result=1\n"
         if verb == "GET VARIABLE" and len(words) == 3:
             value = self.variables.get(words[2])

@@ -65,6 +65,13 @@ async def test_route_session_sets_every_router_variable_and_status_last(router: 
     assert router.stats.served == 1
 
 
+async def test_route_sets_all_its_variables_in_one_command(router: AgiServer) -> None:
+    ch = await FakeChannel(router.port, args=["911234567"]).run()
+    sets = [c for c in ch.commands if c.startswith("SET VARIABLE")]
+    assert len(sets) == 1 and sets[0].startswith("SET VARIABLE ARRAY(")
+    assert len(ch.set_order) == 16  # 4 per attempt, NUMBER, COUNT, VERSION, STATUS
+
+
 async def test_script_is_chosen_by_path_and_gets_query_and_numbered_args(
         agi_server: ServerFactory) -> None:
     rec = Recorder()

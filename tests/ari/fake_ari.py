@@ -30,6 +30,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.asterisk_args import assign
+
 #: Real Asterisk 22 recordings (a copy of the shared reference, see recordings/README.md).
 RECORDINGS = Path(__file__).resolve().parent / "recordings"
 
@@ -46,37 +48,6 @@ def _subject(raw: Raw) -> Raw | None:
     return ch if isinstance(ch, dict) else None
 
 
-
-def separate_args(text: str) -> list[str]:
-    """Asterisk's ``ast_app_separate_args`` (with ``remove_chars``): split on commas outside
-    quotes, parentheses and brackets; quotes are dropped, a backslash keeps the next character."""
-    args: list[str] = []
-    current: list[str] = []
-    paren = bracket = 0
-    quote = False
-    chars = iter(text)
-    for c in chars:
-        if c == "(":
-            paren += 1
-        elif c == ")":
-            paren = max(paren - 1, 0)
-        elif c == "[":
-            bracket += 1
-        elif c == "]":
-            bracket = max(bracket - 1, 0)
-        elif c == '"':
-            quote = not quote
-            continue
-        elif c == "\\":
-            current.append(next(chars, ""))
-            continue
-        elif c == "," and not (paren or quote or bracket):
-            args.append("".join(current))
-            current = []
-            continue
-        current.append(c)
-    args.append("".join(current))
-    return args
 
 @dataclass(frozen=True)
 class Behaviour:
@@ -421,14 +392,7 @@ class FakeAsterisk:
 
     async def _variable(self, request: web.Request) -> web.Response:
         ch = self._channel(request)
-        name, value = request.query["variable"], request.query.get("value", "")
-        if name.startswith("ARRAY(") and name.endswith(")"):  # Set(ARRAY(a,b)=1,2)
-            names = separate_args(name[len("ARRAY("):-1])
-            values = separate_args(value)
-            for i, var in enumerate(names):
-                ch.variables[var] = values[i] if i < len(values) else ""
-        else:
-            ch.variables[name] = value
+        assign(ch.variables, request.query["variable"], request.query.get("value", ""))
         return web.Response(status=204)
 
     async def _delete_channel(self, request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from ari_support import wait_for
-from fake_ari import Behaviour, FakeAsterisk, separate_args
+from fake_ari import Behaviour, FakeAsterisk
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,8 +19,9 @@ from ari_app.client import (
     AriUnavailable,
     Backoff,
     ari_base_url,
-    array_assignment,
 )
+from routing.variables import array_assignment
+from tests.asterisk_args import separate_args
 
 
 @pytest.fixture

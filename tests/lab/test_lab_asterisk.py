@@ -250,7 +250,7 @@ def test_array_assignment_sets_every_value_verbatim_in_asterisk(lab):
     argument splitter must give back each value unchanged, whatever characters it holds."""
     from urllib.parse import urlencode
 
-    from ari_app.client import array_assignment
+    from routing.variables import array_assignment
 
     suffix = uuid.uuid4().hex[:8].upper()
     values = {
