@@ -7,6 +7,8 @@ import logging
 import random
 import signal
 
+import uvloop
+
 from agi.scripts import Scripts
 from agi.server import AgiServer
 from outbound_router.settings import Settings
@@ -17,7 +19,9 @@ log = logging.getLogger(__name__)
 def run(settings: Settings) -> int:
     """Serve FastAGI until SIGINT or SIGTERM. Blocking; returns the process exit code."""
     try:
-        return asyncio.run(serve(settings))
+        # uvloop, as the ari service: the same asyncio with the loop and sockets in C.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(serve(settings))
     except KeyboardInterrupt:
         return 0
 

@@ -137,7 +137,25 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
             for low, high in ((f.answered, f.answered_failed), (f.kept_up, f.kept_up_failed)):
                 if high is not None and low and high - low > max(2, low // 20):
                     step(via, (low + high) // 2)
+    hang_up_leftovers()
     return figures
+
+
+def hang_up_leftovers() -> None:
+    """Past its knee a path can leave calls up in Asterisk (a BYE lost in the overload: SIPp
+    sends no RTP, so no RTP timeout ends them either). Later lab runs expect no channel."""
+    from outbound_router import lab
+
+    info = lab.running_info()
+    if info is None:
+        return
+    status, channels = lab.ari_request("/channels", info.ari_auth)
+    if status != 200 or not channels:
+        return
+    print(f"  {len(channels)} channel(s) left up by the overloaded steps: hanging them up",
+          flush=True)
+    for channel in channels:
+        lab.ari_request(f"/channels/{channel['id']}", info.ari_auth, method="DELETE")
 
 
 def summary(figures: dict[str, Figures], names: dict[str, str]) -> str:
