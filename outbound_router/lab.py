@@ -201,8 +201,22 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
             os.kill(pid, signal.SIGKILL)
         while check(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+    # An exiting process stops looking like itself (its cmdline reads empty) before the
+    # kernel closes its sockets: wait until it has really exited, or a `lab up` right after
+    # finds 5060 and 8088 still taken.
+    while not _exited(pid) and time.monotonic() < deadline + 5:
+        time.sleep(0.02)
     sipp.exit_status(pid)  # reap it when it was our own child
     return True
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (its files, sockets included, are closed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def mounts_under(path: Path) -> list[str]:
