@@ -385,6 +385,25 @@ def test_a_bridged_call_goes_on_across_a_restart_of_the_service(tiers, carrier, 
     assert (a.invites(), b.invites()) == (2, 0)
 
 
+def test_after_asterisk_restarts_the_app_is_back_by_itself_and_the_next_call_fails_over(
+        tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    from outbound_router import lab as lab_mod
+
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    assert ari.call(NUMBER).final_code == 200  # the app's REST connections are now kept alive
+    log = tiers.state_dir / "ari.log"
+    offset = log.stat().st_size
+    restart = lab_mod._rasterisk(lab_mod.paths(), "core restart now")
+    assert restart.returncode == 0, restart.stderr
+    # Asterisk's restart closes the events websocket and every kept-alive REST connection.
+    wait_for("the app to see the websocket close",
+             lambda: "websocket closed" in log.read_text(errors="replace")[offset:])
+    wait_for("the app to connect again",
+             lambda: "ARI events connected" in log.read_text(errors="replace")[offset:])
+    assert ari.call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites()) == (2, 2)  # 503 then 200, before and after the restart
+
+
 def test_a_ringing_call_is_taken_over_after_a_restart_of_the_service(tiers, carrier, ari,
                                                                      background) -> None:  # type: ignore[no-untyped-def]
     a, b = carrier("a", "ring"), carrier("b", "answer")
