@@ -366,12 +366,10 @@ class Call:
                 self._caller_event(event)
 
     async def _prepare_caller(self) -> None:
-        """Ringback to the phone and one mixing bridge for the whole call."""
+        """One mixing bridge for the whole call. The phone hears what each trunk sends through
+        it: 180 when the trunk rings, 183 and its media, no ringing of our own before that."""
         self.bridge_id = new_id(ev.BRIDGE_ID_PREFIX)
-        await asyncio.gather(
-            self._quietly("ring caller", self.ari.ring(self.caller_id)),
-            self.ari.create_bridge(self.bridge_id, name=self.ari.app),
-        )
+        await self.ari.create_bridge(self.bridge_id, name=self.ari.app)
 
     def _record(self, leg: AttemptLeg, judgement: Judgement) -> None:
         obs = leg.observation()

@@ -237,9 +237,6 @@ class AriClient:
     async def answer(self, channel_id: str) -> None:
         await self._request("POST", f"/channels/{channel_id}/answer")
 
-    async def ring(self, channel_id: str) -> None:
-        await self._request("POST", f"/channels/{channel_id}/ring")
-
     async def hangup(self, channel_id: str, reason_code: int | None = None) -> None:
         params = {"reason_code": str(reason_code)} if reason_code is not None else None
         await self._request("DELETE", f"/channels/{channel_id}", params)

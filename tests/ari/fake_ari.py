@@ -139,7 +139,7 @@ class FakeAsterisk:
         self.dials: Counter[str] = Counter()  # trunk -> INVITEs sent
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
         self.stasis_delay = 0.0
-        self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/ring" -> hold reply
+        self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
         self.connected = asyncio.Event()
         self.ws_connections = 0
         self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
@@ -157,7 +157,6 @@ class FakeAsterisk:
         r.add_post("/ari/channels/create", self._create)
         r.add_post("/ari/channels/{id}/dial", self._dial)
         r.add_post("/ari/channels/{id}/answer", self._answer)
-        r.add_post("/ari/channels/{id}/ring", self._ring)
         r.add_post("/ari/channels/{id}/variable", self._variable)
         r.add_delete("/ari/channels/{id}", self._delete_channel)
         r.add_get("/ari/bridges", self._list_bridges)
@@ -384,10 +383,6 @@ class FakeAsterisk:
         if ch.state != "Up":
             ch.state = "Up"
             self._emit({"type": "ChannelStateChange", "channel": ch.json()})
-        return web.Response(status=204)
-
-    async def _ring(self, request: web.Request) -> web.Response:
-        self._channel(request)
         return web.Response(status=204)
 
     async def _variable(self, request: web.Request) -> web.Response:

@@ -249,7 +249,7 @@ async def test_a_slow_call_does_not_hold_up_another(lab: Lab) -> None:
     lab.carriers("a486_b200")
     slow = lab.fake.new_caller(NUMBER)
     gate = asyncio.Event()
-    lab.fake.gates[f"POST /channels/{slow}/ring"] = gate
+    lab.fake.gates[f"POST /channels/{slow}/variable"] = gate  # held before it hangs up
     await lab.started(slow)
     fast = await lab.call(NUMBER)
     assert fast.result is not None and fast.result.outcome is Outcome.BUSY

@@ -235,6 +235,7 @@ def test_the_phone_hanging_up_cancels_the_ringing_trunk(tiers, carrier, ari) -> 
     result = ari.call(NUMBER, cancel_after=1.5)
     assert result.cancelled
     assert result.final_code == 487
+    assert 180 in result.codes  # the trunk's ringing, through the early bridge
     assert a.invites() == 1
     wait_for("carrier-a to get a CANCEL", lambda: cancels(a) == 1, timeout=5)
     assert b.invites() == 0  # no further attempt
