@@ -104,21 +104,38 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _parse(self, *, eof: bool) -> None:
-        buf = self._buffer
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
         assert self._waiter is not None
         try:
-            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            version, _, rest = lines[0].partition(" ")
-            status = int(rest[:3])
-            if not version.startswith("HTTP/1."):
-                raise ValueError(version)
+            answer = _answer(self._buffer, eof=eof)
         except (ValueError, IndexError):
-            self._waiter.set_exception(HttpError(f"not an HTTP answer: {bytes(buf[:60])!r}"))
+            self._waiter.set_exception(
+                HttpError(f"not an HTTP answer: {bytes(self._buffer[:60])!r}"))
             self.close()
             return
+        if answer is None:
+            return
+        response, keep_alive = answer
+        if not keep_alive:
+            self.close()
+        self._waiter.set_result(response)
+
+
+def _answer(buf: bytearray, *, eof: bool) -> tuple[Response, bool] | None:
+    """The complete answer at the start of ``buf`` (removed from it) and whether the
+    connection stays open; None while it is incomplete. Interim 1xx answers are skipped."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        status = int(rest[:3])
+        if not version.startswith("HTTP/1."):
+            raise ValueError(version)
+        start = end + 4
+        if 100 <= status < 200:
+            del buf[:start]
+            continue
         length: int | None = None
         chunked = False
         keep_alive = version == "HTTP/1.1"
@@ -132,10 +149,9 @@ class _Connection(asyncio.Protocol):
                 chunked = "chunked" in value
             elif name == "connection":
                 keep_alive = value == "keep-alive" or (keep_alive and value != "close")
-        start = end + 4
-        if status in (204, 304) or 100 <= status < 200:
-            body: bytes | None = b""
-            used = start
+        body: bytes | None
+        if status in (204, 304):
+            body, used = b"", start
         elif chunked:
             body, used = _dechunk(buf, start)
         elif length is not None:
@@ -145,11 +161,9 @@ class _Connection(asyncio.Protocol):
             body, used = (bytes(buf[start:]), len(buf)) if eof else (None, 0)
             keep_alive = False
         if body is None:
-            return
+            return None
         del buf[:used]
-        if not keep_alive:
-            self.close()
-        self._waiter.set_result(Response(status, body))
+        return Response(status, body), keep_alive
 
 
 def _dechunk(buf: bytearray, pos: int) -> tuple[bytes | None, int]:

@@ -183,3 +183,15 @@ def test_the_pool_runs_on_uvloop_as_the_service_does() -> None:
             await server.close()
 
     assert uvloop.run(main()) <= 2
+
+
+async def test_an_interim_100_continue_is_skipped(serve) -> None:
+    _, pool = await serve(lambda req, n: b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"[]"))
+    resp = await pool.request("GET", "/ari/a")
+    assert (resp.status, resp.body) == (200, b"[]")
+
+
+async def test_a_bad_content_length_is_an_error_not_a_crash(serve) -> None:
+    _, pool = await serve(lambda req, n: b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n")
+    with pytest.raises(HttpError, match="not an HTTP answer"):
+        await pool.request("GET", "/ari/a")
