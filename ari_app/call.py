@@ -13,6 +13,7 @@ The leg only records what it saw; what to do next is ``routing.policy.judge``'s 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -210,6 +211,7 @@ class Call:
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     caller_gone: bool = False
     bridge_id: str | None = None
+    _bridge_created: asyncio.Future[Any] | None = None
     legs: list[AttemptLeg] = field(default_factory=list)
     trace: list[TraceEntry] = field(default_factory=list)
     result: CallResult | None = None
@@ -333,7 +335,7 @@ class Call:
 
     async def _attempts(self, the_plan: Plan, base_vars: dict[str, str]) -> CallResult:
         judgements: list[Judgement] = []
-        await self._prepare_caller()
+        self._prepare_caller()
         last: Judgement | None = None
         for attempt in the_plan.attempts:
             if self.caller_gone:
@@ -365,11 +367,14 @@ class Call:
             if event.channel_id == self.caller_id:
                 self._caller_event(event)
 
-    async def _prepare_caller(self) -> None:
+    def _prepare_caller(self) -> None:
         """One mixing bridge for the whole call. The phone hears what each trunk sends through
-        it: 180 when the trunk rings, 183 and its media, no ringing of our own before that."""
+        it: 180 when the trunk rings, 183 and its media, no ringing of our own before that.
+        It is created while the first attempt's channel is (one round trip less before the
+        INVITE); the attempt waits for it before joining it."""
         self.bridge_id = new_id(ev.BRIDGE_ID_PREFIX)
-        await self.ari.create_bridge(self.bridge_id, name=self.ari.app)
+        self._bridge_created = asyncio.ensure_future(
+            self.ari.create_bridge(self.bridge_id, name=self.ari.app))
 
     def _record(self, leg: AttemptLeg, judgement: Judgement) -> None:
         obs = leg.observation()
@@ -419,7 +424,8 @@ class Call:
             members = [leg.channel_id]
             if len(self.legs) == 1:
                 members.insert(0, self.caller_id)
-            assert self.bridge_id is not None
+            assert self.bridge_id is not None and self._bridge_created is not None
+            await self._bridge_created  # an error creating it fails the call (ERROR, 503)
             await self.ari.add_channel(self.bridge_id, members)
             backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
             await self.ari.dial(leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop))
@@ -514,6 +520,11 @@ class Call:
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
                 await self._hangup_leg(leg)
+        if self._bridge_created is not None:
+            if not self._bridge_created.done():
+                self._bridge_created.cancel()  # it may exist all the same: destroyed below
+            with contextlib.suppress(asyncio.CancelledError, AriError, AriUnavailable):
+                await self._bridge_created  # (its error, if any, was the call's or is moot)
         if self.bridge_id is not None:
             await self._quietly("destroy bridge", self.ari.destroy_bridge(self.bridge_id))
         for cid in self.channel_ids():

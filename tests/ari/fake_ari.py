@@ -140,6 +140,7 @@ class FakeAsterisk:
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
         self.stasis_delay = 0.0
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
+        self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
         self.connected = asyncio.Event()
         self.ws_connections = 0
         self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
@@ -298,6 +299,9 @@ class FakeAsterisk:
             gate = self.gates.get(f"{request.method} {request.path[4:]}")
             if gate is not None:
                 await gate.wait()
+            status = self.failing.get(f"{request.method} {request.path[4:]}")
+            if status is not None:
+                return web.json_response({"message": "injected failure"}, status=status)
         return await handler(request)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:

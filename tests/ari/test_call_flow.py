@@ -9,6 +9,7 @@ from ari_support import ROUTES, Lab, snapshot_of, wait_for
 from fake_ari import Behaviour
 
 from ari_app.call import AttemptState
+from routing.plan import Status
 from routing.policy import Outcome
 from routing.trace import parse_trace
 
@@ -243,6 +244,20 @@ async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
     assert lab.vars_of(caller)["ROUTER_TRUNK"] == "carrier-b"
     assert lab.vars_of(caller)["ROUTER_VERSION"] == "v2"
     await hang_up_answered(lab, caller)
+
+
+async def test_a_bridge_that_cannot_be_created_fails_the_call_and_leaves_nothing(
+    lab: Lab,
+) -> None:
+    # The bridge is created while the first attempt's channel is: its failure must still
+    # hang the caller up (503) and the attempt channel too.
+    lab.carriers("a200")
+    lab.fake.failing["POST /bridges"] = 500
+    call = await lab.call(NUMBER)
+    assert call.result is not None and call.result.status is Status.ERROR
+    assert lab.fake.ended[call.caller_id].hangup_reason == "34"
+    assert lab.fake.dials["carrier-a"] == 0  # never dialled without a bridge to join
+    no_leftovers(lab)
 
 
 async def test_a_slow_call_does_not_hold_up_another(lab: Lab) -> None:
