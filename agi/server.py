@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
-from routing.variables import array_assignment
+from routing.variables import assignment
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ class AgiSession:
         values = dict(pairs)
         if not values:
             return
-        name, value = array_assignment(values) if len(values) > 1 else next(iter(values.items()))
+        name, value = assignment(values)
         line = f"SET VARIABLE {name} {quote(value)}"
         code, text = await self._exchange(line.encode("utf-8") + b"\n")
         if code != CODE_OK:

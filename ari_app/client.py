@@ -31,7 +31,7 @@ import aiohttp
 from yarl import URL
 
 from ari_app.http import HttpError, HttpPool
-from routing.variables import array_assignment
+from routing.variables import assignment
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +248,8 @@ class AriClient:
 
     async def set_variables(self, channel_id: str, values: Mapping[str, str]) -> None:
         """Several variables in one request, through Asterisk's ``ARRAY()`` function."""
-        if len(values) == 1:
-            [(name, value)] = values.items()
-            await self.set_variable(channel_id, name, value)
-        elif values:
-            await self.set_variable(channel_id, *array_assignment(values))
+        if values:
+            await self.set_variable(channel_id, *assignment(values))
 
     async def list_channels(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._request("GET", "/channels")

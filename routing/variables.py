@@ -48,6 +48,16 @@ def result(n: int) -> str:
 _ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
 
 
+def assignment(values: Mapping[str, str]) -> tuple[str, str]:
+    """The one ``(name, value)`` that sets all of ``values`` in Asterisk (ARI's
+    ``POST .../variable``, AGI's ``SET VARIABLE``): the pair itself for one variable, else
+    ``ARRAY()`` (:func:`array_assignment`)."""
+    if len(values) == 1:
+        [pair] = values.items()
+        return pair
+    return array_assignment(values)
+
+
 def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
     """``{"A": "1", "B": "x,y"}`` -> ``("ARRAY(A,B)", "1,x\\,y")``: what ``Set(ARRAY(...)=...)``
     takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
