@@ -122,13 +122,16 @@ class AriClient:
         self.app = app
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}  # kept out of every URL and log
-        self._timeout = request_timeout
         self._heartbeat = heartbeat
         self._backoff = backoff
-        self._max_connections = max_connections
         self._rng = rng or random.Random()
+        #: The keep-alive connections of the REST calls (none is opened before the first).
+        self.http = HttpPool(
+            self.base.host or "127.0.0.1", self.base.port or 80,
+            tls=self.base.scheme == "https", headers=self._headers,
+            limit=max_connections, timeout=request_timeout,
+        )
         self._session: aiohttp.ClientSession | None = None
-        self._http: HttpPool | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         #: Set while the events websocket is open.
         self.connected = asyncio.Event()
@@ -144,24 +147,12 @@ class AriClient:
             self._session = aiohttp.ClientSession(headers=self._headers)
         return self._session
 
-    @property
-    def http(self) -> HttpPool:
-        """The keep-alive connections of the REST calls."""
-        if self._http is None:
-            self._http = HttpPool(
-                self.base.host or "127.0.0.1", self.base.port or 80,
-                tls=self.base.scheme == "https", headers=self._headers,
-                limit=self._max_connections, timeout=self._timeout,
-            )
-        return self._http
-
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
-        if self._http is not None:
-            await self._http.close()
+        await self.http.close()
 
     async def __aenter__(self) -> AriClient:
         return self

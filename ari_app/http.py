@@ -43,7 +43,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.used = 0  # requests answered on it
+        self.used = 0  # requests sent on it
         self.idle_since = time.monotonic()
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
@@ -230,14 +230,14 @@ class HttpPool:
         async with asyncio.timeout(self._timeout):
             for attempt in range(2):
                 conn = await self._acquire(fresh=attempt > 0)
-                reused = conn.used > 0
+                reused = conn.used > 0  # the second attempt always has a new one
                 try:
                     response = await conn.exchange(raw)
                 except ConnectionError as exc:
                     self._release(conn)
                     # A kept-alive connection the server had closed: nothing was answered,
                     # nothing was done. Once more on a new connection.
-                    if reused and conn.answered_nothing and attempt == 0:
+                    if reused and conn.answered_nothing:
                         continue
                     raise HttpError(str(exc)) from exc
                 except BaseException:  # timeout or cancellation mid-answer: not reusable
