@@ -80,3 +80,13 @@ class Lab:
         return ch.variables
 
 
+
+
+async def hang_up_answered(lab: Lab, caller: str) -> None:
+    """Once the caller is answered, the phone hangs up: the call ends and leaves nothing."""
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert call.result is not None

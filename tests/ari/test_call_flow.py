@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ari_support import ROUTES, Lab, snapshot_of, wait_for
+from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
 from ari_app.call import AttemptState
@@ -24,15 +24,6 @@ async def answered(lab: Lab, caller: str) -> None:
     """Wait until the caller was answered and the outcome recorded on it."""
     await wait_for(lambda: lab.fake.channels[caller].state == "Up"
                    and "ROUTER_ATTEMPTS" in lab.fake.channels[caller].variables)
-
-
-async def hang_up_answered(lab: Lab, caller: str) -> None:
-    call = await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-    lab.fake.caller_hangup(caller)
-    await lab.finished(caller)
-    await wait_for(lambda: lab.fake.leftovers() == ([], []))
-    assert call.result is not None
 
 
 async def test_answer_bridges_caller_and_carrier_and_records_the_outcome(lab: Lab) -> None:

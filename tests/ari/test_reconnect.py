@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ari_support import ROUTES, Lab, snapshot_of, wait_for
+from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
 from ari_app.call import AttemptState
@@ -60,12 +60,7 @@ async def test_caller_gone_during_a_drop_tears_down_the_attempt(lab: Lab) -> Non
 async def test_the_next_call_routes_after_a_reconnect(lab: Lab) -> None:
     lab.carriers("a200")
     await restore(lab, await cut(lab))
-    caller = lab.fake.new_caller(NUMBER)
-    await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-    lab.fake.caller_hangup(caller)
-    await lab.finished(caller)
-    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    await hang_up_answered(lab, lab.fake.new_caller(NUMBER))
 
 
 async def test_bridged_calls_go_on_through_a_drop(lab: Lab) -> None:
@@ -110,9 +105,4 @@ async def test_a_failed_call_then_an_answered_one_leave_nothing_behind(lab: Lab)
     failed = await lab.call(NUMBER)
     assert failed.result is not None and failed.result.caller_cause == 34
     lab.carriers("a503_b200", **{"carrier-a": Behaviour.recorded("a200", "carrier-a")})
-    caller = lab.fake.new_caller(NUMBER)
-    await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-    lab.fake.caller_hangup(caller)
-    await lab.finished(caller)
-    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    await hang_up_answered(lab, lab.fake.new_caller(NUMBER))
