@@ -147,18 +147,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """One of the two servers, in its own process."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        from outbound_router.local_redis import free_port
+
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, __file__, f"_serve-{kind}", str(self.port)],
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,12 +73,6 @@ async def reader_child(url: str) -> None:
     await reader.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prefixes", type=int, default=100_000)
@@ -92,34 +84,24 @@ def main() -> None:
         asyncio.run(reader_child(args.reader))
         return
 
-    server = None
-    url = args.redis_url
-    if url is None:
-        port = free_port()
-        server = subprocess.Popen(
-            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # waiting for the server we just started
-        run(client, url, args)
-    finally:
-        for key in client.scan_iter(f"{PREFIX}:*"):
-            client.delete(key)
-        client.close()
-        if server is not None:
-            server.terminate()
-            server.wait()
+    from outbound_router.local_redis import RedisProcess  # not in the reader child's imports
+
+    with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
+        server = None
+        url = args.redis_url
+        if url is None:
+            server = RedisProcess(Path(tmp))
+            server.start()
+            url = server.url
+        client = redis.Redis.from_url(url)
+        try:
+            run(client, url, args)
+        finally:
+            for key in client.scan_iter(f"{PREFIX}:*"):
+                client.delete(key)
+            client.close()
+            if server is not None:
+                server.kill()
 
 
 def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
