@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 NUMBER = "911234567"
 E164 = "+34911234567"
 
@@ -36,6 +38,15 @@ outgoing_routes:
   - {{name: acme-only, pattern: uk, carrier: third, priority: 1, tenant: acme}}
   - {{name: no-premium, pattern: premium, action: block, priority: 0}}
 """
+
+
+#: What carrier-a's answer alone decides, on both paths: (carrier-a, carrier-b) behaviours,
+#: the phone's final code, and the INVITEs (a, b) got. SPEC section 3.
+FIRST_TRUNK_OUTCOMES = [
+    pytest.param(("unavailable", "answer"), 200, (1, 1), id="503-then-200"),
+    pytest.param(("not_found", "answer"), 200, (1, 1), id="404-then-200"),
+    pytest.param(("busy", "answer"), 486, (1, 0), id="486-stops-the-phone-hears-busy"),
+]
 
 
 #: One tier of two routes with metrics 1 and 2, a second tier behind it.

@@ -14,6 +14,7 @@ import pytest
 
 from .routes import (
     E164,
+    FIRST_TRUNK_OUTCOMES,
     NUMBER,
     WEIGHTED,
     WEIGHTED_CALLS,
@@ -69,7 +70,7 @@ def test_answer_on_the_first_trunk(tiers, carrier, agi) -> None:  # type: ignore
         "OK carrier=first trunk=carrier-a attempts=carrier-a:answered:16:200")
 
 
-def test_503_then_200(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+def test_a_failover_is_recorded_on_the_caller(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
     a, b = carrier("a", "unavailable"), carrier("b", "answer")
     before = log_size(tiers)
     assert agi.call(NUMBER).final_code == 200
@@ -79,17 +80,12 @@ def test_503_then_200(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-d
         "attempts=carrier-a:congestion:34:503|carrier-b:answered:16:200")
 
 
-def test_404_then_200(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    a, b = carrier("a", "not_found"), carrier("b", "answer")
-    assert agi.call(NUMBER).final_code == 200
-    assert (a.invites(), b.invites()) == (1, 1)
-
-
-def test_486_stops_and_the_phone_hears_busy(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    a, b = carrier("a", "busy"), carrier("b", "answer")
-    result = agi.call(NUMBER)
-    assert result.final_code == 486
-    assert (a.invites(), b.invites()) == (1, 0)
+@pytest.mark.parametrize(("behaviours", "code", "invites"), FIRST_TRUNK_OUTCOMES)
+def test_the_first_trunk_s_answer_decides(tiers, carrier, agi, behaviours, code,
+                                          invites) -> None:  # type: ignore[no-untyped-def]
+    a, b = (carrier(name, how) for name, how in zip("ab", behaviours, strict=True))
+    assert agi.call(NUMBER).final_code == code
+    assert (a.invites(), b.invites()) == invites
 
 
 def test_ringing_without_answer_stops_after_the_ring_timeout(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]

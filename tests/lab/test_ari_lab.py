@@ -23,6 +23,7 @@ from outbound_router import sipp
 
 from .routes import (
     E164,
+    FIRST_TRUNK_OUTCOMES,
     NUMBER,
     WEIGHTED,
     WEIGHTED_CALLS,
@@ -166,23 +167,12 @@ def test_answer_on_the_first_trunk(tiers, carrier, ari) -> None:  # type: ignore
     assert byes(a) == 1  # the phone's BYE went on to the carrier
 
 
-def test_503_then_200(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    a, b = carrier("a", "unavailable"), carrier("b", "answer")
-    assert ari.call(NUMBER).final_code == 200
-    assert (a.invites(), b.invites()) == (1, 1)
-
-
-def test_404_then_200(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    a, b = carrier("a", "not_found"), carrier("b", "answer")
-    assert ari.call(NUMBER).final_code == 200
-    assert (a.invites(), b.invites()) == (1, 1)
-
-
-def test_486_stops_and_the_phone_hears_busy(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    a, b = carrier("a", "busy"), carrier("b", "answer")
-    result = ari.call(NUMBER)
-    assert result.final_code == 486
-    assert (a.invites(), b.invites()) == (1, 0)
+@pytest.mark.parametrize(("behaviours", "code", "invites"), FIRST_TRUNK_OUTCOMES)
+def test_the_first_trunk_s_answer_decides(tiers, carrier, ari, behaviours, code,
+                                          invites) -> None:  # type: ignore[no-untyped-def]
+    a, b = (carrier(name, how) for name, how in zip("ab", behaviours, strict=True))
+    assert ari.call(NUMBER).final_code == code
+    assert (a.invites(), b.invites()) == invites
 
 
 def test_ringing_past_the_ring_timeout_stops(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
