@@ -28,10 +28,10 @@ def to_json(selection: Selection, snapshot: Snapshot) -> dict[str, Any]:
                         "metric": route.metric,
                         "share": float(share),
                     }
-                    for route, share in zip(tier.routes, tier.shares(), strict=True)
+                    for route, share in zip(tier.routes, shares, strict=True)
                 ],
             }
-            for tier in selection.tiers
+            for tier, shares in zip(selection.tiers, selection.shares(), strict=True)
         ],
         "version": snapshot.version,
     }
@@ -51,9 +51,9 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
                 selection.status is not Status.OK else "")]
     if selection.status is Status.OK:
         defaults = snapshot.defaults
-        for tier in selection.tiers:
+        for tier, shares in zip(selection.tiers, selection.shares(), strict=True):
             lines.append(f"  priority {tier.priority}:")
-            for route, share in zip(tier.routes, tier.shares(), strict=True):
+            for route, share in zip(tier.routes, shares, strict=True):
                 carrier = snapshot.carriers[route.carrier] if route.carrier else None
                 trunks = ", ".join(carrier.trunks) if carrier else "-"
                 lines.append(

@@ -50,10 +50,12 @@ class Tier:
     def __post_init__(self) -> None:
         object.__setattr__(self, "total", sum(r.metric for r in self.routes))
 
-    def shares(self) -> tuple[Fraction, ...]:
-        """Exact probability of each route being the tier's first attempt."""
-        total = self.total
-        return tuple(Fraction(r.metric, total) for r in self.routes)
+    def shares(self, tried: frozenset[str] = frozenset()) -> tuple[Fraction, ...]:
+        """Exact probability of each route being the tier's first attempt, when the carriers
+        in ``tried`` were attempted by earlier tiers (their routes are skipped: share 0)."""
+        live = [r.metric if r.carrier not in tried else 0 for r in self.routes]
+        total = sum(live)
+        return tuple(Fraction(m, total) if total else Fraction(0) for m in live)
 
 
 class Selection(NamedTuple):
@@ -62,6 +64,16 @@ class Selection(NamedTuple):
     tiers: tuple[Tier, ...] = ()
     blocked_by: Route | None = None
     reason: str = ""
+
+    def shares(self) -> list[tuple[Fraction, ...]]:
+        """Each tier's :meth:`Tier.shares`. A later tier is only reached once every route of
+        the earlier ones was expanded, so their carriers are skipped there (SPEC 2.6)."""
+        tried: set[str] = set()
+        result = []
+        for tier in self.tiers:
+            result.append(tier.shares(frozenset(tried)))
+            tried.update(r.carrier for r in tier.routes if r.carrier is not None)
+        return result
 
 
 class Attempt(NamedTuple):

@@ -214,6 +214,23 @@ def test_explain_shares_are_exact() -> None:
     assert select(snap, ES).tiers[0].shares() == (Fraction(1, 3), Fraction(2, 3))
 
 
+def test_explain_share_is_zero_for_a_carrier_an_earlier_tier_already_tried() -> None:
+    # Tier 2's route "again" names carrier A, which tier 1 always tries first: it is never a
+    # first attempt of its tier, "b" always is. Routes of one tier sharing a carrier keep
+    # their shares (whichever is drawn first is attempted).
+    snap = snapshot([route("es", pattern="spain", carrier="A", priority=1),
+                     route("again", group="europe", carrier="A", priority=2, metric=3),
+                     route("b", group="europe", carrier="B", priority=2, metric=1),
+                     route("c1", group="europe", carrier="C", priority=3, metric=1),
+                     route("c2", group="europe", carrier="C", priority=3, metric=1)])
+    out = explain(snap, ES)
+    assert [[(r["route"], r["share"]) for r in t["routes"]] for t in out["tiers"]] == [
+        [("es", 1.0)], [("again", 0.0), ("b", 1.0)], [("c1", 0.5), ("c2", 0.5)]]
+    rng = random.Random(3)
+    seconds = Counter(plan(snap, ES, rng=rng).attempts[1].route.name for _ in range(2000))
+    assert seconds == {"b": 2000}
+
+
 # -- properties ----------------------------------------------------------------------------
 
 route_specs = st.lists(
