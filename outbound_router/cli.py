@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from outbound_router.settings import Settings, SettingsError, mask_url
+from outbound_router.settings import Settings, SettingsError
+from redis_seed.urls import mask_url
 
 log = logging.getLogger("outbound_router")
 
@@ -42,8 +43,10 @@ def _redis(settings: Settings) -> Any:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
+        # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
+        reason = str(exc).split(" : <", 1)[0].rstrip(".")
         raise CommandError(
-            f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}. "
+            f"cannot reach Redis at {mask_url(settings.redis_url)}: {reason}. "
             "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).") from None
     return client
 

@@ -618,7 +618,7 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
 
 
 def _mask(url: str) -> str:
-    from outbound_router.settings import mask_url
+    from redis_seed.urls import mask_url
 
     return mask_url(url)
 

@@ -5,23 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from redis_seed.urls import check_redis_url, mask_url
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and what to do."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -55,10 +45,10 @@ class Settings:
         env = os.environ if env is None else env
         host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
         redis_url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
-        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
-            raise SettingsError(
-                f"REDIS_URL={mask_url(redis_url)!r}: expected redis://, rediss://, unix:// "
-                "or redis+sentinel:// URL")
+        try:
+            check_redis_url(redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL: {exc}") from None
         ari_url = env.get("ARI_URL", DEFAULT_ARI_URL).rstrip("/")
         if urlsplit(ari_url).scheme not in ("http", "https"):
             raise SettingsError(f"ARI_URL={mask_url(ari_url)!r}: expected http:// or https:// URL")

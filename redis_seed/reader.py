@@ -41,10 +41,11 @@ from redis.exceptions import RedisError
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
-from .connection import async_client, mask_url
+from .connection import async_client
 from .errors import VersionStoreError
 from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields
 from .store import decode_version
+from .urls import mask_url
 
 log = logging.getLogger(__name__)
 

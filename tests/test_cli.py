@@ -93,8 +93,27 @@ def test_a_bad_file_is_not_seeded(redis_server: str, tmp_path: Path) -> None:
     assert listing[-1].split()[:2] == ["*", v1]
 
 
-def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
-    out = run("versions", redis_url="redis://:hunter2@127.0.0.1:1/0")
+@pytest.mark.parametrize("url", [
+    "redis://:hunter2@127.0.0.1:1/0",
+    "redis://127.0.0.1:1/0?password=hunter2",
+])
+def test_unreachable_redis_is_a_clear_error_without_the_password(url: str) -> None:
+    out = run("versions", redis_url=url)
     assert out.returncode == 2
     assert "cannot reach Redis" in out.stderr and "REDIS_URL" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("redis://:hunter2@127.0.0.1:abc/0", "malformed Redis URL"),
+    ("redis://:hunter2@[::1/0", "malformed Redis URL"),
+    ("redis://127.0.0.1:6379/zero", "bad database number"),
+    ("redis+sentinel://:hunter2@127.0.0.1:26379", "names no service"),
+    ("http://:hunter2@127.0.0.1:6379", "unsupported scheme"),
+])
+def test_a_malformed_redis_url_is_one_clear_line_not_a_traceback(url: str, words: str) -> None:
+    out = run("versions", redis_url=url)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert words in out.stderr and "REDIS_URL" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout

@@ -6,13 +6,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from redis_seed.connection import (
-    SentinelTarget,
-    async_client,
-    mask_url,
-    parse_sentinel_url,
-    sync_client,
-)
+from redis_seed.connection import async_client, sync_client
+from redis_seed.urls import SentinelTarget, check_redis_url, mask_url, parse_sentinel_url
 
 
 @pytest.mark.parametrize(("url", "target"), [
@@ -101,3 +96,27 @@ async def test_sentinel_url_makes_a_master_client_without_connecting() -> None:
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         sync_client(url)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/0", "redis://:pw@localhost", "rediss://u:pw@redis.example:6380/1",
+    "redis:///0", "unix:///run/redis.sock?db=1", "redis+sentinel://s1,s2:26380/mymaster/2",
+    "rediss+sentinel://:pw@s1/mymaster",
+])
+def test_usable_redis_urls_pass_the_check(url: str) -> None:
+    check_redis_url(url)
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("127.0.0.1:6379", "not a Redis URL"),
+    ("http://127.0.0.1:6379", "unsupported scheme"),
+    ("redis://:hunter2@127.0.0.1:port/0", "malformed Redis URL"),
+    ("redis://:hunter2@127.0.0.1:99999/0", "malformed Redis URL"),
+    ("redis://127.0.0.1/db0", "bad database number"),
+    ("unix://", "names no socket path"),
+    ("redis+sentinel://:hunter2@s1", "names no service"),
+])
+def test_malformed_redis_urls_say_what_is_wrong_without_the_password(url: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words) as info:
+        check_redis_url(url)
+    assert "hunter2" not in str(info.value)
