@@ -51,7 +51,9 @@ def _redis(settings: Settings) -> Any:
     return client
 
 
-def _load_file(path: str) -> Any:
+def _load_file(path: str, *, writing: bool = False) -> Any:
+    """The validated table, or exit 1 with one ``FILE:LINE: message`` line per problem (and,
+    when the command was to write it, a last line saying that nothing was)."""
     from redis_seed.errors import RoutesFileError
     from redis_seed.routes_file import load_routes_file
 
@@ -60,7 +62,9 @@ def _load_file(path: str) -> Any:
     except RoutesFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{path}: {len(exc.problems)} problem(s); nothing was written", file=sys.stderr)
+        if writing:
+            print(f"{path}: {len(exc.problems)} problem(s); nothing was written",
+                  file=sys.stderr)
         raise SystemExit(EXIT_INVALID) from None
 
 
@@ -77,7 +81,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
     from redis_seed.store import publish
 
-    table = _load_file(args.file)
+    table = _load_file(args.file, writing=True)
     settings = _settings()
     client = _redis(settings)
     version = publish(client, table, source=args.file, keep=args.keep,

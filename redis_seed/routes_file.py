@@ -642,9 +642,7 @@ class _Validator:
         if m is None:
             return None
         label = f"route {m['name']!r}" if isinstance(m.get("name"), str) else f"route #{index}"
-        self.keys(m, ROUTE_KEYS, label, required=("priority",))
         ok = True
-
         block = False
         if "action" in m:
             if m["action"] not in ROUTE_ACTIONS or not isinstance(m["action"], str):
@@ -653,6 +651,9 @@ class _Validator:
                 ok = False
             else:
                 block = True
+        # A matching block route blocks the call whatever its priority (SPEC 2.3): a block
+        # route may leave it out (0). A route that dials needs one.
+        self.keys(m, ROUTE_KEYS, label, required=() if block else ("priority",))
 
         target: str | None = None
         has_pattern, has_group = "pattern" in m, "group" in m
@@ -696,7 +697,7 @@ class _Validator:
             self.report(m.key_lines["carrier"], f"{label} names unknown carrier {carrier!r}")
             ok = False
 
-        priority: Any = m.get("priority")
+        priority: Any = m.get("priority", 0 if block else None)
         if "priority" in m and (not _is_int(priority) or priority < 0):
             self.report(m.key_lines["priority"],
                         f"priority of {label} must be a whole number >= 0, not "
@@ -724,7 +725,7 @@ class _Validator:
                         f"stopper of {label} must be true or false, not {_describe(stopper)}")
             ok = False
 
-        if not ok or "priority" not in m:
+        if not ok or priority is None:
             return None
         name = m.get("name")
         if name is None:

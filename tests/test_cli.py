@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,9 +40,11 @@ def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> 
     )
     out = run("validate", str(bad))
     assert out.returncode == 1
-    lines = [line for line in out.stderr.splitlines() if line.startswith(f"{bad}:")]
+    lines = out.stderr.splitlines()
+    assert all(re.match(rf"{re.escape(str(bad))}:\d+: \S", line) for line in lines), lines
     assert any(line.startswith(f"{bad}:4:") for line in lines), out.stderr
     assert sum(line.startswith(f"{bad}:6:") for line in lines) >= 2, out.stderr
+    assert out.stdout == ""
 
 
 def test_explain_json_from_a_file_gives_exact_shares() -> None:

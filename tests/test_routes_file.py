@@ -71,6 +71,15 @@ def test_good_file_gives_the_table_it_describes() -> None:
     assert (derived.tenant, derived.stopper, derived.priority) == ("acme", True, 3)
 
 
+def test_a_block_route_needs_no_priority_but_a_dialling_route_does() -> None:
+    # A matching block route blocks whatever its priority (SPEC 2.3): it defaults to 0.
+    table = parse_routes(GOOD.replace("action: block, priority: 0", "action: block"))
+    block = next(r for r in table.routes if r.block)
+    assert (block.name, block.priority) == ("no-premium", 0)
+    problems = problems_of(GOOD.replace("carrier: peering, priority: 1,", "carrier: peering,"))
+    assert [(p.line, "needs 'priority'" in p.message) for p in problems] == [(19, True)]
+
+
 def test_derived_route_names_are_unique_and_avoid_explicit_ones() -> None:
     text = GOOD.replace(
         "  - {pattern: spain, carrier: cheap, priority: 3, tenant: acme, stopper: true}\n",
