@@ -68,6 +68,12 @@ def _load_file(path: str, *, writing: bool = False) -> Any:
         raise SystemExit(EXIT_INVALID) from None
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 # -- subcommands ---------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -79,12 +85,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
-    from redis_seed.store import publish
+    from redis_seed.store import DEFAULT_KEEP, publish
 
     table = _load_file(args.file, writing=True)
     settings = _settings()
     client = _redis(settings)
-    version = publish(client, table, source=args.file, keep=args.keep,
+    version = publish(client, table, source=args.file,
+                      keep=DEFAULT_KEEP if args.keep is None else args.keep,
                       keys=Keys(settings.redis_prefix))
     print(version)
     return EXIT_OK
@@ -173,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed", help="validate a routes file and publish it to Redis")
     p.add_argument("file")
-    p.add_argument("--keep", type=int, default=20, help="versions kept in Redis (default 20)")
+    p.add_argument("--keep", type=_at_least_one, default=None,
+                   help="versions kept in Redis (default: redis_seed.store.DEFAULT_KEEP, 20)")
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("versions", help="list the versions kept in Redis")

@@ -47,7 +47,7 @@ from .keys import (
 log = logging.getLogger(__name__)
 
 #: Versions kept by default (the current one is always kept besides).
-DEFAULT_KEEP = 10
+DEFAULT_KEEP = 20
 #: Format of the stored data (:mod:`redis_seed.codec`); a reader refuses one it does not know.
 DATA_FORMAT = FORMAT_COLUMNS
 #: zlib-compressed JSON: a 100,000-route table is ~5x smaller, which matters when many

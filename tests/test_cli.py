@@ -120,3 +120,8 @@ def test_a_malformed_redis_url_is_one_clear_line_not_a_traceback(url: str, words
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert words in out.stderr and "REDIS_URL" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_seed_keep_must_be_at_least_one() -> None:
+    out = run("seed", str(EXAMPLE), "--keep", "0")
+    assert out.returncode == 2 and "--keep" in out.stderr and "Traceback" not in out.stderr
