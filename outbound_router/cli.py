@@ -19,7 +19,7 @@ from redis_seed.urls import mask_url
 log = logging.getLogger("outbound_router")
 
 EXIT_OK = 0
-EXIT_INVALID = 1  # a bad routes file, or a number that cannot be routed (explain)
+EXIT_INVALID = 1  # a bad routes file (explain exits 0 for every decision, INVALID too)
 EXIT_ERROR = 2  # the environment is wrong: Redis unreachable, bad settings...
 
 
