@@ -248,7 +248,8 @@ class Call:
     def _caller_event(self, event: Event) -> None:
         if event.hangup and not self.caller_gone:
             self.caller_gone = True
-            self.log.info("caller hung up (%s)", event.type)
+            # (debug: the attempt's line, or the end of the bridged call, says it at info)
+            self.log.debug("caller hung up (%s)", event.type)
 
     async def _quietly(self, what: str, coro: Any) -> bool:
         """Run a REST call whose failure only matters for the log (the channel may be gone)."""
@@ -351,6 +352,8 @@ class Call:
         self._drain_caller_events()
         values = {**base_vars, var.ATTEMPTS: format_trace(self.trace)}
         if self.caller_gone:
+            self.log.info("caller hung up after %d attempt(s): no further attempt",
+                          len(self.trace))
             await self._set_variables(values)
             return CallResult(Status.OK, last.outcome if last else None, None,
                               format_trace(self.trace))
