@@ -134,9 +134,12 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
         rate *= 2
     for _ in range(refine):
         for via, f in figures.items():
-            for low, high in ((f.answered, f.answered_failed), (f.kept_up, f.kept_up_failed)):
-                if high is not None and low and high - low > max(2, low // 20):
-                    step(via, (low + high) // 2)
+            rates = {(low + high) // 2
+                     for low, high in ((f.answered, f.answered_failed),
+                                       (f.kept_up, f.kept_up_failed))
+                     if high is not None and low and high - low > max(2, low // 20)}
+            for rate in sorted(rates):  # both criteria may bisect to the same rate: once
+                step(via, rate)
     hang_up_leftovers()
     return figures
 
