@@ -23,16 +23,23 @@ def free_port() -> int:
 class RedisProcess:
     """A redis-server of our own on a free loopback port; can be killed and restarted."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str, config: Path | None = None) -> None:
+        """``extra``: more redis-server options (``"--replicaof", "127.0.0.1", "6379"``,
+        ``"--sentinel"``); ``config``: a config file (a Sentinel needs one it can rewrite)."""
         self.port = free_port()
         self.workdir = workdir
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = extra
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = [str(self.config)] if self.config is not None else []
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+            [REDIS_SERVER, *config, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+             "--daemonize", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

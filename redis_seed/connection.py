@@ -76,3 +76,20 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
         raise ValueError(f"unsupported Redis URL scheme in {mask_url(url)!r}: use redis://, "
                          "rediss://, unix:// or redis+sentinel://")
     return redis.asyncio.Redis.from_url(url, **kwargs)
+
+
+def close_client(client: redis.Redis) -> None:
+    """Close a :func:`sync_client`, with its connections to the sentinels when it has any
+    (closing the master client alone leaves those open)."""
+    client.close()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+
+
+async def close_async_client(client: redis.asyncio.Redis) -> None:
+    """Close an :func:`async_client`, with its connections to the sentinels when it has any."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()

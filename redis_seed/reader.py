@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
-from .connection import async_client
+from .connection import async_client, close_async_client
 from .errors import VersionStoreError
 from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields
 from .store import decode_version
@@ -167,7 +167,7 @@ class SnapshotReader:
                 await task
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await close_async_client(client)
 
     async def __aenter__(self) -> SnapshotReader:
         await self.start()

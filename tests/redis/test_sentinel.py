@@ -1,0 +1,128 @@
+"""Redis Sentinel for real (SPEC section 5): a master, a replica and a Sentinel on loopback.
+The CLI seeds through a ``redis+sentinel://`` URL, and a reader keeps routing through a
+failover and then follows the versions published to the promoted replica."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from redis_tables import generation_of, generation_table
+
+from outbound_router.local_redis import RedisProcess
+from redis_seed.connection import close_client, sync_client
+from redis_seed.reader import SnapshotReader
+from redis_seed.store import publish
+from routing.plan import Status, plan
+
+SERVICE = "mymaster"
+EXAMPLE = Path(__file__).resolve().parents[2] / "redis_seed" / "routes.example.yaml"
+
+
+@dataclass
+class Cluster:
+    master: RedisProcess
+    replica: RedisProcess
+    sentinel: RedisProcess
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{SERVICE}"
+
+    def sentinel_client(self) -> redis.Redis:
+        return redis.Redis(port=self.sentinel.port, decode_responses=True)
+
+
+def wait_for_sentinel_event(pubsub: redis.client.PubSub, channel: str,
+                            timeout: float) -> str:
+    """The next message the Sentinel publishes on ``channel`` (subscribed beforehand)."""
+    while True:
+        message = pubsub.get_message(timeout=timeout)  # blocks until a message or timeout
+        if message is None:
+            raise TimeoutError(f"the Sentinel published no {channel} within {timeout} s")
+        if message["type"] == "message" and message["channel"] == channel:
+            return str(message["data"])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    master = RedisProcess(tmp_path / "master")
+    master.start()
+    replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
+    conf = tmp_path / "sentinel" / "sentinel.conf"
+    conf.parent.mkdir()
+    conf.write_text(
+        f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1\n"
+        f"sentinel down-after-milliseconds {SERVICE} 500\n"
+        f"sentinel failover-timeout {SERVICE} 2000\n")
+    sentinel = RedisProcess(conf.parent, "--sentinel", config=conf)
+    procs = [master, replica, sentinel]
+    try:
+        replica.start()
+        sentinel.start()
+        c = Cluster(master, replica, sentinel)
+        # Failover needs the Sentinel to know the replica (it learns it from the master's INFO).
+        with c.sentinel_client() as s:
+            pubsub = s.pubsub()
+            pubsub.subscribe("+slave")
+            if not s.sentinel_slaves(SERVICE):
+                wait_for_sentinel_event(pubsub, "+slave", timeout=15)
+            pubsub.close()
+        yield c
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def test_the_cli_seeds_and_lists_versions_through_a_sentinel(cluster: Cluster) -> None:
+    env = {**os.environ, "REDIS_URL": cluster.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    seeded = cli("seed", str(EXAMPLE))
+    assert seeded.returncode == 0, seeded.stderr
+    version = seeded.stdout.strip()
+    listing = cli("versions")
+    assert listing.returncode == 0 and version in listing.stdout
+    with redis.Redis(port=cluster.master.port) as master:  # it went to the master
+        assert master.exists(f"outbound-router:version:{version}")
+
+
+async def test_a_reader_routes_through_a_failover_and_follows_the_new_master(
+        cluster: Cluster) -> None:
+    seeder = sync_client(cluster.url)
+    v1 = publish(seeder, generation_table(1))
+    with redis.Redis(port=cluster.master.port) as master:
+        assert master.wait(1, 5000) == 1  # the replica has v1 before the master dies
+    reader = SnapshotReader(cluster.url, poll_interval=0.5, max_backoff=0.5)
+    await reader.start()
+    try:
+        assert reader.version == v1
+        with cluster.sentinel_client() as s:
+            pubsub = s.pubsub()
+            pubsub.subscribe("+switch-master")
+            cluster.master.kill()
+            switched = await asyncio.to_thread(
+                wait_for_sentinel_event, pubsub, "+switch-master", 30)
+            pubsub.close()
+        assert switched.split()[-1] == str(cluster.replica.port)
+        # Meanwhile calls were routed from the last version loaded.
+        p = plan(reader.snapshot, "+34911234567", rng=random.Random(1))  # type: ignore[arg-type]
+        assert p.status is Status.OK
+        # A seed through the same URL reaches the promoted replica; the reader follows it.
+        v2 = await asyncio.to_thread(publish, seeder, generation_table(2))
+        snapshot = await reader.wait_for_version(v2, timeout=15)
+        assert generation_of(snapshot) == 2
+    finally:
+        await reader.close()
+        close_client(seeder)
