@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -20,29 +21,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS redis-server: the CA that signed ``cert`` (and clients trust)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class RedisProcess:
     """A redis-server of our own on a free loopback port; can be killed and restarted."""
 
-    def __init__(self, workdir: Path, *extra: str, config: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *extra: str, config: Path | None = None,
+                 tls: TlsFiles | None = None) -> None:
         """``extra``: more redis-server options (``"--replicaof", "127.0.0.1", "6379"``,
-        ``"--sentinel"``); ``config``: a config file (a Sentinel needs one it can rewrite)."""
+        ``"--sentinel"``); ``config``: a config file (a Sentinel needs one it can rewrite);
+        ``tls``: serve TLS only, on the port (``url`` is then ``rediss://`` naming the CA)."""
         self.port = free_port()
         self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.extra = extra
         self.config = config
+        self.tls = tls
+        self.url = (f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={tls.ca}" if tls
+                    else f"redis://127.0.0.1:{self.port}/0")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = [str(self.config)] if self.config is not None else []
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                      "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, *config, "--port", str(self.port), "--bind", "127.0.0.1",
+            [REDIS_SERVER, *config, *listen, "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
              "--daemonize", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -1,0 +1,81 @@
+"""Redis over TLS for real (SPEC section 5: ``rediss://``): a redis-server serving TLS only,
+with a certificate for 127.0.0.1 signed by a CA of the test's own (openssl)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_tables import generation_of, generation_table
+
+from outbound_router.local_redis import RedisProcess, TlsFiles
+from redis_seed.connection import close_client, sync_client
+from redis_seed.reader import SnapshotReader
+from redis_seed.store import publish
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "redis_seed" / "routes.example.yaml"
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throw-away CA, and a server certificate for IP 127.0.0.1 that it signed."""
+    directory.mkdir()
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=outbound-router test CA", "-keyout", "ca.key", "-out", files.ca.name)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", files.key.name, "-out", "server.csr")
+    (directory / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", files.ca.name, "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", files.cert.name)
+    return files
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path / "redis", tls=make_tls_files(tmp_path / "tls"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args],
+                          env={**os.environ, "REDIS_URL": url},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_seeds_over_tls_when_it_trusts_the_servers_ca(tls_redis: RedisProcess) -> None:
+    seeded = cli(tls_redis.url, "seed", str(EXAMPLE))
+    assert seeded.returncode == 0, seeded.stderr
+    assert seeded.stdout.strip() in cli(tls_redis.url, "versions").stdout
+
+
+def test_a_server_certificate_nobody_vouches_for_is_refused(tls_redis: RedisProcess) -> None:
+    untrusted = tls_redis.url.split("?")[0]  # the system's CAs only
+    out = cli(untrusted, "versions")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cannot reach Redis" in out.stderr and "certificate verify failed" in out.stderr
+    plain = cli(untrusted.replace("rediss://", "redis://"), "versions")  # no TLS at all
+    assert plain.returncode == 2 and "cannot reach Redis" in plain.stderr
+
+
+async def test_a_reader_follows_versions_over_tls(tls_redis: RedisProcess) -> None:
+    seeder = sync_client(tls_redis.url)
+    try:
+        v1 = publish(seeder, generation_table(1))
+        async with SnapshotReader(tls_redis.url, poll_interval=0.5) as reader:
+            assert reader.version == v1
+            v2 = publish(seeder, generation_table(2))
+            assert generation_of(await reader.wait_for_version(v2, timeout=1.0)) == 2
+    finally:
+        close_client(seeder)
