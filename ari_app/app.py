@@ -19,7 +19,7 @@ from typing import Any
 
 from ari_app import events as ev
 from ari_app.call import Call, CallLogger
-from ari_app.client import AriClient, AriError, AriNotFound, AriUnavailable
+from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from routing.snapshot import Snapshot
 
@@ -55,14 +55,9 @@ class AdoptedCall:
                 break
         for cid in self.channel_ids:
             if cid != event.channel_id:
-                try:
-                    await self.ari.hangup(cid, ev.CAUSE_NORMAL)
-                except AriNotFound:
-                    pass
-        try:
-            await self.ari.destroy_bridge(self.bridge_id)
-        except AriNotFound:
-            pass
+                await quietly(f"hang up {cid}", self.ari.hangup(cid, ev.CAUSE_NORMAL), self.log)
+        await quietly(f"destroy bridge {self.bridge_id}", self.ari.destroy_bridge(self.bridge_id),
+                      self.log)
 
 
 Owner = Call | AdoptedCall
@@ -156,12 +151,7 @@ class RouterApp:
         del self.finished[:-1000]
 
     async def _hangup(self, channel_id: str, cause: int | None = None) -> None:
-        try:
-            await self.ari.hangup(channel_id, cause)
-        except AriNotFound:
-            pass
-        except (AriError, AriUnavailable) as exc:
-            log.warning("hanging up %s failed: %s", channel_id, exc)
+        await quietly(f"hanging up {channel_id}", self.ari.hangup(channel_id, cause), log)
 
     # -- reconciliation ------------------------------------------------------------------
 
@@ -241,9 +231,4 @@ class RouterApp:
     async def _remove(self, bridge_id: str, channel_ids: list[str]) -> None:
         for cid in channel_ids:
             await self._hangup(cid, ev.CAUSE_CONGESTION)
-        try:
-            await self.ari.destroy_bridge(bridge_id)
-        except AriNotFound:
-            pass
-        except (AriError, AriUnavailable) as exc:
-            log.warning("destroying bridge %s failed: %s", bridge_id, exc)
+        await quietly(f"destroying bridge {bridge_id}", self.ari.destroy_bridge(bridge_id), log)

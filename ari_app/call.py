@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ari_app import events as ev
-from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable
+from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from routing import variables as var
 from routing.plan import Attempt, Plan, Status, plan
@@ -251,16 +251,8 @@ class Call:
             # (debug: the attempt's line, or the end of the bridged call, says it at info)
             self.log.debug("caller hung up (%s)", event.type)
 
-    async def _quietly(self, what: str, coro: Any) -> bool:
-        """Run a REST call whose failure only matters for the log (the channel may be gone)."""
-        try:
-            await coro
-            return True
-        except AriNotFound:
-            return False
-        except (AriError, AriUnavailable) as exc:
-            self.log.warning("%s failed: %s", what, exc)
-            return False
+    async def _quietly(self, what: str, request: Any) -> bool:
+        return await quietly(what, request, self.log)
 
     async def _set_variables(self, values: dict[str, str]) -> None:
         await self._quietly(f"set {','.join(values)}",

@@ -22,7 +22,7 @@ import base64
 import json
 import logging
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -57,6 +57,20 @@ class AriConflict(AriError):
 
 class AriUnavailable(Exception):
     """Asterisk could not be reached (connection refused, reset, timeout)."""
+
+
+async def quietly(what: str, request: Awaitable[Any],
+                  logger: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+    """Await a REST call whose failure only matters for the log: 404 (the channel or bridge
+    is already gone) is silent, any other failure a warning. True when it succeeded."""
+    try:
+        await request
+        return True
+    except AriNotFound:
+        return False
+    except (AriError, AriUnavailable) as exc:
+        logger.warning("%s failed: %s", what, exc)
+        return False
 
 
 def public_url(url: URL) -> str:

@@ -106,3 +106,18 @@ async def test_a_failed_call_then_an_answered_one_leave_nothing_behind(lab: Lab)
     assert failed.result is not None and failed.result.caller_cause == 34
     lab.carriers("a503_b200", **{"carrier-a": Behaviour.recorded("a200", "carrier-a")})
     await hang_up_answered(lab, lab.fake.new_caller(NUMBER))
+
+
+async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab: Lab) -> None:
+    before = await cut(lab)
+    fake = lab.fake
+    caller = fake.add_leftover_channel(NUMBER, state="Up")
+    leg = fake.add_leftover_channel("router-attempt,y", state="Up")
+    bridge = fake.add_leftover_bridge([caller, leg])
+    fake.failing[f"DELETE /channels/{caller}"] = 500
+    await restore(lab, before)
+    fake.far_end_hangup(leg)
+    await wait_for(lambda: bridge not in fake.bridges)  # the 500 did not stop the clean-up
+    del fake.failing[f"DELETE /channels/{caller}"]
+    fake.caller_hangup(caller)
+    await wait_for(lambda: fake.leftovers() == ([], []))
