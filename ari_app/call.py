@@ -255,8 +255,9 @@ class Call:
         return await quietly(what, request, self.log)
 
     async def _set_variables(self, values: dict[str, str]) -> None:
+        """On the caller channel, and the outcome on its CDR too (one request)."""
         await self._quietly(f"set {','.join(values)}",
-                            self.ari.set_variables(self.caller_id, values))
+                            self.ari.set_variables(self.caller_id, var.with_cdr(values)))
 
     async def _hangup_caller(self, cause: int) -> None:
         if not self.caller_gone:

@@ -21,6 +21,21 @@ ATTEMPTS = "ROUTER_ATTEMPTS"  # compact trace of every attempt, see routing.trac
 VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
 
 
+#: What the CDR gets: channel variables are not copied into CDRs (Asterisk 12+), so these are
+#: also written as CDR variables, ``CDR(ROUTER_STATUS)`` and so on (:func:`with_cdr`).
+CDR_VARIABLES = frozenset({STATUS, NUMBER, CARRIER, TRUNK, ATTEMPTS, VERSION})
+
+
+def cdr(name: str) -> str:
+    """The CDR variable of the same name, as a writable function: ``CDR(ROUTER_STATUS)``."""
+    return f"CDR({name})"
+
+
+def with_cdr(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` and, for those of :data:`CDR_VARIABLES`, the same on the CDR."""
+    return {**values, **{cdr(k): v for k, v in values.items() if k in CDR_VARIABLES}}
+
+
 def dial(n: int) -> str:
     """A ready Dial() string for attempt n (1-based)."""
     return f"ROUTER_DIAL_{n}"
@@ -61,9 +76,11 @@ def assignment(values: Mapping[str, str]) -> tuple[str, str]:
 def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
     """``{"A": "1", "B": "x,y"}`` -> ``("ARRAY(A,B)", "1,x\\,y")``: what ``Set(ARRAY(...)=...)``
     takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
-    can move a value to the wrong variable; names must be plain variable names."""
+    can move a value to the wrong variable; names must be plain variable names, or such a
+    name in ``CDR()``."""
     for name in values:
-        if not name or not all(c.isalnum() or c == "_" for c in name):
+        plain = name[4:-1] if name.startswith("CDR(") and name.endswith(")") else name
+        if not plain or not all(c.isalnum() or c == "_" for c in plain):
             raise ValueError(f"not a plain channel variable name: {name!r}")
     return (
         f"ARRAY({','.join(values)})",

@@ -20,7 +20,7 @@ from ari_app.client import (
     Backoff,
     ari_base_url,
 )
-from routing.variables import array_assignment
+from routing.variables import array_assignment, with_cdr
 from tests.asterisk_args import separate_args
 
 
@@ -145,10 +145,21 @@ def test_array_assignment_keeps_every_value_whole(values):
     assert separate_args(value) == values
 
 
-@pytest.mark.parametrize("bad", ["", "A,B", "A)", "A B", "X(1)"])
+@pytest.mark.parametrize("bad", ["", "A,B", "A)", "A B", "X(1)", "CDR()", "CDR(A,B)", "CDR(A))"])
 def test_array_assignment_refuses_names_that_are_not_plain(bad):
     with pytest.raises(ValueError):
         array_assignment({bad: "1", "B": "2"})
+
+
+def test_the_outcome_is_written_on_the_cdr_too():
+    values = with_cdr({"ROUTER_STATUS": "OK", "ROUTER_ATTEMPTS": "a:answered:16:200",
+                       "ROUTER_CAUSE": "21"})
+    assert values == {"ROUTER_STATUS": "OK", "ROUTER_ATTEMPTS": "a:answered:16:200",
+                      "ROUTER_CAUSE": "21", "CDR(ROUTER_STATUS)": "OK",
+                      "CDR(ROUTER_ATTEMPTS)": "a:answered:16:200"}
+    name, _ = array_assignment(values)
+    assert separate_args(name.removeprefix("ARRAY(").removesuffix(")"))[-1] == (
+        "CDR(ROUTER_ATTEMPTS)")  # a CDR() name stays one argument of ARRAY()
 
 
 async def test_set_variables_is_one_request(fake: FakeAsterisk) -> None:

@@ -1,0 +1,70 @@
+"""The router's outcome lands in the CDR (SPEC section 4), on both paths: the lab's cdr_custom
+writes every CDR record with its ROUTER_* CDR variables to a CSV (asterisk_conf/cdr_custom.conf).
+Those calls also leave no WARNING in Asterisk's log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from outbound_router import lab as lab_mod
+
+from .routes import E164, NUMBER, tiers_routes
+
+pytestmark = pytest.mark.lab
+
+#: The columns of asterisk_conf/cdr_custom.conf.
+COLUMNS = ("start", "src", "dst", "channel", "dstchannel", "disposition", "billsec", "uniqueid",
+           "status", "number", "carrier", "trunk", "attempts", "version")
+
+
+def cdr_csv() -> Path:
+    return lab_mod.paths().in_chroot("/var/log/asterisk/cdr-custom/Master.csv")
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def records_since(offset: int, count: int) -> list[dict[str, str]]:
+    """The CDR records written after byte ``offset``, once there are ``count`` of them."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(cdr_csv(), "rb") as f:
+            f.seek(offset)
+            rows = list(csv.reader(io.StringIO(f.read().decode())))
+        if len(rows) >= count:
+            return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+        assert time.monotonic() < deadline, f"{len(rows)} CDR records, expected {count}"
+        time.sleep(0.05)  # Asterisk's CDR thread writes a record just after the hangup
+
+
+@pytest.mark.parametrize("via", ["ari", "agi"])
+def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    version = lab.seed(tiers_routes(ring_timeout=4))
+    carrier("a", "unavailable")
+    carrier("b", "answer")
+    cdr_at, log_at = size(cdr_csv()), size(Path(lab.asterisk_log))
+    caller = phone(via)
+    assert caller.call(NUMBER).final_code == 200  # carrier-a 503, carrier-b answers
+    assert caller.call("905123456").final_code == 403  # premium: blocked
+    failed, answered, blocked = records_since(cdr_at, 3)
+
+    assert (failed["disposition"], failed["dstchannel"].split("-0")[0]) == (
+        "CONGESTION", "PJSIP/carrier-a")
+    assert answered["disposition"] == "ANSWERED"
+    assert answered["dstchannel"].startswith("PJSIP/carrier-b-")
+    assert {k: answered[k] for k in COLUMNS[8:]} == {
+        "status": "OK", "number": E164, "carrier": "second", "trunk": "carrier-b",
+        "attempts": "carrier-a:congestion:34:503|carrier-b:answered:16:200", "version": version}
+    assert (blocked["dst"], blocked["status"], blocked["number"], blocked["carrier"]) == (
+        "905123456", "BLOCKED", "+34905123456", "")
+    with open(lab.asterisk_log, "rb") as f:
+        f.seek(log_at)
+        warnings = [line for line in f.read().decode(errors="replace").splitlines()
+                    if "WARNING[" in line or "ERROR[" in line]
+    assert warnings == []
