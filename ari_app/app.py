@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger
+from ari_app.call import Call, CallLogger, ResumeLeg
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from routing.snapshot import Snapshot
@@ -139,8 +139,10 @@ class RouterApp:
             return
         self.start_call(event.channel_id, event.args)
 
-    def start_call(self, caller_id: str, args: tuple[str, ...]) -> Call:
-        call = Call(self.ari, self, caller_id, args, self.snapshot(), self.rng)
+    def start_call(self, caller_id: str, args: tuple[str, ...],
+                   resume: ResumeLeg | None = None) -> Call:
+        call = Call(self.ari, self, caller_id, args, self.snapshot(), self.rng,
+                    resume_leg=resume)
         self.owners[caller_id] = call  # before any await: later events go to its queue
         self._spawn(self._run_call(call), f"call-{caller_id}")
         return call
@@ -190,11 +192,18 @@ class RouterApp:
                 continue
             handled.update(members)
             live = [m for m in members if m in present]
+            ringing = self._ringing_call(bid, live, present)
             if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
                 adopted = AdoptedCall(self.ari, bid, live)
                 for m in live:
                     self.owners[m] = adopted
                 self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
+            elif ringing is not None:
+                caller_id, caller_args, resume = ringing
+                log.info("resuming caller %s, whose attempt %s an earlier instance left %s",
+                         caller_id, resume.channel_id, resume.channel_state)
+                call = self.start_call(caller_id, caller_args, resume)
+                self.owners[resume.channel_id] = call
             else:
                 log.info("removing leftover bridge %s and its channels %s", bid, live)
                 self._spawn(self._remove(bid, live), f"remove-{bid}")
@@ -214,6 +223,28 @@ class RouterApp:
             else:
                 log.info("hanging up caller %s left without a call", cid)
                 self._spawn(self._hangup(cid, ev.CAUSE_NORMAL), f"hangup-{cid}")
+
+    def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, Any],
+                      ) -> tuple[str, tuple[str, ...], ResumeLeg] | None:
+        """(caller, its Stasis args, the attempt) when ``members`` are a caller not answered
+        yet and one of our attempts not answered either: a call an earlier instance left
+        ringing (or dialling) when it stopped."""
+        if len(members) != 2:
+            return None
+        app = self.ari.app
+        found: dict[bool, tuple[str, tuple[str, ...]]] = {}
+        for cid in members:
+            dialplan = present[cid].get("dialplan") or {}
+            args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
+            if args is None or present[cid].get("state") == "Up":
+                return None
+            found[ev.is_attempt(cid, args)] = (cid, args)
+        if set(found) != {True, False}:
+            return None
+        (caller_id, args), (leg_id, _) = found[False], found[True]
+        state = present[leg_id].get("state")
+        return caller_id, args, ResumeLeg(leg_id, state if isinstance(state, str) else None,
+                                          bridge_id)
 
     def _owns_bridge(self, bridge_id: str) -> bool:
         return any(

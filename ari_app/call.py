@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import secrets
@@ -26,10 +27,10 @@ from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from routing import variables as var
-from routing.plan import Attempt, Plan, Status, plan
+from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
 from routing.snapshot import Snapshot
-from routing.trace import TraceEntry, format_trace
+from routing.trace import TraceEntry, format_trace, parse_trace
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,26 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(6)}"
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeLeg:
+    """An attempt an earlier instance of the app left ringing when it stopped, found by the
+    reconcile of this one: the call goes on from it (the callee is not rung twice)."""
+
+    channel_id: str
+    channel_state: str | None  # as GET /channels showed it
+    bridge_id: str
+
+
+def resume_data(number: str, version: str, trace: str,
+                attempts: Sequence[Attempt]) -> str:
+    """The ROUTER_RESUME value put on an attempt's channel when it is created: the call's
+    number, routing version and trace so far, this attempt and the ones after it."""
+    return json.dumps({
+        "number": number, "version": version, "trace": trace,
+        "attempts": [[a.index, a.route.name, a.carrier.name, a.trunk] for a in attempts],
+    }, separators=(",", ":"))
+
+
 @dataclass
 class Call:
     """The state of one call; :meth:`run` is the whole call flow."""
@@ -217,6 +238,8 @@ class Call:
     result: CallResult | None = None
     #: The attempt that answered: caller and it are bridged.
     answered_leg: AttemptLeg | None = None
+    #: Set when the call is resumed from an attempt an earlier instance left ringing.
+    resume_leg: ResumeLeg | None = None
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -284,8 +307,17 @@ class Call:
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
             # next instance adopts it after its reconcile); a call still being routed loses its
             # attempt and bridge, and its caller is taken over by the next instance.
+            ringing = self._ringing_leg()
             if self.answered_leg is not None and not self.caller_gone:
                 self.log.info("shutting down: the bridged call goes on without the router")
+                for cid in self.channel_ids():
+                    self.registry.unregister(cid)
+            elif ringing is not None:
+                # Hanging it up would make the callee's phone ring twice (the next instance
+                # would route the caller again): it goes on, and the next instance resumes it
+                # from its ROUTER_RESUME.
+                self.log.info("shutting down: attempt %d on %s goes on for the next instance",
+                              ringing.attempt.index, ringing.attempt.trunk)
                 for cid in self.channel_ids():
                     self.registry.unregister(cid)
             else:
@@ -294,7 +326,20 @@ class Call:
         await self._cleanup()
         return self.result
 
+    def _ringing_leg(self) -> AttemptLeg | None:
+        """The attempt in progress, dialled and in the call's bridge, if the caller is there."""
+        leg = self.legs[-1] if self.legs else None
+        if (leg is None or self.caller_gone or not leg.in_stasis
+                or leg.state not in (AttemptState.DIALLING, AttemptState.RINGING,
+                                     AttemptState.EARLY_MEDIA)
+                or self._bridge_created is None or not self._bridge_created.done()
+                or self._bridge_created.cancelled() or self._bridge_created.exception()):
+            return None
+        return leg
+
     async def _route(self) -> CallResult:
+        if self.resume_leg is not None:
+            return await self._resume(self.resume_leg)
         match list(self.args):
             case [number]:
                 tenant = None
@@ -325,16 +370,58 @@ class Call:
             the_plan.number, tenant, len(the_plan.attempts),
             ",".join(a.trunk for a in the_plan.attempts),
         )
-        return await self._attempts(the_plan, base_vars)
+        return await self._attempts(the_plan.attempts, base_vars)
 
-    async def _attempts(self, the_plan: Plan, base_vars: dict[str, str]) -> CallResult:
+    async def _resume(self, resume: ResumeLeg) -> CallResult:
+        """Go on with a call from the attempt an earlier instance left ringing."""
+        self.bridge_id = resume.bridge_id
+        self._bridge_created = asyncio.get_running_loop().create_future()
+        self._bridge_created.set_result(None)  # it exists: _cleanup destroys it
+        attempts: list[Attempt | None] = []
+        data: dict[str, Any] = {}
+        try:
+            data = json.loads(await self.ari.get_variable(resume.channel_id, var.RESUME))
+            number, version = str(data["number"]), str(data["version"])
+            if self.snapshot is not None:
+                attempts = [attempt_again(self.snapshot, number, int(i), str(r), str(c), str(t))
+                            for i, r, c, t in data["attempts"]]
+        except (AriError, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
+        if not attempts or attempts[0] is None:
+            # Nothing to go on with (no resume data, or its trunk left the routing table).
+            self.log.warning("ending the call left by an earlier instance: nothing to resume")
+            await self._quietly(f"hang up {resume.channel_id}",
+                                self.ari.hangup(resume.channel_id))
+            self.registry.unregister(resume.channel_id)
+            await self._hangup_caller(ev.CAUSE_CONGESTION)
+            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+        current = attempts[0]
+        leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
+                         in_stasis=True)
+        if resume.channel_state == ev.ChannelState.RINGING:
+            leg.alerted(self.clock(), media=False)  # the ring timer starts again from here
+        self.legs.append(leg)
+        self.registry.register(leg.channel_id, self)
+        self.trace = parse_trace(str(data.get("trace", "")))
+        self.log.info("resumed attempt %d on %s (%s) left by an earlier instance",
+                      current.index, current.trunk, resume.channel_state)
+        base_vars = {var.STATUS: str(Status.OK), var.VERSION: version, var.NUMBER: number}
+        later = [a for a in attempts[1:] if a is not None]
+        return await self._attempts((current, *later), base_vars, resumed=leg)
+
+    async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
+                        resumed: AttemptLeg | None = None) -> CallResult:
         judgements: list[Judgement] = []
-        self._prepare_caller()
+        if resumed is None:
+            self._prepare_caller()
         last: Judgement | None = None
-        for attempt in the_plan.attempts:
+        for i, attempt in enumerate(attempts):
             if self.caller_gone:
                 break
-            leg = await self._try(attempt)
+            if resumed is not None and i == 0:
+                leg = await self._follow(resumed)
+            else:
+                leg = await self._try(attempt, attempts[i + 1:], base_vars)
             last = judge(leg.observation(), attempt.carrier.failover)
             self._record(leg, last)
             if last.verdict is Verdict.DONE:
@@ -388,7 +475,8 @@ class Call:
             judgement.verdict, elapsed,
         )
 
-    async def _try(self, attempt: Attempt) -> AttemptLeg:
+    async def _try(self, attempt: Attempt, later: Sequence[Attempt],
+                   base_vars: dict[str, str]) -> AttemptLeg:
         now = self.clock()
         leg = AttemptLeg(attempt, new_id(ev.ATTEMPT_ID_PREFIX), now)
         self.legs.append(leg)
@@ -400,6 +488,9 @@ class Call:
                 channel_id=leg.channel_id,
                 app_args=(ev.ATTEMPT_ARG, self.caller_id),
                 originator=self.caller_id,
+                variables={var.RESUME: resume_data(
+                    base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
+                    format_trace(self.trace), (attempt, *later))},
             )
         except (AriError, AriUnavailable) as exc:
             self.log.error("attempt %d: creating %s failed: %s",
@@ -429,6 +520,11 @@ class Call:
             # The leg (or the caller) went away under us: its events tell the rest.
             self.log.info("attempt %d: %s", attempt.index, exc)
         leg.dialled()
+        return await self._follow(leg)
+
+    async def _follow(self, leg: AttemptLeg) -> AttemptLeg:
+        """Wait for the dialled attempt's answer, failure or timer."""
+        attempt = leg.attempt
         # setup_timeout is the trunk's time to answer the INVITE, which leaves now: the time
         # Asterisk took to create the channel (long when it is busy) is not the trunk's.
         setup_deadline = self.clock() + attempt.setup_timeout

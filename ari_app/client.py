@@ -251,6 +251,15 @@ class AriClient:
             "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
         )
 
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        """A channel variable's value; AriNotFound when the channel or the variable is not
+        there."""
+        result = await self._request("GET", f"/channels/{channel_id}/variable", {"variable": name})
+        value = result.get("value") if isinstance(result, dict) else None
+        if not isinstance(value, str):
+            raise AriNotFound("GET", f"/channels/{channel_id}/variable", 404, "no value")
+        return value
+
     async def set_variables(self, channel_id: str, values: Mapping[str, str]) -> None:
         """Several variables in one request, through Asterisk's ``ARRAY()`` function."""
         if values:

@@ -20,6 +20,9 @@ TRUNK = "ROUTER_TRUNK"  # trunk that answered
 ATTEMPTS = "ROUTER_ATTEMPTS"  # compact trace of every attempt, see routing.trace
 VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
 
+# On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
+RESUME = "ROUTER_RESUME"
+
 
 #: What the CDR gets: channel variables are not copied into CDRs (Asterisk 12+), so these are
 #: also written as CDR variables, ``CDR(ROUTER_STATUS)`` and so on (:func:`with_cdr`).

@@ -50,6 +50,7 @@ class Lab:
     ari: AriClient
     app: RouterApp
     snapshots: list[Snapshot]
+    runner: asyncio.Task[None]  # the app's run(): cancelling it is what SIGTERM does
 
     def carriers(self, case: str, **more: Behaviour) -> None:
         """carrier-a and carrier-b behave as in recording ``case`` (``a503_b200``...)."""

@@ -27,7 +27,7 @@ async def lab() -> AsyncIterator[Lab]:
     await fake.connected.wait()
     await app.reconciled.wait()
     try:
-        yield Lab(fake, ari, app, snapshots)
+        yield Lab(fake, ari, app, snapshots, runner)
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

@@ -159,6 +159,7 @@ class FakeAsterisk:
         r.add_post("/ari/channels/{id}/dial", self._dial)
         r.add_post("/ari/channels/{id}/answer", self._answer)
         r.add_post("/ari/channels/{id}/variable", self._variable)
+        r.add_get("/ari/channels/{id}/variable", self._get_variable)
         r.add_delete("/ari/channels/{id}", self._delete_channel)
         r.add_get("/ari/bridges", self._list_bridges)
         r.add_post("/ari/bridges", self._create_bridge)
@@ -210,6 +211,22 @@ class FakeAsterisk:
         ch = self.channels[cid]
         self._emit({"type": "ChannelHangupRequest", "cause": 16, "channel": ch.json()})
         self._destroy(ch, 16, None)
+
+    def answer(self, cid: str) -> None:
+        """The carrier answers a ringing attempt now (its own Dial and state events)."""
+        ch = self.channels[cid]
+        if ch.timer:
+            ch.timer.cancel()
+        ch.state = "Up"
+        self._emit({"type": "Dial", "dialstatus": "ANSWER", "peer": ch.json()})
+        self._emit({"type": "ChannelStateChange", "channel": ch.json()})
+
+    def carrier_fails(self, cid: str, cause: int, sip_code: int) -> None:
+        """The carrier turns a ringing attempt down now (e.g. 34 and 503)."""
+        ch = self.channels[cid]
+        self._emit({"type": "ChannelHangupRequest", "cause": cause, "tech_cause": sip_code,
+                    "channel": ch.json()})
+        self._destroy(ch, cause, sip_code)
 
     def answer_silently(self, cid: str) -> None:
         """The carrier answers while no websocket is connected (its events are lost)."""
@@ -356,6 +373,8 @@ class FakeAsterisk:
         app_data = ",".join((q["app"], *filter(None, q.get("appArgs", "").split(","))))
         ch = Channel(cid, f"PJSIP/{trunk}-{next(self._names):08x}", "Down", app_data,
                      behaviour=behaviour)
+        if request.can_read_body:
+            ch.variables.update((await request.json()).get("variables") or {})
         self.channels[cid] = ch
         loop = asyncio.get_running_loop()
         if self.stasis_delay:
@@ -393,6 +412,12 @@ class FakeAsterisk:
         ch = self._channel(request)
         assign(ch.variables, request.query["variable"], request.query.get("value", ""))
         return web.Response(status=204)
+
+    async def _get_variable(self, request: web.Request) -> web.Response:
+        value = self._channel(request).variables.get(request.query["variable"])
+        if value is None:
+            return web.json_response({"message": "Provided variable was not found"}, status=404)
+        return web.json_response({"value": value})
 
     async def _delete_channel(self, request: web.Request) -> web.Response:
         ch = self._channel(request)

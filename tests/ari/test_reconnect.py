@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
-from ari_app.call import AttemptState
+from ari_app.app import RouterApp
+from ari_app.call import AttemptState, Call
+from ari_app.client import AriClient, Backoff
 
 NUMBER = "911234567"
 
@@ -121,3 +126,66 @@ async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab:
     del fake.failing[f"DELETE /channels/{caller}"]
     fake.caller_hangup(caller)
     await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def a_new_instance(lab: Lab) -> tuple[RouterApp, asyncio.Task[None], AriClient]:
+    """A second instance of the app on the same Asterisk, as after a restart of the service."""
+    url = f"http://127.0.0.1:{lab.fake.server.port}"  # type: ignore[union-attr]
+    ari = AriClient(url, lab.fake.username, lab.fake.password, lab.fake.app, heartbeat=1.0,
+                    backoff=Backoff(initial=0.05, maximum=0.2))
+    app = RouterApp(ari, lambda: lab.snapshots[-1], rng=random.Random(7))
+    runner = asyncio.create_task(app.run())
+    await app.reconciled.wait()
+    return app, runner, ari
+
+
+async def stop(runner: asyncio.Task[None], ari: AriClient) -> None:
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await ari.close()
+
+
+async def restarted_while_ringing(lab: Lab) -> tuple[str, str, RouterApp, asyncio.Task[None],
+                                                     AriClient]:
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)  # the service stopped: its calls were cancelled
+    assert leg in lab.fake.channels and not lab.fake.channels[leg].cancelled
+    assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
+    app, runner, ari = await a_new_instance(lab)
+    call = app.owners[caller]
+    assert app.owners[leg] is call and isinstance(call, Call)
+    await wait_for(lambda: bool(call.legs))  # it read the leg's ROUTER_RESUME
+    assert (call.legs[0].channel_id, call.legs[0].state) == (leg, AttemptState.RINGING)
+    return caller, leg, app, runner, ari
+
+
+async def test_a_ringing_attempt_goes_on_across_a_restart_and_is_not_rung_twice(
+        lab: Lab) -> None:
+    caller, leg, app, runner, ari = await restarted_while_ringing(lab)
+    try:
+        lab.fake.answer(leg)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        call = next(c for c in app.finished if c.caller_id == caller)
+        assert call.result is not None and call.result.trace == "carrier-a:answered:16:200"
+        assert lab.vars_of(caller)["ROUTER_CARRIER"] == "alpha"
+        assert lab.fake.dials == {"carrier-a": 1}  # the callee rang once
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    finally:
+        await stop(runner, ari)
+
+
+async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> None:
+    caller, leg, app, runner, ari = await restarted_while_ringing(lab)
+    try:
+        lab.fake.carrier_fails(leg, 34, 503)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
+        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+            "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    finally:
+        await stop(runner, ari)
