@@ -227,8 +227,8 @@ class RouterApp:
     def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, Any],
                       ) -> tuple[str, tuple[str, ...], ResumeLeg] | None:
         """(caller, its Stasis args, the attempt) when ``members`` are a caller not answered
-        yet and one of our attempts not answered either: a call an earlier instance left
-        ringing (or dialling) when it stopped."""
+        yet and one of our attempts: a call an earlier instance left ringing (or dialling)
+        when it stopped (the attempt may have been answered since)."""
         if len(members) != 2:
             return None
         app = self.ari.app
@@ -236,10 +236,10 @@ class RouterApp:
         for cid in members:
             dialplan = present[cid].get("dialplan") or {}
             args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
-            if args is None or present[cid].get("state") == "Up":
+            if args is None:
                 return None
             found[ev.is_attempt(cid, args)] = (cid, args)
-        if set(found) != {True, False}:
+        if set(found) != {True, False} or present[found[False][0]].get("state") == "Up":
             return None
         (caller_id, args), (leg_id, _) = found[False], found[True]
         state = present[leg_id].get("state")

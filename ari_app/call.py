@@ -400,6 +400,8 @@ class Call:
                          in_stasis=True)
         if resume.channel_state == ev.ChannelState.RINGING:
             leg.alerted(self.clock(), media=False)  # the ring timer starts again from here
+        elif resume.channel_state == ev.ChannelState.UP:
+            leg.answered()  # while no instance was listening
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         self.trace = parse_trace(str(data.get("trace", "")))

@@ -189,3 +189,19 @@ async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> No
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
     finally:
         await stop(runner, ari)
+
+
+async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_the_next(
+        lab: Lab) -> None:
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.answer_silently(leg)  # the callee picks up between the two instances
+    app, runner, ari = await a_new_instance(lab)
+    try:
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        assert lab.fake.dials == {"carrier-a": 1}
+    finally:
+        await stop(runner, ari)
