@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,26 @@ def test_the_router_being_down_gives_congestion_not_a_hang(tiers, carrier, agi) 
         result = agi.call(NUMBER)
     assert result.final_code == 503
     assert a.invites() == 0
+
+
+def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    # carrier-a never answers; while Dial waits for it, the agi service is down: the dialplan
+    # cannot ask the router about the failed attempt and fails over on its own (CHANUNAVAIL).
+    a, b = carrier("a", "silent"), carrier("b", "answer")
+    before = log_size(tiers)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        call = pool.submit(agi.call, NUMBER)
+        deadline = time.monotonic() + 10
+        while a.invites() == 0:  # polling SIPp's trace: there is no event to await
+            assert time.monotonic() < deadline, "carrier-a got no INVITE"
+            time.sleep(0.05)
+        with tiers.service_stopped("agi"):
+            result = call.result()
+    assert result.final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+    summary = router_summary(tiers, before)
+    assert summary.startswith("OK carrier=second trunk=carrier-b attempts=carrier-a:unjudged:")
+    assert summary.endswith("|carrier-b:answered:16:200")
 
 
 # -- tiers and weights -----------------------------------------------------------------------
