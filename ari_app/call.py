@@ -378,10 +378,10 @@ class Call:
         self._bridge_created = asyncio.get_running_loop().create_future()
         self._bridge_created.set_result(None)  # it exists: _cleanup destroys it
         attempts: list[Attempt | None] = []
-        data: dict[str, Any] = {}
         try:
             data = json.loads(await self.ari.get_variable(resume.channel_id, var.RESUME))
             number, version = str(data["number"]), str(data["version"])
+            trace = parse_trace(str(data["trace"]))
             if self.snapshot is not None:
                 attempts = [attempt_again(self.snapshot, number, int(i), str(r), str(c), str(t))
                             for i, r, c, t in data["attempts"]]
@@ -404,7 +404,7 @@ class Call:
             leg.answered()  # while no instance was listening
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
-        self.trace = parse_trace(str(data.get("trace", "")))
+        self.trace = trace
         self.log.info("resumed attempt %d on %s (%s) left by an earlier instance",
                       current.index, current.trunk, resume.channel_state)
         base_vars = {var.STATUS: str(Status.OK), var.VERSION: version, var.NUMBER: number}

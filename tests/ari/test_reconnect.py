@@ -205,3 +205,15 @@ async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_th
         assert lab.fake.dials == {"carrier-a": 1}
     finally:
         await stop(runner, ari)
+
+
+async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
+    before = await cut(lab)
+    fake = lab.fake
+    caller = fake.add_leftover_channel(NUMBER, state="Ring")
+    leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
+    fake.channels[leg].variables["ROUTER_RESUME"] = '{"number": "+34911234567", "trace": "a:b"}'
+    fake.add_leftover_bridge([caller, leg])
+    await restore(lab, before)
+    await wait_for(lambda: fake.leftovers() == ([], []))  # leg, caller (cause 34) and bridge
+    assert fake.ended[caller].hangup_reason == "34"
