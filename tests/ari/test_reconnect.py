@@ -212,7 +212,9 @@ async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(la
     fake = lab.fake
     caller = fake.add_leftover_channel(NUMBER, state="Ring")
     leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
-    fake.channels[leg].variables["ROUTER_RESUME"] = '{"number": "+34911234567", "trace": "a:b"}'
+    fake.channels[leg].variables["ROUTER_RESUME"] = (  # all there, but the trace is broken
+        '{"number":"+34911234567","version":"v1","trace":"a:b",'
+        '"attempts":[[1,"first","alpha","carrier-a"]]}')
     fake.add_leftover_bridge([caller, leg])
     await restore(lab, before)
     await wait_for(lambda: fake.leftovers() == ([], []))  # leg, caller (cause 34) and bridge
