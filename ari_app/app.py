@@ -192,13 +192,12 @@ class RouterApp:
                 continue
             handled.update(members)
             live = [m for m in members if m in present]
-            ringing = self._ringing_call(bid, live, present)
             if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
                 adopted = AdoptedCall(self.ari, bid, live)
                 for m in live:
                     self.owners[m] = adopted
                 self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
-            elif ringing is not None:
+            elif (ringing := self._ringing_call(bid, live, present)) is not None:
                 caller_id, caller_args, resume = ringing
                 log.info("resuming caller %s, whose attempt %s an earlier instance left %s",
                          caller_id, resume.channel_id, resume.channel_state)

@@ -305,23 +305,20 @@ class Call:
             await self._hangup_caller(ev.CAUSE_CONGESTION)
         except asyncio.CancelledError:
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
-            # next instance adopts it after its reconcile); a call still being routed loses its
-            # attempt and bridge, and its caller is taken over by the next instance.
-            ringing = self._ringing_leg()
+            # next instance adopts it after its reconcile). So does a dialled attempt: hanging
+            # it up would ring the callee twice, as the next instance would route the caller
+            # again; it resumes the call from the attempt's ROUTER_RESUME instead. Anything
+            # else loses its attempt and bridge, and the next instance routes its caller.
             if self.answered_leg is not None and not self.caller_gone:
                 self.log.info("shutting down: the bridged call goes on without the router")
-                for cid in self.channel_ids():
-                    self.registry.unregister(cid)
-            elif ringing is not None:
-                # Hanging it up would make the callee's phone ring twice (the next instance
-                # would route the caller again): it goes on, and the next instance resumes it
-                # from its ROUTER_RESUME.
+            elif (ringing := self._ringing_leg()) is not None:
                 self.log.info("shutting down: attempt %d on %s goes on for the next instance",
                               ringing.attempt.index, ringing.attempt.trunk)
-                for cid in self.channel_ids():
-                    self.registry.unregister(cid)
             else:
                 await self._cleanup()
+                raise
+            for cid in self.channel_ids():
+                self.registry.unregister(cid)
             raise
         await self._cleanup()
         return self.result
