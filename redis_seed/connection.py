@@ -14,7 +14,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.backoff import ExponentialBackoff
 
-from .urls import PLAIN_SCHEMES, is_sentinel_url, mask_url, parse_sentinel_url, url_scheme
+from .urls import SentinelTarget, check_redis_url, is_sentinel_url, parse_sentinel_url
 
 #: Fail fast: the reader has its own backoff, and a seed should say "unreachable" quickly.
 CONNECT_TIMEOUT = 2.0
@@ -30,24 +30,26 @@ def _common(overrides: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _sentinel_kwargs(url: str, kwargs: dict[str, Any]) -> tuple[SentinelTarget, dict[str, Any]]:
+    """The parsed Sentinel URL and the arguments of a (sync or asyncio) ``Sentinel``."""
+    t = parse_sentinel_url(url)
+    return t, {"sentinel_kwargs": {"password": t.sentinel_password,
+                                   "socket_connect_timeout": kwargs["socket_connect_timeout"],
+                                   "socket_timeout": kwargs["socket_timeout"]},
+               **kwargs}
+
+
 def sync_client(url: str, **overrides: Any) -> redis.Redis:
     """A redis-py client for ``url`` (for the CLI: seed, versions, rollback, explain)."""
+    check_redis_url(url)
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t = parse_sentinel_url(url)
+        t, sentinel_kwargs = _sentinel_kwargs(url, kwargs)
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(t.hosts),
-            sentinel_kwargs={"password": t.sentinel_password,
-                             "socket_connect_timeout": kwargs["socket_connect_timeout"],
-                             "socket_timeout": kwargs["socket_timeout"]},
-            **kwargs,
-        )
+            list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
             t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl)
         return cast(redis.Redis, master)
-    if url_scheme(url) not in PLAIN_SCHEMES:
-        raise ValueError(f"unsupported Redis URL scheme in {mask_url(url)!r}: use redis://, "
-                         "rediss://, unix:// or redis+sentinel://")
     return redis.Redis.from_url(url, **kwargs)
 
 
@@ -57,24 +59,17 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
     Retries inside redis-py are kept short: the reader backs off on its own and must notice an
     outage quickly rather than hang a poll for seconds.
     """
+    check_redis_url(url)
     overrides.setdefault("retry", redis.asyncio.retry.Retry(
         ExponentialBackoff(cap=0.2, base=0.05), retries=1))
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t = parse_sentinel_url(url)
+        t, sentinel_kwargs = _sentinel_kwargs(url, kwargs)
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(t.hosts),
-            sentinel_kwargs={"password": t.sentinel_password,
-                             "socket_connect_timeout": kwargs["socket_connect_timeout"],
-                             "socket_timeout": kwargs["socket_timeout"]},
-            **kwargs,
-        )
+            list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(
             t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl)
         return cast(redis.asyncio.Redis, master)
-    if url_scheme(url) not in PLAIN_SCHEMES:
-        raise ValueError(f"unsupported Redis URL scheme in {mask_url(url)!r}: use redis://, "
-                         "rediss://, unix:// or redis+sentinel://")
     return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
