@@ -15,11 +15,7 @@ import pytest
 
 from .routes import (
     E164,
-    FIRST_TRUNK_OUTCOMES,
     NUMBER,
-    WEIGHTED,
-    WEIGHTED_CALLS,
-    assert_shares_one_to_two,
     tiers_routes,
 )
 
@@ -79,14 +75,6 @@ def test_a_failover_is_recorded_on_the_caller(tiers, carrier, agi) -> None:  # t
     assert router_summary(tiers, before) == (
         "OK carrier=second trunk=carrier-b "
         "attempts=carrier-a:congestion:34:503|carrier-b:answered:16:200")
-
-
-@pytest.mark.parametrize(("behaviours", "code", "invites"), FIRST_TRUNK_OUTCOMES)
-def test_the_first_trunk_s_answer_decides(tiers, carrier, agi, behaviours, code,
-                                          invites) -> None:  # type: ignore[no-untyped-def]
-    a, b = (carrier(name, how) for name, how in zip("ab", behaviours, strict=True))
-    assert agi.call(NUMBER).final_code == code
-    assert (a.invites(), b.invites()) == invites
 
 
 def test_ringing_without_answer_stops_after_the_ring_timeout(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
@@ -166,21 +154,3 @@ def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> 
     summary = router_summary(tiers, before)
     assert summary.startswith("OK carrier=second trunk=carrier-b attempts=carrier-a:unjudged:")
     assert summary.endswith("|carrier-b:answered:16:200")
-
-
-# -- tiers and weights -----------------------------------------------------------------------
-
-
-def test_a_tier_is_exhausted_before_the_next(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    lab.seed(WEIGHTED)
-    a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
-    assert agi.call(NUMBER).final_code == 200
-    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
-
-
-def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    lab.seed(WEIGHTED)
-    a, b = carrier("a", "answer"), carrier("b", "answer")
-    result = agi.load(NUMBER, calls=WEIGHTED_CALLS, rate=40, concurrent=40, talk=0.2)
-    assert result.successful == WEIGHTED_CALLS, result.final_codes
-    assert_shares_one_to_two(a, b, WEIGHTED_CALLS)

@@ -23,11 +23,7 @@ from outbound_router import sipp
 
 from .routes import (
     E164,
-    FIRST_TRUNK_OUTCOMES,
     NUMBER,
-    WEIGHTED,
-    WEIGHTED_CALLS,
-    assert_shares_one_to_two,
     tiers_routes,
 )
 
@@ -167,14 +163,6 @@ def test_answer_on_the_first_trunk(tiers, carrier, ari) -> None:  # type: ignore
     assert byes(a) == 1  # the phone's BYE went on to the carrier
 
 
-@pytest.mark.parametrize(("behaviours", "code", "invites"), FIRST_TRUNK_OUTCOMES)
-def test_the_first_trunk_s_answer_decides(tiers, carrier, ari, behaviours, code,
-                                          invites) -> None:  # type: ignore[no-untyped-def]
-    a, b = (carrier(name, how) for name, how in zip("ab", behaviours, strict=True))
-    assert ari.call(NUMBER).final_code == code
-    assert (a.invites(), b.invites()) == invites
-
-
 def test_ringing_past_the_ring_timeout_stops(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
     a, b = carrier("a", "ring"), carrier("b", "answer")
     result = ari.call(NUMBER)
@@ -262,21 +250,6 @@ def test_the_router_being_down_gives_503_not_a_hang(tiers, carrier, ari) -> None
 
 
 # -- tiers, weights, load ---------------------------------------------------------------------
-
-
-def test_a_tier_is_exhausted_before_the_next(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    lab.seed(WEIGHTED)
-    a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
-    assert ari.call(NUMBER).final_code == 200
-    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
-
-
-def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    lab.seed(WEIGHTED)
-    a, b = carrier("a", "answer"), carrier("b", "answer")
-    result = ari.load(NUMBER, calls=WEIGHTED_CALLS, rate=40, concurrent=40, talk=0.2)
-    assert result.successful == WEIGHTED_CALLS, result.final_codes
-    assert_shares_one_to_two(a, b, WEIGHTED_CALLS)
 
 
 def test_twenty_simultaneous_calls_all_fail_over_correctly(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]

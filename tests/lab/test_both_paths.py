@@ -1,0 +1,41 @@
+"""Lab tests that are the same on both router paths (SPEC sections 2 and 3): one test each,
+run through the ARI phones (127.0.0.10) and the FastAGI phones (127.0.0.20)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .routes import (
+    FIRST_TRUNK_OUTCOMES,
+    NUMBER,
+    WEIGHTED,
+    WEIGHTED_CALLS,
+    assert_shares_one_to_two,
+    tiers_routes,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.parametrize("via", ["ari", "agi"])]
+
+
+@pytest.mark.parametrize(("behaviours", "code", "invites"), FIRST_TRUNK_OUTCOMES)
+def test_the_first_trunk_s_answer_decides(lab, carrier, phone, via, behaviours, code,
+                                          invites) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = (carrier(name, how) for name, how in zip("ab", behaviours, strict=True))
+    assert phone(via).call(NUMBER).final_code == code
+    assert (a.invites(), b.invites()) == invites
+
+
+def test_a_tier_is_exhausted_before_the_next(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(WEIGHTED)
+    a, b, c = carrier("a", "unavailable"), carrier("b", "unavailable"), carrier("c", "answer")
+    assert phone(via).call(NUMBER).final_code == 200
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 1)
+
+
+def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(WEIGHTED)
+    a, b = carrier("a", "answer"), carrier("b", "answer")
+    result = phone(via).load(NUMBER, calls=WEIGHTED_CALLS, rate=40, concurrent=40, talk=0.2)
+    assert result.successful == WEIGHTED_CALLS, result.final_codes
+    assert_shares_one_to_two(a, b, WEIGHTED_CALLS)
