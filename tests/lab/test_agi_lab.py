@@ -119,13 +119,6 @@ def test_calls_that_cannot_be_routed_never_reach_a_carrier(tiers, carrier, agi, 
     assert a.invites() == 0
 
 
-def test_the_tenant_comes_from_the_x_tenant_header(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    c = carrier("c", "answer")
-    assert agi.call("00441234567890", tenant="acme").final_code == 200
-    assert agi.call("00441234567890", tenant="other").final_code == 404
-    assert c.invites() == 1
-
-
 def test_the_router_being_down_gives_congestion_not_a_hang(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
     a = carrier("a", "answer")
     with tiers.service_stopped("agi"):

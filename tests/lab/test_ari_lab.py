@@ -233,13 +233,6 @@ def test_calls_that_cannot_be_routed_never_reach_a_carrier(tiers, carrier, ari, 
     assert observer.wait_variable("ROUTER_STATUS") == status
 
 
-def test_the_tenant_reaches_the_router(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
-    c = carrier("c", "answer")
-    assert ari.call("00441234567890", tenant="acme").final_code == 200
-    assert ari.call("00441234567890", tenant="other").final_code == 404
-    assert c.invites() == 1
-
-
 def test_the_router_being_down_gives_503_not_a_hang(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
     a = carrier("a", "answer")
     with tiers.service_stopped("ari"):

@@ -39,3 +39,11 @@ def test_metrics_1_and_2_share_the_first_attempts_1_to_2(lab, carrier, phone, vi
     result = phone(via).load(NUMBER, calls=WEIGHTED_CALLS, rate=40, concurrent=40, talk=0.2)
     assert result.successful == WEIGHTED_CALLS, result.final_codes
     assert_shares_one_to_two(a, b, WEIGHTED_CALLS)
+
+
+def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))  # +44 routes for tenant acme only
+    c = carrier("c", "answer")
+    assert phone(via).call("00441234567890", tenant="acme").final_code == 200
+    assert phone(via).call("00441234567890", tenant="other").final_code == 404
+    assert c.invites() == 1
