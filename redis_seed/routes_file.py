@@ -51,7 +51,9 @@ DEFAULTS_KEYS = (
     "ring_timeout",
     "max_attempts",
 )
-CARRIER_KEYS = ("trunks", "number_format", "prefix", "failover")
+#: ``retry_after_early_media`` may be written in the carrier or in its ``failover`` (SPEC 3
+#: names it beside ``failover``; the policy it belongs to is the failover one).
+CARRIER_KEYS = ("trunks", "number_format", "prefix", "failover", "retry_after_early_media")
 FAILOVER_KEYS = ("retry", "stop", "retry_after_early_media")
 PATTERN_KEYS = ("prefix", "regex")
 ROUTE_KEYS = ("name", "pattern", "group", "carrier", "priority", "metric", "tenant", "stopper",
@@ -68,19 +70,43 @@ _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class _Map(dict[Any, Any]):
-    """A YAML mapping that remembers its line and the line of each key (1-based)."""
+    """A YAML mapping that remembers its line and the line of each key (1-based).
+
+    Keys are always the text as written (a carrier or pattern named ``1001`` or ``no`` is not
+    the number 1001 or the boolean false), and :attr:`texts` keeps, for each value written
+    without quotes that YAML read as a number or a boolean, the text as written (see
+    :func:`_text`)."""
 
     line: int
     key_lines: dict[Any, int]
+    texts: dict[Any, str]
     #: entries whose key repeats an earlier one (reported, and still checked)
     dupes: list[tuple[Any, Any, int]]
 
 
 class _Seq(list[Any]):
-    """A YAML sequence that remembers its line and the line of each item (1-based)."""
+    """A YAML sequence that remembers its line and the line of each item (1-based), and like
+    :class:`_Map` the text as written of its unquoted numbers and booleans."""
 
     line: int
     item_lines: list[int]
+    item_texts: dict[int, str]
+
+
+def _new_map(line: int) -> _Map:
+    m = _Map()
+    m.line = line
+    m.key_lines = {}
+    m.texts = {}
+    m.dupes = []
+    return m
+
+
+def _plain_text(node: Node) -> str | None:
+    """The text of a scalar written without quotes and not read as a string, else None."""
+    if isinstance(node, ScalarNode) and not node.style and node.tag != _STR_TAG:
+        return str(node.value)
+    return None
 
 
 def _line(node: Node) -> int:
@@ -137,24 +163,23 @@ class _Composer:
         seq = _Seq()
         seq.line = _line(node)
         seq.item_lines = []
-        for item in node.value:
+        seq.item_texts = {}
+        for index, item in enumerate(node.value):
             seq.append(self.convert(item))
             seq.item_lines.append(_line(item))
+            text = _plain_text(item)
+            if text is not None:
+                seq.item_texts[index] = text
         return seq
 
     def _mapping(self, node: MappingNode) -> _Map:
-        result = _Map()
-        result.line = _line(node)
-        result.key_lines = {}
-        result.dupes = []
+        result = _new_map(_line(node))
         first: dict[Any, Node] = {}  # own keys (not merged in with '<<'), first occurrence
         repeated: set[int] = set()
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
                 continue
-            key = self._scalar(key_node)
-            if not _hashable(key):
-                continue
+            key = key_node.value
             if key in first:
                 self._report(_line(key_node),
                              f"duplicate key {key!r} (first at line {_line(first[key])})")
@@ -170,9 +195,7 @@ class _Composer:
             if not isinstance(key_node, ScalarNode):
                 self._report(_line(key_node), "a mapping key must be a plain value")
                 continue
-            key = self._scalar(key_node)
-            if not _hashable(key):
-                continue
+            key = key_node.value  # names are text: a carrier '1001', a pattern 'no' (Norway)
             if id(key_node) in repeated:
                 result.dupes.append((key, self.convert(value_node), _line(key_node)))
                 continue
@@ -180,15 +203,10 @@ class _Composer:
                 continue  # merged in with '<<', overridden by the mapping's own entry
             result[key] = self.convert(value_node)
             result.key_lines[key] = _line(key_node)
+            text = _plain_text(value_node)
+            if text is not None:
+                result.texts[key] = text
         return result
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -253,6 +271,27 @@ def _entries(section: _Map) -> list[tuple[Any, Any, int, bool]]:
     entries = [(k, v, section.key_lines[k], True) for k, v in section.items()]
     entries += [(k, v, line, False) for k, v, line in section.dupes]
     return sorted(entries, key=lambda e: e[2])
+
+
+def _text(m: _Map, key: Any, default: Any = None) -> Any:
+    """The value of a field that is text, as the operator wrote it.
+
+    YAML reads ``country_code: 34`` as the number 34, ``international_prefix: 00`` as 0,
+    ``prefix: +34`` as 34, ``tenant: 0042`` as 34 (octal) and ``pattern: no`` as false; what
+    was meant is the text, and the file keeps it: a number or boolean written without quotes
+    gives its text as written."""
+    if key not in m:
+        return default
+    value = m[key]
+    if isinstance(value, int | float):  # bool is an int
+        return m.texts.get(key, value)
+    return value
+
+
+def _item_texts(seq: _Seq) -> list[Any]:
+    """The items of a list of text values, as written (see :func:`_text`)."""
+    return [seq.item_texts.get(i, v) if isinstance(v, int | float) else v
+            for i, v in enumerate(seq)]
 
 
 def _is_int(value: Any) -> bool:
@@ -322,12 +361,10 @@ class _Validator:
         return value
 
     def digits(self, m: _Map, key: str, what: str, pattern: str, rule: str) -> str | None:
-        value = m[key]
+        value = _text(m, key)
         line = m.key_lines[key]
         if not isinstance(value, str):
-            self.report(line, f"{what} must be a quoted string of digits, not "
-                              f"{_describe(value)} (YAML reads unquoted digits as a number: "
-                              f"write {key}: \"...\")")
+            self.report(line, f"{what} must be a string of digits, not {_describe(value)}")
             return None
         if not re.fullmatch(pattern, value):
             self.report(line, f"{what} {value!r} must be {rule}")
@@ -338,19 +375,9 @@ class _Validator:
         """An optional top-level mapping section; absent or empty means no entries."""
         value = data.get(key)
         if value is None:
-            empty = _Map()
-            empty.line = data.key_lines.get(key, data.line)
-            empty.key_lines = {}
-            empty.dupes = []
-            return empty
+            return _new_map(data.key_lines.get(key, data.line))
         checked = self.mapping(value, data.key_lines[key], key)
-        if checked is None:
-            empty = _Map()
-            empty.line = data.key_lines[key]
-            empty.key_lines = {}
-            empty.dupes = []
-            return empty
-        return checked
+        return _new_map(data.key_lines[key]) if checked is None else checked
 
     # the file
 
@@ -448,18 +475,19 @@ class _Validator:
         ok = checked_name is not None
         trunks: list[str] = []
         if "trunks" in m:
-            raw = m["trunks"]
+            raw = _text(m, "trunks")
             tline = m.key_lines["trunks"]
             if isinstance(raw, str):  # one trunk written without brackets
                 raw = [raw]
                 lines = [tline]
             elif isinstance(raw, _Seq):
                 lines = raw.item_lines
+                raw = _item_texts(raw)
             else:
                 self.report(tline, f"trunks of {what} must be a list of PJSIP endpoint names, "
                                    f"not {_describe(raw)}")
                 raw, lines, ok = [], [], False
-            if isinstance(m["trunks"], _Seq) and not raw:
+            if isinstance(m["trunks"], _Seq) and not m["trunks"]:
                 self.report(tline, f"{what} needs at least one trunk")
                 ok = False
             for trunk, tl in zip(raw, lines, strict=True):
@@ -474,13 +502,13 @@ class _Validator:
                     trunks.append(trunk)
         else:
             ok = False
-        number_format = m.get("number_format", "+E164")
+        number_format = _text(m, "number_format", "+E164")
         if number_format not in NUMBER_FORMATS or not isinstance(number_format, str):
             self.report(m.key_lines["number_format"],
                         f"number_format of {what} must be one of {', '.join(NUMBER_FORMATS)}, "
                         f"not {_describe(number_format)}")
             ok = False
-        prefix = m.get("prefix", "")
+        prefix = _text(m, "prefix", "")
         if prefix is None:
             prefix = ""
         if not isinstance(prefix, str) or not TECH_PREFIX_RE.match(prefix):
@@ -495,13 +523,27 @@ class _Validator:
                        prefix=prefix, failover=failover)
 
     def failover(self, carrier: _Map, what: str) -> FailoverPolicy | None:
+        early = self.early_media(carrier, what)
         if carrier.get("failover") is None:
-            return FailoverPolicy()
+            return None if early is None else FailoverPolicy(retry_after_early_media=early)
         m = self.mapping(carrier["failover"], carrier.key_lines["failover"], f"failover of {what}")
         if m is None:
             return None
         self.keys(m, FAILOVER_KEYS, f"failover of {what}")
-        ok = True
+        ok = early is not None
+        if "retry_after_early_media" in m:
+            inner = self.early_media(m, f"failover of {what}")
+            if inner is None:
+                ok = False
+            elif "retry_after_early_media" in carrier and inner != early:
+                self.report(m.key_lines["retry_after_early_media"],
+                            f"retry_after_early_media of {what} is given twice, as "
+                            f"{str(early).lower()} (line "
+                            f"{carrier.key_lines['retry_after_early_media']}) and as "
+                            f"{str(inner).lower()}: keep one")
+                ok = False
+            else:
+                early = inner
         sets: dict[str, frozenset[int]] = {}
         for key in ("retry", "stop"):
             raw = m.get(key)
@@ -516,6 +558,8 @@ class _Validator:
                 continue
             codes = set()
             for code, cl in zip(raw, raw.item_lines, strict=True):
+                if isinstance(code, str) and code.isdigit():  # retry: ["503"]
+                    code = int(code)
                 if not _is_int(code) or not _is_failover_code(code):
                     self.report(cl, f"failover {key} of {what}: {_describe(code)} is neither a "
                                     f"SIP code (300-699) nor a Q.850 cause (1-127)")
@@ -528,16 +572,20 @@ class _Validator:
             self.report(m.key_lines["stop"], f"failover of {what} lists "
                         f"{', '.join(str(c) for c in sorted(both))} in both retry and stop")
             ok = False
+        if not ok or early is None:
+            return None
+        return FailoverPolicy(retry=sets["retry"], stop=sets["stop"],
+                              retry_after_early_media=early)
+
+    def early_media(self, m: _Map, what: str) -> bool | None:
+        """``retry_after_early_media`` of a carrier or of its failover (default true)."""
         early = m.get("retry_after_early_media", True)
         if not isinstance(early, bool):
             self.report(m.key_lines["retry_after_early_media"],
                         f"retry_after_early_media of {what} must be true or false, not "
                         f"{_describe(early)}")
-            ok = False
-        if not ok:
             return None
-        return FailoverPolicy(retry=sets["retry"], stop=sets["stop"],
-                              retry_after_early_media=early)
+        return early
 
     def pattern(self, name: Any, value: Any, line: int) -> TargetPattern | None:
         checked_name = self.name(name, line, "target pattern name")
@@ -551,18 +599,14 @@ class _Validator:
             self.report(m.line, f"{what} needs exactly one of 'prefix' or 'regex'")
             return None
         if has_prefix:
-            prefix = m["prefix"]
+            prefix = _text(m, "prefix")
             pline = m.key_lines["prefix"]
-            if _is_int(prefix):
-                self.report(pline, f"prefix of {what} must be a quoted string like \"+{prefix}\" "
-                                   f"(YAML reads {prefix} without quotes as a number)")
-                return None
             if not isinstance(prefix, str) or not E164_PREFIX_RE.match(prefix):
                 self.report(pline, f"prefix of {what} must be '+' and 1 to 15 digits, not "
                                    f"{_describe(prefix)}")
                 return None
             return TargetPattern(name=name, prefix=prefix) if checked_name else None
-        regex = m["regex"]
+        regex = _text(m, "regex")
         rline = m.key_lines["regex"]
         if not isinstance(regex, str) or not regex:
             self.report(rline, f"regex of {what} must be a non-empty string, not "
@@ -585,7 +629,7 @@ class _Validator:
             return None
         ok = checked_name is not None
         members: list[str] = []
-        for member, ml in zip(value, value.item_lines, strict=True):
+        for member, ml in zip(_item_texts(value), value.item_lines, strict=True):
             if not isinstance(member, str) or member not in known_patterns:
                 self.report(ml, f"{what} names unknown target pattern {member!r}")
                 ok = False
@@ -615,7 +659,7 @@ class _Validator:
         for item in raw:
             if isinstance(item, _Map) and "name" in item:
                 nline = item.key_lines["name"]
-                name = self.name(item["name"], nline, "route name")
+                name = self.name(_text(item, "name"), nline, "route name")
                 if name is None:
                     continue
                 if name in taken:
@@ -641,13 +685,15 @@ class _Validator:
         m = self.mapping(item, line, f"route #{index}")
         if m is None:
             return None
-        label = f"route {m['name']!r}" if isinstance(m.get("name"), str) else f"route #{index}"
+        name = _text(m, "name")
+        label = f"route {name!r}" if isinstance(name, str) else f"route #{index}"
         ok = True
         block = False
         if "action" in m:
-            if m["action"] not in ROUTE_ACTIONS or not isinstance(m["action"], str):
+            action = _text(m, "action")
+            if action not in ROUTE_ACTIONS or not isinstance(action, str):
                 self.report(m.key_lines["action"],
-                            f"action of {label} must be 'block', not {_describe(m['action'])}")
+                            f"action of {label} must be 'block', not {_describe(action)}")
                 ok = False
             else:
                 block = True
@@ -665,19 +711,19 @@ class _Validator:
             self.report(m.line, f"{label} needs a 'pattern' or a 'group'")
             ok = False
         elif has_pattern:
-            target = m["pattern"]
+            target = _text(m, "pattern")
             if not isinstance(target, str) or target not in known_patterns:
                 self.report(m.key_lines["pattern"],
                             f"{label} names unknown target pattern {target!r}")
                 ok = False
         else:
-            target = m["group"]
+            target = _text(m, "group")
             if not isinstance(target, str) or target not in known_groups:
                 self.report(m.key_lines["group"],
                             f"{label} names unknown target pattern group {target!r}")
                 ok = False
 
-        carrier = m.get("carrier")
+        carrier = _text(m, "carrier")
         if block:
             if "carrier" in m:
                 self.report(m.key_lines["carrier"], f"block {label} must not name a carrier")
@@ -710,14 +756,9 @@ class _Validator:
                         f"metric of {label} must be a whole number >= 1, not {_describe(metric)}")
             ok = False
 
-        tenant = m.get("tenant")
-        if "tenant" in m:
-            if _is_int(tenant):
-                self.report(m.key_lines["tenant"],
-                            f"tenant of {label} must be quoted text: tenant: \"{tenant}\"")
-                ok = False
-            elif self.name(tenant, m.key_lines["tenant"], f"tenant of {label}") is None:
-                ok = False
+        tenant = _text(m, "tenant")
+        if "tenant" in m and self.name(tenant, m.key_lines["tenant"], f"tenant of {label}") is None:
+            ok = False
 
         stopper = m.get("stopper", False)
         if not isinstance(stopper, bool):
@@ -727,7 +768,6 @@ class _Validator:
 
         if not ok or priority is None:
             return None
-        name = m.get("name")
         if name is None:
             name = _derive_name(target, carrier, priority, tenant, taken, line)
         elif not isinstance(name, str) or not NAME_RE.match(name):
