@@ -340,6 +340,16 @@ class Carrier:
     def request_uris(self) -> list[str]:
         return [m.request_uri for m in self._initial_invites()]
 
+    def requests(self, method: str) -> int:
+        """``method`` requests (CANCEL, BYE...) received in the calls of :meth:`invites`, each
+        transaction once: the CANCEL of a stray INVITE and retransmissions are not counted."""
+        messages = self.messages()
+        calls = {m.call_id for m in self._initial_invites()}
+        seen = {(m.call_id, m.headers.get("cseq", ""), m.headers.get("via", ""))
+                for m in messages
+                if not m.sent and m.is_request and m.method == method and m.call_id in calls}
+        return len(seen)
+
     def running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None

@@ -23,15 +23,17 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
   ``answer``, ``busy`` (486), ``unavailable`` (503), ``not_found`` (404), ``ring`` (180 forever,
   CANCEL -> 200 + 487), ``early_503`` (183 + SDP, 503 after 1 s), ``silent`` (no response),
   ``answer_after:N`` (200 after N s of ringing), ``error:CODE``. ``.invites()``,
-  ``.request_uris()`` come from SIPp's own message trace; ``.stop()``; stopped after each test.
+  ``.request_uris()``, ``.requests("CANCEL"|"BYE"...)`` come from SIPp's own message trace;
+  ``.stop()``; stopped after each test.
 - ``phone(via="ari"|"agi"|"baseline")``: ``.call(number, *, tenant=None, hangup_after=None,
   cancel_after=None, timeout=30) -> CallResult`` (``final_code``, ``codes``, ``answered``,
   ``cancelled``, ``duration``, ``trace``) and ``.load(number, calls=N, rate=R, concurrent=None)
   -> LoadResult`` (``final_codes`` {code: count}, ``successful``, ``failed``, ``elapsed``).
 - A test that lets Asterisk INVITE a silent or absent carrier leaves that INVITE retransmitted
   until pjsip's timer B (32 s); a carrier started on that address meanwhile gets the
-  retransmissions. ``invites()`` / ``request_uris()`` leave them out (pjsip CANCELs them within
-  a millisecond of the first reply); a ``silent`` carrier cannot tell them apart.
+  retransmissions. ``invites()`` / ``request_uris()`` / ``requests()`` leave them and their
+  CANCELs out (pjsip CANCELs them within a millisecond of the first reply); a ``silent``
+  carrier cannot tell them apart.
 - The lab is one per machine (fixed addresses): two pytest sessions using it at once disturb
   each other (the leftover check below hangs up the other session's calls).
 - After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);

@@ -144,11 +144,11 @@ def variable(lab, channel_id: str, name: str) -> str | None:  # type: ignore[no-
 
 
 def cancels(c: sipp.Carrier) -> int:
-    return sum(1 for m in c.messages() if not m.sent and m.is_request and m.method == "CANCEL")
+    return c.requests("CANCEL")
 
 
 def byes(c: sipp.Carrier) -> int:
-    return sum(1 for m in c.messages() if not m.sent and m.is_request and m.method == "BYE")
+    return c.requests("BYE")
 
 
 # -- the outcome matrix ----------------------------------------------------------------------
