@@ -158,13 +158,30 @@ _SEPARATOR = re.compile(r"^-{40,} ?(.*)$", re.M)
 _DIRECTION = re.compile(r"^\w+ message (sent|received)\b.*$", re.M)
 
 
+def _complete(direction: str, message: str) -> bool:
+    """Whether a traced message is all there: SIPp writes the trace through a stdio buffer, so
+    a file read while SIPp runs can end in the middle of a message. Its header block must end,
+    and its text must have the size of the direction line ("UDP message received [870] bytes
+    :"), counting every line end as the CRLF it was on the wire (the trace keeps some)."""
+    text = message.replace("\r\n", "\n")
+    if "\n\n" not in text:
+        return False
+    size = re.search(r"[\[(](\d+)[\])] bytes", direction)
+    return size is None or len(text) + text.count("\n") >= int(size.group(1))
+
+
 def parse_trace(text: str) -> list[SipMessage]:
-    """Messages of a SIPp `-trace_msg` file, in order (SIPp's 'Unexpected' copies skipped)."""
+    """Messages of a SIPp `-trace_msg` file, in order (SIPp's 'Unexpected' copies skipped, and
+    a last message SIPp has not finished writing left out)."""
     messages = []
     parts = _SEPARATOR.split(text)  # [before, stamp1, chunk1, stamp2, chunk2, ...]
-    for stamp, chunk in zip(parts[1::2], parts[2::2], strict=True):
+    last = len(parts) - 1
+    for index, stamp, chunk in zip(range(2, len(parts), 2), parts[1::2], parts[2::2],
+                                   strict=True):
         head = _DIRECTION.search(chunk)
         if head is None or chunk.lstrip().startswith("Unexpected"):
+            continue
+        if index == last and not _complete(head.group(0), chunk[head.end():].lstrip("\n")):
             continue
         body = chunk[head.end():].strip("\r\n").replace("\r\n", "\n")
         lines = body.split("\n")
