@@ -289,6 +289,9 @@ def exit_status(pid: int) -> int | None:
 
 
 STRAY_CANCEL_MS = 50
+#: An unanswered INVITE's first retransmission comes T1 (0.5 s) after it; a stray's next copy
+#: 1 s or more after the first this carrier got.
+OWN_RETRANSMIT_S = 0.8
 
 
 def _stamp(m: SipMessage) -> float:
@@ -298,20 +301,34 @@ def _stamp(m: SipMessage) -> float:
         return 0.0
 
 
-def _is_stray(invite: SipMessage, messages: Sequence[SipMessage]) -> bool:
+def _is_stray(invite: SipMessage, messages: Sequence[SipMessage], now: float) -> bool:
     """A retransmitted INVITE of an attempt Asterisk abandoned before this carrier started.
 
     When nothing answered an INVITE (a silent or absent carrier), Asterisk cannot CANCEL it and
-    retransmits it until pjsip's timer B (32 s), also after the call is gone. If another carrier
-    starts on that address meanwhile, it gets those retransmissions: pjsip CANCELs each one
-    within a millisecond of our first response. A real attempt is never cancelled that fast.
+    retransmits it until pjsip's timer B (32 s: at 0.5, 1.5, 3.5, 7.5, 15.5 and 31.5 s), also
+    after the call is gone. If another carrier starts on that address meanwhile, it gets those
+    retransmissions:
+
+    * a carrier that replies gets a CANCEL from pjsip within a millisecond of its first reply
+      (a real attempt is never cancelled that fast);
+    * a carrier that never replies sees the next copy 1 s or more after the first it got, or
+      none, where its own INVITE is retransmitted 0.5 s after it came.
     """
     first_reply = next((m for m in messages if m.sent and m.call_id == invite.call_id), None)
+    if first_reply is None:
+        key = _transaction(invite)
+        copies = [_stamp(m) for m in messages if not m.sent and _transaction(m) == key]
+        after = copies[1] if len(copies) > 1 else now
+        return after - copies[0] > OWN_RETRANSMIT_S
     cancel = next((m for m in messages if not m.sent and m.is_request and m.method == "CANCEL"
                    and m.call_id == invite.call_id), None)
-    if first_reply is None or cancel is None:
+    if cancel is None:
         return False
     return 0 <= _stamp(cancel) - _stamp(first_reply) < STRAY_CANCEL_MS / 1000
+
+
+def _transaction(m: SipMessage) -> tuple[str, str, str]:
+    return m.call_id, m.headers.get("cseq", ""), m.headers.get("via", "")
 
 
 @dataclass
@@ -336,16 +353,17 @@ class Carrier:
         return parse_trace(_read(self.trace_path))
 
     def _initial_invites(self) -> list[SipMessage]:
+        now = time.time()
         messages = self.messages()
         seen: set[tuple[str, str, str]] = set()
         invites = []
         for m in messages:
             if m.sent or not m.is_request or m.method != "INVITE" or m.has_to_tag():
                 continue
-            key = (m.call_id, m.headers.get("cseq", ""), m.headers.get("via", ""))
+            key = _transaction(m)
             if key not in seen:  # retransmissions of one INVITE count once
                 seen.add(key)
-                if not _is_stray(m, messages):
+                if not _is_stray(m, messages, now):
                     invites.append(m)
         return invites
 
@@ -362,8 +380,7 @@ class Carrier:
         transaction once: the CANCEL of a stray INVITE and retransmissions are not counted."""
         messages = self.messages()
         calls = {m.call_id for m in self._initial_invites()}
-        seen = {(m.call_id, m.headers.get("cseq", ""), m.headers.get("via", ""))
-                for m in messages
+        seen = {_transaction(m) for m in messages
                 if not m.sent and m.is_request and m.method == method and m.call_id in calls}
         return len(seen)
 

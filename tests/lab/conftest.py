@@ -32,8 +32,9 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
 - A test that lets Asterisk INVITE a silent or absent carrier leaves that INVITE retransmitted
   until pjsip's timer B (32 s); a carrier started on that address meanwhile gets the
   retransmissions. ``invites()`` / ``request_uris()`` / ``requests()`` leave them and their
-  CANCELs out (pjsip CANCELs them within a millisecond of the first reply); a ``silent``
-  carrier cannot tell them apart.
+  CANCELs out: pjsip CANCELs them within a millisecond of the first reply, and a carrier that
+  never replies sees a stray's next copy 1 s or more later (or never), its own INVITE's 0.5 s
+  later (`sipp._is_stray`).
 - The lab is one per machine (fixed addresses): two pytest sessions using it at once disturb
   each other (the leftover check below hangs up the other session's calls).
 - After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);

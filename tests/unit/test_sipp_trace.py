@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from outbound_router import sipp, topology
 
 DATA = Path(__file__).parent / "data"
@@ -45,3 +47,24 @@ def test_a_trace_read_while_sipp_writes_it_never_shows_half_a_message(tmp_path: 
     assert counts == sorted(counts) and counts[-1] == 3
     c = carrier_with_trace(tmp_path, "silent.messages.log")
     assert c.invites() == 1
+
+
+def test_a_silent_carrier_tells_its_own_invite_from_a_stray_retransmission(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Recorded on the lab: silent carrier-a got its own INVITE (f97ec4df..., again 0.5 s and
+    # 1.5 s later) and, 15.5 s after an earlier test's silent attempt, that attempt's fifth
+    # retransmission (26959cd1..., seen once). Both go unanswered: only the gap to the next copy
+    # tells them apart.
+    c = carrier_with_trace(tmp_path, "silent-with-stray.messages.log")
+    assert c.invites() == 1
+    assert c.request_uris() == ["sip:+34911234567@127.0.0.11:5060"]
+
+    # Read 0.3 s after the first copy, before any retransmission could come: counted.
+    text = (DATA / "silent-with-stray.messages.log").read_text()
+    first = text[:text.index("\n-----") + 1]
+    c.trace_path.write_text(first)
+    stamp = sipp._stamp(sipp.parse_trace(first)[0])
+    monkeypatch.setattr(sipp.time, "time", lambda: stamp + 0.3)
+    assert c.invites() == 1
+    monkeypatch.setattr(sipp.time, "time", lambda: stamp + 2.0)
+    assert c.invites() == 0  # 2 s and no retransmission: not an INVITE sent to this carrier
