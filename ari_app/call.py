@@ -515,8 +515,11 @@ class Call:
             await self.ari.add_channel(self.bridge_id, members)
             backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
             await self.ari.dial(leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop))
-        except (AriNotFound, AriConflict) as exc:
-            # The leg (or the caller) went away under us: its events tell the rest.
+        except AriError as exc:
+            # The leg or the caller went away under us (its events tell the rest): /dial
+            # answers 404 or 409, addChannel 400 (no such channel) or 422 (not in Stasis).
+            if not isinstance(exc, AriNotFound | AriConflict) and exc.status not in (400, 422):
+                raise
             self.log.info("attempt %d: %s", attempt.index, exc)
         leg.dialled()
         return await self._follow(leg)

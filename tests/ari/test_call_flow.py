@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
@@ -294,3 +295,26 @@ async def test_a_caller_dialling_the_attempt_marker_is_just_an_invalid_number(la
     call = await lab.call("router-attempt", "acme")
     assert lab.fake.ended[call.caller_id].hangup_reason == "28"
     assert lab.vars_of(call.caller_id)["ROUTER_STATUS"] == "INVALID"
+
+
+async def test_a_caller_gone_before_its_attempt_joins_the_bridge_is_a_hangup_not_an_error(
+    lab: Lab, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Seen on the lab with a phone CANCELling at once: the caller left Stasis after its first
+    # attempt was created, before the app had its hangup events, and addChannel answered 422
+    # "Channel not in Stasis application". That is the caller hanging up (no ERROR line, no
+    # 503 outcome, no dial), and nothing is left behind.
+    lab.carriers("a200")
+    lab.fake.stasis_delay = 0.1  # time to leave Stasis between the leg's creation and its join
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs))
+    lab.fake.channels[caller].in_stasis = False  # gone from Stasis; its events come later
+    await wait_for(lambda: any(p.endswith("/addChannel") for p in lab.fake.paths("POST")))
+    lab.fake.caller_hangup(caller)
+    done = await lab.finished(caller)
+    assert done.result is not None
+    assert (done.result.status, done.result.caller_cause) == (Status.OK, None)
+    assert lab.fake.dials["carrier-a"] == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
