@@ -233,6 +233,10 @@ class Call:
     caller_gone: bool = False
     bridge_id: str | None = None
     _bridge_created: asyncio.Future[Any] | None = None
+    #: The last write of ROUTER_* to the caller, still in flight (see _record_progress).
+    _vars_written: asyncio.Future[None] | None = None
+    #: What the caller's ROUTER_* already hold: a later write sends only what changed.
+    _vars_on_caller: dict[str, str] = field(default_factory=dict)
     legs: list[AttemptLeg] = field(default_factory=list)
     trace: list[TraceEntry] = field(default_factory=list)
     result: CallResult | None = None
@@ -278,9 +282,37 @@ class Call:
         return await quietly(what, request, self.log)
 
     async def _set_variables(self, values: dict[str, str]) -> None:
-        """On the caller channel, and the outcome on its CDR too (one request)."""
-        await self._quietly(f"set {','.join(values)}",
-                            self.ari.set_variables(self.caller_id, var.with_cdr(values)))
+        """On the caller channel, and the outcome on its CDR too (one request), after any
+        earlier write still in flight."""
+        earlier, self._vars_written = self._vars_written, None
+        await self._write_variables(values, earlier)
+
+    async def _write_variables(self, values: dict[str, str],
+                               earlier: asyncio.Future[None] | None) -> None:
+        if earlier is not None:
+            await earlier
+        values = {k: v for k, v in values.items() if self._vars_on_caller.get(k) != v}
+        if not values:
+            return
+        try:
+            await self.ari.set_variables(self.caller_id, var.with_cdr(values))
+            self._vars_on_caller.update(values)
+        except (AriNotFound, AriConflict) as exc:
+            # 404: the caller is gone; 409: it hung up and left Stasis, its dialplan ends it.
+            self.log.debug("set %s: the caller has left (%s)", ",".join(values), exc)
+        except (AriError, AriUnavailable) as exc:
+            self.log.warning("set %s failed: %s", ",".join(values), exc)
+
+    def _record_progress(self, base_vars: dict[str, str]) -> None:
+        """Put what is known before an attempt on the caller now, without waiting for it: a
+        caller who hangs up while the attempt rings has left Stasis before its outcome could be
+        written (409), and its CDR keeps this instead (the routing status, number and version,
+        and the attempts that failed before this one)."""
+        values = dict(base_vars)
+        if self.trace:
+            values[var.ATTEMPTS] = format_trace(self.trace)
+        earlier = self._vars_written
+        self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
     async def _hangup_caller(self, cause: int) -> None:
         if not self.caller_gone:
@@ -317,6 +349,8 @@ class Call:
             else:
                 await self._cleanup()
                 raise
+            if self._vars_written is not None:
+                self._vars_written.cancel()
             for cid in self.channel_ids():
                 self.registry.unregister(cid)
             raise
@@ -481,6 +515,7 @@ class Call:
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         setup_deadline = now + attempt.setup_timeout
+        self._record_progress(base_vars)
         try:
             await self.ari.create_channel(
                 attempt.endpoint,
@@ -611,6 +646,8 @@ class Call:
 
     async def _cleanup(self) -> None:
         """Whatever happened: no attempt channel and no bridge of this call survives it."""
+        if self._vars_written is not None:
+            await self._vars_written  # (it logs its own failure)
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
                 await self._hangup_leg(leg)

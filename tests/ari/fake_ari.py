@@ -207,6 +207,17 @@ class FakeAsterisk:
         self._emit({"type": "ChannelHangupRequest", "channel": ch.json()})
         self._destroy(ch, 16, None)
 
+    def caller_leaves(self, cid: str) -> None:
+        """The caller hangs up and leaves Stasis, but its channel lives on a moment in the
+        dialplan (the ``h`` extension): REST calls on it get 409 until :meth:`destroy`."""
+        ch = self.channels[cid]
+        ch.in_stasis = False
+        self._emit({"type": "ChannelHangupRequest", "channel": ch.json()})
+        self._emit({"type": "StasisEnd", "channel": ch.json()})
+
+    def destroy(self, cid: str) -> None:
+        self._destroy(self.channels[cid], 16, None)
+
     def far_end_hangup(self, cid: str) -> None:
         ch = self.channels[cid]
         self._emit({"type": "ChannelHangupRequest", "cause": 16, "channel": ch.json()})
@@ -410,6 +421,9 @@ class FakeAsterisk:
 
     async def _variable(self, request: web.Request) -> web.Response:
         ch = self._channel(request)
+        if not ch.in_stasis:
+            return web.json_response({"message": "Channel not in Stasis application"},
+                                     status=409)
         assign(ch.variables, request.query["variable"], request.query.get("value", ""))
         return web.Response(status=204)
 

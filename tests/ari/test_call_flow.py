@@ -318,3 +318,26 @@ async def test_a_caller_gone_before_its_attempt_joins_the_bridge_is_a_hangup_not
     assert lab.fake.dials["carrier-a"] == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_caller_hanging_up_while_it_rings_keeps_the_routing_for_its_cdr(
+    lab: Lab, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A caller who hangs up has left Stasis before the app hears of it: writing the outcome
+    # then gets 409 (seen on the lab). What was known before the attempt is on it already.
+    lab.carriers("a480-noanswer_b200")
+    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    lab.fake.caller_leaves(caller)
+    await lab.finished(caller)
+    variables = lab.vars_of(caller)
+    assert variables["ROUTER_STATUS"] == variables["CDR(ROUTER_STATUS)"] == "OK"
+    assert variables["ROUTER_NUMBER"] == variables["CDR(ROUTER_NUMBER)"] == "+34911234567"
+    assert variables["ROUTER_VERSION"] == variables["CDR(ROUTER_VERSION)"]
+    assert "ROUTER_ATTEMPTS" not in variables  # the first attempt: none failed before it
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and "eventFilter" not in r.getMessage()] == []
+    lab.fake.destroy(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))

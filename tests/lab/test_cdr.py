@@ -68,3 +68,23 @@ def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type
         warnings = [line for line in f.read().decode(errors="replace").splitlines()
                     if "WARNING[" in line or "ERROR[" in line]
     assert warnings == []
+
+
+@pytest.mark.parametrize("via", ["ari", "agi"])
+def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  # type: ignore[no-untyped-def]
+        lab, carrier, phone, via) -> None:
+    # On the ARI path the caller has left Stasis before the app hears of the hangup (its
+    # outcome can no longer be written): what was known when the ringing attempt started is.
+    version = lab.seed(tiers_routes(ring_timeout=30))
+    carrier("a", "unavailable")
+    carrier("b", "ring")
+    cdr_at = size(cdr_csv())
+    result = phone(via).call(NUMBER, cancel_after=1.5)
+    assert result.final_code == 487
+    failed, abandoned = records_since(cdr_at, 2)
+    assert failed["disposition"] == "CONGESTION"
+    assert abandoned["dstchannel"].startswith("PJSIP/carrier-b-")
+    assert abandoned["disposition"] == "NO ANSWER"
+    assert (abandoned["status"], abandoned["number"], abandoned["version"]) == (
+        "OK", E164, version)
+    assert abandoned["attempts"].startswith("carrier-a:congestion:34:503")
