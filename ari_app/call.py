@@ -647,7 +647,8 @@ class Call:
     async def _cleanup(self) -> None:
         """Whatever happened: no attempt channel and no bridge of this call survives it."""
         if self._vars_written is not None:
-            await self._vars_written  # (it logs its own failure)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._vars_written  # (it logs its own failure)
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
                 await self._hangup_leg(leg)
