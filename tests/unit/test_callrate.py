@@ -32,7 +32,9 @@ def test_sweep_doubles_then_bisects_each_figure_without_repeating_a_step(
     ran: list[tuple[str, int]] = []
     limits = {"baseline": (700, 500), "ari": (300, 300)}
     monkeypatch.setattr(callrate, "run_step", fake_step(limits, ran))
-    monkeypatch.setattr(callrate, "hang_up_leftovers", lambda: None)
+    cleaned: list[tuple[str, int] | None] = []
+    monkeypatch.setattr(callrate, "hang_up_leftovers",
+                        lambda: cleaned.append(ran[-1] if ran else None))
     figures = callrate.sweep(("baseline", "ari"), tmp_path, start=40, max_rate=1280, refine=2)
     assert (figures["baseline"].answered, figures["baseline"].kept_up) == (640, 480)
     assert (figures["ari"].answered, figures["ari"].kept_up) == (280, 280)
@@ -40,3 +42,6 @@ def test_sweep_doubles_then_bisects_each_figure_without_repeating_a_step(
     # the same rate (240, then 280): each runs once, not once per figure.
     assert [r for v, r in ran if v == "ari"] == [40, 80, 160, 320, 240, 280]
     assert len(ran) == len(set(ran))
+    # The calls an overloaded step left up are hung up before the next step, and at the end.
+    failed = [(v, r) for v, r in ran if r > limits[v][0]]
+    assert cleaned == [*failed, ran[-1]]
