@@ -148,21 +148,34 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
     return figures
 
 
-def hang_up_leftovers() -> None:
+def hang_up_leftovers(within: float = 60.0) -> None:
     """Past its knee a path can leave calls up in Asterisk (a BYE lost in the overload: SIPp
-    sends no RTP, so no RTP timeout ends them either). Later lab runs expect no channel."""
+    sends no RTP, so no RTP timeout ends them either). Hang them up, again until ARI lists none
+    (Asterisk, busy with thousands of them, takes a while): the next step, and later lab runs,
+    expect no channel."""
     from outbound_router import lab
 
     info = lab.running_info()
     if info is None:
         return
-    status, channels = lab.ari_request("/channels", info.ari_auth)
-    if status != 200 or not channels:
-        return
-    print(f"  {len(channels)} channel(s) left up by the overloaded steps: hanging them up",
-          flush=True)
-    for channel in channels:
-        lab.ari_request(f"/channels/{channel['id']}", info.ari_auth, method="DELETE")
+    started = time.monotonic()
+    first = True
+    while True:
+        status, channels = lab.ari_request("/channels", info.ari_auth, timeout=10)
+        if status != 200 or not channels:
+            break
+        if first:
+            print(f"  {len(channels)} channel(s) left up by the overloaded step: hanging them up",
+                  flush=True)
+            first = False
+        elif time.monotonic() - started > within:
+            print(f"  {len(channels)} channel(s) still up after {within:.0f} s", flush=True)
+            return
+        for channel in channels:
+            lab.ari_request(f"/channels/{channel['id']}", info.ari_auth, method="DELETE")
+        time.sleep(0.5)  # polling ARI: Asterisk sends the bench no event of its own
+    if not first:
+        print(f"  ... all gone after {time.monotonic() - started:.1f} s", flush=True)
 
 
 def summary(figures: dict[str, Figures], names: dict[str, str]) -> str:
