@@ -529,7 +529,9 @@ class Call:
         except (AriError, AriUnavailable) as exc:
             self.log.error("attempt %d: creating %s failed: %s",
                            attempt.index, attempt.endpoint, exc)
-            leg.hangup_sent = True  # nothing to hang up
+            # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
+            # Asterisk) may leave the channel created all the same: the cleanup hangs it up.
+            leg.hangup_sent = isinstance(exc, AriError)
             leg.fail(self.clock())
             return leg
         # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.

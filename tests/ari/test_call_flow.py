@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
 from ari_app.call import AttemptState
+from ari_app.client import AriUnavailable
 from routing.plan import Status
 from routing.policy import Outcome
 from routing.trace import parse_trace
@@ -341,3 +343,31 @@ async def test_a_caller_hanging_up_while_it_rings_keeps_the_routing_for_its_cdr(
             and "eventFilter" not in r.getMessage()] == []
     lab.fake.destroy(caller)
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_attempt_created_after_its_request_timed_out_is_hung_up(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An overloaded Asterisk can create the channel after the app gave up waiting for the
+    # answer (seen on the lab past the knee: "creating ... failed: TimeoutError"). The call
+    # goes on with the next trunk, and the channel does not outlive the call.
+    lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
+    create = lab.ari.create_channel
+    timed_out: list[str] = []
+
+    async def create_then_time_out(endpoint: str, **kwargs: Any) -> Any:
+        if not timed_out:
+            await create(endpoint, **kwargs)
+            timed_out.append(kwargs["channel_id"])
+            raise AriUnavailable("POST /channels/create: TimeoutError")
+        return await create(endpoint, **kwargs)
+
+    monkeypatch.setattr(lab.ari, "create_channel", create_then_time_out)
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert [leg.channel_id for leg in call.legs][0] == timed_out[0]
+    assert len(call.legs) == 2  # the next trunk was tried
+    await hang_up_answered(lab, caller)
+    assert f"/channels/{timed_out[0]}" in lab.fake.paths("DELETE")
+    no_leftovers(lab)
