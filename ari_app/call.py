@@ -292,25 +292,18 @@ class Call:
         if earlier is not None:
             await earlier
         values = {k: v for k, v in values.items() if self._vars_on_caller.get(k) != v}
-        if not values:
-            return
-        try:
-            await self.ari.set_variables(self.caller_id, var.with_cdr(values))
+        # (404: the caller is gone; 409: it hung up and left Stasis, its dialplan ends it)
+        if values and await quietly(f"set {','.join(values)}",
+                                    self.ari.set_variables(self.caller_id, var.with_cdr(values)),
+                                    self.log, gone=(AriConflict,)):
             self._vars_on_caller.update(values)
-        except (AriNotFound, AriConflict) as exc:
-            # 404: the caller is gone; 409: it hung up and left Stasis, its dialplan ends it.
-            self.log.debug("set %s: the caller has left (%s)", ",".join(values), exc)
-        except (AriError, AriUnavailable) as exc:
-            self.log.warning("set %s failed: %s", ",".join(values), exc)
 
-    def _record_progress(self, base_vars: dict[str, str]) -> None:
+    def _record_progress(self, base_vars: dict[str, str], trace: str) -> None:
         """Put what is known before an attempt on the caller now, without waiting for it: a
         caller who hangs up while the attempt rings has left Stasis before its outcome could be
         written (409), and its CDR keeps this instead (the routing status, number and version,
         and the attempts that failed before this one)."""
-        values = dict(base_vars)
-        if self.trace:
-            values[var.ATTEMPTS] = format_trace(self.trace)
+        values = {**base_vars, var.ATTEMPTS: trace} if trace else dict(base_vars)
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
@@ -515,7 +508,8 @@ class Call:
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         setup_deadline = now + attempt.setup_timeout
-        self._record_progress(base_vars)
+        trace = format_trace(self.trace)
+        self._record_progress(base_vars, trace)
         try:
             await self.ari.create_channel(
                 attempt.endpoint,
@@ -524,7 +518,7 @@ class Call:
                 originator=self.caller_id,
                 variables={var.RESUME: resume_data(
                     base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
-                    format_trace(self.trace), (attempt, *later))},
+                    trace, (attempt, *later))},
             )
         except (AriError, AriUnavailable) as exc:
             self.log.error("attempt %d: creating %s failed: %s",

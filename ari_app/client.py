@@ -60,16 +60,17 @@ class AriUnavailable(Exception):
 
 
 async def quietly(what: str, request: Awaitable[Any],
-                  logger: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+                  logger: logging.Logger | logging.LoggerAdapter[Any],
+                  gone: tuple[type[AriError], ...] = ()) -> bool:
     """Await a REST call whose failure only matters for the log: 404 (the channel or bridge
-    is already gone) is silent, any other failure a warning. True when it succeeded."""
+    is already gone) and the errors in ``gone`` are silent, any other failure a warning.
+    True when it succeeded."""
     try:
         await request
         return True
-    except AriNotFound:
-        return False
     except (AriError, AriUnavailable) as exc:
-        logger.warning("%s failed: %s", what, exc)
+        if not isinstance(exc, (AriNotFound, *gone)):
+            logger.warning("%s failed: %s", what, exc)
         return False
 
 
