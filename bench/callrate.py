@@ -31,10 +31,6 @@ NUMBER = "911234567"
 MIN_ACHIEVED = 0.95
 
 
-def _stamp(m: sipp.SipMessage) -> float:
-    return time.mktime(time.strptime(m.time[:19], "%Y-%m-%d %H:%M:%S")) + float(m.time[19:])
-
-
 def invite_times(messages: list[sipp.SipMessage], *, sent: bool) -> list[float]:
     """First transmission of every initial INVITE in a trace, in time order."""
     seen: set[str] = set()
@@ -43,7 +39,7 @@ def invite_times(messages: list[sipp.SipMessage], *, sent: bool) -> list[float]:
         if (m.sent == sent and m.is_request and m.method == "INVITE" and not m.has_to_tag()
                 and m.call_id not in seen):
             seen.add(m.call_id)
-            times.append(_stamp(m))
+            times.append(m.stamp)
     return sorted(times)
 
 

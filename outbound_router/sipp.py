@@ -150,6 +150,15 @@ class SipMessage:
     def call_id(self) -> str:
         return self.headers.get("call-id", "")
 
+    @property
+    def stamp(self) -> float:
+        """:attr:`time` in seconds since the epoch (0.0 if SIPp wrote something else)."""
+        try:
+            return (time.mktime(time.strptime(self.time[:19], "%Y-%m-%d %H:%M:%S"))
+                    + float(self.time[19:]))
+        except ValueError:
+            return 0.0
+
     def has_to_tag(self) -> bool:
         return ";tag=" in self.headers.get("to", "")
 
@@ -175,13 +184,12 @@ def parse_trace(text: str) -> list[SipMessage]:
     a last message SIPp has not finished writing left out)."""
     messages = []
     parts = _SEPARATOR.split(text)  # [before, stamp1, chunk1, stamp2, chunk2, ...]
-    last = len(parts) - 1
-    for index, stamp, chunk in zip(range(2, len(parts), 2), parts[1::2], parts[2::2],
-                                   strict=True):
+    chunks = list(zip(parts[1::2], parts[2::2], strict=True))
+    for n, (stamp, chunk) in enumerate(chunks, 1):
         head = _DIRECTION.search(chunk)
         if head is None or chunk.lstrip().startswith("Unexpected"):
             continue
-        if index == last and not _complete(head.group(0), chunk[head.end():].lstrip("\n")):
+        if n == len(chunks) and not _complete(head.group(0), chunk[head.end():].lstrip("\n")):
             continue
         body = chunk[head.end():].strip("\r\n").replace("\r\n", "\n")
         lines = body.split("\n")
@@ -294,13 +302,6 @@ STRAY_CANCEL_MS = 50
 OWN_RETRANSMIT_S = 0.8
 
 
-def _stamp(m: SipMessage) -> float:
-    try:
-        return time.mktime(time.strptime(m.time[:19], "%Y-%m-%d %H:%M:%S")) + float(m.time[19:])
-    except ValueError:
-        return 0.0
-
-
 def _is_stray(invite: SipMessage, messages: Sequence[SipMessage], now: float) -> bool:
     """A retransmitted INVITE of an attempt Asterisk abandoned before this carrier started.
 
@@ -317,14 +318,14 @@ def _is_stray(invite: SipMessage, messages: Sequence[SipMessage], now: float) ->
     first_reply = next((m for m in messages if m.sent and m.call_id == invite.call_id), None)
     if first_reply is None:
         key = _transaction(invite)
-        copies = [_stamp(m) for m in messages if not m.sent and _transaction(m) == key]
+        copies = [m.stamp for m in messages if not m.sent and _transaction(m) == key]
         after = copies[1] if len(copies) > 1 else now
         return after - copies[0] > OWN_RETRANSMIT_S
     cancel = next((m for m in messages if not m.sent and m.is_request and m.method == "CANCEL"
                    and m.call_id == invite.call_id), None)
     if cancel is None:
         return False
-    return 0 <= _stamp(cancel) - _stamp(first_reply) < STRAY_CANCEL_MS / 1000
+    return 0 <= cancel.stamp - first_reply.stamp < STRAY_CANCEL_MS / 1000
 
 
 def _transaction(m: SipMessage) -> tuple[str, str, str]:
@@ -352,9 +353,10 @@ class Carrier:
     def messages(self) -> list[SipMessage]:
         return parse_trace(_read(self.trace_path))
 
-    def _initial_invites(self) -> list[SipMessage]:
+    def _initial_invites(self, messages: list[SipMessage] | None = None) -> list[SipMessage]:
         now = time.time()
-        messages = self.messages()
+        if messages is None:
+            messages = self.messages()
         seen: set[tuple[str, str, str]] = set()
         invites = []
         for m in messages:
@@ -379,7 +381,7 @@ class Carrier:
         """``method`` requests (CANCEL, BYE...) received in the calls of :meth:`invites`, each
         transaction once: the CANCEL of a stray INVITE and retransmissions are not counted."""
         messages = self.messages()
-        calls = {m.call_id for m in self._initial_invites()}
+        calls = {m.call_id for m in self._initial_invites(messages)}
         seen = {_transaction(m) for m in messages
                 if not m.sent and m.is_request and m.method == method and m.call_id in calls}
         return len(seen)

@@ -63,7 +63,7 @@ def test_a_silent_carrier_tells_its_own_invite_from_a_stray_retransmission(
     text = (DATA / "silent-with-stray.messages.log").read_text()
     first = text[:text.index("\n-----") + 1]
     c.trace_path.write_text(first)
-    stamp = sipp._stamp(sipp.parse_trace(first)[0])
+    stamp = sipp.parse_trace(first)[0].stamp
     monkeypatch.setattr(sipp.time, "time", lambda: stamp + 0.3)
     assert c.invites() == 1
     monkeypatch.setattr(sipp.time, "time", lambda: stamp + 2.0)
