@@ -73,18 +73,22 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
+def _sentinels(client: redis.Redis | redis.asyncio.Redis) -> list[Any]:
+    """The clients of the sentinels behind a Sentinel-made client (none for a plain one)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
+
+
 def close_client(client: redis.Redis) -> None:
     """Close a :func:`sync_client`, with its connections to the sentinels when it has any
     (closing the master client alone leaves those open)."""
     client.close()
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    for sentinel in getattr(manager, "sentinels", ()):
+    for sentinel in _sentinels(client):
         sentinel.close()
 
 
 async def close_async_client(client: redis.asyncio.Redis) -> None:
     """Close an :func:`async_client`, with its connections to the sentinels when it has any."""
     await client.aclose()
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    for sentinel in getattr(manager, "sentinels", ()):
+    for sentinel in _sentinels(client):
         await sentinel.aclose()
