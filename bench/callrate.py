@@ -14,7 +14,8 @@ sweep, each the highest rate whose step passed:
 
 Rates double from ``start`` until a step fails *answered* (or passes ``max_rate``), then
 ``refine`` bisection steps narrow each figure between its last passed and first failed rate.
-The paths alternate at every rate, so whatever else the machine does slows them alike.
+The paths alternate at every rate, so whatever else the machine does slows them alike, and
+every step starts from a quiet lab (``wait_quiet``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from outbound_router import sipp, topology
 
 NUMBER = "911234567"
 MIN_ACHIEVED = 0.95
+QUIET_BUSY = 0.15  # the machine counts as idle below this busy fraction (idle lab: 2-4 %)
 
 
 def invite_times(messages: list[sipp.SipMessage], *, sent: bool) -> list[float]:
@@ -112,6 +114,7 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
     figures = {via: Figures() for via in vias}
 
     def step(via: str, rate: int) -> None:
+        wait_quiet()
         s = run_step(via, rate, max(50, round(rate * seconds)), work)
         print(s.line(max_setup_ms), flush=True)
         if not s.answered:
@@ -142,6 +145,53 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
                 step(via, rate)
     hang_up_leftovers()
     return figures
+
+
+def machine_busy(window: float = 0.5) -> float:
+    """Fraction of all CPUs' time not idle over the next ``window`` seconds (/proc/stat)."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+    total0, idle0 = times()
+    time.sleep(window)  # the measurement's window, not a wait for an event
+    total1, idle1 = times()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def queued_tasks(cli_output: str) -> int:
+    """Tasks waiting in all of Asterisk's taskprocessors (`core show taskprocessors`)."""
+    queued = 0
+    for line in cli_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[1].isdigit() and fields[2].isdigit():
+            queued += int(fields[2])
+    return queued
+
+
+def wait_quiet(within: float = 60.0) -> None:
+    """Start a step only once the last one's work is done: Asterisk has nothing queued and the
+    machine is idle, so no step is measured on a machine still busy with the last one's
+    backlog (its CDR and ARI application queues, the router's). On the fourth session's VM it
+    had always drained by the first check after a step (once its traces were read); a slower
+    machine may need longer, and this waits for it instead of assuming."""
+    from outbound_router import lab
+
+    started = time.monotonic()
+    while True:
+        queued = queued_tasks(lab.asterisk_cli("core show taskprocessors"))
+        busy = machine_busy()
+        if queued == 0 and busy < QUIET_BUSY:
+            break
+        if time.monotonic() - started > within:
+            print(f"  not quiet after {within:.0f} s ({queued} task(s) queued in Asterisk, "
+                  f"machine {busy:.0%} busy): the next step starts anyway", flush=True)
+            return
+    waited = time.monotonic() - started
+    if waited > 1.0:
+        print(f"  (waited {waited:.1f} s for the last step's backlog to drain)", flush=True)
 
 
 def hang_up_leftovers(within: float = 60.0) -> None:

@@ -462,6 +462,11 @@ def _rasterisk(p: Paths, command: str, timeout: float = 10) -> subprocess.Comple
     )
 
 
+def asterisk_cli(command: str, timeout: float = 10) -> str:
+    """What the lab's Asterisk answers to one CLI command ("" when it does not run)."""
+    return _rasterisk(paths(), command, timeout).stdout
+
+
 # ---- ARI ---------------------------------------------------------------------------------
 
 

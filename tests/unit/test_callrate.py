@@ -35,6 +35,8 @@ def test_sweep_doubles_then_bisects_each_figure_without_repeating_a_step(
     cleaned: list[tuple[str, int] | None] = []
     monkeypatch.setattr(callrate, "hang_up_leftovers",
                         lambda: cleaned.append(ran[-1] if ran else None))
+    quiet_before: list[int] = []
+    monkeypatch.setattr(callrate, "wait_quiet", lambda: quiet_before.append(len(ran)))
     figures = callrate.sweep(("baseline", "ari"), tmp_path, start=40, max_rate=1280, refine=2)
     assert (figures["baseline"].answered, figures["baseline"].kept_up) == (640, 480)
     assert (figures["ari"].answered, figures["ari"].kept_up) == (280, 280)
@@ -45,3 +47,21 @@ def test_sweep_doubles_then_bisects_each_figure_without_repeating_a_step(
     # The calls an overloaded step left up are hung up before the next step, and at the end.
     failed = [(v, r) for v, r in ran if r > limits[v][0]]
     assert cleaned == [*failed, ran[-1]]
+    # Every step starts from a quiet lab: the wait comes right before each one.
+    assert quiet_before == list(range(len(ran)))
+
+
+def test_queued_tasks_sums_the_in_queue_column() -> None:
+    # `core show taskprocessors` of the lab's Asterisk, columns narrowed to fit here
+    out = "\n".join([
+        "",
+        "Processor          Processed  In Queue  Max Depth  Low water High water "
+        "Low time(us) High time(us)",
+        "ast_msg_queue              0         0          0        450        500 0 0",
+        "stasis/m:ari:application/outbound-router-00000048 64497 40 181 450 500 0 8958",
+        "stasis/m:cdr:aggregator-00000007 120000 1203 4000 450 500 0 9000",
+        "",
+        "4 taskprocessors",
+    ])
+    assert callrate.queued_tasks(out) == 1243
+    assert callrate.queued_tasks("") == 0
