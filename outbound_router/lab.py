@@ -204,17 +204,22 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
     # An exiting process stops looking like itself (its cmdline reads empty) before the
     # kernel closes its sockets: wait until it has really exited, or a `lab up` right after
     # finds 5060 and 8088 still taken.
-    while not _exited(pid) and time.monotonic() < deadline + 5:
+    exit_deadline = time.monotonic() + timeout
+    while not _exited(pid) and time.monotonic() < exit_deadline:
         time.sleep(0.02)
     sipp.exit_status(pid)  # reap it when it was our own child
     return True
 
 
 def _exited(pid: int) -> bool:
-    """Gone, or a zombie (its files, sockets included, are closed)."""
+    """Gone, or a zombie with no thread left (its files, sockets included, are closed). The
+    main thread of a process turns zombie before the others have exited, and the files they
+    share stay open until the last one has: a big Asterisk takes seconds for that."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
     except (OSError, IndexError):
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 from outbound_router import lab
 
@@ -20,3 +21,30 @@ def test_a_running_process_has_not_exited_a_zombie_and_a_reaped_one_have() -> No
         child.kill()
         child.wait()
     assert lab._exited(child.pid)
+
+
+def test_a_zombie_leader_whose_threads_still_run_has_not_exited() -> None:
+    """A big Asterisk's main thread is a zombie before its other threads have exited, and
+    its sockets (5060, 8088) stay open until the last one has: `lab up` right after a
+    `lab down` of an Asterisk that had run the benches found both ports still taken."""
+    code = ("import ctypes, sys, threading\n"
+            "threading.Thread(target=sys.stdin.read).start()\n"
+            "print('ready', flush=True)\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")  # the main thread ends, the other runs
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None and child.stdin is not None
+        try:
+            assert child.stdout.readline() == "ready\n"
+            while _state(child.pid) != "Z":  # the main thread's pthread_exit is under way
+                os.sched_yield()
+            assert not lab._exited(child.pid)
+            child.stdin.close()  # the last thread returns: the process exits
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            assert lab._exited(child.pid)
+        finally:
+            child.kill()
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
