@@ -65,6 +65,11 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
         out.append((V.VERSION, version))
     if p.status is not Status.OK:
         out.append((V.CALLER_CAUSE, str(p.caller_cause)))
+    # The same on the CDR now, so that the record of every Dial() has them, not only the
+    # record the h extension completes at the end (each failed attempt's record is final
+    # once the next Dial() starts).
+    out += [(V.cdr(name), value) for name, value in out if name in V.CDR_VARIABLES]
+    out.append((V.cdr(V.STATUS), str(p.status)))
     out.append((V.STATUS, str(p.status)))
     return out
 
@@ -209,8 +214,11 @@ class Scripts:
 
         trace = await session.get_variable(V.ATTEMPTS) or ""
         entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)
-        await session.set_variable(V.result(n), format_result(j))
-        await session.set_variable(V.ATTEMPTS, f"{trace}|{entry}" if trace else str(entry))
+        attempts = f"{trace}|{entry}" if trace else str(entry)
+        # On the CDR too. This attempt's record closed as the dialplan went on after its
+        # Dial(): the record open now, the next attempt's, starts with the trace so far.
+        await session.set_variables([(V.result(n), format_result(j)), (V.ATTEMPTS, attempts),
+                                     (V.cdr(V.ATTEMPTS), attempts)])
         if not go_on:
             earlier = [parse_result(await session.get_variable(V.result(k)))
                        for k in range(1, n)]

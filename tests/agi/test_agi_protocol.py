@@ -69,7 +69,8 @@ async def test_route_sets_all_its_variables_in_one_command(router: AgiServer) ->
     ch = await FakeChannel(router.port, args=["911234567"]).run()
     sets = [c for c in ch.commands if c.startswith("SET VARIABLE")]
     assert len(sets) == 1 and sets[0].startswith("SET VARIABLE ARRAY(")
-    assert len(ch.set_order) == 16  # 4 per attempt, NUMBER, COUNT, VERSION, STATUS
+    # 4 per attempt, NUMBER, COUNT, VERSION, the CDR's NUMBER, VERSION and STATUS, STATUS
+    assert len(ch.set_order) == 19
 
 
 async def test_script_is_chosen_by_path_and_gets_query_and_numbered_args(

@@ -89,6 +89,10 @@ async def test_503_moves_on_and_records_the_attempt(router: AgiServer) -> None:
     assert v["ROUTER_RESULT_1"] == "congestion:34"
     assert v["ROUTER_ATTEMPTS"] == f"{v['ROUTER_TRUNK_1']}:congestion:34:503"
     assert "ROUTER_HANGUP_CAUSE" not in v
+    # The CDR record open now, the next attempt's, gets the routing so far (tests/lab/test_cdr.py)
+    assert v["CDR(ROUTER_ATTEMPTS)"] == v["ROUTER_ATTEMPTS"]
+    assert (v["CDR(ROUTER_STATUS)"], v["CDR(ROUTER_NUMBER)"], v["CDR(ROUTER_VERSION)"]) == (
+        "OK", "+34911234567", "v-test")
 
 
 async def test_404_moves_on(router: AgiServer) -> None:

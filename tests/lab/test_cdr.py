@@ -47,20 +47,32 @@ def records_since(offset: int, count: int) -> list[dict[str, str]]:
 def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
     version = lab.seed(tiers_routes(ring_timeout=4))
     carrier("a", "unavailable")
-    carrier("b", "answer")
+    carrier("b", "unavailable")
+    carrier("c", "answer")
     cdr_at, log_at = size(cdr_csv()), size(Path(lab.asterisk_log))
     caller = phone(via)
-    assert caller.call(NUMBER).final_code == 200  # carrier-a 503, carrier-b answers
+    assert caller.call(NUMBER).final_code == 200  # carrier-a 503, carrier-b 503, c answers
     assert caller.call("905123456").final_code == 403  # premium: blocked
-    failed, answered, blocked = records_since(cdr_at, 3)
+    failed_a, failed_b, answered, blocked = records_since(cdr_at, 4)
 
-    assert (failed["disposition"], failed["dstchannel"].split("-0")[0]) == (
-        "CONGESTION", "PJSIP/carrier-a")
+    a_trace, b_trace = "carrier-a:congestion:34:503", "carrier-b:congestion:34:503"
+    for record, trunk in ((failed_a, "carrier-a"), (failed_b, "carrier-b")):
+        assert (record["disposition"], record["dstchannel"].split("-0")[0]) == (
+            "CONGESTION", f"PJSIP/{trunk}")
+        assert (record["status"], record["number"], record["carrier"], record["trunk"],
+                record["version"]) == ("OK", E164, "", "", version)
+    # A failed attempt's record has the attempts up to its own on the ARI path. On the AGI
+    # path it closes as the dialplan goes on after Dial(), before the outcome script runs:
+    # it has the attempts before its own.
+    if via == "ari":
+        assert (failed_a["attempts"], failed_b["attempts"]) == (a_trace, f"{a_trace}|{b_trace}")
+    else:
+        assert (failed_a["attempts"], failed_b["attempts"]) == ("", a_trace)
     assert answered["disposition"] == "ANSWERED"
-    assert answered["dstchannel"].startswith("PJSIP/carrier-b-")
+    assert answered["dstchannel"].startswith("PJSIP/carrier-c-")
     assert {k: answered[k] for k in COLUMNS[8:]} == {
-        "status": "OK", "number": E164, "carrier": "second", "trunk": "carrier-b",
-        "attempts": "carrier-a:congestion:34:503|carrier-b:answered:16:200", "version": version}
+        "status": "OK", "number": E164, "carrier": "third", "trunk": "carrier-c",
+        "attempts": f"{a_trace}|{b_trace}|carrier-c:answered:16:200", "version": version}
     assert (blocked["dst"], blocked["status"], blocked["number"], blocked["carrier"]) == (
         "905123456", "BLOCKED", "+34905123456", "")
     with open(lab.asterisk_log, "rb") as f:
@@ -83,6 +95,7 @@ def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  
     assert result.final_code == 487
     failed, abandoned = records_since(cdr_at, 2)
     assert failed["disposition"] == "CONGESTION"
+    assert (failed["status"], failed["number"], failed["version"]) == ("OK", E164, version)
     assert abandoned["dstchannel"].startswith("PJSIP/carrier-b-")
     assert abandoned["disposition"] == "NO ANSWER"
     assert (abandoned["status"], abandoned["number"], abandoned["version"]) == (
