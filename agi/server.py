@@ -213,6 +213,45 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
 _SPECIAL = re.compile(r'["\\\r\n\0]')
 
 
+#: Asterisk reads an AGI command into a 2,048-byte buffer (res_agi.c, ``AGI_BUF_LEN``): a
+#: longer line is cut there and its rest read as a command of its own.
+AGI_LINE_MAX = 2047  # bytes, the newline included
+#: ``ARRAY()`` sets at most 100 variables (func_strings.c); the rest would go, joined, into
+#: the 100th name.
+ARRAY_MAX = 100
+
+
+def set_variable_lines(pairs: Iterable[tuple[str, str]]) -> list[bytes]:
+    """The ``SET VARIABLE`` command lines that set the pairs in order: as few as fit in
+    Asterisk's limits (one for an ordinary plan, more for a plan of some twenty attempts)."""
+    values = dict(pairs)
+    if not values:
+        return []
+    whole = _set_line(values)
+    if len(values) <= ARRAY_MAX and len(whole) <= AGI_LINE_MAX:
+        return [whole]
+    lines: list[bytes] = []
+    chunk: dict[str, str] = {}
+    line = b""
+    for name, value in values.items():
+        candidate = _set_line({**chunk, name: value})
+        if chunk and (len(candidate) > AGI_LINE_MAX or len(chunk) == ARRAY_MAX):
+            lines.append(line)
+            chunk, candidate = {}, _set_line({name: value})
+        if len(candidate) > AGI_LINE_MAX:
+            raise ValueError(f"{name} is too long for one AGI command ({len(candidate)} bytes)")
+        chunk[name] = value
+        line = candidate
+    if chunk:
+        lines.append(line)
+    return lines
+
+
+def _set_line(values: Mapping[str, str]) -> bytes:
+    name, value = assignment(values)
+    return f"SET VARIABLE {name} {quote(value)}\n".encode()
+
+
 def quote(value: str) -> str:
     """An AGI command argument in double quotes (res_agi's parse_args unescapes ``\\``)."""
     if _SPECIAL.search(value) is None:
@@ -335,17 +374,14 @@ class AgiSession:
         await self.set_variables(((name, str(value)),))
 
     async def set_variables(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Set the pairs, in order, in one ``SET VARIABLE ARRAY(name,...) "value,..."`` (one
-        round trip to Asterisk instead of one per variable; a name given twice keeps its last
-        value)."""
-        values = dict(pairs)
-        if not values:
-            return
-        name, value = assignment(values)
-        line = f"SET VARIABLE {name} {quote(value)}"
-        code, text = await self._exchange(line.encode("utf-8") + b"\n")
-        if code != CODE_OK:
-            raise AgiCommandError(line, AgiReply.parse(code, text))
+        """Set the pairs, in order, with ``SET VARIABLE ARRAY(name,...) "value,..."``: one
+        round trip to Asterisk instead of one per variable, more only when the line would
+        pass Asterisk's limits (:func:`set_variable_lines`). A name given twice keeps its
+        last value."""
+        for line in set_variable_lines(pairs):
+            code, text = await self._exchange(line)
+            if code != CODE_OK:
+                raise AgiCommandError(line.decode().rstrip("\n"), AgiReply.parse(code, text))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value (``GET VARIABLE`` also reads functions such as

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from agi.server import AgiServer
 from tests.asterisk_args import assign
 
+#: res_agi.c's command buffer.
+AGI_BUF_LEN = 2048
+
 Responder = Callable[["FakeChannel", str], bytes | None]
 #: The ``agi_server`` fixture: ``await agi_server(handlers, limits=..., allow=...)``.
 ServerFactory = Callable[..., Awaitable[AgiServer]]
@@ -103,10 +106,14 @@ class FakeChannel:
                     if not raw:
                         self.closed_by_server = True
                         return self
-                    line = raw.decode("utf-8", "replace").rstrip("\n")
-                    self.commands.append(line)
-                    reply = self.respond(self, line) if self.respond else None
-                    writer.write(reply if reply is not None else self.default_reply(line))
+                    # res_agi reads a command into a buffer of AGI_BUF_LEN: a longer line is
+                    # cut, and its rest read as the next command.
+                    for at in range(0, len(raw), AGI_BUF_LEN - 1):
+                        line = raw[at:at + AGI_BUF_LEN - 1].decode("utf-8", "replace")
+                        line = line.rstrip("\n")
+                        self.commands.append(line)
+                        reply = self.respond(self, line) if self.respond else None
+                        writer.write(reply if reply is not None else self.default_reply(line))
                     await writer.drain()
         finally:
             writer.close()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 
 import pytest
 
-from agi.server import AgiReply, AgiRequest, AgiServer, AgiSession, Limits
+from agi.scripts import Scripts
+from agi.server import AgiReply, AgiRequest, AgiServer, AgiSession, Limits, set_variable_lines
+from redis_seed.routes_file import parse_routes
+from routing.snapshot import Snapshot
 
-from .agi_fake_asterisk import FakeChannel, ServerFactory, header_block
+from .agi_fake_asterisk import AGI_BUF_LEN, FakeChannel, ServerFactory, header_block
 
 USAGE_520 = (
     b"520-Invalid command syntax.  Proper usage follows:\n"
@@ -341,3 +345,45 @@ async def test_connections_get_dropped_when_no_place_frees_up_in_time(
     release.set()
     await first
     assert server.stats.served == 1
+
+
+LONG_PLAN = "\n".join([
+    'defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 10, max_attempts: 40}',
+    "carriers:",
+    *(f"  carrier{i:02}: {{trunks: [trunk-{i:02}-of-a-carrier-with-a-long-name]}}"
+      for i in range(1, 31)),
+    "target_patterns:",
+    '  spain: {prefix: "+34"}',
+    "outgoing_routes:",
+    *(f"  - {{name: r{i:02}, pattern: spain, carrier: carrier{i:02}, priority: {i}}}"
+      for i in range(1, 31)),
+]) + "\n"
+
+
+async def test_route_of_a_plan_past_asterisks_limits_sets_every_variable(
+        agi_server: ServerFactory) -> None:
+    # 30 attempts: 127 variables and some 6,000 bytes, past ARRAY()'s 100 variables and the
+    # 2,048 bytes res_agi reads a command into. Both cut silently: ROUTER_STATUS was never set
+    # and the dialplan took the call for a router error (503, no trunk tried).
+    snapshot = Snapshot.build(parse_routes(LONG_PLAN, "long.yaml"), "v-long")
+    server = await agi_server(Scripts(lambda: snapshot, random.Random(1)).handlers())
+    ch = await FakeChannel(server.port, args=["911234567"]).run()
+    v = ch.variables
+    assert (v["ROUTER_STATUS"], v["ROUTER_COUNT"]) == ("OK", "30")
+    assert [v[f"ROUTER_TRUNK_{n}"] for n in range(1, 31)] == [
+        f"trunk-{n:02}-of-a-carrier-with-a-long-name" for n in range(1, 31)]
+    assert ch.set_order[-1] == "ROUTER_STATUS"
+    assert len(ch.set_order) == 4 * 30 + 7
+    assert all(len(c) < AGI_BUF_LEN - 1 for c in ch.commands)
+
+
+def test_set_variable_lines_is_one_line_for_an_ordinary_plan_and_never_passes_the_limits(
+        ) -> None:
+    assert len(set_variable_lines([("A", "1"), ("B", "x,y")])) == 1
+    assert set_variable_lines([]) == []
+    many = [(f"V{i}", "v" * 30) for i in range(250)]
+    lines = set_variable_lines(many)
+    assert all(len(line) <= AGI_BUF_LEN - 1 and line.endswith(b"\n") for line in lines)
+    assert all(line.split(b" ")[2].count(b",") < 100 for line in lines)  # ARRAY(<= 100 names)
+    with pytest.raises(ValueError, match="too long"):
+        set_variable_lines([("V", "v" * 3000)])

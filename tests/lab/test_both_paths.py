@@ -47,3 +47,25 @@ def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> 
     assert phone(via).call("00441234567890", tenant="acme").final_code == 200
     assert phone(via).call("00441234567890", tenant="other").final_code == 404
     assert c.invites() == 1
+
+
+def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. On
+    # the AGI path `route` sets 127 variables, some 4 KB: past what one ARRAY() and one AGI
+    # command line take (tests/agi: test_route_of_a_plan_past_asterisks_limits...).
+    dead = [f"dead-trunk-{i:02}" for i in range(1, 30)]
+    lab.seed("\n".join([
+        'defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 4, max_attempts: 30}',
+        "carriers:",
+        *(f"  {name}: {{trunks: [{name}]}}" for name in dead),
+        "  live: {trunks: [carrier-a]}",
+        "target_patterns:",
+        '  spain: {prefix: "+34"}',
+        "outgoing_routes:",
+        *(f"  - {{pattern: spain, carrier: {name}, priority: {i}}}"
+          for i, name in enumerate(dead, 1)),
+        "  - {pattern: spain, carrier: live, priority: 30}",
+    ]) + "\n")
+    a = carrier("a", "answer")
+    assert phone(via).call(NUMBER).final_code == 200
+    assert a.invites() == 1
