@@ -42,12 +42,6 @@ _SIP_RE = re.compile(r"^\s*SIP\s+([1-6][0-9]{2})\b")
 # -- pure translations (unit-tested on their own) ---------------------------------------------
 
 
-def dial_timeout(ring_timeout: float, setup_timeout: float) -> str:
-    """Dial()'s timeout argument, ``RING^SETUP`` (Asterisk 22): give up after RING seconds,
-    and treat the attempt as CHANUNAVAIL when no ringing or progress came within SETUP."""
-    return f"{ring_timeout:g}^{setup_timeout:g}"
-
-
 def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
     """The variables ``route`` sets, in order; ``ROUTER_STATUS`` last, so that a session cut
     short never leaves a channel that looks routed."""
@@ -57,7 +51,8 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
             (V.dial(a.index), a.endpoint),
             (V.carrier(a.index), a.carrier.name),
             (V.trunk(a.index), a.trunk),
-            (V.timeout(a.index), dial_timeout(a.ring_timeout, a.setup_timeout)),
+            (V.timeout(a.index), f"{a.ring_timeout:g}"),
+            (V.setup_timeout(a.index), f"{a.setup_timeout:g}"),
         ]
     out.append((V.NUMBER, p.number or ""))
     out.append((V.COUNT, str(len(p.attempts))))

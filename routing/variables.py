@@ -53,8 +53,14 @@ def trunk(n: int) -> str:
 
 
 def timeout(n: int) -> str:
-    """Dial's timeout argument for attempt n: ``RING^SETUP`` in seconds, e.g. ``30^5``."""
+    """The ring timeout of attempt n in seconds, e.g. ``30`` (Dial's timeout)."""
     return f"ROUTER_TIMEOUT_{n}"
+
+
+def setup_timeout(n: int) -> str:
+    """The setup timeout of attempt n in seconds, e.g. ``5``: the dialplan gives Dial
+    ``${ROUTER_TIMEOUT_n}^${ROUTER_SETUP_TIMEOUT_n}``."""
+    return f"ROUTER_SETUP_TIMEOUT_{n}"
 
 
 def result(n: int) -> str:

@@ -51,7 +51,7 @@ def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> 
 
 def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
     # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. On
-    # the AGI path `route` sets 127 variables, some 4 KB: past what one ARRAY() and one AGI
+    # the AGI path `route` sets 157 variables, some 4.8 KB: past what one ARRAY() and one AGI
     # command line take (tests/agi: test_route_of_a_plan_past_asterisks_limits...).
     dead = [f"dead-trunk-{i:02}" for i in range(1, 30)]
     lab.seed("\n".join([
