@@ -61,8 +61,8 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
     if p.status is not Status.OK:
         out.append((V.CALLER_CAUSE, str(p.caller_cause)))
     # The same on the CDR now, so that the record of every Dial() has them, not only the
-    # record the h extension completes at the end (each failed attempt's record is final
-    # once the next Dial() starts).
+    # record the h extension completes at the end (a failed attempt's record closes as the
+    # dialplan goes on after its Dial()).
     out += [(V.cdr(name), value) for name, value in out if name in V.CDR_VARIABLES]
     out.append((V.cdr(V.STATUS), str(p.status)))
     out.append((V.STATUS, str(p.status)))

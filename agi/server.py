@@ -223,7 +223,7 @@ ARRAY_MAX = 100
 
 def set_variable_lines(pairs: Iterable[tuple[str, str]]) -> list[bytes]:
     """The ``SET VARIABLE`` command lines that set the pairs in order: as few as fit in
-    Asterisk's limits (one for an ordinary plan, more for a plan of some twenty attempts)."""
+    Asterisk's limits (one for an ordinary plan, more from some fifteen attempts on)."""
     values = dict(pairs)
     if not values:
         return []
