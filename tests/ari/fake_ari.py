@@ -125,6 +125,11 @@ class Channel:
         }
 
 
+#: Asterisk's HTTP server reads the request line into a buffer of 4,096 bytes (main/http.c,
+#: MAX_HTTP_LINE_LENGTH); a longer one gets 400 "Request line too long" (seen on the lab).
+HTTP_LINE_MAX = 4095
+
+
 class FakeAsterisk:
     def __init__(self, app: str = "outbound-router", username: str = "router",
                  password: str = "s3cret-pw") -> None:
@@ -322,6 +327,10 @@ class FakeAsterisk:
             f"{self.username}:{self.password}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"message": "Authentication required"}, status=401)
+        if len(f"{request.method} {request.raw_path} HTTP/1.1\r\n") > HTTP_LINE_MAX:
+            # Asterisk's HTTP server, before ARI sees the request (an HTML page, not JSON)
+            return web.Response(status=400, text="<p>Request line too long</p>",
+                                content_type="text/html")
         if request.path != "/ari/events":
             self.requests.append((request.method, request.path[4:], dict(request.query)))
             gate = self.gates.get(f"{request.method} {request.path[4:]}")
@@ -424,7 +433,9 @@ class FakeAsterisk:
         if not ch.in_stasis:
             return web.json_response({"message": "Channel not in Stasis application"},
                                      status=409)
-        assign(ch.variables, request.query["variable"], request.query.get("value", ""))
+        # ARI takes a request's parameters from the query string or from a JSON body.
+        params = {**request.query, **(await request.json() if request.can_read_body else {})}
+        assign(ch.variables, params["variable"], params.get("value", ""))
         return web.Response(status=204)
 
     async def _get_variable(self, request: web.Request) -> web.Response:

@@ -371,3 +371,37 @@ async def test_an_attempt_created_after_its_request_timed_out_is_hung_up(
     await hang_up_answered(lab, caller)
     assert f"/channels/{timed_out[0]}" in lab.fake.paths("DELETE")
     no_leftovers(lab)
+
+
+async def test_the_outcome_of_a_call_of_sixty_attempts_lands_on_the_caller(
+    lab: Lab, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 59 trunks that are no endpoint (each create fails at once), then carrier-a answers.
+    # Its ROUTER_ATTEMPTS and their CDR copies, some 5 KB, went in the request line, which
+    # Asterisk refuses past 4,096 bytes (seen on the lab: 400, the CDR kept no outcome).
+    dead = [f"trunk-{i:02}-of-a-carrier-with-a-long-name" for i in range(1, 60)]
+    lab.snapshots.append(snapshot_of("\n".join([
+        'defaults: {country_code: "34", setup_timeout: 0.5, ring_timeout: 0.5, '
+        'max_attempts: 60}',
+        "carriers:",
+        *(f"  c{i:02}: {{trunks: [{trunk}]}}" for i, trunk in enumerate(dead, 1)),
+        "  alpha: {trunks: [carrier-a]}",
+        "target_patterns:",
+        '  spain: {prefix: "+34"}',
+        "outgoing_routes:",
+        *(f"  - {{pattern: spain, carrier: c{i:02}, priority: {i}}}" for i in range(1, 60)),
+        "  - {pattern: spain, carrier: alpha, priority: 60}",
+    ]) + "\n"))
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await answered(lab, caller)  # ROUTER_ATTEMPTS is there before: the failed attempts
+    await wait_for(lambda: "ROUTER_CARRIER" in lab.vars_of(caller))
+    variables = lab.vars_of(caller)
+    assert (variables["ROUTER_CARRIER"], variables["ROUTER_TRUNK"]) == ("alpha", "carrier-a")
+    attempts = parse_trace(variables["ROUTER_ATTEMPTS"])
+    assert [a.trunk for a in attempts] == [*dead, "carrier-a"]
+    assert variables["CDR(ROUTER_ATTEMPTS)"] == variables["ROUTER_ATTEMPTS"]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+            and "eventFilter" not in r.getMessage()] == []
+    await hang_up_answered(lab, caller)
