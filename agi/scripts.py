@@ -192,7 +192,8 @@ class Scripts:
         # The keys may arrive split over several args when the dialplan did not QUOTE() them.
         before = ",".join(req.args[5:])
         tech = ""
-        peer = new_channel(before, await session.get_variable("HANGUPCAUSE_KEYS()") or "")
+        # In full: after some forty attempts the list passes GET VARIABLE's 1,023 characters.
+        peer = new_channel(before, await session.get_full_variable("HANGUPCAUSE_KEYS()"))
         if peer is not None:
             tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech)
@@ -207,16 +208,15 @@ class Scripts:
                          trunk, peer, obs.cause, obs.sip_code, obs.provisional, j.outcome,
                          "next" if go_on else "stop")
 
-        trace = await session.get_variable(V.ATTEMPTS) or ""
+        # The dialplan appends this attempt's entry to ROUTER_ATTEMPTS (and its CDR copy): a
+        # trace of some twenty attempts is past what GET VARIABLE answers (1,023 characters),
+        # and of some forty past what one AGI command can set.
         entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)
-        attempts = f"{trace}|{entry}" if trace else str(entry)
-        # On the CDR too. This attempt's record closed as the dialplan went on after its
-        # Dial(): the record open now, the next attempt's, starts with the trace so far.
-        await session.set_variables([(V.result(n), format_result(j)), (V.ATTEMPTS, attempts),
-                                     (V.cdr(V.ATTEMPTS), attempts)])
+        pairs = [(V.result(n), format_result(j)), (V.LAST_ATTEMPT, str(entry))]
         if not go_on:
             earlier = [parse_result(await session.get_variable(V.result(k)))
                        for k in range(1, n)]
             judgements = [e for e in earlier if e is not None] + [j]
-            await session.set_variable(V.HANGUP_CAUSE, str(caller_cause(judgements)))
-        await session.set_variable(V.NEXT, "1" if go_on else "0")
+            pairs.append((V.HANGUP_CAUSE, str(caller_cause(judgements))))
+        pairs.append((V.NEXT, "1" if go_on else "0"))
+        await session.set_variables(pairs)

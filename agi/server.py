@@ -391,6 +391,13 @@ class AgiSession:
             return None
         return reply.data if reply.data is not None else ""
 
+    async def get_full_variable(self, name: str) -> str:
+        """The value of a variable or function of any length ("" when not set): ``GET
+        VARIABLE`` answers at most 1,023 characters (res_agi.c), ``GET FULL VARIABLE`` the
+        whole of ``${name}``."""
+        reply = await self.checked(f"GET FULL VARIABLE {quote('${' + name + '}')}")
+        return (reply.data or "") if reply.result == "1" else ""
+
     async def verbose(self, message: str, level: int = 1) -> None:
         await self.checked(f"VERBOSE {quote(message)} {level}")
 

@@ -13,6 +13,7 @@ CALLER_CAUSE = "ROUTER_CAUSE"  # Q.850 cause to hang the caller up with when not
 # Set by the FastAGI ``outcome`` script after a failed attempt.
 NEXT = "ROUTER_NEXT"  # 1: try the next attempt, 0: stop
 HANGUP_CAUSE = "ROUTER_HANGUP_CAUSE"  # cause to hang the caller up with when stopping
+LAST_ATTEMPT = "ROUTER_LAST_ATTEMPT"  # its trace entry: the dialplan appends it to ATTEMPTS
 
 # The call's outcome, for the CDR (both paths).
 CARRIER = "ROUTER_CARRIER"  # carrier that answered

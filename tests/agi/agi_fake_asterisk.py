@@ -9,6 +9,7 @@ gets ``510``. A test can script odd replies through ``respond``.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from tests.asterisk_args import assign
 
 #: res_agi.c's command buffer.
 AGI_BUF_LEN = 2048
+#: What res_agi's GET VARIABLE answers of a value at most (its buffer of 1,024 bytes).
+GET_VARIABLE_MAX = 1023
 
 Responder = Callable[["FakeChannel", str], bytes | None]
 #: The ``agi_server`` fixture: ``await agi_server(handlers, limits=..., allow=...)``.
@@ -132,6 +135,10 @@ class FakeChannel:
             value = self.variables.get(words[2])
             if value is None:
                 return b"200 result=0\n"
+            # res_agi reads the value into a buffer of 1,024 bytes
+            return f"200 result=1 ({value[:GET_VARIABLE_MAX]})\n".encode()
+        if verb == "GET FULL" and len(words) == 4 and words[2].upper() == "VARIABLE":
+            value = re.sub(r"\$\{([^}]*)\}", lambda m: self.variables.get(m[1], ""), words[3])
             return f"200 result=1 ({value})\n".encode()
         if words and words[0].upper() == "VERBOSE":
             return b"200 result=1\n"

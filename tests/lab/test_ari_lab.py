@@ -8,19 +8,14 @@ variables, no channel or bridge left: the fixture checks the latter after every 
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
 import pytest
 
 from outbound_router import sipp
 
+from .observer import AriObserver, wait_for
 from .routes import (
     E164,
     NUMBER,
@@ -32,68 +27,6 @@ pytestmark = pytest.mark.lab
 TIERS = tiers_routes(ring_timeout=3)
 # The same, with carrier-b first: the hot update.
 TIERS_B_FIRST = TIERS.replace("carrier: second, priority: 2", "carrier: second, priority: 0")
-
-
-class AriObserver:
-    """A second ARI application subscribed to everything, in a thread of its own: it collects
-    the ``ChannelVarset`` events of the ARI phones' channels, so the ROUTER_* variables of a
-    call can be checked after it ended (the lab loads no CDR backend)."""
-
-    APP = "router-test-observer"
-
-    def __init__(self, url: str, auth: tuple[str, str]) -> None:
-        self.url = f"{url}/ari/events?app={self.APP}&subscribeAll=true"
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        self.headers = {"Authorization": f"Basic {token}"}
-        self.events: list[dict[str, Any]] = []
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._loop.run_until_complete,
-                                        args=(self._run(),), daemon=True)
-
-    async def _run(self) -> None:
-        self._stop = asyncio.Event()
-        async with aiohttp.ClientSession(headers=self.headers) as session, \
-                session.ws_connect(self.url) as ws:
-            self._ready.set()
-            reader = asyncio.ensure_future(self._read(ws))
-            await self._stop.wait()
-            reader.cancel()
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            event = msg.json()
-            name = (event.get("channel") or {}).get("name", "")
-            if event.get("type") == "ChannelVarset" and name.startswith("PJSIP/phone-ari-"):
-                self.events.append(event)
-
-    def __enter__(self) -> AriObserver:
-        self._thread.start()
-        assert self._ready.wait(5), "the observer could not connect to ARI"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
-        self._loop.close()
-
-    def variables(self) -> dict[str, str]:
-        """The ROUTER_* variables set so far (the last value of each)."""
-        return {e["variable"]: e["value"] for e in list(self.events)
-                if str(e.get("variable", "")).startswith("ROUTER_")}
-
-    def wait_variable(self, name: str, timeout: float = 5.0) -> str:
-        return str(wait_for(f"{name} to be set", lambda: self.variables().get(name), timeout))
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # polling ARI or a trace file: there is no event to await here
-    return value
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from .observer import AriObserver, wait_for
 from .routes import (
     FIRST_TRUNK_OUTCOMES,
     NUMBER,
@@ -50,22 +51,29 @@ def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> 
 
 
 def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
-    # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. On
-    # the AGI path `route` sets 157 variables, some 4.8 KB: past what one ARRAY() and one AGI
-    # command line take (tests/agi: test_route_of_a_plan_past_asterisks_limits...).
-    dead = [f"dead-trunk-{i:02}" for i in range(1, 30)]
+    # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. Past
+    # several of Asterisk's limits: on the AGI path `route` sets 157 variables, some 5 KB (one
+    # ARRAY() sets 100, one AGI command line holds 2,047 bytes) and the trace, some 1.8 KB, is
+    # past what GET VARIABLE answers (1,023 characters); on the ARI path the ROUTER_* writes
+    # are past the 4,096 bytes of an HTTP request line.
+    dead = [f"dead-trunk-{i:02}-of-a-carrier-with-a-long-name" for i in range(1, 30)]
     lab.seed("\n".join([
         'defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 4, max_attempts: 30}',
         "carriers:",
-        *(f"  {name}: {{trunks: [{name}]}}" for name in dead),
+        *(f"  c{i:02}: {{trunks: [{name}]}}" for i, name in enumerate(dead, 1)),
         "  live: {trunks: [carrier-a]}",
         "target_patterns:",
         '  spain: {prefix: "+34"}',
         "outgoing_routes:",
-        *(f"  - {{pattern: spain, carrier: {name}, priority: {i}}}"
-          for i, name in enumerate(dead, 1)),
+        *(f"  - {{pattern: spain, carrier: c{i:02}, priority: {i}}}"
+          for i in range(1, 30)),
         "  - {pattern: spain, carrier: live, priority: 30}",
     ]) + "\n")
     a = carrier("a", "answer")
-    assert phone(via).call(NUMBER).final_code == 200
+    with AriObserver(lab.ari_url, lab.ari_auth, phones=f"PJSIP/phone-{via}-") as observer:
+        assert phone(via).call(NUMBER).final_code == 200
+        trace = wait_for("the whole trace", lambda: (
+            t if (t := observer.variables().get("ROUTER_ATTEMPTS", "")).endswith(":200")
+            else None))
+    assert [entry.split(":")[0] for entry in trace.split("|")] == [*dead, "carrier-a"]
     assert a.invites() == 1

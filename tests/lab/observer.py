@@ -1,0 +1,76 @@
+"""An observing ARI application for the lab tests: the ROUTER_* variables of finished calls."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+
+class AriObserver:
+    """A second ARI application subscribed to everything, in a thread of its own: it collects
+    the ``ChannelVarset`` events of the phones' channels (``phones``: a channel name prefix;
+    those of either path, the AGI phones' included), so the ROUTER_* variables of a call can
+    be checked after it ended, whole (the lab's CDR CSV cuts a record at 1,024 bytes)."""
+
+    APP = "router-test-observer"
+
+    def __init__(self, url: str, auth: tuple[str, str], phones: str = "PJSIP/phone-ari-") -> None:
+        self.phones = phones
+        self.url = f"{url}/ari/events?app={self.APP}&subscribeAll=true"
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}"}
+        self.events: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete,
+                                        args=(self._run(),), daemon=True)
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        async with aiohttp.ClientSession(headers=self.headers) as session, \
+                session.ws_connect(self.url) as ws:
+            self._ready.set()
+            reader = asyncio.ensure_future(self._read(ws))
+            await self._stop.wait()
+            reader.cancel()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            event = msg.json()
+            name = (event.get("channel") or {}).get("name", "")
+            if event.get("type") == "ChannelVarset" and name.startswith(self.phones):
+                self.events.append(event)
+
+    def __enter__(self) -> AriObserver:
+        self._thread.start()
+        assert self._ready.wait(5), "the observer could not connect to ARI"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+        self._loop.close()
+
+    def variables(self) -> dict[str, str]:
+        """The ROUTER_* variables set so far (the last value of each)."""
+        return {e["variable"]: e["value"] for e in list(self.events)
+                if str(e.get("variable", "")).startswith("ROUTER_")}
+
+    def wait_variable(self, name: str, timeout: float = 5.0) -> str:
+        return str(wait_for(f"{name} to be set", lambda: self.variables().get(name), timeout))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # polling ARI or a trace file: there is no event to await here
+    return value
