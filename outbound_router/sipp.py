@@ -55,6 +55,7 @@ _NAMED = {
     "ring": ("uas_ring.xml", None, 0),
     "early_503": ("uas_early_reject.xml", 503, 1000),
     "silent": ("uas_silent.xml", None, 0),
+    "redirect": ("uas_redirect.xml", None, 0),
 }
 
 

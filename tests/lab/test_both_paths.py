@@ -3,6 +3,8 @@ run through the ARI phones (127.0.0.10) and the FastAGI phones (127.0.0.20)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .observer import AriObserver, wait_for
@@ -77,3 +79,27 @@ def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, v
             else None))
     assert [entry.split(":")[0] for entry in trace.split("|")] == [*dead, "carrier-a"]
     assert a.invites() == 1
+
+
+def test_a_redirect_is_a_failed_attempt_and_is_not_followed(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # carrier-a answers 302 to carrier-c's address. The router goes on with its own plan
+    # (carrier-b). Asterisk must not follow the redirect by itself: Dial() did, into a Local
+    # channel in the carrier endpoint's context (the lab's rejects, a laxer one may dial out).
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b, c = carrier("a", "redirect"), carrier("b", "answer"), carrier("c", "answer")
+    log_at = Path(lab.asterisk_log).stat().st_size
+    with AriObserver(lab.ari_url, lab.ari_auth, phones=f"PJSIP/phone-{via}-") as observer:
+        assert phone(via).call(NUMBER).final_code == 200
+        trace = wait_for("the whole trace", lambda: (
+            t if (t := observer.variables().get("ROUTER_ATTEMPTS", "")).endswith(":200")
+            else None))
+    first, second = trace.split("|")
+    # ARI sees the 302 (cause 23); Dial() reports a prevented forward as BUSY with no cause
+    # and no SIP code: the outcome script finds nothing to stop on and goes on.
+    assert first == ("carrier-a:congestion:23:302" if via == "ari"
+                     else "carrier-a:congestion::")
+    assert second == "carrier-b:answered:16:200"
+    assert (a.invites(), b.invites(), c.invites()) == (1, 1, 0)
+    with open(lab.asterisk_log, "rb") as f:
+        f.seek(log_at)
+        assert b"@from-carriers:" not in f.read()  # no dialplan ran for the redirect
