@@ -48,12 +48,14 @@ def _snapshot():  # type: ignore[no-untyped-def]
 
 
 def route_commands() -> list[bytes]:
-    """What the route script sends for NUMBER: the echo server sends exactly these."""
+    """What the route script sends for NUMBER: the echo server sends exactly these (one
+    ``SET VARIABLE ARRAY(...)`` line for this plan; it sent one line per variable, 27, long
+    after the route script had moved to one, and the ratio read 5x)."""
     from agi.scripts import route_variables
-    from agi.server import quote
+    from agi.server import set_variable_lines
     from routing.plan import plan
     p = plan(_snapshot(), NUMBER, rng=random.Random(1))
-    return [f"SET VARIABLE {k} {quote(v)}\n".encode() for k, v in route_variables(p, "bench")]
+    return set_variable_lines(route_variables(p, "bench"))
 
 
 async def serve_route(port: int) -> None:
