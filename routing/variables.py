@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 # Set by the FastAGI ``route`` script (SPEC section 4).
@@ -71,6 +72,10 @@ def result(n: int) -> str:
 
 #: Characters Asterisk's argument splitter (``ast_app_separate_args``) treats specially.
 _ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
+_HAS_ARG_SPECIAL = re.compile(r'[\\",()\[\]]')
+#: A plain channel variable name, or such a name in ``CDR()``.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+|CDR\([A-Za-z0-9_]+\)")
+_PLAIN_NAMES_SEEN: set[str] = set()  # names already checked: the same few, call after call
 
 
 def assignment(values: Mapping[str, str]) -> tuple[str, str]:
@@ -89,10 +94,14 @@ def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
     can move a value to the wrong variable; names must be plain variable names, or such a
     name in ``CDR()``."""
     for name in values:
-        plain = name[4:-1] if name.startswith("CDR(") and name.endswith(")") else name
-        if not plain or not all(c.isalnum() or c == "_" for c in plain):
-            raise ValueError(f"not a plain channel variable name: {name!r}")
+        if name not in _PLAIN_NAMES_SEEN:
+            if _PLAIN_NAME.fullmatch(name) is None:
+                raise ValueError(f"not a plain channel variable name: {name!r}")
+            if len(_PLAIN_NAMES_SEEN) < 4096:  # ROUTER_*_n: a few per attempt index
+                _PLAIN_NAMES_SEEN.add(name)
+    # On the per-call path: most values (dial strings, numbers) have nothing to escape.
     return (
         f"ARRAY({','.join(values)})",
-        ",".join(value.translate(_ARG_SPECIAL) for value in values.values()),
+        ",".join(value.translate(_ARG_SPECIAL) if _HAS_ARG_SPECIAL.search(value) else value
+                 for value in values.values()),
     )
