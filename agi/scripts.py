@@ -63,10 +63,8 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
     # The same on the CDR now, so that the record of every Dial() has them, not only the
     # record the h extension completes at the end (a failed attempt's record closes as the
     # dialplan goes on after its Dial()).
-    out += [(V.cdr(name), value) for name, value in out if name in V.CDR_VARIABLES]
-    out.append((V.cdr(V.STATUS), str(p.status)))
-    out.append((V.STATUS, str(p.status)))
-    return out
+    status = str(p.status)
+    return [*V.with_cdr(dict(out)).items(), (V.cdr(V.STATUS), status), (V.STATUS, status)]
 
 
 def error_variables() -> list[tuple[str, str]]:
