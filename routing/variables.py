@@ -75,7 +75,6 @@ _ARG_SPECIAL = str.maketrans({c: "\\" + c for c in '\\",()[]'})
 _HAS_ARG_SPECIAL = re.compile(r'[\\",()\[\]]')
 #: A plain channel variable name, or such a name in ``CDR()``.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+|CDR\([A-Za-z0-9_]+\)")
-_PLAIN_NAMES_SEEN: set[str] = set()  # names already checked: the same few, call after call
 
 
 def assignment(values: Mapping[str, str]) -> tuple[str, str]:
@@ -93,13 +92,11 @@ def array_assignment(values: Mapping[str, str]) -> tuple[str, str]:
     takes. Every value is backslash-escaped, so no comma, quote, bracket or parenthesis in it
     can move a value to the wrong variable; names must be plain variable names, or such a
     name in ``CDR()``."""
-    for name in values:
-        if name not in _PLAIN_NAMES_SEEN:
-            if _PLAIN_NAME.fullmatch(name) is None:
-                raise ValueError(f"not a plain channel variable name: {name!r}")
-            if len(_PLAIN_NAMES_SEEN) < 4096:  # ROUTER_*_n: a few per attempt index
-                _PLAIN_NAMES_SEEN.add(name)
-    # On the per-call path: most values (dial strings, numbers) have nothing to escape.
+    # On the per-call path: one compiled match per name, values escaped only when needed
+    # (most, dial strings and numbers, have nothing to escape).
+    if not all(map(_PLAIN_NAME.fullmatch, values)):
+        bad = next(n for n in values if _PLAIN_NAME.fullmatch(n) is None)
+        raise ValueError(f"not a plain channel variable name: {bad!r}")
     return (
         f"ARRAY({','.join(values)})",
         ",".join(value.translate(_ARG_SPECIAL) if _HAS_ARG_SPECIAL.search(value) else value
