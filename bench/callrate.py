@@ -25,8 +25,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from outbound_router import sipp, topology
+
+if TYPE_CHECKING:
+    from outbound_router.lab import LabInfo
 
 NUMBER = "911234567"
 MIN_ACHIEVED = 0.95
@@ -182,9 +186,7 @@ def wait_quiet(within: float = 60.0) -> None:
     info = lab.running_info()
     started = time.monotonic()
     while True:
-        status, channels = lab.ari_request("/channels", info.ari_auth if info else None,
-                                           timeout=10)
-        up = len(channels) if status == 200 and channels else 0
+        up = len(channels_up(info)) if info is not None else 0
         queued = queued_tasks(lab.asterisk_cli("core show taskprocessors"))
         busy = machine_busy()
         if up == 0 and queued == 0 and busy < QUIET_BUSY:
@@ -197,6 +199,14 @@ def wait_quiet(within: float = 60.0) -> None:
     waited = time.monotonic() - started
     if waited > 1.0:
         print(f"  (waited {waited:.1f} s for the last step's backlog to drain)", flush=True)
+
+
+def channels_up(info: LabInfo) -> list[dict[str, Any]]:
+    """The channels ARI lists in the lab's Asterisk (none when it does not answer)."""
+    from outbound_router import lab
+
+    status, channels = lab.ari_request("/channels", info.ari_auth, timeout=10)
+    return list(channels) if status == 200 and channels else []
 
 
 def hang_up_leftovers(within: float = 60.0) -> None:
@@ -212,8 +222,8 @@ def hang_up_leftovers(within: float = 60.0) -> None:
     started = time.monotonic()
     first = True
     while True:
-        status, channels = lab.ari_request("/channels", info.ari_auth, timeout=10)
-        if status != 200 or not channels:
+        channels = channels_up(info)
+        if not channels:
             break
         if first:
             print(f"  {len(channels)} channel(s) left up by the overloaded step: hanging them up",
