@@ -1,4 +1,5 @@
-"""An observing ARI application for the lab tests: the ROUTER_* variables of finished calls."""
+"""What the lab tests read from outside a call: the ROUTER_* variables of finished calls (an
+observing ARI application) and what a log got after an offset."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -67,6 +69,12 @@ class AriObserver:
     def wait_variable(self, name: str, timeout: float = 5.0) -> str:
         return str(wait_for(f"{name} to be set", lambda: self.variables().get(name), timeout))
 
+    def whole_trace(self) -> str:
+        """ROUTER_ATTEMPTS once it ends with an answered attempt (it grows attempt by
+        attempt)."""
+        return str(wait_for("the whole trace", lambda: (
+            t if (t := self.variables().get("ROUTER_ATTEMPTS", "")).endswith(":200") else None)))
+
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -74,3 +82,12 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)  # polling ARI or a trace file: there is no event to await here
     return value
+
+
+def logged_since(log: Path | str, offset: int) -> str:
+    """What a log got after byte ``offset``. Sliced as text the offset went past the new
+    lines once the log held \\r\\n (Asterisk's HTML error page, quoted in a warning): text
+    mode reads it as one character."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")

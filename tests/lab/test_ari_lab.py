@@ -9,14 +9,13 @@ variables, no channel or bridge left: the fixture checks the latter after every 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from outbound_router import sipp
 
-from .observer import AriObserver, wait_for
+from .observer import AriObserver, logged_since, wait_for
 from .routes import (
     E164,
     NUMBER,
@@ -28,15 +27,6 @@ pytestmark = pytest.mark.lab
 TIERS = tiers_routes(ring_timeout=3)
 # The same, with carrier-b first: the hot update.
 TIERS_B_FIRST = TIERS.replace("carrier: second, priority: 2", "carrier: second, priority: 0")
-
-
-def logged_since(log: Path, offset: int) -> str:
-    """What a log got after byte ``offset``. Sliced as text the offset went past the new
-    lines once the log held \\r\\n (Asterisk's HTML error page, quoted in a warning): text
-    mode reads it as one character."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
 
 
 @pytest.fixture(scope="module", autouse=True)

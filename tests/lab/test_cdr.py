@@ -13,6 +13,7 @@ import pytest
 
 from outbound_router import lab as lab_mod
 
+from .observer import logged_since
 from .routes import E164, NUMBER, tiers_routes
 
 pytestmark = pytest.mark.lab
@@ -75,10 +76,8 @@ def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type
         "attempts": f"{a_trace}|{b_trace}|carrier-c:answered:16:200", "version": version}
     assert (blocked["dst"], blocked["status"], blocked["number"], blocked["carrier"]) == (
         "905123456", "BLOCKED", "+34905123456", "")
-    with open(lab.asterisk_log, "rb") as f:
-        f.seek(log_at)
-        warnings = [line for line in f.read().decode(errors="replace").splitlines()
-                    if "WARNING[" in line or "ERROR[" in line]
+    warnings = [line for line in logged_since(lab.asterisk_log, log_at).splitlines()
+                if "WARNING[" in line or "ERROR[" in line]
     assert warnings == []
 
 
