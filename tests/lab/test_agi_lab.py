@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from .observer import logged_since
 from .routes import (
     E164,
     NUMBER,
@@ -44,10 +45,8 @@ def router_summary(lab, since: int) -> str:  # type: ignore[no-untyped-def]
     (read from there on: the log grows large under the benchmarks)."""
     deadline = time.monotonic() + 5
     while True:
-        with open(lab.asterisk_log, "rb") as f:
-            f.seek(since)
-            text = f.read().decode(errors="replace")
-        found = re.findall(r'NoOp\("[^"]*", "router ([^"]*)"\)', text)
+        found = re.findall(r'NoOp\("[^"]*", "router ([^"]*)"\)',
+                           logged_since(lab.asterisk_log, since))
         if found:
             return found[-1]
         assert time.monotonic() < deadline, "no router summary in the Asterisk log"
