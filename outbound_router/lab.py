@@ -593,7 +593,9 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     own = state.get("redis") or {}
     if own.get("pid") and is_redis(own["pid"]) and redis_ping(own["url"]):
         return str(own["url"])
-    url = os.environ.get("REDIS_URL") or topology.DEFAULT_REDIS_URL
+    # REDIS_URL when given; else the one this lab already uses (services running on it), so
+    # that a second `lab up` from another shell does not switch half the lab to another Redis
+    url = os.environ.get("REDIS_URL") or own.get("url") or topology.DEFAULT_REDIS_URL
     if redis_ping(url):
         if own.get("url") != url:
             say(f"redis: using {_mask(url)} (answers PING)")

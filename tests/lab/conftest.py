@@ -11,8 +11,10 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
         assert (b.invites(), a.invites()) == (1, 1)
         assert a.request_uris() == ["sip:+34911234567@127.0.0.11:5060"]
 
-- ``lab`` (session): ``lab up --no-carriers`` once per run (a running lab is reused; demo
-  carriers are stopped for the session and restarted afterwards). Attributes ``ari_url``,
+- ``lab`` (session): ``lab up --no-carriers`` once per run, on a redis-server of the session's
+  own (REDIS_URL while the session runs; the machine's Redis is never written). A running lab is
+  reused as it is, on its Redis; its demo carriers are stopped for the session and restarted
+  afterwards. Attributes ``ari_url``,
   ``ari_auth`` (user, password), ``redis_url``, ``asterisk_log``, ``state_dir``;
   ``seed(yaml_text_or_path) -> version`` (redis_seed API; returns once the running ari/agi
   services logged "routing version V loaded"); ``services_running()``;
@@ -56,6 +58,7 @@ import pytest
 
 from outbound_router import lab as lab_mod
 from outbound_router import sipp, topology
+from outbound_router.local_redis import RedisProcess
 
 LEAK_DEADLINE = 5.0
 
@@ -144,21 +147,42 @@ class Lab:
         return lab_mod.service_stopped(name)
 
 
+@contextlib.contextmanager
+def _private_redis(workdir: Path) -> Iterator[str]:
+    """A redis-server of the session's own, as REDIS_URL while the session runs: the lab the
+    session brings up seeds and reads it, never the machine's Redis on 6379."""
+    server = RedisProcess(workdir)
+    server.start()
+    before = os.environ.get("REDIS_URL")
+    os.environ["REDIS_URL"] = server.url
+    try:
+        yield server.url
+    finally:
+        if before is None:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = before
+        server.kill()
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     before = lab_mod.running_info()
     state = lab_mod.load_state(lab_mod.paths())
     had_demo_carriers = bool(before) and bool(state.get("carriers"))
-    info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
-    problems = lab_mod.startup_problems(lab_mod.paths())
-    assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
-    with tempfile.TemporaryDirectory(prefix="lab-session-") as tmp:
-        yield Lab(info, Path(tmp), started_here=before is None,
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-session-")))
+        if before is None:  # a running lab is reused as it is, on the Redis it has
+            stack.enter_context(_private_redis(tmp / "redis"))
+        info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
+        problems = lab_mod.startup_problems(lab_mod.paths())
+        assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
+        yield Lab(info, tmp, started_here=before is None,
                   demo_carriers_before=had_demo_carriers)
-    if before is None:
-        lab_mod.down(say=lambda line: print(f"lab: {line}"))
-    elif had_demo_carriers:
-        lab_mod.up(carriers=True, say=lambda line: print(f"lab: {line}"))
+        if before is None:
+            lab_mod.down(say=lambda line: print(f"lab: {line}"))
+        elif had_demo_carriers:
+            lab_mod.up(carriers=True, say=lambda line: print(f"lab: {line}"))
 
 
 def _leftovers(lab: Lab) -> tuple[list[Any], list[Any]]:

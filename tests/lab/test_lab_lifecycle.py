@@ -88,7 +88,9 @@ def fresh_cache() -> Path:
         lab_mod.up(carriers=had_carriers, say=print)
 
 
-def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache):
+def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, redis_server,
+                                                                  monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_server)  # not the machine's Redis
     # 1. No chroot yet: `lab up` builds one, starts Asterisk, Redis, services, demo carriers.
     first = _lab(fresh_cache, "up")
     print(first.stdout, first.stderr)
