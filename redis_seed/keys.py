@@ -22,8 +22,8 @@ from typing import Any
 
 DEFAULT_PREFIX = "outbound-router"
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{1,64}$")
-_VERSION_RE = re.compile(r"^v[0-9]{6,}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{1,64}\Z")
+_VERSION_RE = re.compile(r"^v[0-9]{6,}\Z")
 
 
 def format_version(number: int) -> str:

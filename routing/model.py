@@ -16,11 +16,11 @@ NUMBER_FORMATS = ("+E164", "E164", "00E164", "national")
 
 #: Asterisk endpoint names we accept for trunks: they end up in dial strings, so no
 #: characters with a meaning to Dial() or to PJSIP (``&``, ``,``, ``/``, ``@``, spaces...).
-TRUNK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+TRUNK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
 #: A carrier's technical prefix, put before the formatted number.
-TECH_PREFIX_RE = re.compile(r"^[0-9*#+]{0,16}$")
+TECH_PREFIX_RE = re.compile(r"^[0-9*#+]{0,16}\Z")
 #: A target pattern's E.164 prefix.
-E164_PREFIX_RE = re.compile(r"^\+[0-9]{1,15}$")
+E164_PREFIX_RE = re.compile(r"^\+[0-9]{1,15}\Z")
 
 
 @dataclass(frozen=True, slots=True)
