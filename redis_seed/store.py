@@ -284,11 +284,16 @@ def rollback(client: redis.Redis, version: str | None = None, *,
         version = older[0]
     else:
         version_number(version)  # ValueError for "42" or "latest"
-    sha = client.hget(keys.version(version), F_SHA256)
-    if sha is None or client.zscore(keys.versions, version) is None:
+    stored = fields(client.hgetall(keys.version(version)))
+    if not stored or client.zscore(keys.versions, version) is None:
         raise NoSuchVersion(f"version {version} is not kept in Redis "
                             "(see `outbound-router versions`)")
-    _switch(client, keys, version, text(sha))
+    # Readers would refuse it and stay where they are, while `versions` named it current.
+    try:
+        decode_version(stored, version)
+    except CorruptVersion as exc:
+        raise CorruptVersion(f"{exc}; the current version is unchanged") from None
+    _switch(client, keys, version, text(stored[F_SHA256.encode()]))
     log.info("rolled back to routing version %s", version)
     return version
 

@@ -140,6 +140,18 @@ def test_rollback_to_an_unknown_version_changes_nothing(client: redis.Redis) -> 
     assert load_current(client)[0] == "v000002"
 
 
+def test_rollback_to_a_corrupted_version_changes_nothing(client: redis.Redis) -> None:
+    """Made current, it would be named by `versions` while every reader refused it."""
+    publish(client, generation_table(1))
+    publish(client, generation_table(2))
+    client.hset(Keys().version("v000001"), "data", b"garbage")
+    with pytest.raises(CorruptVersion, match="v000001 does not match its checksum.*unchanged"):
+        rollback(client, "v000001")
+    with pytest.raises(CorruptVersion):
+        rollback(client)
+    assert load_current(client) == ("v000002", generation_table(2))
+
+
 def test_rollback_with_nothing_seeded_says_so(client: redis.Redis) -> None:
     with pytest.raises(NoCurrentVersion):
         rollback(client)
