@@ -7,10 +7,11 @@ versions), ``routing`` (decisions), ``ari_app``, ``agi`` and ``outbound_router.l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from outbound_router.settings import Settings, SettingsError
@@ -27,14 +28,17 @@ class CommandError(Exception):
     """An error the user can fix; the message says what to do."""
 
 
-def _settings() -> Settings:
+def _settings(*, redis_only: bool = False) -> Settings:
     try:
-        return Settings.from_env()
+        return Settings.redis_from_env() if redis_only else Settings.from_env()
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
 
 
-def _redis(settings: Settings) -> Any:
+@contextlib.contextmanager
+def _redis(settings: Settings) -> Iterator[Any]:
+    """A client that answered PING; any Redis error inside becomes a :class:`CommandError`
+    saying what went wrong and what to do (never a traceback)."""
     import redis
 
     from redis_seed.connection import sync_client
@@ -42,13 +46,37 @@ def _redis(settings: Settings) -> Any:
     client = sync_client(settings.redis_url)
     try:
         client.ping()
+        yield client
     except (redis.RedisError, OSError) as exc:
-        # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
-        reason = str(exc).split(" : <", 1)[0].rstrip(".")
-        raise CommandError(
-            f"cannot reach Redis at {mask_url(settings.redis_url)}: {reason}. "
-            "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).") from None
-    return client
+        raise CommandError(redis_problem(exc, settings)) from None
+    finally:
+        client.close()
+
+
+def redis_problem(exc: Exception, settings: Settings) -> str:
+    import redis
+
+    where = mask_url(settings.redis_url)
+    # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
+    reason = str(exc).split(" : <", 1)[0].rstrip(".")
+    if isinstance(exc, redis.AuthenticationError):
+        return (f"Redis at {where} refused the credentials: {reason}. Put the right user "
+                "and password in REDIS_URL (redis://[user]:password@host:port/db).")
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (f"the Redis user of REDIS_URL may not do this: {reason}. Grant it read and "
+                f"write on the keys {settings.redis_prefix}:* (seed and rollback write).")
+    if isinstance(exc, redis.ReadOnlyError):
+        return (f"Redis at {where} is a read-only replica: {reason}. Point REDIS_URL at the "
+                "master, or at the Sentinels (redis+sentinel://).")
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return (f"Redis at {where} is out of memory: {reason}. Free memory or raise its "
+                "maxmemory.")
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return (f"cannot reach Redis at {where}: {reason}. "
+                "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).")
+    return (f"Redis at {where} answered with an error: {reason}. Does another program use "
+            f"keys under REDIS_PREFIX {settings.redis_prefix!r}? Set REDIS_PREFIX to a prefix "
+            "of the router's own.")
 
 
 def _load_file(path: str, *, writing: bool = False) -> Any:
@@ -88,11 +116,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.store import DEFAULT_KEEP, publish
 
     table = _load_file(args.file, writing=True)
-    settings = _settings()
-    client = _redis(settings)
-    version = publish(client, table, source=args.file,
-                      keep=DEFAULT_KEEP if args.keep is None else args.keep,
-                      keys=Keys(settings.redis_prefix))
+    settings = _settings(redis_only=True)
+    with _redis(settings) as client:
+        version = publish(client, table, source=args.file,
+                          keep=DEFAULT_KEEP if args.keep is None else args.keep,
+                          keys=Keys(settings.redis_prefix))
     print(version)
     return EXIT_OK
 
@@ -101,8 +129,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
     from redis_seed.store import list_versions
 
-    settings = _settings()
-    infos = list_versions(_redis(settings), keys=Keys(settings.redis_prefix))
+    settings = _settings(redis_only=True)
+    with _redis(settings) as client:
+        infos = list_versions(client, keys=Keys(settings.redis_prefix))
     if not infos:
         print("no versions in Redis yet: run 'outbound-router seed FILE'", file=sys.stderr)
         return EXIT_OK
@@ -116,11 +145,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
     from redis_seed.store import rollback
 
-    settings = _settings()
-    try:
-        version = rollback(_redis(settings), args.version, keys=Keys(settings.redis_prefix))
-    except (VersionStoreError, ValueError) as exc:
-        raise CommandError(str(exc)) from None
+    settings = _settings(redis_only=True)
+    with _redis(settings) as client:
+        try:
+            version = rollback(client, args.version, keys=Keys(settings.redis_prefix))
+        except (VersionStoreError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
     print(version)
     return EXIT_OK
 
@@ -137,11 +167,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from redis_seed.keys import Keys
         from redis_seed.store import load_current
 
-        settings = _settings()
-        try:
-            version, table = load_current(_redis(settings), keys=Keys(settings.redis_prefix))
-        except VersionStoreError as exc:
-            raise CommandError(f"{exc} (or pass --config FILE)") from None
+        settings = _settings(redis_only=True)
+        with _redis(settings) as client:
+            try:
+                version, table = load_current(client, keys=Keys(settings.redis_prefix))
+            except VersionStoreError as exc:
+                raise CommandError(f"{exc} (or pass --config FILE)") from None
         snapshot = Snapshot.build(table, version)
     selection = select(snapshot, args.number, args.tenant)
     if args.json:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from redis_seed.keys import Keys
 from redis_seed.urls import check_redis_url, mask_url
 
 
@@ -41,21 +42,34 @@ class Settings:
     agi_allow: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def redis_from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """REDIS_URL and REDIS_PREFIX, checked; the rest left at its defaults (``seed``,
+        ``versions``... talk to Redis only: a bad AGI_LISTEN must not stop them)."""
         env = os.environ if env is None else env
-        host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
         redis_url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
         try:
             check_redis_url(redis_url)
         except ValueError as exc:
             raise SettingsError(f"REDIS_URL: {exc}") from None
+        redis_prefix = env.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
+        try:
+            Keys(redis_prefix)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_PREFIX: {exc}") from None
+        return cls(redis_url=redis_url, redis_prefix=redis_prefix)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis = cls.redis_from_env(env)
+        host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
         ari_url = env.get("ARI_URL", DEFAULT_ARI_URL).rstrip("/")
         if urlsplit(ari_url).scheme not in ("http", "https"):
             raise SettingsError(f"ARI_URL={mask_url(ari_url)!r}: expected http:// or https:// URL")
         allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
         return cls(
-            redis_url=redis_url,
-            redis_prefix=env.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX),
+            redis_url=redis.redis_url,
+            redis_prefix=redis.redis_prefix,
             ari_url=ari_url,
             ari_username=env.get("ARI_USERNAME", ""),
             ari_password=env.get("ARI_PASSWORD", ""),

@@ -1,0 +1,90 @@
+"""What the console script says when Redis answers, but with an error: one line saying what
+is wrong and what to do, exit 2, no traceback, no password (SPEC section 6)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = str(ROOT / "redis_seed" / "routes.example.yaml")
+PREFIX = "cli-test"
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args],
+                          env={**os.environ, "REDIS_PREFIX": PREFIX, **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def one_clear_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_a_key_of_another_program_under_the_prefix(redis_server: str, client: redis.Redis) -> None:
+    client.set(f"{PREFIX}:current", "not ours")
+    for args in (("versions",), ("explain", "911234567"), ("seed", EXAMPLE)):
+        one_clear_line(run(*args, REDIS_URL=redis_server),
+                       "answered with an error", "WRONGTYPE", "REDIS_PREFIX")
+
+
+def test_a_user_that_may_only_read_cannot_seed(redis_server: str, client: redis.Redis) -> None:
+    client.execute_command("ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*",
+                           "+@read", "+@connection")
+    url = redis_server.replace("redis://", "redis://reader:readpw@")
+    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this", f"{PREFIX}:*")
+    assert "readpw" not in line
+    assert client.keys(f"{PREFIX}:*") == []
+
+
+def test_redis_out_of_memory(redis_server: str, client: redis.Redis) -> None:
+    client.config_set("maxmemory", 1)
+    try:
+        one_clear_line(run("seed", EXAMPLE, REDIS_URL=redis_server), "out of memory",
+                       "maxmemory")
+    finally:
+        client.config_set("maxmemory", 0)
+
+
+def test_a_password_missing_or_wrong_is_not_called_unreachable(redis_server: str,
+                                                              client: redis.Redis) -> None:
+    client.config_set("requirepass", "right-pw")
+    for url in (redis_server, redis_server.replace("redis://", "redis://:wrong-pw@")):
+        line = one_clear_line(run("versions", REDIS_URL=url), "refused the credentials",
+                              "REDIS_URL")
+        assert "Start Redis" not in line and "wrong-pw" not in line
+
+
+def test_a_bad_redis_prefix_is_a_clear_error() -> None:
+    for prefix in ("bad prefix", ""):
+        one_clear_line(run("versions", REDIS_PREFIX=prefix), "REDIS_PREFIX", "bad Redis key prefix")
+
+
+def test_settings_of_the_services_do_not_stop_the_redis_commands(redis_server: str) -> None:
+    env = {"REDIS_URL": redis_server, "AGI_LISTEN": "bogus", "ARI_URL": "ftp://x"}
+    assert run("seed", EXAMPLE, **env).returncode == 0
+    out = run("versions", **env)
+    assert out.returncode == 0 and "v000001" in out.stdout, out.stderr
+    assert run("explain", "911234567", **env).returncode == 0
+    one_clear_line(run("agi", **env), "AGI_LISTEN")
