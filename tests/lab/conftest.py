@@ -50,7 +50,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ import pytest
 from outbound_router import lab as lab_mod
 from outbound_router import sipp, topology
 from outbound_router.local_redis import RedisProcess
+
+from .observer import logged_since
 
 LEAK_DEADLINE = 5.0
 
@@ -84,7 +86,8 @@ class Lab:
     workdir: Path
     started_here: bool
     demo_carriers_before: bool
-    _seeds: int = field(default=0)
+    #: the session's own redis-server (tests may kill and restart it), None on a reused lab
+    redis: RedisProcess | None = None
 
     @property
     def ari_url(self) -> str:
@@ -119,18 +122,24 @@ class Lab:
         if path is None and "\n" not in str(routes) and Path(str(routes)).is_file():
             path = Path(str(routes))
         table = load_routes_file(path) if path else parse_routes(str(routes), "<test routes>")
+        logs = {self.state_dir / f"{name}.log": 0 for name in self.services_running()}
+        for log in logs:  # after a Redis restart, version ids start again from v000001
+            logs[log] = log.stat().st_size if log.exists() else 0
         client = sync_client(self.redis_url)
         try:
             version = publish(client, table, source=str(path or "test"))
         finally:
             client.close()
-        logs = [self.state_dir / f"{name}.log" for name in self.services_running()]
         needle = f"routing version {version} loaded"
+
+        def late() -> list[str]:
+            return [log.name for log, offset in logs.items()
+                    if needle not in logged_since(log, offset)]
+
         deadline = time.monotonic() + wait
-        while any(needle not in log.read_text(errors="replace") for log in logs):
+        while late():
             if time.monotonic() > deadline:
-                late = [log.name for log in logs if needle not in log.read_text(errors="replace")]
-                raise AssertionError(f"{', '.join(late)}: {version} not loaded within {wait} s")
+                raise AssertionError(f"{', '.join(late())}: {version} not loaded within {wait} s")
             time.sleep(0.02)  # polling: the services only say it in their logs
         return version
 
@@ -148,7 +157,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def _private_redis(workdir: Path) -> Iterator[str]:
+def _private_redis(workdir: Path) -> Iterator[RedisProcess]:
     """A redis-server of the session's own, as REDIS_URL while the session runs: the lab the
     session brings up seeds and reads it, never the machine's Redis on 6379."""
     server = RedisProcess(workdir)
@@ -156,7 +165,7 @@ def _private_redis(workdir: Path) -> Iterator[str]:
     before = os.environ.get("REDIS_URL")
     os.environ["REDIS_URL"] = server.url
     try:
-        yield server.url
+        yield server
     finally:
         if before is None:
             os.environ.pop("REDIS_URL", None)
@@ -172,13 +181,14 @@ def lab() -> Iterator[Lab]:
     had_demo_carriers = bool(before) and bool(state.get("carriers"))
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-session-")))
+        redis = None
         if before is None:  # a running lab is reused as it is, on the Redis it has
-            stack.enter_context(_private_redis(tmp / "redis"))
+            redis = stack.enter_context(_private_redis(tmp / "redis"))
         info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
         problems = lab_mod.startup_problems(lab_mod.paths())
         assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
         yield Lab(info, tmp, started_here=before is None,
-                  demo_carriers_before=had_demo_carriers)
+                  demo_carriers_before=had_demo_carriers, redis=redis)
         if before is None:
             lab_mod.down(say=lambda line: print(f"lab: {line}"))
         elif had_demo_carriers:
