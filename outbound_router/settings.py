@@ -22,6 +22,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _is_http_url(url: str) -> bool:
+    """``http(s)://HOST[:PORT][/path]``, as the ARI client reads it (an ``@`` after the host
+    part means a user name or password with a '/', '?' or '#' that is not percent-encoded)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsing it is the check: "abc", 99999 raise ValueError)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and "@" not in parts.path + parts.query + parts.fragment)
+
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_REDIS_PREFIX = "outbound-router"
 DEFAULT_ARI_URL = "http://127.0.0.1:8088"
@@ -64,8 +76,11 @@ class Settings:
         redis = cls.redis_from_env(env)
         host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
         ari_url = env.get("ARI_URL", DEFAULT_ARI_URL).rstrip("/")
-        if urlsplit(ari_url).scheme not in ("http", "https"):
-            raise SettingsError(f"ARI_URL={mask_url(ari_url)!r}: expected http:// or https:// URL")
+        if not _is_http_url(ari_url):
+            raise SettingsError(
+                f"ARI_URL={mask_url(ari_url)!r}: expected http://HOST:PORT or https://..., e.g. "
+                "http://127.0.0.1:8088 (a '/', '?' or '#' in a user name or password is "
+                "percent-encoded: %2F, %3F, %23)")
         allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
         return cls(
             redis_url=redis.redis_url,

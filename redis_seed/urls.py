@@ -38,7 +38,7 @@ class SentinelTarget:
 
 def url_scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
-    if not sep:
+    if not sep or not _SCHEME_RE.fullmatch(scheme):
         raise ValueError(f"not a Redis URL: {mask_url(url)!r} (expected redis://host:port/db, "
                          "rediss://..., or redis+sentinel://host:port/service)")
     return scheme.lower()
@@ -48,17 +48,76 @@ def is_sentinel_url(url: str) -> bool:
     return url_scheme(url) in SENTINEL_SCHEMES
 
 
-_USERINFO_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/?#]*)@")
-_SECRET_QUERY_RE = re.compile(r"(?i)([?&](?:sentinel_)?password=)[^&#]*")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+#: A known scheme with a mistyped ``://`` (``redis//``, ``redis:/``, ``http:``): a malformed
+#: URL is shown with it, so that the reader sees what is wrong.
+_LOOSE_SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?::/{0,2}|/{1,2})")
+_KNOWN_SCHEMES = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, "http", "https")
+#: the value of a ``password=`` or ``sentinel_password=`` query parameter, up to the next
+#: ``&`` (a ``#`` in it is part of what the operator typed, so it is hidden too)
+_SECRET_QUERY_RE = re.compile(r"(?i)[?&](?:sentinel_)?password=(?P<secret>[^&]*)")
+_MASK = "***"
+
+
+def _userinfo_start(url: str) -> tuple[int, bool]:
+    """Where the user information of ``url`` may start, and whether its user name (before the
+    first ``:``) may be shown: after ``scheme://``, after a known scheme with a mistyped
+    ``://``, else at the start (then nothing of it is shown)."""
+    scheme, sep, _ = url.partition("://")
+    if sep and _SCHEME_RE.fullmatch(scheme):
+        return len(scheme) + len(sep), True
+    m = _LOOSE_SCHEME_RE.match(url)
+    if m is not None and m["scheme"].lower() in _KNOWN_SCHEMES:
+        return m.end(), True
+    return 0, False
 
 
 def mask_url(url: str) -> str:
-    """The URL with every password replaced by ``***`` (for logs and error messages)."""
-    def userinfo(m: re.Match[str]) -> str:
-        user, colon, _ = m["userinfo"].partition(":")
-        return f"{m['scheme']}{user}:***@" if colon else f"{m['scheme']}***@"
+    """The URL with every password replaced by ``***`` (for logs and error messages), also
+    when the URL is malformed.
 
-    return _SECRET_QUERY_RE.sub(r"\1***", _USERINFO_RE.sub(userinfo, url, count=1))
+    The user information runs from after ``scheme://`` (or from the start, when there is no
+    well-formed scheme) to the *last* ``@``, as redis-py and urllib split it: a password may
+    hold an ``@``, and a ``/``, ``?`` or ``#`` that was not percent-encoded must not show
+    either. An ``@`` after the host (in a query value) hides the host too: showing too little
+    is better than showing a password. The user name shows only when the user information is
+    a well-formed ``user:password``. ``password=`` and ``sentinel_password=`` query values
+    are hidden as well."""
+    hidden = [m.span("secret") for m in _SECRET_QUERY_RE.finditer(url)]
+    start, show_user = _userinfo_start(url)
+    at = url.rfind("@")
+    if url[:start].lower().startswith("unix"):
+        # unix://[[user]:password@]/path, and a socket path may hold an '@' (redis@1.sock)
+        at = -1 if url.startswith("/", start) else url.rfind("@/") if "@/" in url else at
+    if at >= start:
+        userinfo = url[start:at]
+        user, colon, _ = userinfo.partition(":")
+        if show_user and colon and not any(c in userinfo for c in "/?#"):
+            start += len(user) + len(colon)  # a well-formed user:password: show the user
+        hidden.append((start, at))
+    out: list[str] = []
+    shown = 0  # url[:shown] is in out
+    for begin, end in sorted(hidden):
+        if begin > shown or not out:
+            out += [url[shown:begin], _MASK]
+        shown = max(shown, end)
+    out.append(url[shown:])
+    return "".join(out)
+
+
+def _userinfo_spills(path: str, query: str, fragment: str = "") -> bool:
+    """True when an ``@`` comes after where a URL parser ends the host part (in the path, the
+    fragment or a query parameter name, where none belongs): the user name or password holds
+    a ``/``, ``?`` or ``#`` that is not percent-encoded, and part of it would be taken for the
+    host, port, path or query."""
+    keys = (item.partition("=")[0] for item in query.split("&"))
+    return "@" in path or "@" in fragment or any("@" in key for key in keys)
+
+
+def _spill_problem(url: str) -> str:
+    return (f"malformed Redis URL {mask_url(url)!r}: the user name or password holds a '/', "
+            "'?' or '#': percent-encode them (%2F, %3F, %23), e.g. "
+            "redis://:my%2Fpass@host:6379/0")
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
@@ -69,6 +128,8 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     rest = url.split("://", 1)[1]
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
+    if _userinfo_spills(path, query):
+        raise ValueError(_spill_problem(url))
     username = password = None
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
@@ -124,12 +185,22 @@ def check_redis_url(url: str) -> None:
         return
     if scheme not in PLAIN_SCHEMES:
         raise ValueError(f"unsupported scheme {scheme!r} in {mask_url(url)!r}: expected {EXPECTED}")
+    # (urllib's own messages may quote part of the URL, a password included: not shown)
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"malformed Redis URL {mask_url(url)!r}: its host part cannot be read "
+                         f"(an IPv6 host is written in brackets: [::1]); expected {EXPECTED}"
+                         ) from None
+    # a socket path may hold an '@' (unix:///run/redis@1.sock, unix://:pw@/run/redis@1.sock)
+    path = parts.path if scheme != "unix" or parts.netloc[-1:] not in ("", "@") else ""
+    if _userinfo_spills(path, parts.query, parts.fragment):
+        raise ValueError(_spill_problem(url))
+    try:
         parts.port  # noqa: B018  (parsing it is the check: "abc", 99999 raise ValueError)
-    except ValueError as exc:
-        raise ValueError(f"malformed Redis URL {mask_url(url)!r} ({exc}): expected {EXPECTED}") \
-            from None
+    except ValueError:
+        raise ValueError(f"malformed Redis URL {mask_url(url)!r}: the port must be a number "
+                         f"from 1 to 65535; expected {EXPECTED}") from None
     if scheme == "unix":
         if not parts.path:
             raise ValueError(f"the Redis URL {mask_url(url)!r} names no socket path")

@@ -16,8 +16,8 @@ EXAMPLE = ROOT / "redis_seed" / "routes.example.yaml"
 
 
 def run(*args: str, redis_url: str = "redis://127.0.0.1:1/0",
-        check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": redis_url, "REDIS_PREFIX": "cli-test"}
+        check: bool = False, **more_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "REDIS_PREFIX": "cli-test", **more_env}
     return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=check)
 
@@ -120,6 +120,31 @@ def test_a_malformed_redis_url_is_one_clear_line_not_a_traceback(url: str, words
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert words in out.stderr and "REDIS_URL" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("redis://:s3cr#et@127.0.0.1:1/0", "percent-encode"),
+    ("redis://:s3cr/et@127.0.0.1:1/0", "percent-encode"),
+    ("redis://:s3cr?et@127.0.0.1:1/0", "percent-encode"),
+    ("redis//:s3cret@127.0.0.1:1/0", "not a Redis URL"),
+    ("redis:/:s3cret@127.0.0.1:1/0", "not a Redis URL"),
+    ("redis://:s3c@ret@127.0.0.1:1/0", "cannot reach Redis"),
+])
+def test_no_part_of_an_odd_redis_password_is_shown(url: str, words: str) -> None:
+    out = run("versions", redis_url=url)
+    assert out.returncode == 2
+    assert words in out.stderr and "Traceback" not in out.stderr, out.stderr
+    for piece in ("s3cr", "et@", "ret"):
+        assert piece not in out.stderr + out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("url", ["http//u:s3cret@x", "http:/u:s3cret@x.example"])
+def test_no_part_of_a_malformed_ari_url_password_is_shown(url: str) -> None:
+    out = run("ari", ARI_URL=url, ARI_USERNAME="u", ARI_PASSWORD="pw")
+    assert out.returncode == 2
+    assert "ARI_URL" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    for piece in ("s3cr", "et@", "ret"):
+        assert piece not in out.stderr + out.stdout, out.stderr
 
 
 def test_seed_keep_must_be_at_least_one() -> None:

@@ -62,6 +62,68 @@ def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
+#: Passwords with characters that end the host part for a URL parser ('#', '/', '?'), an '@'
+#: (redis-py splits the user information on the last one), and a mistyped '://': none of
+#: 's3cr', 'et@', 'ret' may show, whatever the URL's shape.
+LEAKY = [
+    "redis://:s3cr#et@127.0.0.1:16399/0",
+    "redis://:s3cr/et@127.0.0.1:16399/0",
+    "redis://:s3cr?et@127.0.0.1:16399/0",
+    "redis://user:s3cr#et@127.0.0.1:16399/0",
+    "redis//:s3cret@127.0.0.1:16399/0",
+    "redis:/:s3cret@127.0.0.1:16399/0",
+    "redis:s3cret@127.0.0.1:16399/0",
+    "s3cret@127.0.0.1:16399/0",
+    "redis://:s3c@ret@127.0.0.1:16399/0",
+    "redis://:s3c@r/et@127.0.0.1:16399/0",
+    "redis://:1234/s3cret@127.0.0.1:16399/0",
+    "redis://:1234#s3cret@127.0.0.1:16399/0",
+    "redis://:1234?s3cret@127.0.0.1:16399/0",
+    "redis:/:s3://cret@127.0.0.1:16399/0",
+    "redis://127.0.0.1:16399/0?password=s3cr#et",
+    "redis://127.0.0.1:16399/0?password=s3c@ret",
+    "redis+sentinel://:s3cr/et@s1,s2/mymaster",
+    "redis+sentinel://:s3cr?et@s1,s2/mymaster",
+    "redis+sentinel://:s3c@ret@s1,s2/mymaster?sentinel_password=s3cr#et",
+    "unix://:s3cr/et@/run/redis.sock",
+    "http//u:s3cret@x",
+]
+
+
+def _shows_the_secret(text: str) -> bool:
+    return any(piece in text for piece in ("s3cr", "et@", "ret"))
+
+
+@pytest.mark.parametrize("url", LEAKY)
+def test_mask_url_hides_every_part_of_an_odd_password(url: str) -> None:
+    masked = mask_url(url)
+    assert not _shows_the_secret(masked), masked
+    assert "***" in masked
+
+
+@pytest.mark.parametrize("url", LEAKY)
+def test_the_check_of_an_odd_url_never_shows_its_password(url: str) -> None:
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        assert not _shows_the_secret(str(exc)), str(exc)
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("redis://:s3c@ret@127.0.0.1:16399/0", "redis://:***@127.0.0.1:16399/0"),
+    ("redis://router:s3c@ret@127.0.0.1:16399/0", "redis://router:***@127.0.0.1:16399/0"),
+    ("redis://:s3cr#et@127.0.0.1:16399/0", "redis://***@127.0.0.1:16399/0"),
+    ("redis//:s3cret@127.0.0.1:16399/0", "redis//:***@127.0.0.1:16399/0"),
+    ("s3cret@127.0.0.1:16399/0", "***@127.0.0.1:16399/0"),
+    # an '@' in a query value hides the host too: too little rather than a password
+    ("redis://:pw@127.0.0.1/0?password=s3c@ret&db=1", "redis://***&db=1"),
+    ("unix:///run/redis@1.sock?db=1", "unix:///run/redis@1.sock?db=1"),
+    ("unix://:s3cret@/run/redis@1.sock", "unix://:***@/run/redis@1.sock"),
+])
+def test_mask_url_keeps_what_is_not_secret(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
 def test_plain_and_tls_urls_make_clients_without_connecting() -> None:
     plain = sync_client("redis://:pw@127.0.0.1:6390/2")
     tls = sync_client("rediss://127.0.0.1:6390/0")
@@ -101,7 +163,10 @@ def test_unsupported_urls_are_refused(url: str) -> None:
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:6379/0", "redis://:pw@localhost", "rediss://u:pw@redis.example:6380/1",
     "redis:///0", "unix:///run/redis.sock?db=1", "redis+sentinel://s1,s2:26380/mymaster/2",
-    "rediss+sentinel://:pw@s1/mymaster",
+    "rediss+sentinel://:pw@s1/mymaster", "redis://:p@ss@localhost/0",
+    "redis://:p%2F%3F%23ss@localhost/0", "redis://localhost/0?password=p@ss",
+    "unix:///run/redis@1.sock", "unix://:pw@/run/redis@1.sock",
+    "redis+sentinel://:p#ss@s1/mymaster",
 ])
 def test_usable_redis_urls_pass_the_check(url: str) -> None:
     check_redis_url(url)
@@ -115,6 +180,12 @@ def test_usable_redis_urls_pass_the_check(url: str) -> None:
     ("redis://127.0.0.1/db0", "bad database number"),
     ("unix://", "names no socket path"),
     ("redis+sentinel://:hunter2@s1", "names no service"),
+    ("redis://:hunter2#x@127.0.0.1/0", "percent-encode"),
+    ("redis://:hunter2/x@127.0.0.1/0", "percent-encode"),
+    ("redis://:hunter2?x@127.0.0.1/0", "percent-encode"),
+    ("redis://:1234/hunter2@127.0.0.1/0", "percent-encode"),
+    ("redis+sentinel://:hunter2/x@s1/mymaster", "percent-encode"),
+    ("redis//:hunter2@127.0.0.1/0", "not a Redis URL"),
 ])
 def test_malformed_redis_urls_say_what_is_wrong_without_the_password(url: str, words: str) -> None:
     with pytest.raises(ValueError, match=words) as info:
