@@ -216,6 +216,33 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return str(exc)
 
 
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """The line (1-based) and message of a YAML syntax error.
+
+    The problem mark says where the parser gave up. When that is the end of the file (an
+    unclosed quote or bracket), the line after the last one is no help: the context mark says
+    where the unclosed thing opened, or failing that the last line with something on it. A tab
+    where YAML wanted indentation is named as such."""
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return 1, _yaml_problem(exc)
+    last_line = max(1, len(text.rstrip().splitlines()))  # blank lines at the end do not count
+
+    def at_end(m: yaml.Mark) -> bool:
+        return m.index >= len(text) or m.line + 1 > last_line
+
+    if at_end(mark):
+        context = exc.context_mark
+        if context is not None and not at_end(context):
+            return (context.line + 1,
+                    f"{_yaml_problem(exc)} (what starts on this line is never closed)")
+        return last_line, _yaml_problem(exc)
+    if text[mark.index] == "\t":
+        return mark.line + 1, (f"tab character (column {mark.column + 1}): YAML indentation "
+                               "must use spaces")
+    return mark.line + 1, _yaml_problem(exc)
+
+
 # -- entry points ---------------------------------------------------------------------------
 
 
@@ -245,10 +272,8 @@ def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:
         node = loader.get_single_node()
         data = None if node is None else _Composer(loader, report).convert(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise RoutesFileError([Problem(filename, line, f"YAML syntax: {_yaml_problem(exc)}")]
-                              ) from None
+        line, message = _syntax_problem(exc, text)
+        raise RoutesFileError([Problem(filename, line, f"YAML syntax: {message}")]) from None
     except yaml.YAMLError as exc:
         raise RoutesFileError([Problem(filename, 1, f"YAML syntax: {exc}")]) from None
     finally:
@@ -316,6 +341,19 @@ def _describe(value: Any) -> str:
     return f"the {type(value).__name__} {value!r}"
 
 
+#: a whole number written with a leading zero: YAML 1.1 reads ``010`` as octal 8, ``09`` as text
+_LEADING_ZERO_RE = re.compile(r"[-+]?0[0-9_]+")
+
+
+def _leading_zero(written: Any, value: Any) -> str | None:
+    """What to write instead, when a whole number is ``written`` with a leading zero (``010``,
+    which YAML reads as the octal number 8); else None. ``0`` itself is fine."""
+    if not isinstance(written, str) or not _LEADING_ZERO_RE.fullmatch(written):
+        return None
+    read = f"the octal number {value}" if _is_int(value) else "text"
+    return f"write {int(written.replace('_', ''))}, not {written} (YAML reads {written} as {read})"
+
+
 def _is_failover_code(code: int) -> bool:
     return 1 <= code <= 127 or 300 <= code <= 699
 
@@ -344,6 +382,14 @@ class _Validator:
         for key in required:
             if key not in m:
                 self.report(m.line if at is None else at, f"{what} needs {key!r}")
+
+    def leading_zero(self, m: _Map, key: str, what: str) -> bool:
+        """Report a number field written with a leading zero (see :func:`_leading_zero`)."""
+        value = m[key]
+        hint = _leading_zero(m.texts.get(key, value), value)
+        if hint is not None:
+            self.report(m.key_lines[key], f"{what}: {hint}")
+        return hint is not None
 
     def mapping(self, value: Any, line: int, what: str) -> _Map | None:
         if isinstance(value, _Map):
@@ -447,7 +493,9 @@ class _Validator:
         for key in ("setup_timeout", "ring_timeout"):
             if key in m:
                 value = m[key]
-                if not _is_number(value) or not value > 0 or value != value or value > 86400:
+                if self.leading_zero(m, key, key):
+                    kwargs[key] = None
+                elif not _is_number(value) or not value > 0 or value != value or value > 86400:
                     self.report(m.key_lines[key],
                                 f"{key} must be a number of seconds > 0, not {_describe(value)}")
                     kwargs[key] = None
@@ -455,7 +503,9 @@ class _Validator:
                     kwargs[key] = float(value)
         if "max_attempts" in m:
             value = m["max_attempts"]
-            if not _is_int(value) or value < 1:
+            if self.leading_zero(m, "max_attempts", "max_attempts"):
+                kwargs["max_attempts"] = None
+            elif not _is_int(value) or value < 1:
                 self.report(m.key_lines["max_attempts"],
                             f"max_attempts must be a whole number >= 1, not {_describe(value)}")
                 kwargs["max_attempts"] = None
@@ -557,10 +607,14 @@ class _Validator:
                 ok = False
                 continue
             codes = set()
-            for code, cl in zip(raw, raw.item_lines, strict=True):
+            for index, (code, cl) in enumerate(zip(raw, raw.item_lines, strict=True)):
+                hint = _leading_zero(raw.item_texts.get(index, code), code)
                 if isinstance(code, str) and code.isdigit():  # retry: ["503"]
                     code = int(code)
-                if not _is_int(code) or not _is_failover_code(code):
+                if hint is not None:  # retry: [0503] is octal 323, [0486] the text '0486'
+                    self.report(cl, f"failover {key} of {what}: {hint}")
+                    ok = False
+                elif not _is_int(code) or not _is_failover_code(code):
                     self.report(cl, f"failover {key} of {what}: {_describe(code)} is neither a "
                                     f"SIP code (300-699) nor a Q.850 cause (1-127)")
                     ok = False
@@ -744,14 +798,18 @@ class _Validator:
             ok = False
 
         priority: Any = m.get("priority", 0 if block else None)
-        if "priority" in m and (not _is_int(priority) or priority < 0):
+        if "priority" in m and self.leading_zero(m, "priority", f"priority of {label}"):
+            ok = False
+        elif "priority" in m and (not _is_int(priority) or priority < 0):
             self.report(m.key_lines["priority"],
                         f"priority of {label} must be a whole number >= 0, not "
                         f"{_describe(priority)}")
             ok = False
 
         metric = m.get("metric", 1)
-        if not block and (not _is_int(metric) or metric < 1):
+        if not block and "metric" in m and self.leading_zero(m, "metric", f"metric of {label}"):
+            ok = False
+        elif not block and (not _is_int(metric) or metric < 1):
             self.report(m.key_lines["metric"],
                         f"metric of {label} must be a whole number >= 1, not {_describe(metric)}")
             ok = False

@@ -206,6 +206,23 @@ BAD = [
     ("stopper not bool", "stopper: true", "stopper: maybe", 22, "true or false"),
     ("duplicate key in a route", "priority: 1, metric: 1", "priority: 1, metric: 1, priority: 2",
      19, "duplicate key 'priority'"),
+    # YAML 1.1 reads 010 as octal 8 (and 09 as text): a number field says what to write
+    ("priority with a leading zero", "priority: 1, metric: 1", "priority: 010, metric: 1", 19,
+     "priority of route 'spain-peering': write 10, not 010"),
+    ("metric with a leading zero", "priority: 1, metric: 1", "priority: 1, metric: 010", 19,
+     "metric of route 'spain-peering': write 10, not 010"),
+    ("max_attempts with a leading zero", "max_attempts: 4", "max_attempts: 010", 3,
+     "max_attempts: write 10, not 010"),
+    ("ring_timeout with a leading zero", "  max_attempts: 4\n",
+     "  max_attempts: 4\n  ring_timeout: 045\n", 4, "ring_timeout: write 45, not 045"),
+    ("setup_timeout with a leading zero", "  max_attempts: 4\n",
+     "  max_attempts: 4\n  setup_timeout: 09\n", 4, "setup_timeout: write 9, not 09"),
+    ("failover code with a leading zero", "retry: [486]", "retry: [0503]", 11,
+     "write 503, not 0503"),
+    ("failover cause with a leading zero", "stop: [503, 34]", "stop: [503, 034]", 11,
+     "write 34, not 034"),
+    ("failover code with a leading zero read as text", "retry: [486]", "retry: [0486]", 11,
+     "write 486, not 0486"),
 ]
 
 
@@ -247,6 +264,17 @@ def test_numbers_written_without_quotes_keep_the_text_as_written() -> None:
     assert [r.tenant for r in table.routes if r.tenant] == ["0042"]
     norway = next(r for r in table.routes if r.pattern == "no")
     assert (norway.carrier, norway.name) == ("1001", "no-1001-p4")
+
+
+def test_zero_and_text_fields_with_leading_zeros_stay_valid() -> None:
+    text = (GOOD.replace("priority: 1, metric: 1", "priority: 0, metric: 1")
+                .replace("trunks: [cheap]", "trunks: [0042]")
+                .replace("tenant: acme", "tenant: 007"))
+    table = parse_routes(text)
+    assert table.routes[0].priority == 0
+    assert table.carriers["cheap"].trunks == ("0042",)
+    assert [r.tenant for r in table.routes if r.tenant] == ["007"]
+    assert table.carriers["cheap"].prefix == "1010"
 
 
 def test_retry_after_early_media_may_be_written_in_the_carrier_or_its_failover() -> None:
@@ -299,6 +327,47 @@ def test_malformed_file_shapes_are_reported(text: str, line: int, words: str) ->
     problems = problems_of(text)
     assert any(words in p.message and p.line == line for p in problems), \
         [str(p) for p in problems]
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both YAML parsers: their messages differ, their marks must lead to the same line."""
+    import yaml
+
+    from redis_seed import routes_file
+
+    if request.param == "libyaml":
+        if not hasattr(yaml, "CSafeLoader"):
+            pytest.skip("PyYAML without libyaml")
+        monkeypatch.setattr(routes_file, "_Loader", yaml.CSafeLoader)
+    else:
+        monkeypatch.setattr(routes_file, "_Loader", yaml.SafeLoader)
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    # an unclosed quote or bracket: where it opened, not the line after the end of the file
+    ('defaults:\n  country_code: "34\ncarriers: {}\noutgoing_routes: []\n', 2,
+     "quoted scalar"),
+    ('defaults:\n  country_code: "34\ncarriers: {}\noutgoing_routes: []', 2, "quoted scalar"),
+    ("outgoing_routes: [a,\n  b\n", 1, "flow sequence"),
+    ("outgoing_routes: {a: b,\n\n\n", 1, "flow node"),
+    ("outgoing_routes: 'abc\n", 1, "quoted scalar"),
+    # the problem's own line when it is inside the file
+    ("defaults:\n  country_code: 34: 1\noutgoing_routes: []\n", 2,
+     "mapping values are not allowed"),
+    ('defaults:\n  country_code: "34"\n  max_attempts: [4\ncarriers: {}\n', 4, "flow sequence"),
+    # a tab used for indentation is named
+    ('defaults:\n\tcountry_code: "34"\noutgoing_routes: []\n', 2,
+     "tab character (column 1): YAML indentation must use spaces"),
+    ("outgoing_routes:\n  - {pattern: a}\n\t- {pattern: b}\n", 3, "tab character"),
+])
+@pytest.mark.usefixtures("yaml_loader")
+def test_a_yaml_syntax_error_points_at_the_line_to_fix(text: str, line: int, words: str) -> None:
+    problems = problems_of(text, "q.yaml")
+    assert len(problems) == 1
+    assert problems[0].line == line and words in problems[0].message, str(problems[0])
+    assert problems[0].line <= max(1, len(text.splitlines()))
+    assert str(problems[0]).startswith(f"q.yaml:{line}: YAML syntax: ")
 
 
 def test_anchors_and_merge_keys_work_and_x_keys_hold_them() -> None:
