@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class _Composer:
         self._open.add(key)
         try:
             if isinstance(node, MappingNode | SequenceNode) and node.tag not in _PLAIN_TAGS:
-                self._report(_line(node), f"unsupported YAML tag {node.tag!r}")
+                self._report(_line(node), f"unsupported YAML tag {_shown(node.tag)}")
                 value: Any = None
             elif isinstance(node, MappingNode):
                 value = self._mapping(node)
@@ -182,7 +183,7 @@ class _Composer:
             key = key_node.value
             if key in first:
                 self._report(_line(key_node),
-                             f"duplicate key {key!r} (first at line {_line(first[key])})")
+                             f"duplicate key {_shown(key)} (first at line {_line(first[key])})")
                 repeated.add(id(key_node))
             else:
                 first[key] = key_node
@@ -327,6 +328,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+class _ShortRepr(reprlib.Repr):
+    def repr1(self, x: Any, level: int) -> str:
+        # _Seq and _Map (the loader's list and dict with lines) are cut short like their bases
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        return super().repr1(x, level)
+
+
+_SHOWN = _ShortRepr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = 120
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut short: a value may be any YAML structure, and
+    anchors and aliases can make a small file hold a list of a billion items (which
+    ``repr`` would take for ever to write)."""
+    return _SHOWN.repr(value)
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -337,8 +360,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"the text {value!r}"
-    return f"the {type(value).__name__} {value!r}"
+        return f"the text {_shown(value)}"
+    return f"the {type(value).__name__} {_shown(value)}"
 
 
 #: a whole number written with a leading zero: YAML 1.1 reads ``010`` as octal 8, ``09`` as text
@@ -375,13 +398,13 @@ class _Validator:
             if isinstance(key, str):
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                 if close:
-                    hint = f" (did you mean {close[0]!r}?)"
+                    hint = f" (did you mean {_shown(close[0])}?)"
             if not hint:
                 hint = f" (expected one of: {', '.join(allowed)})"
-            self.report(line, f"unknown key {key!r} in {what}{hint}")
+            self.report(line, f"unknown key {_shown(key)} in {what}{hint}")
         for key in required:
             if key not in m:
-                self.report(m.line if at is None else at, f"{what} needs {key!r}")
+                self.report(m.line if at is None else at, f"{what} needs {_shown(key)}")
 
     def leading_zero(self, m: _Map, key: str, what: str) -> bool:
         """Report a number field written with a leading zero (see :func:`_leading_zero`)."""
@@ -402,7 +425,7 @@ class _Validator:
             self.report(line, f"{what} must be a text name, not {_describe(value)}")
             return None
         if not NAME_RE.match(value):
-            self.report(line, f"{what} {value!r} is not a safe name ({_NAME_RULE})")
+            self.report(line, f"{what} {_shown(value)} is not a safe name ({_NAME_RULE})")
             return None
         return value
 
@@ -413,7 +436,7 @@ class _Validator:
             self.report(line, f"{what} must be a string of digits, not {_describe(value)}")
             return None
         if not re.fullmatch(pattern, value):
-            self.report(line, f"{what} {value!r} must be {rule}")
+            self.report(line, f"{what} {_shown(value)} must be {rule}")
             return None
         return value
 
@@ -517,10 +540,10 @@ class _Validator:
 
     def carrier(self, name: Any, value: Any, line: int) -> Carrier | None:
         checked_name = self.name(name, line, "carrier name")
-        m = self.mapping(value, line, f"carrier {name!r}")
+        m = self.mapping(value, line, f"carrier {_shown(name)}")
         if m is None:
             return None
-        what = f"carrier {name!r}"
+        what = f"carrier {_shown(name)}"
         self.keys(m, CARRIER_KEYS, what, required=("trunks",), at=line)
         ok = checked_name is not None
         trunks: list[str] = []
@@ -542,11 +565,11 @@ class _Validator:
                 ok = False
             for trunk, tl in zip(raw, lines, strict=True):
                 if not isinstance(trunk, str) or not TRUNK_NAME_RE.match(trunk):
-                    self.report(tl, f"trunk {trunk!r} of {what} is not a safe Asterisk endpoint "
-                                    f"name ({_NAME_RULE})")
+                    self.report(tl, f"trunk {_shown(trunk)} of {what} is not a safe Asterisk "
+                                    f"endpoint name ({_NAME_RULE})")
                     ok = False
                 elif trunk in trunks:
-                    self.report(tl, f"trunk {trunk!r} appears twice in {what}")
+                    self.report(tl, f"trunk {_shown(trunk)} appears twice in {what}")
                     ok = False
                 else:
                     trunks.append(trunk)
@@ -643,7 +666,7 @@ class _Validator:
 
     def pattern(self, name: Any, value: Any, line: int) -> TargetPattern | None:
         checked_name = self.name(name, line, "target pattern name")
-        what = f"target pattern {name!r}"
+        what = f"target pattern {_shown(name)}"
         m = self.mapping(value, line, what)
         if m is None:
             return None
@@ -676,7 +699,7 @@ class _Validator:
     def group(self, name: Any, value: Any, line: int,
               known_patterns: set[Any]) -> tuple[str, ...] | None:
         checked_name = self.name(name, line, "target pattern group name")
-        what = f"target pattern group {name!r}"
+        what = f"target pattern group {_shown(name)}"
         if not isinstance(value, _Seq) or not value:
             self.report(line, f"{what} must be a non-empty list of target pattern names, not "
                               f"{_describe(value)}")
@@ -685,10 +708,10 @@ class _Validator:
         members: list[str] = []
         for member, ml in zip(_item_texts(value), value.item_lines, strict=True):
             if not isinstance(member, str) or member not in known_patterns:
-                self.report(ml, f"{what} names unknown target pattern {member!r}")
+                self.report(ml, f"{what} names unknown target pattern {_shown(member)}")
                 ok = False
             elif member in members:
-                self.report(ml, f"{what} names {member!r} twice")
+                self.report(ml, f"{what} names {_shown(member)} twice")
                 ok = False
             else:
                 members.append(member)
@@ -717,7 +740,7 @@ class _Validator:
                 if name is None:
                     continue
                 if name in taken:
-                    self.report(nline, f"duplicate route name {name!r} (first at line "
+                    self.report(nline, f"duplicate route name {_shown(name)} (first at line "
                                        f"{taken[name]})")
                 else:
                     taken[name] = nline
@@ -740,7 +763,7 @@ class _Validator:
         if m is None:
             return None
         name = _text(m, "name")
-        label = f"route {name!r}" if isinstance(name, str) else f"route #{index}"
+        label = f"route {_shown(name)}" if isinstance(name, str) else f"route #{index}"
         ok = True
         block = False
         if "action" in m:
@@ -768,13 +791,13 @@ class _Validator:
             target = _text(m, "pattern")
             if not isinstance(target, str) or target not in known_patterns:
                 self.report(m.key_lines["pattern"],
-                            f"{label} names unknown target pattern {target!r}")
+                            f"{label} names unknown target pattern {_shown(target)}")
                 ok = False
         else:
             target = _text(m, "group")
             if not isinstance(target, str) or target not in known_groups:
                 self.report(m.key_lines["group"],
-                            f"{label} names unknown target pattern group {target!r}")
+                            f"{label} names unknown target pattern group {_shown(target)}")
                 ok = False
 
         carrier = _text(m, "carrier")
@@ -794,7 +817,7 @@ class _Validator:
             self.report(m.line, f"{label} needs a 'carrier' (or 'action: block')")
             ok = False
         elif not isinstance(carrier, str) or carrier not in known_carriers:
-            self.report(m.key_lines["carrier"], f"{label} names unknown carrier {carrier!r}")
+            self.report(m.key_lines["carrier"], f"{label} names unknown carrier {_shown(carrier)}")
             ok = False
 
         priority: Any = m.get("priority", 0 if block else None)

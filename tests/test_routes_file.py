@@ -402,3 +402,23 @@ def test_a_table_written_back_as_a_routes_file_reads_the_same() -> None:
     for table in (load_routes_file(EXAMPLE), parse_routes(GOOD)):
         text = yaml.safe_dump(to_routes_dict(table), sort_keys=False)
         assert parse_routes(text, "written.yaml") == table
+
+
+def test_a_file_that_aliases_a_huge_list_gets_short_messages() -> None:
+    """Anchors and aliases let a few lines hold 9**6 items ("billion laughs"); a message
+    quoting the value whole was megabytes long (at 9**10, validate never finished)."""
+    levels = ['x-a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"x-a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 6)]
+    text = "\n".join(levels) + textwrap.dedent("""
+        carriers:
+          c: {trunks: *a5}
+        target_patterns:
+          p: {prefix: "+34"}
+        outgoing_routes:
+          - {pattern: p, carrier: c, priority: 1}
+        """)
+    with pytest.raises(RoutesFileError) as refused:
+        parse_routes(text, "laughs.yaml")
+    problems = refused.value.problems
+    assert any("trunk [[" in p.message for p in problems), problems[:3]
+    assert max(len(p.message) for p in problems) < 500
