@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,43 +31,37 @@ def one_clear_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_server)
-    try:
-        yield c
-    finally:
-        c.close()
 
-
-def test_a_key_of_another_program_under_the_prefix(redis_server: str, client: redis.Redis) -> None:
-    client.set(f"{PREFIX}:current", "not ours")
+def test_a_key_of_another_program_under_the_prefix(redis_server: str,
+                                                  redis_client: redis.Redis) -> None:
+    redis_client.set(f"{PREFIX}:current", "not ours")
     for args in (("versions",), ("explain", "911234567"), ("seed", EXAMPLE)):
         one_clear_line(run(*args, REDIS_URL=redis_server),
                        "answered with an error", "WRONGTYPE", "REDIS_PREFIX")
 
 
-def test_a_user_that_may_only_read_cannot_seed(redis_server: str, client: redis.Redis) -> None:
-    client.execute_command("ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*",
+def test_a_user_that_may_only_read_cannot_seed(redis_server: str,
+                                               redis_client: redis.Redis) -> None:
+    redis_client.execute_command("ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*",
                            "+@read", "+@connection")
     url = redis_server.replace("redis://", "redis://reader:readpw@")
     line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this", f"{PREFIX}:*")
     assert "readpw" not in line
-    assert client.keys(f"{PREFIX}:*") == []
+    assert redis_client.keys(f"{PREFIX}:*") == []
 
 
-def test_redis_out_of_memory(redis_server: str, client: redis.Redis) -> None:
-    client.config_set("maxmemory", 1)
+def test_redis_out_of_memory(redis_server: str, redis_client: redis.Redis) -> None:
+    redis_client.config_set("maxmemory", 1)
     try:
         one_clear_line(run("seed", EXAMPLE, REDIS_URL=redis_server), "out of memory",
                        "maxmemory")
     finally:
-        client.config_set("maxmemory", 0)
+        redis_client.config_set("maxmemory", 0)
 
 
 def test_a_password_missing_or_wrong_is_not_called_unreachable(redis_server: str,
-                                                              client: redis.Redis) -> None:
-    client.config_set("requirepass", "right-pw")
+                                                              redis_client: redis.Redis) -> None:
+    redis_client.config_set("requirepass", "right-pw")
     for url in (redis_server, redis_server.replace("redis://", "redis://:wrong-pw@")):
         line = one_clear_line(run("versions", REDIS_URL=url), "refused the credentials",
                               "REDIS_URL")

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -22,14 +22,6 @@ from routing.snapshot import Snapshot
 
 NUMBER = "+34911234567"
 
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_server)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -17,15 +17,6 @@ from routing.explain import explain
 from routing.snapshot import Snapshot
 
 
-@pytest.fixture
-def client(redis_server: str):
-    c = redis.Redis.from_url(redis_server)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def test_seed_then_load_gives_back_the_table(client: redis.Redis) -> None:
     table = generation_table(3)
     version = publish(client, table, source="routes.yaml")
