@@ -368,13 +368,23 @@ def _describe(value: Any) -> str:
 _LEADING_ZERO_RE = re.compile(r"[-+]?0[0-9_]+")
 
 
+#: a number as an operator writes it: 45, 2.5, -1
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+
 def _leading_zero(written: Any, value: Any) -> str | None:
-    """What to write instead, when a whole number is ``written`` with a leading zero (``010``,
-    which YAML reads as the octal number 8); else None. ``0`` itself is fine."""
-    if not isinstance(written, str) or not _LEADING_ZERO_RE.fullmatch(written):
+    """What to write instead, when a number is ``written`` in one of YAML 1.1's other forms:
+    with a leading zero (``010``, which YAML reads as the octal number 8), in hexadecimal
+    (``0x10``), with ``_`` (``1_000``) or in base 60 (``1:30`` is 90); else None."""
+    if not isinstance(written, str):
         return None
-    read = f"the octal number {value}" if _is_int(value) else "text"
-    return f"write {int(written.replace('_', ''))}, not {written} (YAML reads {written} as {read})"
+    if _LEADING_ZERO_RE.fullmatch(written):
+        read = f"the octal number {value}" if _is_int(value) else "text"
+        return (f"write {int(written.replace('_', ''))}, not {written} "
+                f"(YAML reads {written} as {read})")
+    if _is_number(value) and not _PLAIN_NUMBER_RE.fullmatch(written):
+        return f"write {value}, not {written} (YAML reads {written} as {value})"
+    return None
 
 
 def _is_failover_code(code: int) -> bool:

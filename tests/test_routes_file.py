@@ -223,6 +223,13 @@ BAD = [
      "write 34, not 034"),
     ("failover code with a leading zero read as text", "retry: [486]", "retry: [0486]", 11,
      "write 486, not 0486"),
+    # and YAML 1.1's other ways of writing a number
+    ("priority in hexadecimal", "priority: 1, metric: 1", "priority: 0x10, metric: 1", 19,
+     "priority of route 'spain-peering': write 16, not 0x10"),
+    ("metric with an underscore", "priority: 1, metric: 1", "priority: 1, metric: 1_0", 19,
+     "metric of route 'spain-peering': write 10, not 1_0"),
+    ("ring_timeout in base 60", "  max_attempts: 4\n", "  max_attempts: 4\n  ring_timeout: 1:30\n",
+     4, "ring_timeout: write 90, not 1:30"),
 ]
 
 
