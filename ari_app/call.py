@@ -242,6 +242,8 @@ class Call:
     result: CallResult | None = None
     #: The attempt that answered: caller and it are bridged.
     answered_leg: AttemptLeg | None = None
+    #: The caller joined the call's bridge (with the first attempt that got as far).
+    caller_in_bridge: bool = False
     #: Set when the call is resumed from an attempt an earlier instance left ringing.
     resume_leg: ResumeLeg | None = None
 
@@ -353,7 +355,7 @@ class Call:
     def _ringing_leg(self) -> AttemptLeg | None:
         """The attempt in progress, dialled and in the call's bridge, if the caller is there."""
         leg = self.legs[-1] if self.legs else None
-        if (leg is None or self.caller_gone or not leg.in_stasis
+        if (leg is None or self.caller_gone or not leg.in_stasis or not self.caller_in_bridge
                 or leg.state not in (AttemptState.DIALLING, AttemptState.RINGING,
                                      AttemptState.EARLY_MEDIA)
                 or self._bridge_created is None or not self._bridge_created.done()
@@ -401,6 +403,7 @@ class Call:
         self.bridge_id = resume.bridge_id
         self._bridge_created = asyncio.get_running_loop().create_future()
         self._bridge_created.set_result(None)  # it exists: _cleanup destroys it
+        self.caller_in_bridge = True  # reconcile resumes a caller and an attempt in a bridge
         attempts: list[Attempt | None] = []
         try:
             data = json.loads(await self.ari.get_variable(resume.channel_id, var.RESUME))
@@ -538,12 +541,15 @@ class Call:
             await self._hangup_leg(leg)
             return await self._finish(leg)
         try:
+            # The caller joins with the first attempt that gets this far: not with the first
+            # attempt, whose channel may have failed to be created (an unknown endpoint).
             members = [leg.channel_id]
-            if len(self.legs) == 1:
+            if not self.caller_in_bridge:
                 members.insert(0, self.caller_id)
             assert self.bridge_id is not None and self._bridge_created is not None
             await self._bridge_created  # an error creating it fails the call (ERROR, 503)
-            await self.ari.add_channel(self.bridge_id, members)
+            await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
+            self.caller_in_bridge = True
             backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
             await self.ari.dial(leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop))
         except AriError as exc:

@@ -472,12 +472,16 @@ class FakeAsterisk:
         bridge = self.bridges.get(request.match_info["id"])
         if bridge is None:
             return web.json_response({"message": "Bridge not found"}, status=404)
-        for cid in request.query["channel"].split(","):
+        # All or nothing, as Asterisk's control_list_create: one channel gone, none added.
+        cids = request.query["channel"].split(",")
+        for cid in cids:
             ch = self.channels.get(cid)
-            if ch is None or not ch.in_stasis:
+            if ch is None:
+                return web.json_response({"message": "Channel not found"}, status=400)
+            if not ch.in_stasis:
                 return web.json_response({"message": "Channel not in Stasis application"},
                                          status=422)
-            bridge["channels"].append(cid)
+        bridge["channels"].extend(cids)
         return web.Response(status=204)
 
     async def _destroy_bridge(self, request: web.Request) -> web.Response:

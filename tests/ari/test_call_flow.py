@@ -46,6 +46,32 @@ async def test_answer_bridges_caller_and_carrier_and_records_the_outcome(lab: La
     assert f"/channels/{call.legs[0].channel_id}" in lab.fake.paths("DELETE")
 
 
+async def test_the_caller_joins_the_bridge_when_the_first_attempt_could_not_be_created(
+    lab: Lab,
+) -> None:
+    # The first trunk is no endpoint: /channels/create fails (500 Allocation failed). The
+    # caller joined the bridge with the first attempt only, so it never did: the second
+    # trunk's ringing never reached the phone, and its answer bridged it to nobody (seen on
+    # the lab: 100 then 200 at the phone, and silence).
+    lab.snapshots.append(snapshot_of("""
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 5}
+carriers: {typo: {trunks: [carrier-x]}, alpha: {trunks: [carrier-a]}}
+target_patterns: {spain: {prefix: "+34"}}
+outgoing_routes:
+  - {pattern: spain, carrier: typo, priority: 1}
+  - {pattern: spain, carrier: alpha, priority: 2}
+"""))
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    (bridge,) = lab.fake.bridges.values()
+    assert bridge["channels"] == [caller, call.legs[1].channel_id]
+    assert parse_trace(lab.vars_of(caller)["ROUTER_ATTEMPTS"])[0].trunk == "carrier-x"
+    await hang_up_answered(lab, caller)
+    no_leftovers(lab)
+
+
 async def test_dial_string_is_built_from_the_plan(lab: Lab) -> None:
     lab.carriers("a200")
     caller = lab.fake.new_caller("0034911234567")

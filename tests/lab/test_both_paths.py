@@ -97,3 +97,24 @@ def test_a_redirect_is_a_failed_attempt_and_is_not_followed(lab, carrier, phone,
     assert second == "carrier-b:answered:16:200"
     assert (a.invites(), b.invites(), c.invites()) == (1, 1, 0)
     assert "@from-carriers:" not in logged_since(lab.asterisk_log, log_at)  # no dialplan ran
+
+
+def test_a_first_trunk_that_is_no_endpoint_leaves_the_phone_hearing_the_next(
+        lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # A typo in a trunk name (validate cannot know Asterisk's endpoints): Asterisk cannot
+    # create the channel at all. The next trunk's ringing and answer must reach the phone;
+    # on ARI the caller joined the bridge only with the first attempt, so it got 100 then a
+    # 200 into silence.
+    lab.seed("""
+defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 10}
+carriers: {typo: {trunks: [carrier-x]}, second: {trunks: [carrier-b]}}
+target_patterns: {spain: {prefix: "+34"}}
+outgoing_routes:
+  - {pattern: spain, carrier: typo, priority: 1}
+  - {pattern: spain, carrier: second, priority: 2}
+""")
+    b = carrier("b", "answer_after:1")
+    result = phone(via).call(NUMBER, hangup_after=1)
+    assert result.final_code == 200
+    assert 180 in result.codes, result.codes
+    assert b.invites() == 1
