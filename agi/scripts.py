@@ -104,8 +104,12 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     status = dialstatus.strip()
     sip = parse_sip_code(tech)
     provisional = bool(ringtime_ms.strip() or progresstime_ms.strip())
-    # A 487 then only answers the CANCEL that Dial sent when its own timer fired.
-    own_timer = status in ("NOANSWER", "CHANUNAVAIL") and sip in (None, 487)
+    # Which of Dial's timers fired: the ring timeout gives NOANSWER; the ^SETUP timeout
+    # CHANUNAVAIL, and only while no 180/183 has come (one stops it). A 487 then only answers
+    # the CANCEL that Dial sent. CHANUNAVAIL with a 487 after a 180 is the carrier ending the
+    # INVITE by itself: its own answer, judged as such.
+    own_timer = sip in (None, 487) and (
+        status == "NOANSWER" or (status == "CHANUNAVAIL" and not provisional))
     final = sip is not None and not own_timer
     return Observation(
         cause=_int_or_none(hangupcause) if final else None,

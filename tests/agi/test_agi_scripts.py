@@ -218,6 +218,10 @@ def test_parse_sip_code(tech: str, code: int | None) -> None:
     (("19", "NOANSWER", "", "", "SIP 480 Temporarily Unavailable"),
      Observation(cause=19, sip_code=480)),
     (("1", "CHANUNAVAIL", "", "", "SIP 404 Not Found"), Observation(cause=1, sip_code=404)),
+    # The carrier rang, then sent 487 by itself (no timer of Dial's fired: measured on the lab,
+    # Dial says CHANUNAVAIL): its answer, not a ring timeout
+    (("127", "CHANUNAVAIL", "2", "", "SIP 487 Request Terminated"),
+     Observation(cause=127, sip_code=487, provisional=True)),
     (("17", "BUSY", "", "", ""), Observation()),  # no word from the carrier: unknown
     (("16", "CANCEL", "100", "", ""), Observation(provisional=True, caller_gone=True)),
 ])

@@ -22,7 +22,10 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         (O(19, 480, provisional=True, ring_timeout=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
         (O(19, 480), Outcome.UNREACHABLE, Verdict.RETRY, 34),  # dead trunk, Asterisk's timer
         (O(16, None, setup_timeout=True), Outcome.UNREACHABLE, Verdict.RETRY, 34),
-        (O(127, 487), Outcome.CANCELLED, Verdict.STOP, 16),
+        # 487 the caller did not cause: the carrier ended the INVITE itself, try another
+        (O(127, 487), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(127, 487, provisional=True), Outcome.CONGESTION, Verdict.RETRY, 34),
+        (O(127, 487, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(16, None, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(18, 408), Outcome.CONGESTION, Verdict.RETRY, 34),
         (O(34, 503), Outcome.CONGESTION, Verdict.RETRY, 34),
@@ -36,6 +39,9 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         (O(21, 401), Outcome.REJECTED, Verdict.RETRY, 21),
         (O(21, 407), Outcome.REJECTED, Verdict.RETRY, 21),
         (O(21, 603), Outcome.REJECTED, Verdict.RETRY, 21),
+        # 603 after ringing: the callee declined; another trunk would ring them again
+        (O(21, 603, provisional=True), Outcome.DECLINED, Verdict.STOP, 21),
+        (O(21, 603, provisional=True, early_media=True), Outcome.DECLINED, Verdict.STOP, 21),
         (O(1, 404), Outcome.REJECTED, Verdict.RETRY, 1),
         (O(1, 485), Outcome.REJECTED, Verdict.RETRY, 1),
         (O(1, 604), Outcome.REJECTED, Verdict.RETRY, 1),
@@ -67,7 +73,7 @@ def test_carrier_can_retry_on_busy_and_on_ring_timeout() -> None:
 
 def test_override_never_retries_a_call_the_caller_abandoned() -> None:
     policy = FailoverPolicy(retry=frozenset({16, 127, 487}))
-    assert judge(O(127, 487), policy).verdict is Verdict.STOP
+    assert judge(O(127, 487, caller_gone=True), policy).verdict is Verdict.STOP
     assert judge(O(16, None, caller_gone=True), policy).verdict is Verdict.STOP
 
 
@@ -87,6 +93,8 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
         ([O(19, 480), O(34, 503)], 34),  # a dead trunk is congestion to the caller
         ([O(34, 503), O(19, 480, provisional=True)], 19),
         ([O(21, 403), O(1, 404)], 21),  # equal rank: the first one
+        ([O(1, 404), O(21, 603, provisional=True)], 21),  # the callee's own decline
+        ([O(127, 487), O(34, 503)], 34),  # a carrier's own 487 is no answer to the caller
         ([], 34),
     ],
 )
