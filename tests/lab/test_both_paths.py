@@ -118,3 +118,20 @@ outgoing_routes:
     assert result.final_code == 200
     assert 180 in result.codes, result.codes
     assert b.invites() == 1
+
+
+@pytest.mark.parametrize(("first", "code", "invites"), [
+    # 487 nobody asked for: the carrier ended the INVITE itself. On ARI it was taken for the
+    # caller's hangup (stop, and the phone got 603 from a cause 16); on AGI for Dial's own
+    # ring timer (stop, 480).
+    ("ring_then:487", 200, (1, 1)),
+    # 603 after ringing: the callee declined. Trying carrier-b would ring them again.
+    ("ring_then:603", 403, (1, 0)),
+])
+def test_a_carrier_that_rings_then_ends_the_call_itself(
+        lab, carrier, phone, via, first, code, invites) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = carrier("a", first), carrier("b", "answer")
+    result = phone(via).call(NUMBER)
+    assert result.final_code == code, result.codes
+    assert (a.invites(), b.invites()) == invites
