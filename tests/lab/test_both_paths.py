@@ -52,6 +52,17 @@ def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> 
     assert c.invites() == 1
 
 
+def test_a_tenant_header_with_a_quote_is_passed_on_without_a_dialplan_warning(
+        lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # The header is the phone's, so anything: `$["${TENANT}" != ""]` was a syntax error
+    # (ast_expr2 WARNING) with a '"' in it.
+    lab.seed(tiers_routes(ring_timeout=4))
+    carrier("c", "answer")
+    offset = lab.asterisk_log.stat().st_size
+    assert phone(via).call("00441234567890", tenant='ac"me').final_code == 404  # not acme
+    assert "WARNING" not in logged_since(lab.asterisk_log, offset)
+
+
 def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
     # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. Past
     # several of Asterisk's limits: on the AGI path `route` sets 157 variables, some 5 KB (one
