@@ -331,6 +331,19 @@ def _is_stray(invite: SipMessage, messages: Sequence[SipMessage], now: float) ->
     return 0 <= cancel.stamp - first_reply.stamp < STRAY_CANCEL_MS / 1000
 
 
+def _undecided_for(messages: Sequence[SipMessage], now: float) -> float:
+    """How long until `_is_stray` can tell every unanswered INVITE in ``messages`` (0: now)."""
+    copies: dict[tuple[str, str, str], list[float]] = {}
+    answered = {m.call_id for m in messages if m.sent}
+    for m in messages:
+        if (not m.sent and m.is_request and m.method == "INVITE" and not m.has_to_tag()
+                and m.call_id not in answered):
+            copies.setdefault(_transaction(m), []).append(m.stamp)
+    # (just past the window: `_is_stray` wants more than OWN_RETRANSMIT_S without a copy)
+    waits = [c[0] + OWN_RETRANSMIT_S + 0.05 - now for c in copies.values() if len(c) == 1]
+    return max([0.0, *waits])
+
+
 def _transaction(m: SipMessage) -> tuple[str, str, str]:
     return m.call_id, m.headers.get("cseq", ""), m.headers.get("via", "")
 
@@ -356,10 +369,22 @@ class Carrier:
     def messages(self) -> list[SipMessage]:
         return parse_trace(_read(self.trace_path))
 
-    def _initial_invites(self, messages: list[SipMessage] | None = None) -> list[SipMessage]:
-        now = time.time()
-        if messages is None:
-            messages = self.messages()
+    def _settled_messages(self) -> tuple[list[SipMessage], float]:
+        """The trace and the time it was read, once every INVITE in it can be told from a stray
+        (`_is_stray`): an unanswered INVITE seen once, less than OWN_RETRANSMIT_S ago, may be
+        this carrier's own (its retransmission is due) or a stray's last copy. Its
+        retransmission timer is what decides, so this waits out the rest of that window (at
+        most OWN_RETRANSMIT_S) and reads again."""
+        messages, now = self.messages(), time.time()
+        wait = _undecided_for(messages, now)
+        if wait > 0:
+            time.sleep(wait)
+            messages, now = self.messages(), time.time()
+        return messages, now
+
+    def _initial_invites(self, settled: tuple[list[SipMessage], float] | None = None,
+                         ) -> list[SipMessage]:
+        messages, now = settled or self._settled_messages()
         seen: set[tuple[str, str, str]] = set()
         invites = []
         for m in messages:
@@ -383,8 +408,9 @@ class Carrier:
     def requests(self, method: str) -> int:
         """``method`` requests (CANCEL, BYE...) received in the calls of :meth:`invites`, each
         transaction once: the CANCEL of a stray INVITE and retransmissions are not counted."""
-        messages = self.messages()
-        calls = {m.call_id for m in self._initial_invites(messages)}
+        settled = self._settled_messages()
+        messages = settled[0]
+        calls = {m.call_id for m in self._initial_invites(settled)}
         seen = {_transaction(m) for m in messages
                 if not m.sent and m.is_request and m.method == method and m.call_id in calls}
         return len(seen)

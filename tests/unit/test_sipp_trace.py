@@ -59,12 +59,32 @@ def test_a_silent_carrier_tells_its_own_invite_from_a_stray_retransmission(
     assert c.invites() == 1
     assert c.request_uris() == ["sip:+34911234567@127.0.0.11:5060"]
 
-    # Read 0.3 s after the first copy, before any retransmission could come: counted.
+    # Read 0.3 s after the first copy, before any retransmission could come, the copy cannot
+    # be told yet: invites() waits out the rest of the window and reads the trace again.
     text = (DATA / "silent-with-stray.messages.log").read_text()
     first = text[:text.index("\n-----") + 1]
-    c.trace_path.write_text(first)
+    two = text[:text.index("\n-----", len(first)) + 1]  # and its first retransmission
     stamp = sipp.parse_trace(first)[0].stamp
-    monkeypatch.setattr(sipp.time, "time", lambda: stamp + 0.3)
+    clock = [stamp + 0.3]
+    waited: list[float] = []
+    monkeypatch.setattr(sipp.time, "time", lambda: clock[0])
+
+    def sleep(seconds: float, then: str) -> None:
+        waited.append(round(seconds, 3))
+        clock[0] += seconds
+        c.trace_path.write_text(then)  # what SIPp wrote meanwhile
+
+    # The retransmission came during the wait: this carrier's own INVITE.
+    c.trace_path.write_text(first)
+    monkeypatch.setattr(sipp.time, "sleep", lambda s: sleep(s, two))
     assert c.invites() == 1
-    monkeypatch.setattr(sipp.time, "time", lambda: stamp + 2.0)
+    # Nothing came: a stray's last copy (in the lab, one came 0.74 s before the end of a test,
+    # and the silent carrier counted 2 INVITEs).
+    clock[0] = stamp + 0.3
+    c.trace_path.write_text(first)
+    monkeypatch.setattr(sipp.time, "sleep", lambda s: sleep(s, first))
+    assert c.invites() == 0
+    assert waited == [0.55, 0.55]
+    monkeypatch.setattr(sipp.time, "sleep", lambda s: pytest.fail("no wait needed"))
+    clock[0] = stamp + 2.0
     assert c.invites() == 0  # 2 s and no retransmission: not an INVITE sent to this carrier
