@@ -589,6 +589,27 @@ def redis_ping(url: str) -> bool:
         client.close()
 
 
+def _own_redis_address(url: str) -> tuple[int, int]:
+    """Port and database for the lab's own redis-server: those of ``url`` when it names a
+    free port on this machine's loopback without a password (then `outbound-router seed`
+    with the same REDIS_URL, or none at all, reaches it), else a free port and db 0."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port, db = parts.port or 6379, int(parts.path.strip("/") or 0)
+    except ValueError:
+        port, db = 0, 0
+    if (parts.scheme == "redis" and parts.hostname in ("127.0.0.1", "localhost")
+            and not parts.password and not parts.query and port
+            and not _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port)):
+        return port, db
+    port = sipp.free_udp_port("127.0.0.1")
+    while _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port):
+        port = sipp.free_udp_port("127.0.0.1")
+    return port, 0
+
+
 def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     own = state.get("redis") or {}
     if own.get("pid") and is_redis(own["pid"]) and redis_ping(own["url"]):
@@ -606,9 +627,7 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     if not os.path.exists(server):
         raise LabError(f"Redis does not answer at {_mask(url)} and redis-server is not "
                        "installed: apt-get install redis-server, or set REDIS_URL")
-    port = sipp.free_udp_port("127.0.0.1")
-    while _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port):
-        port = sipp.free_udp_port("127.0.0.1")
+    port, db = _own_redis_address(url)
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     pid = sipp.spawn_detached(
@@ -616,7 +635,7 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
          "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
         p.state_dir / "redis.log",
     )
-    own_url = f"redis://127.0.0.1:{port}/0"
+    own_url = f"redis://127.0.0.1:{port}/{db}"
     state["redis"] = {"url": own_url, "pid": pid}
     save_state(p, state)
     deadline = time.monotonic() + 10
@@ -624,8 +643,8 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
         if sipp.exit_status(pid) is not None or time.monotonic() > deadline:
             raise LabError(f"redis-server did not start; see {p.state_dir / 'redis.log'}")
         time.sleep(0.05)
-    say(f"redis: nothing answers at {_mask(url)}; started redis-server at {own_url} "
-        f"(pid {pid})")
+    where = "there" if own_url == url else f"at {own_url}"
+    say(f"redis: nothing answers at {_mask(url)}; started redis-server {where} (pid {pid})")
     return own_url
 
 

@@ -40,3 +40,38 @@ def test_redis_url_given_wins_over_the_one_recorded(
         assert said == [f"redis: using {other.url} (answers PING)"]
     finally:
         other.kill()
+
+
+def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without a running Redis: `outbound-router seed FILE` with the same REDIS_URL,
+    or with none (the default 127.0.0.1:6379), must reach the lab's own redis-server."""
+    from outbound_router.local_redis import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/3"
+    monkeypatch.setenv("REDIS_URL", url)
+    said: list[str] = []
+    state: dict = {}
+    got = lab.ensure_redis(_paths(tmp_path), state, say=said.append)
+    try:
+        assert got == url
+        assert lab.redis_ping(url)
+        assert said == [f"redis: nothing answers at {url}; started redis-server there "
+                        f"(pid {state['redis']['pid']})"]
+    finally:
+        lab.stop_process(state["redis"]["pid"], lab.is_redis)
+
+
+def test_a_redis_url_with_a_password_gets_a_redis_of_the_lab_s_own_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outbound_router.local_redis import free_port
+
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # a server we cannot make up
+    monkeypatch.setenv("REDIS_URL", url)
+    state: dict = {}
+    got = lab.ensure_redis(_paths(tmp_path), state, say=lambda _: None)
+    try:
+        assert got != url and got.startswith("redis://127.0.0.1:") and got.endswith("/0")
+        assert lab.redis_ping(got)
+    finally:
+        lab.stop_process(state["redis"]["pid"], lab.is_redis)
