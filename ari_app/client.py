@@ -95,7 +95,10 @@ class Backoff:
     """Reconnect delays: ``initial`` doubling up to ``maximum``, with +-``jitter`` (fraction)."""
 
     initial: float = 0.2
-    maximum: float = 10.0
+    # Every second without the app is a second in which Stasis() fails and phones get 503:
+    # after an Asterisk restart the app is back within 2 s. (An attempt costs a refused TCP
+    # connection, and the outage is logged once.)
+    maximum: float = 2.0
     jitter: float = 0.2
 
     def delays(self, rng: random.Random) -> Callable[[], float]:
