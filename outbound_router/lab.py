@@ -20,7 +20,6 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -504,8 +503,13 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
         if str(proc_dir) not in state["mounts"]:
             state["mounts"].append(str(proc_dir))
         save_state(p, state)
-    if is_asterisk(state.get("asterisk_pid"), p.chroot):
+    previous = state.get("asterisk_pid")
+    if is_asterisk(previous, p.chroot):
         return
+    if previous:  # it died (killed, crashed): its sockets close only with its last thread
+        deadline = time.monotonic() + 15
+        while not _exited(previous) and time.monotonic() < deadline:
+            time.sleep(0.05)
     busy = []
     if _port_in_use(socket.SOCK_DGRAM, topology.SIP_HOST, topology.SIP_PORT):
         busy.append(f"udp {topology.SIP_HOST}:{topology.SIP_PORT}")
@@ -674,6 +678,29 @@ def seed(redis_url: str, routes: Path | str) -> str:
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 
 
+def seed_and_wait(p: Paths, state: dict[str, Any], routes: Path, timeout: float = 10.0) -> str:
+    """Seed ``routes`` into the lab's Redis; return the version once every running router
+    service logged that it loaded it."""
+    logs = [p.state_dir / f"{name}.log" for name in topology.SERVICES
+            if is_service(((state.get("services") or {}).get(name) or {}).get("pid"), name)]
+    offsets = {log: log.stat().st_size if log.exists() else 0 for log in logs}
+    version = seed(str((state.get("redis") or {}).get("url", topology.DEFAULT_REDIS_URL)),
+                   routes)
+    needle = f"routing version {version} loaded".encode()
+    deadline = time.monotonic() + timeout
+    for log, offset in offsets.items():
+        while True:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                if needle in f.read():
+                    break
+            if time.monotonic() > deadline:
+                raise LabError(f"{log.name}: routing version {version} not loaded within "
+                               f"{timeout:g} s")
+            time.sleep(0.05)  # polling: the services say it only in their logs
+    return version
+
+
 def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _say) -> None:
     if not ROUTES_EXAMPLE.exists():
         say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} not there yet; no routes seeded")
@@ -681,9 +708,11 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
     if not cli_has("seed"):
         say("seed: `outbound-router seed` is not available yet; no routes seeded")
         return
-    digest = hashlib.sha256(ROUTES_EXAMPLE.read_bytes()).hexdigest()
-    seeded = state.get("seeded") or {}
-    if seeded.get("sha256") == digest and seeded.get("redis_url") == redis_url:
+    # Only into a Redis with no routes: never over routes someone seeded (a `lab down` and
+    # `lab up` keeps them), and again when Redis lost them (a restart without persistence).
+    current = _current_routes(redis_url)
+    if not current.startswith("none"):
+        say(f"routes: {current}, kept")
         return
     try:
         version = seed(redis_url, ROUTES_EXAMPLE)
@@ -691,9 +720,7 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
         last = str(exc).strip().splitlines()[-1]
         say(f"seed: FAILED, no routes seeded ({last}); the lab goes on without them")
         return
-    state["seeded"] = {"sha256": digest, "redis_url": redis_url, "version": version}
-    save_state(p, state)
-    say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} -> {version}")
+    say(f"seed: Redis held no routes: {ROUTES_EXAMPLE.relative_to(REPO)} -> {version}")
 
 
 #: What the ari service logs once its events websocket is open: from then on Stasis() hands
@@ -865,11 +892,29 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     ensure_seeded(p, state, redis_url, say)
     if services:
         ensure_services(p, state, redis_url, auth, say)
+        wait_app_registered(state, auth, say)
     ensure_carriers(p, state, carriers, say)
     state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     save_state(p, state)
     return LabInfo(topology.ARI_URL, auth, redis_url, int(state["asterisk_pid"]), version,
                    p.state_dir, p.asterisk_log)
+
+
+def wait_app_registered(state: dict[str, Any], auth: tuple[str, str], say: Say = _say,
+                        timeout: float = 15.0) -> None:
+    """Return once Asterisk knows the Stasis app, so that `lab up` means calls route. The ari
+    service may already run while Asterisk was restarted: it reconnects within its backoff
+    (up to a few seconds), and until then Stasis() fails and the phone gets 503."""
+    ari = (state.get("services") or {}).get("ari") or {}
+    if not is_service(ari.get("pid"), "ari"):
+        return
+    deadline = time.monotonic() + timeout
+    while ari_request(f"/applications/{topology.ARI_APP}", auth)[0] != 200:
+        if time.monotonic() > deadline:
+            say(f"ari: the Stasis app {topology.ARI_APP!r} is not registered in Asterisk "
+                f"after {timeout:g} s; see {paths().state_dir / 'ari.log'}")
+            return
+        time.sleep(0.05)  # polling: nothing outside the service tells when it reconnected
 
 
 def running_info() -> LabInfo | None:
@@ -917,6 +962,8 @@ def _down(p: Paths, say: Say) -> bool:
 
 
 def status(say: Say = _say) -> int:
+    """What runs. Exit 0 when everything is up, 3 when Asterisk is down, 1 when Asterisk runs
+    but a part does not (ARI, Redis, a service): each line says which."""
     p = paths()
     state = load_state(p)
     info = chroot_info(p)
@@ -925,45 +972,74 @@ def status(say: Say = _say) -> int:
             f"{info.get('seconds', '?')} s, {info.get('asterisk', '?')})")
     else:
         say(f"chroot     not built yet ({p.chroot}); `lab up` builds it")
+    problems: list[str] = []
     pid = state.get("asterisk_pid")
-    if not is_asterisk(pid, p.chroot):
-        say("asterisk   not running")
-        say("lab        down")
-        return EXIT_NOT_RUNNING
-    auth = read_ari_conf(p) or ari_credentials()
-    code, ari_info = ari_request("/asterisk/info", auth)
-    version = ((ari_info or {}).get("system") or {}).get("version", "?")
-    say(f"asterisk   running (pid {pid}), Asterisk {version}, log {p.asterisk_log}")
-    say(f"sip        udp {topology.SIP_HOST}:{topology.SIP_PORT}")
-    say(f"ari-http   {topology.ARI_URL} user {auth[0]!r}: "
-        + ("answers" if code == 200 else f"HTTP {code or 'no answer'}"))
-    mounts = [m for m in state.get("mounts", []) if is_mounted(Path(m))]
-    say(f"mounts     {', '.join(mounts) or 'none'}")
+    asterisk_up = is_asterisk(pid, p.chroot)
+    if asterisk_up:
+        auth = read_ari_conf(p) or ari_credentials()
+        code, ari_info = ari_request("/asterisk/info", auth)
+        version = ((ari_info or {}).get("system") or {}).get("version", "?")
+        say(f"asterisk   running (pid {pid}), Asterisk {version}, log {p.asterisk_log}")
+        say(f"sip        udp {topology.SIP_HOST}:{topology.SIP_PORT}")
+        say(f"ari-http   {topology.ARI_URL} user {auth[0]!r}: "
+            + ("answers" if code == 200 else f"HTTP {code or 'no answer'}"))
+        if code != 200:
+            problems.append("ARI does not answer")
+        mounts = [m for m in state.get("mounts", []) if is_mounted(Path(m))]
+        say(f"mounts     {', '.join(mounts) or 'none'}")
+    else:
+        say("asterisk   not running" + (" (exited)" if pid else ""))
     redis = state.get("redis") or {}
     if redis:
         kind = f"own redis-server (pid {redis['pid']})" if redis.get("pid") else "external"
-        ok = "answers" if redis_ping(redis["url"]) else "DOES NOT ANSWER"
-        say(f"redis      {_mask(redis['url'])} {kind}, {ok}")
-    seeded = state.get("seeded") or {}
-    if seeded:
-        say(f"routes     {ROUTES_EXAMPLE.relative_to(REPO)} seeded as {seeded.get('version')}")
-    healthy = code == 200
+        answers = redis_ping(redis["url"])
+        say(f"redis      {_mask(redis['url'])} {kind}, "
+            + ("answers" if answers else "DOES NOT ANSWER"))
+        if not answers:
+            problems.append("Redis does not answer")
+        else:
+            say(f"routes     {_current_routes(redis['url'])}")
     for name in topology.SERVICES:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
             say(f"{name:<10} running (pid {s['pid']}), log {p.state_dir / (name + '.log')}")
         else:
-            say(f"{name:<10} not running ({s.get('note', 'not started')})")
-    carriers = demo_carriers(p, state)
-    for trunk in topology.CARRIERS:
-        c = next((c for c in carriers if c.trunk == trunk), None)
-        if c:
-            say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} {c.behaviour.name} "
-                f"(pid {c.pid}), {c.invites()} calls so far")
-        else:
-            say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} no demo carrier")
-    say("lab        up" if healthy else "lab        up, but ARI does not answer")
-    return EXIT_OK if healthy else EXIT_FAILED
+            why = "exited" if s.get("pid") else s.get("note", "not started")
+            say(f"{name:<10} not running ({why}; `lab up` starts it)")
+            if asterisk_up:
+                problems.append(f"{name} not running")
+    if asterisk_up:
+        carriers = demo_carriers(p, state)
+        for trunk in topology.CARRIERS:
+            c = next((c for c in carriers if c.trunk == trunk), None)
+            if c:
+                say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} {c.behaviour.name} "
+                    f"(pid {c.pid}), {c.invites()} calls so far")
+            else:
+                say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} no demo carrier")
+    if not asterisk_up:
+        say("lab        down" + (" (`lab down` stops what still runs)" if state else ""))
+        return EXIT_NOT_RUNNING
+    say("lab        up" if not problems else f"lab        up, but {', '.join(problems)}")
+    return EXIT_OK if not problems else EXIT_FAILED
+
+
+def _current_routes(redis_url: str) -> str:
+    """The routing version Redis holds now, for `lab status`."""
+    import redis as redis_py
+
+    from redis_seed.connection import sync_client
+    from redis_seed.store import current_version
+
+    client = sync_client(redis_url)
+    try:
+        version = current_version(client)
+    except (redis_py.RedisError, OSError) as exc:
+        return f"cannot be read ({exc})"
+    finally:
+        client.close()
+    return (f"version {version} current in Redis" if version
+            else "none in Redis: outbound-router seed FILE")
 
 
 # ---- calls -------------------------------------------------------------------------------
@@ -1048,6 +1124,9 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
         raise LabError("the demo needs the demo carriers: outbound-router lab up (without "
                        "--no-carriers)")
     say("Demo carriers: " + ", ".join(f"{c.trunk.endpoint} {c.behaviour.name}" for c in carriers))
+    # The calls below rely on the example routes: `lab up` keeps whatever Redis holds.
+    version = seed_and_wait(p, state, ROUTES_EXAMPLE)
+    say(f"Routes: {ROUTES_EXAMPLE.relative_to(REPO)} seeded as {version}")
     plan = [("ari", "911234567")] * calls + [("agi", "911234567")] * 3 + [
         ("ari", "0033145678901"), ("ari", "0034905123456"), ("ari", "12&34")]
     first: dict[str, int] = {}

@@ -75,3 +75,29 @@ def test_a_redis_url_with_a_password_gets_a_redis_of_the_lab_s_own_elsewhere(
         assert lab.redis_ping(got)
     finally:
         lab.stop_process(state["redis"]["pid"], lab.is_redis)
+
+
+def test_lab_up_seeds_the_example_routes_only_into_a_redis_without_routes(
+        tmp_path: Path, redis_server: str) -> None:
+    """Routes someone seeded survive a `lab down` and `lab up`; a Redis that lost its data
+    (restarted without persistence) gets the example again, instead of calls failing with
+    ERROR while `lab status` still named the version seeded at the first `lab up`."""
+    from redis_seed.connection import sync_client
+    from redis_seed.store import current_version
+
+    p, state, said = _paths(tmp_path), {}, []
+    lab.ensure_seeded(p, state, redis_server, say=said.append)
+    assert said == ["seed: Redis held no routes: redis_seed/routes.example.yaml -> v000001"]
+    mine = lab.seed(redis_server, lab.ROUTES_EXAMPLE)  # an operator's routes
+    said.clear()
+    lab.ensure_seeded(p, state, redis_server, say=said.append)
+    assert said == [f"routes: version {mine} current in Redis, kept"]
+    client = sync_client(redis_server)
+    try:
+        assert current_version(client) == mine
+        client.flushall()
+    finally:
+        client.close()
+    said.clear()
+    lab.ensure_seeded(p, state, redis_server, say=said.append)
+    assert said == ["seed: Redis held no routes: redis_seed/routes.example.yaml -> v000001"]
