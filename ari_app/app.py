@@ -12,6 +12,7 @@ and bridges nobody owns any more are removed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -21,7 +22,9 @@ from ari_app import events as ev
 from ari_app.call import Call, CallLogger, ResumeLeg
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
+from routing import variables as var
 from routing.snapshot import Snapshot
+from routing.trace import TraceEntry, format_trace, parse_trace
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,13 @@ class AdoptedCall:
     """A bridged call found after a reconnect that no running call owns (e.g. the router was
     restarted mid-call): it goes on, and when one side leaves the other is hung up."""
 
-    def __init__(self, ari: AriClient, bridge_id: str, channel_ids: list[str]) -> None:
+    def __init__(self, ari: AriClient, bridge_id: str, channel_ids: list[str],
+                 caller_and_attempt: tuple[str, str] | None = None) -> None:
         self.ari = ari
         self.bridge_id = bridge_id
         self.channel_ids = channel_ids
+        #: (caller, attempt) when the members are ours: the outcome goes on the caller
+        self.caller_and_attempt = caller_and_attempt
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.log = CallLogger(log, {"call_id": channel_ids[0]})
 
@@ -49,6 +55,8 @@ class AdoptedCall:
 
     async def run(self) -> None:
         self.log.info("adopted bridged call %s", ",".join(self.channel_ids))
+        if self.caller_and_attempt is not None:
+            await self._record_answer(*self.caller_and_attempt)
         while True:
             event = await self.queue.get()
             if event.hangup:
@@ -57,6 +65,25 @@ class AdoptedCall:
             if cid != event.channel_id:
                 await quietly(f"hang up {cid}", self.ari.hangup(cid, ev.CAUSE_NORMAL), self.log)
         await quietly(f"destroy bridge {self.bridge_id}", self.ari.destroy_bridge(self.bridge_id),
+                      self.log)
+
+    async def _record_answer(self, caller_id: str, attempt_id: str) -> None:
+        """The outcome on the caller and its CDR: the attempt may have been answered while no
+        instance listened (Asterisk bridged it by itself), and nobody wrote it then. Read from
+        the attempt's ROUTER_RESUME: the trace before it, and who it is."""
+        try:
+            data = json.loads(await self.ari.get_variable(attempt_id, var.RESUME))
+            _, _, carrier, trunk = data["attempts"][0]
+            trace = [*parse_trace(str(data["trace"])), TraceEntry(str(trunk), "answered",
+                                                                  ev.CAUSE_NORMAL, 200)]
+            values = {var.STATUS: "OK", var.NUMBER: str(data["number"]),
+                      var.VERSION: str(data["version"]), var.CARRIER: str(carrier),
+                      var.TRUNK: str(trunk), var.ATTEMPTS: format_trace(trace)}
+        except (AriError, AriUnavailable, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("adopted call: its outcome cannot be recorded: %s", exc)
+            return
+        await quietly("record the outcome", self.ari.set_variables(caller_id,
+                                                                   var.with_cdr(values)),
                       self.log)
 
 
@@ -193,7 +220,7 @@ class RouterApp:
             handled.update(members)
             live = [m for m in members if m in present]
             if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
-                adopted = AdoptedCall(self.ari, bid, live)
+                adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted
                 self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
@@ -203,6 +230,12 @@ class RouterApp:
                          caller_id, resume.channel_id, resume.channel_state)
                 call = self.start_call(caller_id, caller_args, resume)
                 self.owners[resume.channel_id] = call
+            elif (waiting := self._waiting_caller(live, present)) is not None:
+                caller_id, caller_args = waiting
+                log.info("resuming caller %s, whose attempt ended while no instance listened",
+                         caller_id)
+                self.start_call(caller_id, caller_args, ResumeLeg(
+                    caller_id, present[caller_id].get("state"), bid, attempt_gone=True))
             else:
                 log.info("removing leftover bridge %s and its channels %s", bid, live)
                 self._spawn(self._remove(bid, live), f"remove-{bid}")
@@ -223,27 +256,45 @@ class RouterApp:
                 log.info("hanging up caller %s left without a call", cid)
                 self._spawn(self._hangup(cid, ev.CAUSE_NORMAL), f"hangup-{cid}")
 
+    def _args(self, channel_id: str, present: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The Stasis args of a channel in this app (None: not in it)."""
+        dialplan = present[channel_id].get("dialplan") or {}
+        return ev.stasis_args_from_app_data(self.ari.app, str(dialplan.get("app_data", "")))
+
+    def _caller_and_attempt(self, members: list[str], present: Mapping[str, Any],
+                            ) -> tuple[str, str] | None:
+        """(caller, attempt) when ``members`` are a caller of this app and one of its attempts."""
+        found: dict[bool, str] = {}
+        for cid in members:
+            args = self._args(cid, present)
+            if args is None:
+                return None
+            found[ev.is_attempt(cid, args)] = cid
+        return (found[False], found[True]) if set(found) == {True, False} else None
+
     def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, Any],
                       ) -> tuple[str, tuple[str, ...], ResumeLeg] | None:
         """(caller, its Stasis args, the attempt) when ``members`` are a caller not answered
         yet and one of our attempts: a call an earlier instance left ringing (or dialling)
         when it stopped (the attempt may have been answered since)."""
-        if len(members) != 2:
+        pair = self._caller_and_attempt(members, present) if len(members) == 2 else None
+        if pair is None or present[pair[0]].get("state") == "Up":
             return None
-        app = self.ari.app
-        found: dict[bool, tuple[str, tuple[str, ...]]] = {}
-        for cid in members:
-            dialplan = present[cid].get("dialplan") or {}
-            args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
-            if args is None:
-                return None
-            found[ev.is_attempt(cid, args)] = (cid, args)
-        if set(found) != {True, False} or present[found[False][0]].get("state") == "Up":
-            return None
-        (caller_id, args), (leg_id, _) = found[False], found[True]
+        caller_id, leg_id = pair
         state = present[leg_id].get("state")
-        return caller_id, args, ResumeLeg(leg_id, state if isinstance(state, str) else None,
-                                          bridge_id)
+        return caller_id, self._args(caller_id, present) or (), ResumeLeg(
+            leg_id, state if isinstance(state, str) else None, bridge_id)
+
+    def _waiting_caller(self, members: list[str], present: Mapping[str, Any],
+                        ) -> tuple[str, tuple[str, ...]] | None:
+        """(caller, its Stasis args) when the call's bridge holds a caller not answered yet and
+        no attempt: the attempt ended while no instance of the app listened."""
+        if len(members) != 1 or present[members[0]].get("state") == "Up":
+            return None
+        args = self._args(members[0], present)
+        if args is None or ev.is_attempt(members[0], args):
+            return None
+        return members[0], args
 
     def _owns_bridge(self, bridge_id: str) -> bool:
         return any(

@@ -30,7 +30,7 @@ from routing import variables as var
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
 from routing.snapshot import Snapshot
-from routing.trace import TraceEntry, format_trace, parse_trace
+from routing.trace import UNJUDGED, TraceEntry, format_trace, parse_trace
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,12 @@ class ResumeLeg:
     """An attempt an earlier instance of the app left ringing when it stopped, found by the
     reconcile of this one: the call goes on from it (the callee is not rung twice)."""
 
-    channel_id: str
+    channel_id: str  # the attempt's, or the caller's when the attempt is gone
     channel_state: str | None  # as GET /channels showed it
     bridge_id: str
+    #: The attempt ended while no instance listened (the bridge holds the caller alone): its
+    #: outcome is lost, the call goes on with the rest of the plan (ROUTER_RESUME of the caller).
+    attempt_gone: bool = False
 
 
 def resume_data(number: str, version: str, trace: str,
@@ -300,12 +303,15 @@ class Call:
                                     self.log, gone=(AriConflict,)):
             self._vars_on_caller.update(values)
 
-    def _record_progress(self, base_vars: dict[str, str], trace: str) -> None:
+    def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str) -> None:
         """Put what is known before an attempt on the caller now, without waiting for it: a
         caller who hangs up while the attempt rings has left Stasis before its outcome could be
         written (409), and its CDR keeps this instead (the routing status, number and version,
-        and the attempts that failed before this one)."""
+        and the attempts that failed before this one). ROUTER_RESUME too (as on the attempt's
+        channel): should the attempt end while no instance of the app runs, the next one goes
+        on with the rest of the plan from the caller alone."""
         values = {**base_vars, var.ATTEMPTS: trace} if trace else dict(base_vars)
+        values[var.RESUME] = resume
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
@@ -405,6 +411,8 @@ class Call:
         self._bridge_created.set_result(None)  # it exists: _cleanup destroys it
         self.caller_in_bridge = True  # reconcile resumes a caller and an attempt in a bridge
         attempts: list[Attempt | None] = []
+        data: dict[str, Any] = {}
+        trace: list[TraceEntry] = []
         try:
             data = json.loads(await self.ari.get_variable(resume.channel_id, var.RESUME))
             number, version = str(data["number"]), str(data["version"])
@@ -414,6 +422,8 @@ class Call:
                             for i, r, c, t in data["attempts"]]
         except (AriError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
+        if resume.attempt_gone:
+            return await self._resume_after_lost_attempt(attempts, data, trace)
         if not attempts or attempts[0] is None:
             # Nothing to go on with (no resume data, or its trunk left the routing table).
             self.log.warning("ending the call left by an earlier instance: nothing to resume")
@@ -439,9 +449,11 @@ class Call:
         return await self._attempts((current, *later), base_vars, resumed=leg)
 
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
-                        resumed: AttemptLeg | None = None) -> CallResult:
+                        resumed: AttemptLeg | None = None, *,
+                        prepared: bool = False) -> CallResult:
+        """``prepared``: the call's bridge exists already, with the caller in it."""
         judgements: list[Judgement] = []
-        if resumed is None:
+        if resumed is None and not prepared:
             self._prepare_caller()
         last: Judgement | None = None
         for i, attempt in enumerate(attempts):
@@ -472,6 +484,25 @@ class Call:
         await self._hangup_caller(cause)
         return CallResult(Status.OK, last.outcome if last else None, cause,
                           format_trace(self.trace))
+
+    async def _resume_after_lost_attempt(self, attempts: list[Attempt | None],
+                                         data: dict[str, Any], trace: list[TraceEntry],
+                                         ) -> CallResult:
+        """The caller waits alone in the call's bridge: its attempt ended while no instance
+        listened, and how it ended is lost with its channel. Go on with the rest of the plan
+        (the trace says ``unjudged`` for it), as the FastAGI dialplan does when it cannot ask
+        the router."""
+        if not data:
+            await self._hangup_caller(ev.CAUSE_CONGESTION)
+            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+        lost = data["attempts"][0]
+        self.trace = [*trace, TraceEntry(str(lost[3]), UNJUDGED, None, None)]
+        later = [a for a in attempts[1:] if a is not None]
+        self.log.warning("attempt %s on %s ended while no router listened; going on with %d "
+                         "more attempt(s)", lost[0], lost[3], len(later))
+        base_vars = {var.STATUS: str(Status.OK), var.VERSION: str(data["version"]),
+                     var.NUMBER: str(data["number"])}
+        return await self._attempts(later, base_vars, prepared=True)
 
     def _drain_caller_events(self) -> None:
         while not self.queue.empty():
@@ -512,16 +543,16 @@ class Call:
         self.registry.register(leg.channel_id, self)
         setup_deadline = now + attempt.setup_timeout
         trace = format_trace(self.trace)
-        self._record_progress(base_vars, trace)
+        resume = resume_data(base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
+                             trace, (attempt, *later))
+        self._record_progress(base_vars, trace, resume)
         try:
             await self.ari.create_channel(
                 attempt.endpoint,
                 channel_id=leg.channel_id,
                 app_args=(ev.ATTEMPT_ARG, self.caller_id),
                 originator=self.caller_id,
-                variables={var.RESUME: resume_data(
-                    base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
-                    trace, (attempt, *later))},
+                variables={var.RESUME: resume},
             )
         except (AriError, AriUnavailable) as exc:
             self.log.error("attempt %d: creating %s failed: %s",

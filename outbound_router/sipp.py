@@ -9,7 +9,7 @@ router's log.
 Carrier behaviours: `answer`, `busy` (486), `unavailable` (503), `not_found` (404), `ring`
 (180, never answers; CANCEL gets 200 + 487), `early_503` (183 with SDP, 503 one second later),
 `silent` (never responds), `answer_after:N` (180, 200 after N seconds), `error:CODE` (any
-final code), `ring_then:CODE` (180, that final code 0.5 s later).
+final code), `ring_then:CODE[:SECONDS]` (180, that final code 0.5 s or SECONDS later).
 
 Run as a module to start one carrier in the foreground (what docker-compose does):
     python -m outbound_router.sipp carrier b unavailable
@@ -83,13 +83,16 @@ class Behaviour:
                 return cls(text, "uas_answer_after.xml", None, round(float(arg) * 1000))
             if kind == "error" and arg and 300 <= int(arg) <= 699:
                 return cls(text, "uas_reject.xml", int(arg), 0)
-            if kind == "ring_then" and arg and 300 <= int(arg) <= 699:
-                return cls(text, "uas_ring_reject.xml", int(arg), 500)
+            if kind == "ring_then" and arg:
+                code, _, seconds = arg.partition(":")
+                if 300 <= int(code) <= 699:
+                    return cls(text, "uas_ring_reject.xml", int(code),
+                               round(float(seconds or 0.5) * 1000))
         except ValueError:
             pass
         raise ValueError(
             f"unknown carrier behaviour {text!r}: use one of {', '.join(_NAMED)}, "
-            "answer_after:SECONDS, error:CODE or ring_then:CODE (300-699)"
+            "answer_after:SECONDS, error:CODE or ring_then:CODE[:SECONDS] (300-699)"
         )
 
     def values(self) -> dict[str, str]:

@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+#: The outcome of an attempt the router could not judge: the FastAGI dialplan when it cannot
+#: ask the router, the ARI app when an attempt ended while no instance of it listened.
+UNJUDGED = "unjudged"
+
 
 @dataclass(frozen=True, slots=True)
 class TraceEntry:

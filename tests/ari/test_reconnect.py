@@ -207,6 +207,54 @@ async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_th
         await stop(runner, ari)
 
 
+async def test_a_call_bridged_while_no_instance_listened_gets_its_outcome_recorded(
+        lab: Lab) -> None:
+    # On the lab Asterisk answered the caller itself when the callee picked up between the
+    # two instances: the next one adopted the call, and nobody wrote its outcome (the CDRs of
+    # such calls had no carrier, trunk or trace). It is read from the leg's ROUTER_RESUME.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.answer_silently(leg)
+    lab.fake.channels[caller].state = "Up"
+    app, runner, ari = await a_new_instance(lab)
+    try:
+        await wait_for(lambda: "ROUTER_CARRIER" in lab.vars_of(caller))
+        variables = lab.vars_of(caller)
+        assert (variables["ROUTER_CARRIER"], variables["ROUTER_TRUNK"]) == ("alpha", "carrier-a")
+        assert variables["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
+        assert variables["CDR(ROUTER_CARRIER)"] == "alpha"
+        assert variables["ROUTER_STATUS"] == "OK"
+        lab.fake.far_end_hangup(leg)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        assert lab.fake.dials == {"carrier-a": 1}
+    finally:
+        await stop(runner, ari)
+
+
+async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with_the_next(
+        lab: Lab) -> None:
+    # Between the two instances carrier-a turns the call down: the bridge holds the caller
+    # alone. It was taken for a leftover: the caller was hung up (503) and carrier-b, the rest
+    # of the plan, never tried. The caller's own ROUTER_RESUME says what that rest is.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.carrier_fails(leg, 34, 503)
+    assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller]]
+    app, runner, ari = await a_new_instance(lab)
+    try:
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
+        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+        (bridge,) = lab.fake.bridges.values()
+        assert bridge["channels"][0] == caller and len(bridge["channels"]) == 2
+        await wait_for(lambda: lab.vars_of(caller).get("ROUTER_CARRIER") == "bravo")
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+            "carrier-a:unjudged::|carrier-b:answered:16:200")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    finally:
+        await stop(runner, ari)
+
+
 async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
     before = await cut(lab)
     fake = lab.fake

@@ -314,6 +314,24 @@ def test_a_ringing_call_goes_on_across_a_restart_of_the_service(tiers, carrier, 
     assert (a.invites(), cancels(a), b.invites()) == (1, 0, 0)
 
 
+def test_an_attempt_failing_while_the_service_is_down_fails_over_after_it(
+        tiers, carrier, ari, background) -> None:  # type: ignore[no-untyped-def]
+    # carrier-a rings, then turns the call down while no instance of the app runs: the
+    # bridge holds the caller alone. The next instance took it for a leftover (the phone got
+    # 503, carrier-b was never tried); it goes on with the rest of the plan now.
+    a, b = carrier("a", "ring_then:503:2"), carrier("b", "answer")
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, hangup_after=1)
+    wait_for("carrier-a to ring", lambda: a.invites() == 1)
+    offset = len(log_text(tiers))
+    with tiers.service_stopped("ari"):
+        wait_for("carrier-a's 503", lambda: any(
+            m.sent and m.status == 503 for m in a.messages()), timeout=10)
+    wait_for("the restarted service to go on with the plan",
+             lambda: "ended while no router listened" in log_text(tiers)[offset:])
+    assert call.result().final_code == 200
+    assert (a.invites(), b.invites()) == (1, 1)
+
+
 def test_lab_up_after_asterisk_died_returns_once_calls_route_again(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
     # `lab up` restarts Asterisk; the ari service, still running, reconnects within its
     # backoff. lab up returned before that, and a call placed at once got 503 (2 of 3 times

@@ -100,3 +100,30 @@ def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  
     assert (abandoned["status"], abandoned["number"], abandoned["version"]) == (
         "OK", E164, version)
     assert abandoned["attempts"].startswith("carrier-a:congestion:34:503")
+
+
+def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_cdr(  # type: ignore[no-untyped-def]
+        lab, carrier, phone) -> None:
+    # carrier-a answers while no instance of the app runs: Asterisk bridges the call by
+    # itself, and the next instance adopts it. Nobody wrote its outcome: the CDR had no
+    # carrier, trunk or trace (all 10 calls of a black-box audit).
+    from concurrent.futures import ThreadPoolExecutor
+
+    lab.seed(tiers_routes(ring_timeout=30))
+    a = carrier("a", "answer_after:1.5")
+    cdr_at = size(cdr_csv())
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(phone("ari").call, NUMBER, hangup_after=3)
+        deadline = time.monotonic() + 10
+        while a.invites() == 0:
+            assert time.monotonic() < deadline, "carrier-a got no INVITE"
+            time.sleep(0.05)  # polling the carrier's trace
+        with lab.service_stopped("ari"):
+            while not any(m.sent and m.status == 200 for m in a.messages()):
+                assert time.monotonic() < deadline, "carrier-a did not answer"
+                time.sleep(0.05)
+        assert call.result().final_code == 200
+    (record,) = records_since(cdr_at, 1)
+    assert record["disposition"] == "ANSWERED"
+    assert (record["carrier"], record["trunk"]) == ("first", "carrier-a")
+    assert record["attempts"] == "carrier-a:answered:16:200"
