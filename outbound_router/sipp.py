@@ -84,9 +84,9 @@ class Behaviour:
             if kind == "error" and arg and 300 <= int(arg) <= 699:
                 return cls(text, "uas_reject.xml", int(arg), 0)
             if kind == "ring_then" and arg:
-                code, _, seconds = arg.partition(":")
-                if 300 <= int(code) <= 699:
-                    return cls(text, "uas_ring_reject.xml", int(code),
+                final, _, seconds = arg.partition(":")
+                if 300 <= int(final) <= 699:
+                    return cls(text, "uas_ring_reject.xml", int(final),
                                round(float(seconds or 0.5) * 1000))
         except ValueError:
             pass
