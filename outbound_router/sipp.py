@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -233,6 +234,30 @@ def free_udp_port(address: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
+
+
+#: SIPp's media sockets from -mp BASE: audio RTP and RTCP, video RTP and RTCP.
+MEDIA_PORTS = 4
+
+
+def free_udp_ports(address: str, avoid: int) -> int:
+    """A first port of MEDIA_PORTS free UDP ports in a row, none of them ``avoid`` (the
+    SIP port). Two ports asked of the kernel one after the other are often neighbours: SIPp
+    then failed to bind its video socket on the phone's own SIP port (errno 98, no call)."""
+    for _ in range(100):
+        base = free_udp_port(address)
+        ports = range(base, base + MEDIA_PORTS)
+        if avoid in ports or ports[-1] > 65535:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in ports:
+                    held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)).bind(
+                        (address, port))
+            except OSError:
+                continue
+        return base
+    raise SippError(f"no {MEDIA_PORTS} free UDP ports in a row on {address}")
 
 
 def proc_argv(pid: int) -> list[str]:
@@ -545,10 +570,11 @@ def _phone_command(
     source: str, number: str, scenario: Path, trace: Path, *,
     tenant: str | None, extra: Sequence[str],
 ) -> list[str]:
+    sip_port = free_udp_port(source)
     cmd = [
         sipp_binary(), f"{topology.SIP_HOST}:{topology.SIP_PORT}", "-sf", str(scenario),
-        "-s", number, "-i", source, "-p", str(free_udp_port(source)), "-bind_local",
-        "-mi", source, "-mp", str(free_udp_port(source)),
+        "-s", number, "-i", source, "-p", str(sip_port), "-bind_local",
+        "-mi", source, "-mp", str(free_udp_ports(source, avoid=sip_port)),
         "-aa", "-nostdin", "-skip_rlimit", "-trace_msg", "-message_file", str(trace),
         "-trace_err", "-error_file", str(trace.with_suffix(".errors.log")),
         *extra,
