@@ -27,6 +27,7 @@ from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from routing import variables as var
+from routing.model import TRUNK_NAME_RE
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
 from routing.snapshot import Snapshot
@@ -492,16 +493,20 @@ class Call:
         listened, and how it ended is lost with its channel. Go on with the rest of the plan
         (the trace says ``unjudged`` for it), as the FastAGI dialplan does when it cannot ask
         the router."""
-        if not data:
+        try:
+            lost_index, lost_trunk = int(data["attempts"][0][0]), str(data["attempts"][0][3])
+            base_vars = {var.STATUS: str(Status.OK), var.VERSION: str(data["version"]),
+                         var.NUMBER: str(data["number"])}
+        except (KeyError, IndexError, TypeError, ValueError):
+            lost_trunk = ""
+        if not TRUNK_NAME_RE.match(lost_trunk):  # (the trace holds validated names only)
+            self.log.warning("ending a caller left alone by an earlier instance: no resume data")
             await self._hangup_caller(ev.CAUSE_CONGESTION)
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
-        lost = data["attempts"][0]
-        self.trace = [*trace, TraceEntry(str(lost[3]), UNJUDGED, None, None)]
+        self.trace = [*trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
         later = [a for a in attempts[1:] if a is not None]
-        self.log.warning("attempt %s on %s ended while no router listened; going on with %d "
-                         "more attempt(s)", lost[0], lost[3], len(later))
-        base_vars = {var.STATUS: str(Status.OK), var.VERSION: str(data["version"]),
-                     var.NUMBER: str(data["number"])}
+        self.log.warning("attempt %d on %s ended while no router listened; going on with %d "
+                         "more attempt(s)", lost_index, lost_trunk, len(later))
         return await self._attempts(later, base_vars, prepared=True)
 
     def _drain_caller_events(self) -> None:

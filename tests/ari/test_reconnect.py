@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
@@ -267,3 +268,24 @@ async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(la
     await restore(lab, before)
     await wait_for(lambda: fake.leftovers() == ([], []))  # leg, caller (cause 34) and bridge
     assert fake.ended[caller].hangup_reason == "34"
+
+
+@pytest.mark.parametrize("resume", [
+    None,  # left by a version that did not put it on the caller
+    '{"number":"+34911234567","version":"v1","trace":"","attempts":[]}',
+    '{"number":"+34911234567","version":"v1","trace":"",'
+    '"attempts":[[1,"first","alpha","carrier-a|forged"]]}',
+])
+async def test_a_caller_left_alone_without_usable_resume_data_is_ended_cleanly(
+        lab: Lab, resume: str | None) -> None:
+    before = await cut(lab)
+    fake = lab.fake
+    caller = fake.add_leftover_channel(NUMBER, state="Ring")
+    if resume is not None:
+        fake.channels[caller].variables["ROUTER_RESUME"] = resume
+    fake.add_leftover_bridge([caller])
+    await restore(lab, before)
+    await wait_for(lambda: fake.leftovers() == ([], []))  # caller (cause 34) and bridge
+    assert fake.ended[caller].hangup_reason == "34"
+    assert fake.dials == {}
+    assert "forged" not in fake.ended[caller].variables.get("ROUTER_ATTEMPTS", "")
