@@ -23,6 +23,7 @@ from ari_app.call import Call, CallLogger, ResumeLeg
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from routing import variables as var
+from routing.model import TRUNK_NAME_RE
 from routing.snapshot import Snapshot
 from routing.trace import TraceEntry, format_trace, parse_trace
 
@@ -74,6 +75,8 @@ class AdoptedCall:
         try:
             data = json.loads(await self.ari.get_variable(attempt_id, var.RESUME))
             _, _, carrier, trunk = data["attempts"][0]
+            if not TRUNK_NAME_RE.match(str(trunk)) or not TRUNK_NAME_RE.match(str(carrier)):
+                raise ValueError(f"not a trunk and carrier: {trunk!r}, {carrier!r}")
             trace = [*parse_trace(str(data["trace"])), TraceEntry(str(trunk), "answered",
                                                                   ev.CAUSE_NORMAL, 200)]
             values = {var.STATUS: "OK", var.NUMBER: str(data["number"]),
