@@ -12,20 +12,19 @@ and bridges nobody owns any more are removed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger, ResumeLeg
+from ari_app.call import Call, CallLogger, ResumeLeg, parse_resume
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from routing import variables as var
-from routing.model import TRUNK_NAME_RE
+from routing.policy import Outcome
 from routing.snapshot import Snapshot
-from routing.trace import TraceEntry, format_trace, parse_trace
+from routing.trace import TraceEntry, format_trace
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +72,14 @@ class AdoptedCall:
         instance listened (Asterisk bridged it by itself), and nobody wrote it then. Read from
         the attempt's ROUTER_RESUME: the trace before it, and who it is."""
         try:
-            data = json.loads(await self.ari.get_variable(attempt_id, var.RESUME))
-            _, _, carrier, trunk = data["attempts"][0]
-            if not TRUNK_NAME_RE.match(str(trunk)) or not TRUNK_NAME_RE.match(str(carrier)):
-                raise ValueError(f"not a trunk and carrier: {trunk!r}, {carrier!r}")
-            trace = [*parse_trace(str(data["trace"])), TraceEntry(str(trunk), "answered",
-                                                                  ev.CAUSE_NORMAL, 200)]
-            values = {var.STATUS: "OK", var.NUMBER: str(data["number"]),
-                      var.VERSION: str(data["version"]), var.CARRIER: str(carrier),
-                      var.TRUNK: str(trunk), var.ATTEMPTS: format_trace(trace)}
-        except (AriError, AriUnavailable, ValueError, KeyError, TypeError) as exc:
+            data = parse_resume(await self.ari.get_variable(attempt_id, var.RESUME))
+        except (AriError, AriUnavailable, ValueError) as exc:
             self.log.warning("adopted call: its outcome cannot be recorded: %s", exc)
             return
+        _, _, carrier, trunk = data.attempts[0]
+        trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), ev.CAUSE_NORMAL, 200)]
+        values = {**data.base_vars(), var.CARRIER: carrier, var.TRUNK: trunk,
+                  var.ATTEMPTS: format_trace(trace)}
         await quietly("record the outcome", self.ari.set_variables(caller_id,
                                                                    var.with_cdr(values)),
                       self.log)

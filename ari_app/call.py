@@ -222,6 +222,38 @@ def resume_data(number: str, version: str, trace: str,
     }, separators=(",", ":"))
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A ROUTER_RESUME value read back (:func:`parse_resume`)."""
+
+    number: str
+    version: str
+    trace: list[TraceEntry]
+    #: (index, route, carrier, trunk) of the attempt it was written with, then of the rest
+    attempts: list[tuple[int, str, str, str]]
+
+    def base_vars(self) -> dict[str, str]:
+        return {var.STATUS: str(Status.OK), var.VERSION: self.version, var.NUMBER: self.number}
+
+
+def parse_resume(text: str) -> Resume:
+    """The inverse of :func:`resume_data`; ValueError when ``text`` is not one, or names a
+    carrier or trunk that could not have been validated (they go into the trace)."""
+    try:
+        data = json.loads(text)
+        attempts = [(int(i), str(r), str(c), str(t)) for i, r, c, t in data["attempts"]]
+        resume = Resume(str(data["number"]), str(data["version"]),
+                        parse_trace(str(data["trace"])), attempts)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not ROUTER_RESUME data: {exc!r}") from None
+    if not attempts:
+        raise ValueError("ROUTER_RESUME names no attempt")
+    for _, _, carrier, trunk in attempts:
+        if not (TRUNK_NAME_RE.match(carrier) and TRUNK_NAME_RE.match(trunk)):
+            raise ValueError(f"not a carrier and trunk: {carrier!r}, {trunk!r}")
+    return resume
+
+
 @dataclass
 class Call:
     """The state of one call; :meth:`run` is the whole call flow."""
@@ -411,20 +443,14 @@ class Call:
         self._bridge_created = asyncio.get_running_loop().create_future()
         self._bridge_created.set_result(None)  # it exists: _cleanup destroys it
         self.caller_in_bridge = True  # reconcile resumes a caller and an attempt in a bridge
-        attempts: list[Attempt | None] = []
-        data: dict[str, Any] = {}
-        trace: list[TraceEntry] = []
+        data: Resume | None = None
         try:
-            data = json.loads(await self.ari.get_variable(resume.channel_id, var.RESUME))
-            number, version = str(data["number"]), str(data["version"])
-            trace = parse_trace(str(data["trace"]))
-            if self.snapshot is not None:
-                attempts = [attempt_again(self.snapshot, number, int(i), str(r), str(c), str(t))
-                            for i, r, c, t in data["attempts"]]
-        except (AriError, ValueError, KeyError, TypeError) as exc:
+            data = parse_resume(await self.ari.get_variable(resume.channel_id, var.RESUME))
+        except (AriError, ValueError) as exc:
             self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
         if resume.attempt_gone:
-            return await self._resume_after_lost_attempt(attempts, data, trace)
+            return await self._resume_after_lost_attempt(data)
+        attempts = self._attempts_again(data)
         if not attempts or attempts[0] is None:
             # Nothing to go on with (no resume data, or its trunk left the routing table).
             self.log.warning("ending the call left by an earlier instance: nothing to resume")
@@ -433,6 +459,7 @@ class Call:
             self.registry.unregister(resume.channel_id)
             await self._hangup_caller(ev.CAUSE_CONGESTION)
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+        assert data is not None
         current = attempts[0]
         leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
                          in_stasis=True)
@@ -442,12 +469,18 @@ class Call:
             leg.answered()  # while no instance was listening
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
-        self.trace = trace
+        self.trace = data.trace
         self.log.info("resumed attempt %d on %s (%s) left by an earlier instance",
                       current.index, current.trunk, resume.channel_state)
-        base_vars = {var.STATUS: str(Status.OK), var.VERSION: version, var.NUMBER: number}
         later = [a for a in attempts[1:] if a is not None]
-        return await self._attempts((current, *later), base_vars, resumed=leg)
+        return await self._attempts((current, *later), data.base_vars(), resumed=leg)
+
+    def _attempts_again(self, data: Resume | None) -> list[Attempt | None]:
+        """The attempts of ``data`` rebuilt from the current routing table (None for those
+        whose route, carrier or trunk is gone)."""
+        if data is None or self.snapshot is None:
+            return []
+        return [attempt_again(self.snapshot, data.number, *a) for a in data.attempts]
 
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
                         resumed: AttemptLeg | None = None, *,
@@ -486,28 +519,21 @@ class Call:
         return CallResult(Status.OK, last.outcome if last else None, cause,
                           format_trace(self.trace))
 
-    async def _resume_after_lost_attempt(self, attempts: list[Attempt | None],
-                                         data: dict[str, Any], trace: list[TraceEntry],
-                                         ) -> CallResult:
+    async def _resume_after_lost_attempt(self, data: Resume | None) -> CallResult:
         """The caller waits alone in the call's bridge: its attempt ended while no instance
         listened, and how it ended is lost with its channel. Go on with the rest of the plan
         (the trace says ``unjudged`` for it), as the FastAGI dialplan does when it cannot ask
         the router."""
-        try:
-            lost_index, lost_trunk = int(data["attempts"][0][0]), str(data["attempts"][0][3])
-            base_vars = {var.STATUS: str(Status.OK), var.VERSION: str(data["version"]),
-                         var.NUMBER: str(data["number"])}
-        except (KeyError, IndexError, TypeError, ValueError):
-            lost_trunk = ""
-        if not TRUNK_NAME_RE.match(lost_trunk):  # (the trace holds validated names only)
+        if data is None:
             self.log.warning("ending a caller left alone by an earlier instance: no resume data")
             await self._hangup_caller(ev.CAUSE_CONGESTION)
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
-        self.trace = [*trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
-        later = [a for a in attempts[1:] if a is not None]
+        lost_index, _, _, lost_trunk = data.attempts[0]
+        self.trace = [*data.trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
+        later = [a for a in self._attempts_again(data)[1:] if a is not None]
         self.log.warning("attempt %d on %s ended while no router listened; going on with %d "
                          "more attempt(s)", lost_index, lost_trunk, len(later))
-        return await self._attempts(later, base_vars, prepared=True)
+        return await self._attempts(later, data.base_vars(), prepared=True)
 
     def _drain_caller_events(self) -> None:
         while not self.queue.empty():
