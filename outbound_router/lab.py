@@ -203,11 +203,15 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
     # An exiting process stops looking like itself (its cmdline reads empty) before the
     # kernel closes its sockets: wait until it has really exited, or a `lab up` right after
     # finds 5060 and 8088 still taken.
-    exit_deadline = time.monotonic() + timeout
-    while not _exited(pid) and time.monotonic() < exit_deadline:
-        time.sleep(0.02)
+    _wait_exited(pid, timeout)
     sipp.exit_status(pid)  # reap it when it was our own child
     return True
+
+
+def _wait_exited(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling: another session's process cannot be waited for
 
 
 def _exited(pid: int) -> bool:
@@ -507,9 +511,7 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
     if is_asterisk(previous, p.chroot):
         return
     if previous:  # it died (killed, crashed): its sockets close only with its last thread
-        deadline = time.monotonic() + 15
-        while not _exited(previous) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_exited(previous, 15)
     busy = []
     if _port_in_use(socket.SOCK_DGRAM, topology.SIP_HOST, topology.SIP_PORT):
         busy.append(f"udp {topology.SIP_HOST}:{topology.SIP_PORT}")
@@ -678,26 +680,13 @@ def seed(redis_url: str, routes: Path | str) -> str:
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 
 
-def seed_and_wait(p: Paths, state: dict[str, Any], routes: Path, timeout: float = 10.0) -> str:
+def seed_and_wait(p: Paths, state: dict[str, Any], routes: Path) -> str:
     """Seed ``routes`` into the lab's Redis; return the version once every running router
     service logged that it loaded it."""
-    logs = [p.state_dir / f"{name}.log" for name in topology.SERVICES
-            if is_service(((state.get("services") or {}).get(name) or {}).get("pid"), name)]
-    offsets = {log: log.stat().st_size if log.exists() else 0 for log in logs}
+    offsets = service_log_offsets(p, state)
     version = seed(str((state.get("redis") or {}).get("url", topology.DEFAULT_REDIS_URL)),
                    routes)
-    needle = f"routing version {version} loaded".encode()
-    deadline = time.monotonic() + timeout
-    for log, offset in offsets.items():
-        while True:
-            with open(log, "rb") as f:
-                f.seek(offset)
-                if needle in f.read():
-                    break
-            if time.monotonic() > deadline:
-                raise LabError(f"{log.name}: routing version {version} not loaded within "
-                               f"{timeout:g} s")
-            time.sleep(0.05)  # polling: the services say it only in their logs
+    wait_loaded(offsets, version)
     return version
 
 
@@ -710,9 +699,13 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
         return
     # Only into a Redis with no routes: never over routes someone seeded (a `lab down` and
     # `lab up` keeps them), and again when Redis lost them (a restart without persistence).
-    current = _current_routes(redis_url)
-    if not current.startswith("none"):
-        say(f"routes: {current}, kept")
+    try:
+        current = routes_version(redis_url)
+    except LabError as exc:
+        say(f"seed: {exc}; no routes seeded")
+        return
+    if current is not None:
+        say(f"routes: version {current} current in Redis, kept")
         return
     try:
         version = seed(redis_url, ROUTES_EXAMPLE)
@@ -729,12 +722,41 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
 ARI_CONNECTED = "ARI events connected"
 
 
+def logged_since(log: Path, offset: int) -> bytes:
+    """What ``log`` got after byte ``offset``."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
 def _service_ready(name: str, log: Path, offset: int) -> bool:
     if name == "agi":
         return tcp_listening(topology.AGI_HOST, topology.AGI_PORT)
-    with open(log, "rb") as f:
-        f.seek(offset)
-        return ARI_CONNECTED.encode() in f.read()
+    return ARI_CONNECTED.encode() in logged_since(log, offset)
+
+
+def running_services(state: dict[str, Any]) -> list[str]:
+    return [name for name in topology.SERVICES
+            if is_service(((state.get("services") or {}).get(name) or {}).get("pid"), name)]
+
+
+def service_log_offsets(p: Paths, state: dict[str, Any]) -> dict[Path, int]:
+    """Where the running router services' logs end now (for :func:`wait_loaded`)."""
+    logs = [p.state_dir / f"{name}.log" for name in running_services(state)]
+    return {log: log.stat().st_size if log.exists() else 0 for log in logs}
+
+
+def wait_loaded(offsets: dict[Path, int], version: str, timeout: float = 10.0) -> None:
+    """Return once every log of ``offsets`` says, after its offset, that it loaded
+    ``version`` (after a Redis restart version ids start again from v000001)."""
+    needle = f"routing version {version} loaded".encode()
+    deadline = time.monotonic() + timeout
+    for log, offset in offsets.items():
+        while needle not in logged_since(log, offset):
+            if time.monotonic() > deadline:
+                raise LabError(f"{log.name}: routing version {version} not loaded within "
+                               f"{timeout:g} s")
+            time.sleep(0.02)  # polling: the services say it only in their logs
 
 
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
@@ -998,7 +1020,12 @@ def status(say: Say = _say) -> int:
         if not answers:
             problems.append("Redis does not answer")
         else:
-            say(f"routes     {_current_routes(redis['url'])}")
+            try:
+                version = routes_version(redis["url"])
+                say(f"routes     version {version} current in Redis" if version
+                    else "routes     none in Redis: outbound-router seed FILE")
+            except LabError as exc:
+                say(f"routes     {exc}")
     for name in topology.SERVICES:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
@@ -1024,8 +1051,9 @@ def status(say: Say = _say) -> int:
     return EXIT_OK if not problems else EXIT_FAILED
 
 
-def _current_routes(redis_url: str) -> str:
-    """The routing version Redis holds now, for `lab status`."""
+def routes_version(redis_url: str) -> str | None:
+    """The routing version Redis holds now (None: no routes); LabError when it cannot be
+    read."""
     import redis as redis_py
 
     from redis_seed.connection import sync_client
@@ -1033,13 +1061,11 @@ def _current_routes(redis_url: str) -> str:
 
     client = sync_client(redis_url)
     try:
-        version = current_version(client)
+        return current_version(client)
     except (redis_py.RedisError, OSError) as exc:
-        return f"cannot be read ({exc})"
+        raise LabError(f"the current routes cannot be read ({exc})") from None
     finally:
         client.close()
-    return (f"version {version} current in Redis" if version
-            else "none in Redis: outbound-router seed FILE")
 
 
 # ---- calls -------------------------------------------------------------------------------

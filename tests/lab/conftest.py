@@ -61,8 +61,6 @@ from outbound_router import lab as lab_mod
 from outbound_router import sipp, topology
 from outbound_router.local_redis import RedisProcess
 
-from .observer import logged_since
-
 LEAK_DEADLINE = 5.0
 
 
@@ -123,32 +121,20 @@ class Lab:
         if path is None and "\n" not in str(routes) and Path(str(routes)).is_file():
             path = Path(str(routes))
         table = load_routes_file(path) if path else parse_routes(str(routes), "<test routes>")
-        logs = {self.state_dir / f"{name}.log": 0 for name in self.services_running()}
-        for log in logs:  # after a Redis restart, version ids start again from v000001
-            logs[log] = log.stat().st_size if log.exists() else 0
+        offsets = lab_mod.service_log_offsets(lab_mod.paths(), lab_mod.load_state(lab_mod.paths()))
         client = sync_client(self.redis_url)
         try:
             version = publish(client, table, source=str(path or "test"))
         finally:
             client.close()
-        needle = f"routing version {version} loaded"
-
-        def late() -> list[str]:
-            return [log.name for log, offset in logs.items()
-                    if needle not in logged_since(log, offset)]
-
-        deadline = time.monotonic() + wait
-        while late():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{', '.join(late())}: {version} not loaded within {wait} s")
-            time.sleep(0.02)  # polling: the services only say it in their logs
+        try:
+            lab_mod.wait_loaded(offsets, version, timeout=wait)
+        except lab_mod.LabError as exc:
+            raise AssertionError(str(exc)) from None
         return version
 
     def services_running(self) -> list[str]:
-        state = lab_mod.load_state(lab_mod.paths())
-        return [name for name in topology.SERVICES
-                if lab_mod.is_service(((state.get("services") or {}).get(name) or {}).get("pid"),
-                                      name)]
+        return lab_mod.running_services(lab_mod.load_state(lab_mod.paths()))
 
     def ari(self, method: str, path: str) -> tuple[int, Any]:
         return lab_mod.ari_request(path, self.ari_auth, method=method)

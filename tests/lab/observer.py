@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from outbound_router import lab as lab_mod
+
 
 class AriObserver:
     """A second ARI application subscribed to everything, in a thread of its own: it collects
@@ -88,6 +90,4 @@ def logged_since(log: Path | str, offset: int) -> str:
     """What a log got after byte ``offset``. Sliced as text the offset went past the new
     lines once the log held \\r\\n (Asterisk's HTML error page, quoted in a warning): text
     mode reads it as one character."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
+    return lab_mod.logged_since(Path(log), offset).decode(errors="replace")
