@@ -17,16 +17,26 @@ from outbound_router import lab as lab_mod
 
 
 class AriObserver:
-    """A second ARI application subscribed to everything, in a thread of its own: it collects
-    the ``ChannelVarset`` events of the phones' channels (``phones``: a channel name prefix;
-    those of either path, the AGI phones' included), so the ROUTER_* variables of a call can
-    be checked after it ended, whole (the lab's CDR CSV cuts a record at 1,024 bytes)."""
+    """A second ARI application, in a thread of its own, subscribed to the phones' endpoint: it
+    collects the ``ChannelVarset`` events of the phones' channels (``phones``: a channel name
+    prefix, ``PJSIP/phone-ari-`` or ``PJSIP/phone-agi-``), so the ROUTER_* variables of a call
+    can be checked after it ended, whole (the lab's CDR CSV cuts a record at 1,024 bytes).
+
+    Not ``subscribeAll=true``: an app subscribed to everything is subscribed to device states
+    too, and Asterisk 22.10 deadlocks when such an app's websocket closes while a device state
+    change is dispatched to it (asterisk/asterisk#2170). The endpoint's state changed at every
+    call's end, just when the observer closed: once in a CI run the app could not connect
+    again, nor could the router's own app after a restart, and ``GET /applications`` hung
+    (``bench/asterisk_subscribe_all_deadlock.py`` reproduces it)."""
 
     APP = "router-test-observer"
+    CONNECT_TIMEOUT = 5.0
 
     def __init__(self, url: str, auth: tuple[str, str], phones: str = "PJSIP/phone-ari-") -> None:
         self.phones = phones
-        self.url = f"{url}/ari/events?app={self.APP}&subscribeAll=true"
+        self.base = url
+        self.url = f"{url}/ari/events?app={self.APP}"
+        self.endpoint = phones.rstrip("-")  # PJSIP/phone-ari-0000002a is on PJSIP/phone-ari
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}"}
         self.events: list[dict[str, Any]] = []
@@ -38,12 +48,17 @@ class AriObserver:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
-        async with aiohttp.ClientSession(headers=self.headers) as session, \
-                session.ws_connect(self.url) as ws:
-            self._ready.set()
-            reader = asyncio.ensure_future(self._read(ws))
-            await self._stop.wait()
-            reader.cancel()
+        async with aiohttp.ClientSession(headers=self.headers) as session:
+            async with asyncio.timeout(self.CONNECT_TIMEOUT):
+                ws = await session.ws_connect(self.url)
+                async with session.post(f"{self.base}/ari/applications/{self.APP}/subscription",
+                                        params={"eventSource": f"endpoint:{self.endpoint}"}) as r:
+                    assert r.status == 200, f"subscribing to {self.endpoint}: HTTP {r.status}"
+            async with ws:
+                self._ready.set()
+                reader = asyncio.ensure_future(self._read(ws))
+                await self._stop.wait()
+                reader.cancel()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
@@ -54,7 +69,7 @@ class AriObserver:
 
     def __enter__(self) -> AriObserver:
         self._thread.start()
-        assert self._ready.wait(5), "the observer could not connect to ARI"
+        assert self._ready.wait(self.CONNECT_TIMEOUT + 1), "the observer could not connect to ARI"
         return self
 
     def __exit__(self, *exc: object) -> None:
