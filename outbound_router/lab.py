@@ -931,10 +931,14 @@ def wait_app_registered(state: dict[str, Any], auth: tuple[str, str], say: Say =
     if not is_service(ari.get("pid"), "ari"):
         return
     deadline = time.monotonic() + timeout
-    while ari_request(f"/applications/{topology.ARI_APP}", auth)[0] != 200:
+    while (code := ari_request(f"/applications/{topology.ARI_APP}", auth)[0]) != 200:
         if time.monotonic() > deadline:
-            say(f"ari: the Stasis app {topology.ARI_APP!r} is not registered in Asterisk "
-                f"after {timeout:g} s; see {paths().state_dir / 'ari.log'}")
+            if code == 0:
+                say(f"ari: ARI did not answer GET /applications for {timeout:g} s: Asterisk's "
+                    "ARI is stuck (docs/ari.md); restart Asterisk: lab down, lab up")
+            else:
+                say(f"ari: the Stasis app {topology.ARI_APP!r} is not registered in Asterisk "
+                    f"after {timeout:g} s; see {paths().state_dir / 'ari.log'}")
             return
         time.sleep(0.05)  # polling: nothing outside the service tells when it reconnected
 
@@ -1035,6 +1039,12 @@ def status(say: Say = _say) -> int:
             say(f"{name:<10} not running ({why}; `lab up` starts it)")
             if asterisk_up:
                 problems.append(f"{name} not running")
+    ari_service = (state.get("services") or {}).get("ari") or {}
+    if asterisk_up and code == 200 and is_service(ari_service.get("pid"), "ari"):
+        line, problem = stasis_app_status(ari_request(f"/applications/{topology.ARI_APP}", auth)[0])
+        say(line)
+        if problem:
+            problems.append(problem)
     if asterisk_up:
         carriers = demo_carriers(p, state)
         for trunk in topology.CARRIERS:
@@ -1049,6 +1059,19 @@ def status(say: Say = _say) -> int:
         return EXIT_NOT_RUNNING
     say("lab        up" if not problems else f"lab        up, but {', '.join(problems)}")
     return EXIT_OK if not problems else EXIT_FAILED
+
+
+def stasis_app_status(code: int) -> tuple[str, str | None]:
+    """`lab status`'s line on the router's Stasis app from the HTTP status of
+    ``GET /applications/<app>`` (0: no answer), and the problem it names, if any."""
+    if code == 200:
+        return f"stasis     app {topology.ARI_APP!r} registered in Asterisk", None
+    if code == 0:
+        return ("stasis     ARI does not answer GET /applications: Asterisk's ARI is stuck (a "
+                "known Asterisk deadlock, docs/ari.md); restart Asterisk: lab down, lab up",
+                "ARI stuck")
+    return (f"stasis     app {topology.ARI_APP!r} NOT registered in Asterisk (HTTP {code}); "
+            f"see {paths().state_dir / 'ari.log'}", "the Stasis app not registered")
 
 
 def routes_version(redis_url: str) -> str | None:

@@ -41,7 +41,8 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
 - The lab is one per machine (fixed addresses): two pytest sessions using it at once disturb
   each other (the leftover check below hangs up the other session's calls).
 - After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);
-  leftovers fail the test and are then hung up so the next test starts clean.
+  leftovers fail the test and are then hung up so the next test starts clean. ARI must still
+  answer ``GET /applications`` (it stops when Asterisk's ARI deadlocks, docs/ari.md).
 """
 
 from __future__ import annotations
@@ -207,6 +208,10 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
             lab.ari("DELETE", f"/bridges/{br['id']}")
         names = [c.get("name") for c in channels] + [f"bridge {b.get('id')}" for b in bridges]
         pytest.fail(f"left over after the test: {', '.join(map(str, names))}")
+    if lab.ari("GET", f"/applications/{topology.ARI_APP}")[0] == 0:
+        # Asterisk's ARI deadlock (docs/ari.md): every later ARI test would fail with it.
+        pytest.fail("ARI stopped answering GET /applications during this test: "
+                    + lab_mod.stasis_app_status(0)[0].removeprefix("stasis").strip())
 
 
 @pytest.fixture

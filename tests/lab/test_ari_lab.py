@@ -358,6 +358,7 @@ def test_lab_status_says_which_part_is_down(tiers) -> None:  # type: ignore[no-u
     assert lab_mod.status(say=said.append) == lab_mod.EXIT_OK, said
     assert said[-1] == "lab        up"
     assert any(line.startswith("routes     version v") for line in said), said
+    assert "stasis     app 'outbound-router' registered in Asterisk" in said, said
     said.clear()
     with tiers.service_stopped("ari"):
         assert lab_mod.status(say=said.append) == lab_mod.EXIT_FAILED, said
