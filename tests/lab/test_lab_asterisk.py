@@ -92,7 +92,9 @@ async def _stasis_starts(lab, number: str, tenant: str | None
     headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
     starts: list[list[str]] = []
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.ws_connect(url) as ws:
+        async with asyncio.timeout(5):  # not the 120 s of pytest-timeout when ARI is stuck
+            ws = await http.ws_connect(url)
+        async with ws:
             call = asyncio.create_task(asyncio.to_thread(_phone_call, lab, number, tenant))
             try:
                 async with asyncio.timeout(15):
