@@ -131,6 +131,7 @@ class AriClient:
         app: str,
         *,
         request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
         heartbeat: float = 10.0,
         backoff: Backoff = Backoff(),
         max_connections: int = 64,
@@ -141,6 +142,7 @@ class AriClient:
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}  # kept out of every URL and log
         self._heartbeat = heartbeat
+        self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._rng = rng or random.Random()
         #: The keep-alive connections of the REST calls (none is opened before the first).
@@ -327,9 +329,14 @@ class AriClient:
         outage_logged = False
         while True:
             try:
-                async with self.session.ws_connect(
-                    url, heartbeat=self._heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
-                ) as ws:
+                # Bounded: an Asterisk whose ARI is stuck (docs/ari.md) accepts the connection
+                # and never answers the handshake; unbounded, the service waited silently.
+                async with asyncio.timeout(self._connect_timeout):
+                    ws = await self.session.ws_connect(
+                        url, heartbeat=self._heartbeat,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    )
+                async with ws:
                     self._ws = ws
                     self.connections += 1
                     next_delay = self._backoff.delays(self._rng)
@@ -359,7 +366,8 @@ class AriClient:
                     log.warning(
                         "ARI not reachable at %s (%s); retrying with backoff",
                         where,
-                        type(exc).__name__,
+                        f"no answer within {self._connect_timeout:g} s"
+                        if type(exc) is TimeoutError else type(exc).__name__,
                     )
                     outage_logged = True
             await asyncio.sleep(next_delay())

@@ -93,6 +93,35 @@ async def test_unreachable_asterisk_raises_unavailable() -> None:
     await ari.close()
 
 
+async def test_an_events_handshake_that_never_comes_back_is_retried_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Asterisk with its ARI stuck (docs/ari.md) accepts the connection and never answers the
+    # websocket handshake: the service waited on it silently (aiohttp's default is 5 min).
+    connections = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "app", connect_timeout=0.2,
+                    backoff=Backoff(initial=0.01, maximum=0.01))
+    task = asyncio.create_task(ari.run_events(lambda raw: None))
+    try:
+        await wait_for(lambda: connections >= 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+        server.close()
+    assert (f"ARI not reachable at http://127.0.0.1:{port}/ari/events "
+            "(no answer within 0.2 s); retrying with backoff") in caplog.text
+
+
 async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(
     fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:
