@@ -47,8 +47,10 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,9 @@ from outbound_router import sipp, topology
 from outbound_router.local_redis import RedisProcess
 
 LEAK_DEADLINE = 5.0
+#: The lab's logs and their sizes when the session's lab was up: read back for the digest of
+#: WARNING and ERROR lines printed after a failed lab test (CI shows little else of a run).
+_LOGS_AT: dict[Path, int] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -175,12 +180,35 @@ def lab() -> Iterator[Lab]:
         info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
         problems = lab_mod.startup_problems(lab_mod.paths())
         assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
+        for log in (info.asterisk_log, info.state_dir / "ari.log", info.state_dir / "agi.log"):
+            _LOGS_AT[log] = log.stat().st_size if log.exists() else 0
         yield Lab(info, tmp, started_here=before is None,
                   demo_carriers_before=had_demo_carriers, redis=redis)
         if before is None:
             lab_mod.down(say=lambda line: print(f"lab: {line}"))
         elif had_demo_carriers:
             lab_mod.up(carriers=True, say=lambda line: print(f"lab: {line}"))
+
+
+def _kind(line: str) -> str:
+    """A log line without what changes from one occurrence to the next."""
+    line = re.sub(r"^\[[^]]*\] |^\S+ \S+ ", "", line)  # Asterisk's or the services' time
+    return re.sub(r"[0-9a-f]{8,}[-0-9a-f.]*|\d+", "N", line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    reports = terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
+    if not _LOGS_AT or not any("lab" in getattr(r, "keywords", {}) for r in reports):
+        return
+    terminalreporter.section("lab logs of the session: WARNING and ERROR lines, by kind")
+    for log, offset in _LOGS_AT.items():
+        if not log.exists():
+            continue
+        text = lab_mod.logged_since(log, offset).decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if "WARNING" in ln or "ERROR" in ln]
+        terminalreporter.write_line(f"{log}: {len(lines)} such lines")
+        for kind, count in collections.Counter(map(_kind, lines)).most_common(12):
+            terminalreporter.write_line(f"  {count:5} x {kind[:200]}")
 
 
 def _leftovers(lab: Lab) -> tuple[list[Any], list[Any]]:
