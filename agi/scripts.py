@@ -84,8 +84,10 @@ def parse_sip_code(tech: str) -> int | None:
 
 
 def _int_or_none(text: str) -> int | None:
+    """A positive number written in ASCII digits, else None (``str.isdigit`` alone takes
+    "²", which ``int`` refuses, and "١", which it reads as 1)."""
     text = text.strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
 
 
 def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms: str,
@@ -176,7 +178,7 @@ class Scripts:
                 pairs = error_variables()
             else:
                 if session.log.isEnabledFor(logging.INFO):
-                    session.log.info("route %r tenant=%s: %s %s, %d attempts (%s)", number,
+                    session.log.info("route %r tenant=%r: %s %s, %d attempts (%s)", number,
                                      tenant, p.status, p.number, len(p.attempts),
                                      ",".join(a.trunk for a in p.attempts) or p.reason)
                 pairs = route_variables(p, snapshot.version)
@@ -184,12 +186,15 @@ class Scripts:
 
     async def outcome(self, session: AgiSession) -> None:
         req = session.request
-        try:
-            n = int(req.arg(1))
-        except ValueError:
-            session.log.error("outcome: attempt index %r is not a number", req.arg(1))
-            await session.set_variable(V.HANGUP_CAUSE, str(CAUSE_ROUTER_ERROR))
-            await session.set_variable(V.NEXT, "0")
+        n = _int_or_none(req.arg(1))
+        count = _int_or_none(await session.get_variable(V.COUNT) or "") or 0
+        if n is None or n > count:
+            # Not from the shipped dialplan: stop the call as a router error rather than
+            # judge an attempt that was not planned.
+            session.log.error("outcome: attempt index %r is not one of 1..%d (ROUTER_COUNT)",
+                              req.arg(1), count)
+            await session.set_variables([(V.HANGUP_CAUSE, str(CAUSE_ROUTER_ERROR)),
+                                         (V.NEXT, "0")])
             return
         # The keys may arrive split over several args when the dialplan did not QUOTE() them.
         before = ",".join(req.args[5:])
@@ -199,7 +204,6 @@ class Scripts:
         if peer is not None:
             tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech)
-        count = _int_or_none(await session.get_variable(V.COUNT) or "") or 0
         carrier_name = await session.get_variable(V.carrier(n)) or ""
         trunk = await session.get_variable(V.trunk(n)) or ""
         snapshot = self.snapshots()

@@ -173,12 +173,18 @@ async def test_keys_split_over_several_args_are_put_back_together(router: AgiSer
     assert (await ch.run()).variables["ROUTER_RESULT_1"] == "busy:17"
 
 
-async def test_a_bad_attempt_index_stops_with_an_error_cause(router: AgiServer) -> None:
-    v = await outcome(router, await route(router, "911234567"), 0, "34", "CONGESTION")
-    v2 = await FakeChannel(router.port, script="outcome", variables={},
-                           args=["x"]).run()
-    assert v2.variables == {"ROUTER_HANGUP_CAUSE": "34", "ROUTER_NEXT": "0"}
-    assert v["ROUTER_NEXT"] == "1"  # index 0 < count: treated like any early attempt
+@pytest.mark.parametrize("index", ["x", "0", "4", "-1", "²", "١", ""])
+async def test_an_attempt_index_that_was_not_planned_stops_with_an_error_cause(
+        router: AgiServer, index: str) -> None:
+    # Only 1..ROUTER_COUNT (3 here) come from the shipped dialplan. "-1" and "²" made the
+    # script fail with a traceback, "١" was read as 1, "0" judged an attempt nobody made.
+    variables = await route(router, "911234567")
+    assert variables["ROUTER_COUNT"] == "3"
+    v = await FakeChannel(router.port, script="outcome", variables=variables,
+                          args=[index, "34", "CONGESTION"]).run()
+    assert {k: v.variables[k] for k in ("ROUTER_HANGUP_CAUSE", "ROUTER_NEXT")} == {
+        "ROUTER_HANGUP_CAUSE": "34", "ROUTER_NEXT": "0"}
+    assert not any(k.startswith("ROUTER_RESULT_") for k in v.variables if k not in variables)
 
 
 # -- the pure translation --------------------------------------------------------------------
