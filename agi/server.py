@@ -59,7 +59,8 @@ class Limits:
     """Bounds on what one peer can make the server do."""
 
     max_sessions: int = 1000  # sessions served at once; more wait for a place
-    queue_timeout: float = 5.0  # how long a connection may wait for a place
+    queue_timeout: float = 5.0  # how long a session may wait for a place, once it has begun
+    backlog: int = 1024  # connections the kernel queues before they are accepted
     header_timeout: float = 5.0  # the whole header block must arrive within this
     read_timeout: float = 10.0  # each reply must arrive within this
     max_line: int = 8192  # bytes in one line (header or reply)
@@ -449,7 +450,7 @@ class AgiServer:
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._on_connect, self.host, self.port, limit=self.limits.max_line,
-            reuse_address=True)
+            reuse_address=True, backlog=self.limits.backlog)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep(), name="agi-deadlines")
@@ -473,19 +474,24 @@ class AgiServer:
             await self._server.wait_closed()
         tasks = set(self._tasks)
         try:
-            await self._finish(tasks, grace)
+            if cut := await self._finish(tasks, grace):
+                log.warning("FastAGI: %d session(s) still running after %g s: closed", cut,
+                            grace)
         finally:
             if self._sweeper is not None:
                 self._sweeper.cancel()
                 await asyncio.gather(self._sweeper, return_exceptions=True)
 
-    async def _finish(self, tasks: set[asyncio.Task[None]], grace: float) -> None:
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+    async def _finish(self, tasks: set[asyncio.Task[None]], grace: float) -> int:
+        """Wait for ``tasks``, cancel those still running after ``grace``; how many were."""
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
 
     async def __aenter__(self) -> AgiServer:
         await self.start()
@@ -521,6 +527,11 @@ class AgiServer:
         self._deadlines.add(deadline)
         try:
             await self._serve(reader, writer, deadline)
+        except asyncio.CancelledError:
+            # Only close() cancels a connection (past its grace). The task ends here rather
+            # than cancelled: on Python 3.11 asyncio's own done-callback of a cancelled
+            # connection task logs a traceback (CPython gh-113538), one per session.
+            pass
         finally:
             self._deadlines.discard(deadline)
             self._tasks.discard(task)
@@ -536,6 +547,14 @@ class AgiServer:
             stats.refused += 1
             log.warning("FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
+        # The headers first: a connection that sends nothing (or too little) must not hold
+        # a place that sessions which have begun are waiting for.
+        try:
+            env = await read_headers(reader, self.limits, deadline)
+        except AgiError as exc:
+            stats.dropped += 1
+            log.warning("FastAGI session from %s dropped before it began: %s", peer, exc)
+            return
         try:
             if self._slots.locked():
                 async with asyncio.timeout(self.limits.queue_timeout):
@@ -550,19 +569,13 @@ class AgiServer:
         stats.active += 1
         stats.peak = max(stats.peak, stats.active)
         try:
-            await self._run_session(reader, writer, peer, deadline)
+            await self._run_session(reader, writer, env, peer, deadline)
         finally:
             stats.active -= 1
             self._slots.release()
 
     async def _run_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           peer: str, deadline: Deadline) -> None:
-        try:
-            env = await read_headers(reader, self.limits, deadline)
-        except AgiError as exc:
-            self.stats.dropped += 1
-            log.warning("FastAGI session from %s dropped before it began: %s", peer, exc)
-            return
+                           env: dict[str, str], peer: str, deadline: Deadline) -> None:
         request = AgiRequest.from_env(env, peer)
         session = AgiSession(reader, writer, request, self.limits, deadline)
         handler = self.handlers.get(request.script)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -345,6 +346,43 @@ async def test_connections_get_dropped_when_no_place_frees_up_in_time(
     release.set()
     await first
     assert server.stats.served == 1
+
+
+async def test_connections_that_send_nothing_do_not_keep_sessions_from_a_place(
+        agi_server: ServerFactory) -> None:
+    # An audit's 1,100 silent connections took every place (1,000) for the header timeout,
+    # and each real call queued behind them was dropped after the queue timeout.
+    async def served(session: AgiSession) -> None:
+        await session.set_variable("SERVED", "1")
+
+    server = await agi_server({"s": served},
+                              limits=Limits(max_sessions=1, queue_timeout=0.3, header_timeout=3))
+    silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+    try:
+        await until(lambda: server.stats.accepted == 3)
+        ch = await FakeChannel(server.port, script="s").run(within=2)
+        assert ch.variables == {"SERVED": "1"}
+        assert server.stats.overloaded == 0
+    finally:
+        for _, writer in silent:
+            writer.close()
+
+
+async def test_closing_with_sessions_past_their_grace_logs_one_line_and_no_traceback(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # On Python 3.11 every connection task cancelled at shutdown made asyncio log an
+    # "Exception in callback ... CancelledError" traceback (CPython gh-113538).
+    async def stuck(session: AgiSession) -> None:
+        await asyncio.Event().wait()
+
+    server = await agi_server({"s": stuck})
+    channels = [asyncio.create_task(FakeChannel(server.port, script="s").run()) for _ in range(3)]
+    await until(lambda: server.stats.active == 3)
+    await server.close(grace=0.05)
+    await asyncio.gather(*channels)
+    await asyncio.sleep(0)  # the connection tasks' done-callbacks
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "FastAGI: 3 session(s) still running after 0.05 s: closed"]
 
 
 LONG_PLAN = "\n".join([
