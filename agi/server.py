@@ -610,6 +610,7 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
                        deadline: Deadline) -> dict[str, str]:
     """The ``agi_*: value`` block up to the empty line, all within ``header_timeout``."""
     env: dict[str, str] = {}
+    lines = 0  # not len(env): a name sent again and again is a line each time
     deadline.at = time.monotonic() + limits.header_timeout
     try:
         while True:
@@ -618,7 +619,8 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
             if not line:
                 deadline.at = _NEVER
                 return env
-            if len(env) >= limits.max_headers:
+            lines += 1
+            if lines > limits.max_headers:
                 raise AgiProtocolError(f"more than {limits.max_headers} header lines")
             key, sep, value = line.decode("utf-8", "replace").partition(":")
             if not sep:
@@ -627,9 +629,9 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
     except (asyncio.IncompleteReadError, ConnectionError):
         if deadline.expired:
             raise AgiTimeout(f"headers incomplete after {limits.header_timeout:g} s "
-                             f"({len(env)} lines)") from None
+                             f"({lines} lines)") from None
         raise AgiConnectionClosed(
-            f"closed before the headers ended ({len(env)} lines)") from None
+            f"closed before the headers ended ({lines} lines)") from None
     except asyncio.LimitOverrunError:
         raise AgiProtocolError(f"a header line longer than {limits.max_line} bytes") from None
 

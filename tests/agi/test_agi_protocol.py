@@ -262,9 +262,12 @@ async def test_over_long_header_line_is_refused(agi_server: ServerFactory) -> No
     writer.close()
 
 
-async def test_endless_header_block_is_refused(agi_server: ServerFactory) -> None:
+@pytest.mark.parametrize("name", [b"agi_x%d", b"agi_x"], ids=["distinct", "one name repeated"])
+async def test_endless_header_block_is_refused(agi_server: ServerFactory, name: bytes) -> None:
+    # The limit counted distinct names: 10,000 lines of one name were taken in.
     server = await agi_server({"route": Recorder()}, limits=Limits(max_headers=50))
-    ch = FakeChannel(server.port, headers=b"".join(b"agi_x%d: y\n" % i for i in range(60)))
+    lines = [(name % i if b"%" in name else name) + b": y\n" for i in range(60)]
+    ch = FakeChannel(server.port, headers=b"".join(lines) + b"\n")
     await ch.run()
     assert ch.closed_by_server and ch.commands == []
     assert server.stats.dropped == 1
