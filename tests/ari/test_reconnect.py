@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
@@ -129,15 +131,20 @@ async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab:
     await wait_for(lambda: fake.leftovers() == ([], []))
 
 
-async def a_new_instance(lab: Lab) -> tuple[RouterApp, asyncio.Task[None], AriClient]:
-    """A second instance of the app on the same Asterisk, as after a restart of the service."""
+@contextlib.asynccontextmanager
+async def a_new_instance(lab: Lab) -> AsyncIterator[RouterApp]:
+    """A second instance of the app on the same Asterisk, as after a restart of the service;
+    stopped on leaving."""
     url = f"http://127.0.0.1:{lab.fake.server.port}"  # type: ignore[union-attr]
     ari = AriClient(url, lab.fake.username, lab.fake.password, lab.fake.app, heartbeat=1.0,
                     backoff=Backoff(initial=0.05, maximum=0.2))
     app = RouterApp(ari, lambda: lab.snapshots[-1], rng=random.Random(7))
     runner = asyncio.create_task(app.run())
-    await app.reconciled.wait()
-    return app, runner, ari
+    try:
+        await app.reconciled.wait()
+        yield app
+    finally:
+        await stop(runner, ari)
 
 
 async def stop(runner: asyncio.Task[None], ari: AriClient) -> None:
@@ -146,24 +153,23 @@ async def stop(runner: asyncio.Task[None], ari: AriClient) -> None:
     await ari.close()
 
 
-async def restarted_while_ringing(lab: Lab) -> tuple[str, str, RouterApp, asyncio.Task[None],
-                                                     AriClient]:
+@contextlib.asynccontextmanager
+async def restarted_while_ringing(lab: Lab) -> AsyncIterator[tuple[str, str, RouterApp]]:
     caller, leg = await ringing_call(lab)
     await stop(lab.runner, lab.ari)  # the service stopped: its calls were cancelled
     assert leg in lab.fake.channels and not lab.fake.channels[leg].cancelled
     assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
-    app, runner, ari = await a_new_instance(lab)
-    call = app.owners[caller]
-    assert app.owners[leg] is call and isinstance(call, Call)
-    await wait_for(lambda: bool(call.legs))  # it read the leg's ROUTER_RESUME
-    assert (call.legs[0].channel_id, call.legs[0].state) == (leg, AttemptState.RINGING)
-    return caller, leg, app, runner, ari
+    async with a_new_instance(lab) as app:
+        call = app.owners[caller]
+        assert app.owners[leg] is call and isinstance(call, Call)
+        await wait_for(lambda: bool(call.legs))  # it read the leg's ROUTER_RESUME
+        assert (call.legs[0].channel_id, call.legs[0].state) == (leg, AttemptState.RINGING)
+        yield caller, leg, app
 
 
 async def test_a_ringing_attempt_goes_on_across_a_restart_and_is_not_rung_twice(
         lab: Lab) -> None:
-    caller, leg, app, runner, ari = await restarted_while_ringing(lab)
-    try:
+    async with restarted_while_ringing(lab) as (caller, leg, app):
         lab.fake.answer(leg)
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")
         lab.fake.caller_hangup(caller)
@@ -173,13 +179,10 @@ async def test_a_ringing_attempt_goes_on_across_a_restart_and_is_not_rung_twice(
         assert lab.vars_of(caller)["ROUTER_CARRIER"] == "alpha"
         assert lab.fake.dials == {"carrier-a": 1}  # the callee rang once
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
-    finally:
-        await stop(runner, ari)
 
 
 async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> None:
-    caller, leg, app, runner, ari = await restarted_while_ringing(lab)
-    try:
+    async with restarted_while_ringing(lab) as (caller, leg, app):
         lab.fake.carrier_fails(leg, 34, 503)
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
         assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
@@ -188,8 +191,6 @@ async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> No
         assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
             "carrier-a:congestion:34:503|carrier-b:answered:16:200")
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
-    finally:
-        await stop(runner, ari)
 
 
 async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_the_next(
@@ -197,15 +198,12 @@ async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_th
     caller, leg = await ringing_call(lab)
     await stop(lab.runner, lab.ari)
     lab.fake.answer_silently(leg)  # the callee picks up between the two instances
-    app, runner, ari = await a_new_instance(lab)
-    try:
+    async with a_new_instance(lab):
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")
         assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
         assert lab.fake.dials == {"carrier-a": 1}
-    finally:
-        await stop(runner, ari)
 
 
 async def test_a_call_bridged_while_no_instance_listened_gets_its_outcome_recorded(
@@ -217,8 +215,7 @@ async def test_a_call_bridged_while_no_instance_listened_gets_its_outcome_record
     await stop(lab.runner, lab.ari)
     lab.fake.answer_silently(leg)
     lab.fake.channels[caller].state = "Up"
-    app, runner, ari = await a_new_instance(lab)
-    try:
+    async with a_new_instance(lab):
         await wait_for(lambda: "ROUTER_CARRIER" in lab.vars_of(caller))
         variables = lab.vars_of(caller)
         assert (variables["ROUTER_CARRIER"], variables["ROUTER_TRUNK"]) == ("alpha", "carrier-a")
@@ -228,8 +225,6 @@ async def test_a_call_bridged_while_no_instance_listened_gets_its_outcome_record
         lab.fake.far_end_hangup(leg)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
         assert lab.fake.dials == {"carrier-a": 1}
-    finally:
-        await stop(runner, ari)
 
 
 async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with_the_next(
@@ -241,8 +236,7 @@ async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with
     await stop(lab.runner, lab.ari)
     lab.fake.carrier_fails(leg, 34, 503)
     assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller]]
-    app, runner, ari = await a_new_instance(lab)
-    try:
+    async with a_new_instance(lab):
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
         assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
         (bridge,) = lab.fake.bridges.values()
@@ -252,8 +246,6 @@ async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with
             "carrier-a:unjudged::|carrier-b:answered:16:200")
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
-    finally:
-        await stop(runner, ari)
 
 
 async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
