@@ -28,6 +28,10 @@ async def lab() -> AsyncIterator[Lab]:
     await app.reconciled.wait()
     try:
         yield Lab(fake, ari, app, snapshots, runner)
+        # A call that has finished keeps no channel in the app's registry: the service runs
+        # for months, and a registry entry left per call is a leak that no ARI check shows.
+        left = {cid for cid, owner in app.owners.items() if owner in app.finished}
+        assert not left, f"finished calls still own channels {sorted(left)}"
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
