@@ -66,6 +66,8 @@ class Limits:
     max_line: int = 8192  # bytes in one line (header or reply)
     max_headers: int = 256  # header lines in a session
     max_reply_lines: int = 512  # lines in one multi-line (520) reply
+    log_burst: int = 10  # warnings of one kind about bad connections logged per window...
+    log_window: float = 10.0  # ...of this many seconds; the rest are counted in one line
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -427,6 +429,50 @@ class ServerStats:
     unknown_script: int = 0  # asked for a script we do not have
 
 
+@dataclass(slots=True)
+class _LogWindow:
+    end: float
+    logged: int = 0
+    held_back: int = 0
+
+
+class LogBudget:
+    """At most ``burst`` warnings of one kind per ``window`` seconds; the rest are counted and
+    reported in one line when the window ends. A peer opening thousands of bad connections, or
+    an overload, must not write a line per connection (and slow the server with its log)."""
+
+    def __init__(self, burst: int, window: float) -> None:
+        self.burst = burst
+        self.window = window
+        self._windows: dict[str, _LogWindow] = {}
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        """Log ``msg`` unless ``burst`` lines of ``kind`` were logged in this window."""
+        now = time.monotonic()
+        window = self._windows.get(kind)
+        if window is None or now >= window.end:
+            if window is not None:
+                self._report(kind, window)
+            window = self._windows[kind] = _LogWindow(now + self.window)
+        if window.logged < self.burst:
+            window.logged += 1
+            log.warning(msg, *args)
+        else:
+            window.held_back += 1
+
+    def flush(self, now: float = _NEVER) -> None:
+        """Report the windows that ended by ``now`` (all of them by default)."""
+        for kind, window in list(self._windows.items()):
+            if now >= window.end:
+                del self._windows[kind]
+                self._report(kind, window)
+
+    def _report(self, kind: str, window: _LogWindow) -> None:
+        if window.held_back:
+            log.warning("FastAGI: %d more %s within %g s, not logged one by one",
+                        window.held_back, kind, self.window)
+
+
 class AgiServer:
     """Serves FastAGI scripts by request path: ``agi://HOST:PORT/<name>`` runs handlers[name]."""
 
@@ -439,6 +485,7 @@ class AgiServer:
         self.allow = parse_allow(allow)
         self.limits = limits or Limits()
         self.stats = ServerStats()
+        self.log_budget = LogBudget(self.limits.log_burst, self.limits.log_window)
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(self.limits.max_sessions)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -481,6 +528,7 @@ class AgiServer:
             if self._sweeper is not None:
                 self._sweeper.cancel()
                 await asyncio.gather(self._sweeper, return_exceptions=True)
+            self.log_budget.flush()
 
     async def _finish(self, tasks: set[asyncio.Task[None]], grace: float) -> int:
         """Wait for ``tasks``, cancel those still running after ``grace``; how many were."""
@@ -506,6 +554,7 @@ class AgiServer:
             now = time.monotonic()
             for deadline in list(self._deadlines):
                 deadline.expire_if_due(now)
+            self.log_budget.flush(now)
 
     # -- per connection --------------------------------------------------------------------
 
@@ -545,7 +594,8 @@ class AgiServer:
         peer = str(peername[0]) if peername else ""
         if not self._allowed(peer):
             stats.refused += 1
-            log.warning("FastAGI connection from %s refused: not in AGI_ALLOW", peer)
+            self.log_budget.warning("connections refused (not in AGI_ALLOW)",
+                                    "FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
         # The headers first: a connection that sends nothing (or too little) must not hold
         # a place that sessions which have begun are waiting for.
@@ -553,7 +603,9 @@ class AgiServer:
             env = await read_headers(reader, self.limits, deadline)
         except AgiError as exc:
             stats.dropped += 1
-            log.warning("FastAGI session from %s dropped before it began: %s", peer, exc)
+            self.log_budget.warning("sessions dropped before they began",
+                                    "FastAGI session from %s dropped before it began: %s",
+                                    peer, exc)
             return
         try:
             if self._slots.locked():
@@ -563,8 +615,10 @@ class AgiServer:
                 await self._slots.acquire()
         except TimeoutError:
             stats.overloaded += 1
-            log.warning("FastAGI connection from %s dropped: %d sessions busy for %g s",
-                        peer, self.limits.max_sessions, self.limits.queue_timeout)
+            self.log_budget.warning("sessions dropped for lack of a place",
+                                    "FastAGI connection from %s dropped: %d sessions busy "
+                                    "for %g s", peer, self.limits.max_sessions,
+                                    self.limits.queue_timeout)
             return
         stats.active += 1
         stats.peak = max(stats.peak, stats.active)

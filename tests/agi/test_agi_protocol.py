@@ -388,6 +388,44 @@ async def test_closing_with_sessions_past_their_grace_logs_one_line_and_no_trace
         "FastAGI: 3 session(s) still running after 0.05 s: closed"]
 
 
+async def _junk_connections(port: int, count: int) -> None:
+    """``count`` connections that send a line that is not a header, one after the other."""
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\n")
+        await reader.read()  # the server drops it: EOF
+        writer.close()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_flood_of_bad_connections_logs_a_few_lines_and_how_many_more(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # An audit's 1,100 silent connections wrote 1,100 warning lines.
+    server = await agi_server({}, limits=Limits(log_burst=2, log_window=60))
+    await _junk_connections(server.port, 5)
+    assert server.stats.dropped == 5
+    lines = _warnings(caplog)
+    assert len(lines) == 2 and all("dropped before it began" in line for line in lines)
+    await server.close()
+    assert _warnings(caplog)[2:] == [
+        "FastAGI: 3 more sessions dropped before they began within 60 s, not logged one by one"]
+
+
+async def test_a_held_back_count_is_reported_when_its_window_ends_and_logging_starts_again(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    server = await agi_server({}, limits=Limits(log_burst=1, log_window=1.0,
+                                                header_timeout=0.5))
+    await _junk_connections(server.port, 3)
+    await until(lambda: len(_warnings(caplog)) == 2)  # the server's sweeper reports it
+    assert _warnings(caplog)[1] == (
+        "FastAGI: 2 more sessions dropped before they began within 1 s, not logged one by one")
+    await _junk_connections(server.port, 1)
+    assert len(_warnings(caplog)) == 3 and "dropped before it began" in _warnings(caplog)[2]
+
+
 LONG_PLAN = "\n".join([
     'defaults: {country_code: "34", setup_timeout: 2, ring_timeout: 10, max_attempts: 40}',
     "carriers:",
