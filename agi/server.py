@@ -93,7 +93,10 @@ class AgiCommandError(AgiError):
     """Asterisk refused a command (510 unknown, 520 usage, 511 dead channel, ...)."""
 
     def __init__(self, command: str, reply: AgiReply) -> None:
-        super().__init__(f"{command.split(' ', 2)[:2]!r} -> {reply.code} {reply.text}")
+        # One log line: a 520 reply's usage text runs over several.
+        first, *more = reply.text.split("\n")
+        rest = f" (+{len(more)} more lines)" if more else ""
+        super().__init__(f"{command.split(' ', 2)[:2]!r} -> {reply.code} {first!r}{rest}")
         self.command = command
         self.reply = reply
 

@@ -128,6 +128,19 @@ async def test_multiline_520_reply_is_read_whole_and_the_next_reply_is_not_shift
     assert value.code == 200 and value.data == "transfer"
 
 
+async def test_a_refused_command_is_logged_on_one_line(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    async def checked(session: AgiSession) -> None:
+        await session.checked("GET VARIABLE")
+
+    server = await agi_server({"s": checked})
+    await FakeChannel(server.port, script="s", respond=lambda ch, line: USAGE_520).run()
+    assert server.stats.dropped == 1
+    [line] = _warnings(caplog)
+    assert line.endswith(" s: Asterisk refused a command: ['GET', 'VARIABLE'] -> 520 "
+                         "'Invalid command syntax.  Proper usage follows:' (+4 more lines)")
+
+
 async def test_hangup_line_marks_the_session_and_does_not_shift_replies(
         agi_server: ServerFactory) -> None:
     rec = Recorder('GET VARIABLE "A"', 'GET VARIABLE "B"')
