@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any
 
 from ari_app import events as ev
@@ -29,6 +30,8 @@ from routing.trace import TraceEntry, format_trace
 log = logging.getLogger(__name__)
 
 SnapshotSource = Callable[[], Snapshot | None]
+#: At most this many events held during a reconcile (a few seconds of a busy Asterisk).
+HELD_EVENTS = 20_000
 
 
 class AdoptedCall:
@@ -48,9 +51,12 @@ class AdoptedCall:
     def deliver(self, event: Event) -> None:
         self.queue.put_nowait(event)
 
-    def reconcile(self, present: Mapping[str, Any]) -> None:
+    def confirmed_channels(self) -> list[str]:
+        return self.channel_ids
+
+    def reconcile(self, present: Mapping[str, Any], confirmed: Container[str]) -> None:
         for cid in self.channel_ids:
-            if cid not in present:
+            if cid not in present and cid in confirmed:
                 self.deliver(ev.reconciled(cid, None))
 
     async def run(self) -> None:
@@ -106,6 +112,10 @@ class RouterApp:
         #: Results of finished calls, newest last (bounded; for tests and metrics).
         self.finished: list[Call] = []
         self.reconciled = asyncio.Event()
+        #: From a (re)connect to the end of its reconcile: the events of channels nobody owns
+        #: yet. A call the reconcile resumes or adopts gets those of its channels (an answer
+        #: that came while GET /channels was on its way), the rest are dropped.
+        self._held: deque[Event] | None = None
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -156,6 +166,8 @@ class RouterApp:
             owner.deliver(event)
             return
         if event.type != EventType.STASIS_START or event.channel_id is None:
+            if self._held is not None:
+                self._held.append(event)
             return
         if ev.is_attempt(event.channel_id, event.args):
             # An attempt channel whose call is over (it raced with the call's end).
@@ -182,7 +194,13 @@ class RouterApp:
 
     # -- reconciliation ------------------------------------------------------------------
 
-    async def on_connected(self) -> None:
+    def on_connected(self) -> Coroutine[Any, Any, None]:
+        """Called as the events websocket opens, before its first event is read: events of
+        channels nobody owns are held from here until the reconcile is done."""
+        self._held = deque(maxlen=HELD_EVENTS)
+        return self._after_connect()
+
+    async def _after_connect(self) -> None:
         try:
             await self.ari.set_event_filter(ev.NEEDED_EVENTS)
         except (AriError, AriUnavailable) as exc:  # older Asterisk: all events, still fine
@@ -192,20 +210,31 @@ class RouterApp:
         except (AriError, AriUnavailable) as exc:
             log.warning("reconciling after connect failed: %s", exc)
         finally:
+            self._release_held()
             self.reconciled.set()
+
+    def _release_held(self) -> None:
+        """The held events to the calls that own their channels now; the rest are dropped."""
+        held, self._held = self._held, None
+        for event in held or ():
+            owner = self.owners.get(event.channel_id or "")
+            if owner is not None:
+                owner.deliver(event)
 
     async def reconcile(self) -> None:
         """Bring the calls in line with what Asterisk has now (events may have been lost)."""
+        # The reply may be older than the events read while it was on its way: calls started
+        # meanwhile, attempts created meanwhile are missing from it without being gone. Only
+        # the channels known to exist as it is asked for are taken for gone when missing.
+        owners = list({id(o): o for o in self.owners.values()}.values())
+        confirmed = {cid for owner in owners for cid in owner.confirmed_channels()}
         channels, bridges = await asyncio.gather(
             self.ari.list_channels(), self.ari.list_bridges()
         )
         # Nothing awaits from here on: no event can slip in between reading and acting.
         present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
-        seen: set[int] = set()
-        for owner in list(self.owners.values()):
-            if id(owner) not in seen:
-                seen.add(id(owner))
-                owner.reconcile(present)
+        for owner in {id(o): o for o in self.owners.values()}.values():
+            owner.reconcile(present, confirmed)
         handled: set[str] = set()
         app = self.ari.app
         for bridge in bridges:

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -72,6 +72,8 @@ class AttemptLeg:
     started: float
     state: AttemptState = AttemptState.CREATING
     in_stasis: bool = False
+    #: Asterisk has it: its create was answered (or its StasisStart came).
+    created: bool = False
     provisional: bool = False
     early_media: bool = False
     setup_timeout: bool = False
@@ -91,7 +93,7 @@ class AttemptLeg:
     # -- transitions -----------------------------------------------------------------
 
     def entered_stasis(self) -> None:
-        self.in_stasis = True
+        self.in_stasis = self.created = True
 
     def dialled(self) -> None:
         if self.state is AttemptState.CREATING:
@@ -462,7 +464,7 @@ class Call:
         assert data is not None
         current = attempts[0]
         leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
-                         in_stasis=True)
+                         in_stasis=True, created=True)
         if resume.channel_state == ev.ChannelState.RINGING:
             leg.alerted(self.clock(), media=False)  # the ring timer starts again from here
         elif resume.channel_state == ev.ChannelState.UP:
@@ -593,6 +595,7 @@ class Call:
             leg.hangup_sent = isinstance(exc, AriError)
             leg.fail(self.clock())
             return leg
+        leg.created = True
         # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.
         while not leg.in_stasis and leg.live:
             if not await self._step(leg, setup_deadline):
@@ -728,9 +731,19 @@ class Call:
 
     # -- after a websocket reconnect --------------------------------------------------
 
-    def reconcile(self, present: dict[str, dict[str, Any]]) -> None:
-        """Tell the call what ``GET /channels`` shows of its channels (events may be lost)."""
+    def confirmed_channels(self) -> list[str]:
+        """The call's channels known to exist before a ``GET /channels`` is sent: the caller
+        (its StasisStart came) and the attempts whose create was answered. An attempt still
+        being created may be missing from the reply without being gone."""
+        return [self.caller_id, *(leg.channel_id for leg in self.legs if leg.created)]
+
+    def reconcile(self, present: dict[str, dict[str, Any]], confirmed: Container[str]) -> None:
+        """Tell the call what ``GET /channels`` shows of its channels (events may be lost).
+        Only a channel in ``confirmed`` (:meth:`confirmed_channels` as the request was sent)
+        is gone when the reply lacks it."""
         for cid in self.channel_ids():
             channel = present.get(cid)
+            if channel is None and cid not in confirmed:
+                continue
             state = channel.get("state") if channel else None
             self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None))

@@ -146,6 +146,10 @@ class FakeAsterisk:
         self.stasis_delay = 0.0
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
+        #: Set: GET /channels takes its list, then waits for this before it replies (a reply
+        #: older than the events sent meanwhile, as on a busy Asterisk).
+        self.hold_channel_list: asyncio.Event | None = None
+        self.channel_lists = 0  # GET /channels replies taken
         self.connected = asyncio.Event()
         self.ws_connections = 0
         self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
@@ -377,7 +381,11 @@ class FakeAsterisk:
         return ch
 
     async def _list_channels(self, request: web.Request) -> web.Response:
-        return web.json_response([c.json() for c in self.channels.values()])
+        listed = [c.json() for c in self.channels.values()]
+        self.channel_lists += 1
+        if self.hold_channel_list is not None:
+            await self.hold_channel_list.wait()
+        return web.json_response(listed)
 
     async def _create(self, request: web.Request) -> web.Response:
         q = request.query

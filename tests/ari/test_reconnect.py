@@ -65,6 +65,68 @@ async def test_caller_gone_during_a_drop_tears_down_the_attempt(lab: Lab) -> Non
     assert lab.fake.dials["carrier-b"] == 0
 
 
+def hold_the_channel_list(lab: Lab) -> int:
+    """From now on GET /channels replies only when ``lab.fake.hold_channel_list`` is set;
+    returns how many lists were taken so far."""
+    lab.fake.hold_channel_list = asyncio.Event()
+    lists: int = lab.fake.channel_lists
+    return lists
+
+
+async def test_a_call_begun_while_the_channel_list_was_on_its_way_goes_on(lab: Lab) -> None:
+    # On the lab, under load, after a websocket cut: a call whose StasisStart came while the
+    # reconcile's GET /channels was on its way was missing from the reply and taken for gone.
+    # Its attempt was torn down and its caller left with no answer at all.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a480-noanswer_b200")
+    before = await cut(lab)
+    lists = hold_the_channel_list(lab)
+    lab.app.reconciled.clear()
+    lab.fake.accepting = True
+    await wait_for(lambda: lab.fake.channel_lists > lists)  # taken, not sent yet
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    assert lab.fake.hold_channel_list is not None and lab.fake.ws_connections > before
+    lab.fake.hold_channel_list.set()
+    await lab.app.reconciled.wait()
+    lab.fake.answer(call.legs[0].channel_id)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert not call.caller_gone and lab.fake.dials == {"carrier-a": 1}
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_attempt_created_while_the_channel_list_was_on_its_way_goes_on(
+        lab: Lab) -> None:
+    # The same race for the next attempt of a call in progress: taken for gone, it was never
+    # hung up; on the lab it rang on, answered after the next trunk had, and leaked.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    rings = Behaviour.recorded("a480-noanswer_b200", "carrier-a")
+    lab.carriers("a480-noanswer_b200", **{"carrier-b": rings})
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    before = await cut(lab)
+    lists = hold_the_channel_list(lab)
+    lab.app.reconciled.clear()
+    lab.fake.accepting = True
+    await wait_for(lambda: lab.fake.channel_lists > lists and lab.fake.ws_connections > before)
+    lab.fake.carrier_fails(call.legs[0].channel_id, 34, 503)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].state is AttemptState.RINGING)
+    assert lab.fake.hold_channel_list is not None
+    lab.fake.hold_channel_list.set()
+    await lab.app.reconciled.wait()
+    second = call.legs[1].channel_id
+    lab.fake.answer(second)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_the_next_call_routes_after_a_reconnect(lab: Lab) -> None:
     lab.carriers("a200")
     await restore(lab, await cut(lab))
@@ -132,16 +194,17 @@ async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab:
 
 
 @contextlib.asynccontextmanager
-async def a_new_instance(lab: Lab) -> AsyncIterator[RouterApp]:
-    """A second instance of the app on the same Asterisk, as after a restart of the service;
-    stopped on leaving."""
+async def a_new_instance(lab: Lab, *, reconciled: bool = True) -> AsyncIterator[RouterApp]:
+    """A second instance of the app on the same Asterisk, as after a restart of the service
+    (given once it has reconciled, unless ``reconciled=False``); stopped on leaving."""
     url = f"http://127.0.0.1:{lab.fake.server.port}"  # type: ignore[union-attr]
     ari = AriClient(url, lab.fake.username, lab.fake.password, lab.fake.app, heartbeat=1.0,
                     backoff=Backoff(initial=0.05, maximum=0.2))
     app = RouterApp(ari, lambda: lab.snapshots[-1], rng=random.Random(7))
     runner = asyncio.create_task(app.run())
     try:
-        await app.reconciled.wait()
+        if reconciled:
+            await app.reconciled.wait()
         yield app
     finally:
         await stop(runner, ari)
@@ -178,6 +241,26 @@ async def test_a_ringing_attempt_goes_on_across_a_restart_and_is_not_rung_twice(
         assert call.result is not None and call.result.trace == "carrier-a:answered:16:200"
         assert lab.vars_of(caller)["ROUTER_CARRIER"] == "alpha"
         assert lab.fake.dials == {"carrier-a": 1}  # the callee rang once
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_answer_that_comes_while_the_next_instance_lists_channels_is_not_lost(
+        lab: Lab) -> None:
+    # On the lab the callee answered while the new instance's GET /channels was on its way:
+    # the reply still said Ringing, the answer's events found no owner and were dropped, and
+    # the resumed call waited out its timer, hung up the answered callee and rang another.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lists = hold_the_channel_list(lab)
+    async with a_new_instance(lab, reconciled=False) as app:
+        await wait_for(lambda: lab.fake.channel_lists > lists)
+        lab.fake.answer(leg)
+        assert lab.fake.hold_channel_list is not None
+        lab.fake.hold_channel_list.set()
+        await app.reconciled.wait()
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        assert leg in lab.fake.channels and lab.fake.dials == {"carrier-a": 1}
+        lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
