@@ -448,6 +448,14 @@ class Call:
         data: Resume | None = None
         try:
             data = parse_resume(await self.ari.get_variable(resume.channel_id, var.RESUME))
+        except AriNotFound:
+            if resume.attempt_gone:
+                self.log.warning("cannot resume caller %s: it is gone", resume.channel_id)
+            else:
+                # The attempt ended after GET /channels listed it: its ChannelDestroyed is on
+                # its way to this call, which judges it as usual. The caller holds the same
+                # ROUTER_RESUME (written with each attempt).
+                data = await self._caller_resume_data()
         except (AriError, ValueError) as exc:
             self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
         if resume.attempt_gone:
@@ -476,6 +484,13 @@ class Call:
                       current.index, current.trunk, resume.channel_state)
         later = [a for a in attempts[1:] if a is not None]
         return await self._attempts((current, *later), data.base_vars(), resumed=leg)
+
+    async def _caller_resume_data(self) -> Resume | None:
+        try:
+            return parse_resume(await self.ari.get_variable(self.caller_id, var.RESUME))
+        except (AriError, ValueError) as exc:
+            self.log.warning("cannot resume from caller %s either: %s", self.caller_id, exc)
+            return None
 
     def _attempts_again(self, data: Resume | None) -> list[Attempt | None]:
         """The attempts of ``data`` rebuilt from the current routing table (None for those

@@ -264,6 +264,36 @@ async def test_an_answer_that_comes_while_the_next_instance_lists_channels_is_no
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+@pytest.mark.parametrize(("cause", "sip", "trace"), [
+    (34, 503, "carrier-a:congestion:34:503|carrier-b:answered:16:200"),
+    (17, 486, "carrier-a:busy:17:486"),
+])
+async def test_an_attempt_that_ends_while_the_next_instance_lists_channels_is_judged(
+        lab: Lab, cause: int, sip: int, trace: str) -> None:
+    # On the lab the attempt ended just after the new instance's GET /channels listed it:
+    # reading its ROUTER_RESUME got 404, the call was ended as "nothing to resume" (503 to the
+    # phone) and the trunks after it were never tried.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lists = hold_the_channel_list(lab)
+    async with a_new_instance(lab, reconciled=False) as app:
+        await wait_for(lambda: lab.fake.channel_lists > lists)
+        lab.fake.carrier_fails(leg, cause, sip)
+        assert lab.fake.hold_channel_list is not None
+        lab.fake.hold_channel_list.set()
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished)
+                       or lab.fake.channels[caller].state == "Up")
+        if sip == 503:
+            assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+            lab.fake.caller_hangup(caller)
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == trace
+        if sip == 486:
+            assert lab.fake.ended[caller].hangup_reason == "17"
+            assert lab.fake.dials == {"carrier-a": 1}
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> None:
     async with restarted_while_ringing(lab) as (caller, leg, app):
         lab.fake.carrier_fails(leg, 34, 503)
