@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +24,15 @@ from routing import variables as V
 from routing.errors import RoutingError
 from routing.model import DEFAULT_FAILOVER
 from routing.plan import Plan, Status, plan
-from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
+from routing.policy import (
+    Judgement,
+    Observation,
+    Outcome,
+    Verdict,
+    caller_cause,
+    judge,
+    sip_response,
+)
 from routing.snapshot import Snapshot
 from routing.trace import TraceEntry
 
@@ -36,7 +43,6 @@ CAUSE_ROUTER_ERROR = 34
 
 SnapshotSource = Callable[[], Snapshot | None]
 
-_SIP_RE = re.compile(r"^\s*SIP\s+([1-6][0-9]{2})\b")
 
 
 # -- pure translations (unit-tested on their own) ---------------------------------------------
@@ -76,11 +82,8 @@ def parse_sip_code(tech: str) -> int | None:
     """The final SIP code in ``HANGUPCAUSE(<chan>,tech)`` ("SIP 503 Service Unavailable" ->
     503). That is the channel's last SIP response: after a ring timeout it is "SIP 180
     Ringing", which is no final answer, so provisional codes give None."""
-    m = _SIP_RE.match(tech)
-    if m is None:
-        return None
-    code = int(m.group(1))
-    return code if 300 <= code < 700 else None
+    code = sip_response(tech)
+    return code if code is not None and 300 <= code < 700 else None
 
 
 def _int_or_none(text: str) -> int | None:

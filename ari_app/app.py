@@ -308,9 +308,10 @@ class RouterApp:
         if pair is None or present[pair[0]].get("state") == "Up":
             return None
         caller_id, leg_id = pair
-        state = present[leg_id].get("state")
+        state, name = present[leg_id].get("state"), present[leg_id].get("name")
         return caller_id, self._args(caller_id, present) or (), ResumeLeg(
-            leg_id, state if isinstance(state, str) else None, bridge_id)
+            leg_id, state if isinstance(state, str) else None, bridge_id,
+            channel_name=name if isinstance(name, str) else None)
 
     def _waiting_caller(self, members: list[str], present: Mapping[str, Any],
                         ) -> tuple[str, tuple[str, ...]] | None:

@@ -27,9 +27,18 @@ from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from routing import variables as var
-from routing.model import TRUNK_NAME_RE
+from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE
 from routing.plan import Attempt, Status, attempt_again, plan
-from routing.policy import Judgement, Observation, Outcome, Verdict, caller_cause, judge
+from routing.policy import (
+    Judgement,
+    Observation,
+    Outcome,
+    Verdict,
+    caller_cause,
+    judge,
+    sip_response,
+    unwatched,
+)
 from routing.snapshot import Snapshot
 from routing.trace import UNJUDGED, TraceEntry, format_trace, parse_trace
 
@@ -209,9 +218,20 @@ class ResumeLeg:
     channel_id: str  # the attempt's, or the caller's when the attempt is gone
     channel_state: str | None  # as GET /channels showed it
     bridge_id: str
-    #: The attempt ended while no instance listened (the bridge holds the caller alone): its
-    #: outcome is lost, the call goes on with the rest of the plan (ROUTER_RESUME of the caller).
+    #: The attempt ended while no instance listened (the bridge holds the caller alone): how,
+    #: the caller's HANGUPCAUSE tells; the rest of the plan is in its ROUTER_RESUME.
     attempt_gone: bool = False
+    #: The attempt channel's name (``PJSIP/carrier-a-0000002a``), for its HANGUPCAUSE.
+    channel_name: str | None = None
+
+
+def _channel_sequence(name: str) -> int:
+    """The number Asterisk ends a channel name with (``PJSIP/carrier-a-0000002a`` -> 42):
+    the later channel has the larger one."""
+    try:
+        return int(name.rpartition("-")[2], 16)
+    except ValueError:
+        return -1
 
 
 def resume_data(number: str, version: str, trace: str,
@@ -473,10 +493,17 @@ class Call:
         current = attempts[0]
         leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
                          in_stasis=True, created=True)
-        if resume.channel_state == ev.ChannelState.RINGING:
-            leg.alerted(self.clock(), media=False)  # the ring timer starts again from here
-        elif resume.channel_state == ev.ChannelState.UP:
+        if resume.channel_state == ev.ChannelState.UP:
             leg.answered()  # while no instance was listening
+        else:
+            # The channel's state says Ringing after a 180, but nothing after a 183: its last
+            # SIP response does (a callee hearing early media is not left to the setup timer).
+            code = None
+            if resume.channel_name is not None:
+                code = sip_response(await self._last_response(leg.channel_id,
+                                                              resume.channel_name) or "")
+            if code in (180, 183) or resume.channel_state == ev.ChannelState.RINGING:
+                leg.alerted(self.clock(), media=code == 183)  # the ring timer starts again
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         self.trace = data.trace
@@ -484,6 +511,29 @@ class Call:
                       current.index, current.trunk, resume.channel_state)
         later = [a for a in attempts[1:] if a is not None]
         return await self._attempts((current, *later), data.base_vars(), resumed=leg)
+
+    async def _last_response(self, channel_id: str, name: str) -> str | None:
+        """``HANGUPCAUSE(name,tech)`` as ``channel_id`` holds it ("SIP 486 Busy Here", or
+        "" when Asterisk recorded no response); None when it cannot be read."""
+        try:
+            return await self.ari.get_variable(channel_id, f"HANGUPCAUSE({name},tech)")
+        except (AriError, AriUnavailable) as exc:
+            self.log.info("cannot read the last SIP response of %s: %s", name, exc)
+            return None
+
+    async def _lost_attempt_response(self, trunk: str) -> str | None:
+        """The last SIP response of the caller's latest attempt on ``trunk``: Asterisk records
+        each response of a channel bridged with the caller on the caller too, and keeps it
+        after that channel is gone. "" when none was recorded; None when it cannot be read."""
+        try:
+            keys = await self.ari.get_variable(self.caller_id, "HANGUPCAUSE_KEYS()")
+        except (AriError, AriUnavailable) as exc:
+            self.log.info("cannot read the caller's hangup causes: %s", exc)
+            return None
+        names = [k for k in keys.split(",") if k.startswith(f"PJSIP/{trunk}-")]
+        if not names:
+            return ""
+        return await self._last_response(self.caller_id, max(names, key=_channel_sequence))
 
     async def _caller_resume_data(self) -> Resume | None:
         try:
@@ -500,10 +550,11 @@ class Call:
         return [attempt_again(self.snapshot, data.number, *a) for a in data.attempts]
 
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
-                        resumed: AttemptLeg | None = None, *,
-                        prepared: bool = False) -> CallResult:
-        """``prepared``: the call's bridge exists already, with the caller in it."""
-        judgements: list[Judgement] = []
+                        resumed: AttemptLeg | None = None, *, prepared: bool = False,
+                        judged: Sequence[Judgement] = ()) -> CallResult:
+        """``prepared``: the call's bridge exists already, with the caller in it. ``judged``:
+        attempts judged before these (they count for the caller's cause)."""
+        judgements: list[Judgement] = list(judged)
         if resumed is None and not prepared:
             self._prepare_caller()
         last: Judgement | None = None
@@ -546,11 +597,27 @@ class Call:
             await self._hangup_caller(ev.CAUSE_CONGESTION)
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
         lost_index, _, _, lost_trunk = data.attempts[0]
-        self.trace = [*data.trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
-        later = [a for a in self._attempts_again(data)[1:] if a is not None]
-        self.log.warning("attempt %d on %s ended while no router listened; going on with %d "
-                         "more attempt(s)", lost_index, lost_trunk, len(later))
-        return await self._attempts(later, data.base_vars(), prepared=True)
+        rebuilt = self._attempts_again(data)
+        later = [a for a in rebuilt[1:] if a is not None]
+        tech = await self._lost_attempt_response(lost_trunk)
+        if tech is None:
+            self.trace = [*data.trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
+            self.log.warning("attempt %d on %s ended while no router listened, how is unknown; "
+                             "going on with %d more attempt(s)", lost_index, lost_trunk,
+                             len(later))
+            return await self._attempts(later, data.base_vars(), prepared=True)
+        obs = unwatched(tech)
+        lost = rebuilt[0]
+        judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
+        self.trace = [*data.trace,
+                      TraceEntry(lost_trunk, str(judgement.outcome), obs.cause, obs.sip_code)]
+        self.log.info("attempt %d on %s ended while no router listened (last response %r): "
+                      "%s, %s", lost_index, lost_trunk, tech, judgement.outcome,
+                      judgement.verdict)
+        if judgement.verdict is Verdict.RETRY:
+            return await self._attempts(later, data.base_vars(), prepared=True,
+                                        judged=[judgement])
+        return await self._attempts([], data.base_vars(), prepared=True, judged=[judgement])
 
     def _drain_caller_events(self) -> None:
         while not self.queue.empty():

@@ -7,6 +7,7 @@ and the FastAGI ``outcome`` script call :func:`judge`; neither looks at ``DIALST
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -168,6 +169,34 @@ _DEFAULT_VERDICT = {
     Outcome.CONGESTION: Verdict.RETRY,
     Outcome.REJECTED: Verdict.RETRY,
 }
+
+
+_TECH_RE = re.compile(r"^\s*SIP\s+([1-6][0-9]{2})\b")
+
+
+def sip_response(tech: str) -> int | None:
+    """The SIP code in ``HANGUPCAUSE(<channel>,tech)`` ("SIP 486 Busy Here" -> 486, "SIP 180
+    Ringing" -> 180): the last SIP response Asterisk recorded for that channel."""
+    m = _TECH_RE.match(tech)
+    return int(m.group(1)) if m else None
+
+
+def unwatched(tech: str) -> Observation:
+    """What can be known of an attempt that ended while nobody watched it (the ARI app was
+    down), from the last SIP response Asterisk recorded for its channel (``tech``, as read
+    with ``HANGUPCAUSE(<channel>,tech)``; "" when none):
+
+    - a final answer (300-699) is judged as such; whether a 180/183 came before it is lost;
+    - a 180 or 183 with nothing after it: Asterisk's own dial timeout ended the ringing
+      (its CANCEL's 487 comes after the channel is gone): no answer;
+    - nothing, or only 100/181/182: the trunk never alerted, as after our setup timer.
+    """
+    code = sip_response(tech)
+    if code in (180, 183):
+        return Observation(provisional=True, early_media=code == 183, ring_timeout=True)
+    if code is None or code < 300:
+        return Observation(setup_timeout=True)
+    return Observation(sip_code=code)
 
 
 def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judgement:

@@ -21,6 +21,7 @@ import base64
 import copy
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class Channel:
     dialled: bool = False
     variables: dict[str, str] = field(default_factory=dict)
     hangup_reason: str | None = None
+    #: Asterisk's hangup-cause hash: channel name -> its last SIP response ("SIP 486 Busy
+    #: Here"), of this channel and of those bridged with it (HANGUPCAUSE_KEYS(), HANGUPCAUSE())
+    causes: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
     timer: asyncio.TimerHandle | None = None
 
@@ -238,6 +242,7 @@ class FakeAsterisk:
         if ch.timer:
             ch.timer.cancel()
         ch.state = "Up"
+        self._record_response(ch, "SIP 200 OK")
         self._emit({"type": "Dial", "dialstatus": "ANSWER", "peer": ch.json()})
         self._emit({"type": "ChannelStateChange", "channel": ch.json()})
 
@@ -286,11 +291,32 @@ class FakeAsterisk:
         for queue in self.sockets.values():
             queue.put_nowait(text)  # one sender per socket keeps the order
 
+    def _record_response(self, ch: Channel, tech: str) -> None:
+        """As chan_pjsip does: a SIP response of ``ch`` goes into its hangup-cause hash and
+        into those of the channels bridged with it, which keep it after ``ch`` is gone."""
+        ch.causes[ch.name] = tech
+        for bridge in self.bridges.values():
+            if ch.id in bridge["channels"]:
+                for member in bridge["channels"]:
+                    if member in self.channels:
+                        self.channels[member].causes[ch.name] = tech
+
+    def _response_of(self, event: Raw) -> str | None:
+        """The SIP response an event of an attempt channel stands for, if any."""
+        if event["type"] == "Dial":
+            return {"RINGING": "SIP 180 Ringing", "PROGRESS": "SIP 183 Session Progress",
+                    "ANSWER": "SIP 200 OK"}.get(event.get("dialstatus", ""))
+        if event["type"] == "ChannelHangupRequest" and event.get("tech_cause"):
+            return f"SIP {event['tech_cause']} Whatever"
+        return None
+
     def _destroy(self, ch: Channel, cause: int, tech_cause: int | None) -> None:
         if ch.id not in self.channels:
             return
         if ch.timer:
             ch.timer.cancel()
+        if tech_cause is not None:
+            self._record_response(ch, f"SIP {tech_cause} Whatever")
         for bridge in self.bridges.values():
             if ch.id in bridge["channels"]:
                 bridge["channels"].remove(ch.id)
@@ -315,6 +341,8 @@ class FakeAsterisk:
                 event["channel"] = ch.json()
             if event["type"] == "StasisEnd":
                 ch.in_stasis = False
+            if (tech := self._response_of(event)) is not None:
+                self._record_response(ch, tech)
             if event["type"] == "ChannelDestroyed":
                 for bridge in self.bridges.values():
                     if ch.id in bridge["channels"]:
@@ -447,7 +475,12 @@ class FakeAsterisk:
         return web.Response(status=204)
 
     async def _get_variable(self, request: web.Request) -> web.Response:
-        value = self._channel(request).variables.get(request.query["variable"])
+        ch, name = self._channel(request), request.query["variable"]
+        if name == "HANGUPCAUSE_KEYS()":
+            return web.json_response({"value": ",".join(ch.causes)})
+        if m := re.fullmatch(r"HANGUPCAUSE\((.+),tech\)", name):
+            return web.json_response({"value": ch.causes.get(m.group(1), "")})
+        value = ch.variables.get(name)
         if value is None:
             return web.json_response({"message": "Provided variable was not found"}, status=404)
         return web.json_response({"value": value})

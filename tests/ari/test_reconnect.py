@@ -344,7 +344,8 @@ async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with
         lab: Lab) -> None:
     # Between the two instances carrier-a turns the call down: the bridge holds the caller
     # alone. It was taken for a leftover: the caller was hung up (503) and carrier-b, the rest
-    # of the plan, never tried. The caller's own ROUTER_RESUME says what that rest is.
+    # of the plan, never tried. The caller's own ROUTER_RESUME says what that rest is, and its
+    # hangup-cause hash how carrier-a ended.
     caller, leg = await ringing_call(lab)
     await stop(lab.runner, lab.ari)
     lab.fake.carrier_fails(leg, 34, 503)
@@ -356,7 +357,54 @@ async def test_an_attempt_that_failed_while_no_instance_listened_fails_over_with
         assert bridge["channels"][0] == caller and len(bridge["channels"]) == 2
         await wait_for(lambda: lab.vars_of(caller).get("ROUTER_CARRIER") == "bravo")
         assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-            "carrier-a:unjudged::|carrier-b:answered:16:200")
+            "carrier-a:congestion::503|carrier-b:answered:16:200")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+@pytest.mark.parametrize(("end", "trace", "cause"), [
+    ("busy", "carrier-a:busy::486", "17"),
+    # Asterisk's own /dial timeout ended the ringing: the last response it recorded is the
+    # 180 (the CANCEL's 487 comes after the channel is gone; seen on the lab).
+    ("dial timeout", "carrier-a:no-answer::", "19"),
+])
+async def test_an_attempt_that_stopped_the_call_while_no_instance_listened_stops_it(
+        lab: Lab, end: str, trace: str, cause: str) -> None:
+    # It was always taken for a failure to retry: on the lab a callee who was busy, or who let
+    # it ring out, was rung again through the next carrier.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    if end == "busy":
+        lab.fake.carrier_fails(leg, 17, 486)
+    else:
+        lab.fake.destroy(leg)
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == trace
+        assert lab.fake.ended[caller].hangup_reason == cause
+        assert lab.fake.dials == {"carrier-a": 1}
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: Lab) -> None:
+    # A channel's state says Ringing after a 180 but nothing after a 183: the attempt was
+    # resumed under the setup timer, which cut the callee's early media after a few seconds
+    # and rang the next carrier (29 calls of a chaos audit on the lab).
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a183-noanswer_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.EARLY_MEDIA)
+    leg = call.legs[0].channel_id
+    await stop(lab.runner, lab.ari)
+    assert lab.fake.channels[leg].state != "Ringing"
+    async with a_new_instance(lab) as app:
+        resumed = app.owners[caller]
+        assert isinstance(resumed, Call)
+        await wait_for(lambda: bool(resumed.legs))
+        # (its deadline is ring_started + ring_timeout: 30 s, not the setup timer's 0.5 s)
+        assert resumed.legs[0].state is AttemptState.EARLY_MEDIA and resumed.legs[0].early_media
+        assert resumed.legs[0].ring_started is not None
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 

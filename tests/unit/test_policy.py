@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from routing.model import FailoverPolicy
-from routing.policy import Observation, Outcome, Verdict, caller_cause, judge
+from routing.policy import (
+    Observation,
+    Outcome,
+    Verdict,
+    caller_cause,
+    judge,
+    sip_response,
+    unwatched,
+)
 
 O = Observation  # noqa: E741  (short alias keeps the table readable)
 
@@ -100,3 +108,32 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
 )
 def test_caller_gets_the_most_meaningful_cause(observations, expected) -> None:
     assert caller_cause([judge(o) for o in observations]) == expected
+
+
+# -- an attempt nobody watched end (the ARI app was down): its last recorded SIP response ------
+
+
+@pytest.mark.parametrize(("tech", "code"), [
+    ("SIP 486 Busy Here", 486), ("SIP 180 Ringing", 180), (" SIP 503 Service Unavailable", 503),
+    ("", None), ("Normal Clearing", None), ("SIP 4 x", None),
+])
+def test_sip_response_reads_the_code_of_hangupcause_tech(tech: str, code: int | None) -> None:
+    assert sip_response(tech) == code
+
+
+@pytest.mark.parametrize(("tech", "outcome", "verdict"), [
+    ("SIP 486 Busy Here", Outcome.BUSY, Verdict.STOP),
+    ("SIP 503 Service Unavailable", Outcome.CONGESTION, Verdict.RETRY),
+    ("SIP 404 Not Found", Outcome.REJECTED, Verdict.RETRY),
+    # rang, and nothing after: Asterisk's dial timeout (its CANCEL's 487 is not recorded)
+    ("SIP 180 Ringing", Outcome.NO_ANSWER, Verdict.STOP),
+    ("SIP 183 Session Progress", Outcome.NO_ANSWER, Verdict.STOP),
+    # never alerted: a dead trunk, as after the setup timer
+    ("", Outcome.UNREACHABLE, Verdict.RETRY),
+    ("SIP 100 Trying", Outcome.UNREACHABLE, Verdict.RETRY),
+    ("SIP 182 Queued", Outcome.UNREACHABLE, Verdict.RETRY),
+])
+def test_an_unwatched_attempt_is_judged_on_its_last_response(
+        tech: str, outcome: Outcome, verdict: Verdict) -> None:
+    j = judge(unwatched(tech))
+    assert (j.outcome, j.verdict) == (outcome, verdict)
