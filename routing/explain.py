@@ -15,7 +15,9 @@ def explain(snapshot: Snapshot, digits: str, tenant: str | None = None) -> dict[
 
 
 def to_json(selection: Selection, snapshot: Snapshot) -> dict[str, Any]:
-    result: dict[str, Any] = {
+    """Exactly SPEC's object: ``status``, ``number`` (None when INVALID) and ``tiers``. Why a
+    call is refused and the routes version are in the text rendering (:func:`to_text`)."""
+    return {
         "status": str(selection.status),
         "number": selection.number,
         "tiers": [
@@ -33,13 +35,7 @@ def to_json(selection: Selection, snapshot: Snapshot) -> dict[str, Any]:
             }
             for tier, shares in zip(selection.tiers, selection.shares(), strict=True)
         ],
-        "version": snapshot.version,
     }
-    if selection.blocked_by is not None:
-        result["blocked_by"] = selection.blocked_by.name
-    if selection.reason:
-        result["reason"] = selection.reason
-    return result
 
 
 def to_text(selection: Selection, snapshot: Snapshot, digits: str,

@@ -50,6 +50,7 @@ def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> 
 def test_explain_json_from_a_file_gives_exact_shares() -> None:
     out = run("explain", "911234567", "--config", str(EXAMPLE), "--json", check=True)
     decision = json.loads(out.stdout)
+    assert set(decision) == {"status", "number", "tiers"}
     assert decision["status"] == "OK"
     assert decision["number"] == "+34911234567"
     first = decision["tiers"][0]
@@ -62,7 +63,9 @@ def test_explain_json_from_a_file_gives_exact_shares() -> None:
     ("91a234567", "INVALID"), ("0034806123456", "BLOCKED"), ("0049301234567", "NO_ROUTE")])
 def test_explain_json_statuses(number: str, status: str) -> None:
     out = run("explain", number, "--config", str(EXAMPLE), "--json", check=True)
-    assert json.loads(out.stdout)["status"] == status
+    decision = json.loads(out.stdout)
+    assert decision["status"] == status
+    assert set(decision) == {"status", "number", "tiers"}  # SPEC's object, no more
 
 
 def test_seed_explain_versions_rollback_against_redis(redis_server: str, tmp_path: Path) -> None:
