@@ -101,8 +101,9 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     decision rests on the carrier's final SIP code and ``HANGUPCAUSE``. Measured on Asterisk
     22: ``HANGUPCAUSE`` is only renewed by a final failure from the far end; after one of
     Dial's own timers it still holds the previous attempt's cause, so it is used only with a
-    final SIP code. ``RINGTIME_MS`` / ``PROGRESSTIME_MS`` (renewed by every Dial) say whether a
-    180 / 183 came. ``DIALSTATUS`` is a hint for one thing only, when the far end gave no final
+    final SIP code, or with ``DIALSTATUS`` BUSY or CONGESTION (the far end's answer renewed it).
+    ``RINGTIME_MS`` / ``PROGRESSTIME_MS`` (renewed by every Dial) say whether a 180 / 183 came.
+    ``DIALSTATUS`` is otherwise a hint for one thing only, when the far end gave no final
     answer: which of Dial's timers fired (``NOANSWER`` the ring timeout, ``CHANUNAVAIL`` the
     ``^SETUP`` timeout or no channel at all).
     """
@@ -116,8 +117,11 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     own_timer = sip in (None, 487) and (
         status == "NOANSWER" or (status == "CHANUNAVAIL" and not provisional))
     final = sip is not None and not own_timer
+    # No SIP code (the channel this Dial created could not be told from HANGUPCAUSE_KEYS()):
+    # BUSY and CONGESTION still mean the far end's answer renewed HANGUPCAUSE, so it holds.
+    fresh = final or (sip is None and status in ("BUSY", "CONGESTION"))
     return Observation(
-        cause=_int_or_none(hangupcause) if final else None,
+        cause=_int_or_none(hangupcause) if fresh else None,
         sip_code=sip if final else None,
         provisional=provisional,
         early_media=bool(progresstime_ms.strip()),

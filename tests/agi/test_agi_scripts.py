@@ -228,7 +228,10 @@ def test_parse_sip_code(tech: str, code: int | None) -> None:
     # Dial says CHANUNAVAIL): its answer, not a ring timeout
     (("127", "CHANUNAVAIL", "2", "", "SIP 487 Request Terminated"),
      Observation(cause=127, sip_code=487, provisional=True)),
-    (("17", "BUSY", "", "", ""), Observation()),  # no word from the carrier: unknown
+    # No SIP code found (the new channel could not be told apart): BUSY and CONGESTION come
+    # from the far end's answer, which renewed HANGUPCAUSE (a busy callee was rung again)
+    (("17", "BUSY", "", "", ""), Observation(cause=17)),
+    (("34", "CONGESTION", "", "", ""), Observation(cause=34)),
     (("16", "CANCEL", "100", "", ""), Observation(provisional=True, caller_gone=True)),
 ])
 def test_observe(args: tuple[str, str, str, str, str], expected: Observation) -> None:
