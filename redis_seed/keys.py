@@ -8,6 +8,8 @@ Layout (prefix ``outbound-router``)::
     outbound-router:versions         sorted set: kept version ids, scored by their number
     outbound-router:current          hash: the current version (version, sha256), switched
                                      atomically by a seed or a rollback
+    outbound-router:history          list: the versions made current, newest first (a seed or
+                                     `rollback VERSION` adds one; `rollback` goes back one)
     outbound-router:notify           pub/sub channel: the new current version id is published
 
 A version is written whole under its own key before the current pointer names it, and never
@@ -58,6 +60,10 @@ class Keys:
     @property
     def versions(self) -> str:
         return f"{self.prefix}:versions"
+
+    @property
+    def history(self) -> str:
+        return f"{self.prefix}:history"
 
     @property
     def notify(self) -> str:

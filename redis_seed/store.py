@@ -27,7 +27,7 @@ from redis.commands.core import Script
 from routing.model import RoutingTable
 
 from .codec import FORMAT_COLUMNS, FORMAT_DICT, from_data, to_data
-from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion
+from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion, VersionStoreError
 from .keys import (
     F_CREATED,
     F_DATA,
@@ -57,13 +57,41 @@ ENCODING_JSON = "json"
 #: A version written but never made current (a seed that died half-way) disappears by itself.
 UNPUBLISHED_TTL = 3600
 
-# KEYS: current pointer, version hash, versions zset. ARGV: version id, sha256, number, channel.
+#: Switches the history keeps (`rollback` without a version goes back through them).
+HISTORY_MAX = 100
+
+# KEYS: current pointer, version hash, versions zset, history list.
+# ARGV: version id, sha256, number, channel, mode, the current version expected (mode 'back'),
+# HISTORY_MAX.
 # Checks the version is there whole (its checksum field matches), then switches, persists,
-# lists and announces it, atomically.
+# lists and announces it, atomically. Mode 'push' (a seed, `rollback VERSION`) adds it to the
+# history; mode 'back' (`rollback`) goes back in the history to it, provided the current
+# version is still the one the target was chosen from.
 _SWITCH_LUA = """
 local sha = redis.call('HGET', KEYS[2], 'sha256')
 if sha ~= ARGV[2] then
   return redis.error_reply('NOVERSION ' .. ARGV[1])
+end
+if ARGV[5] == 'back' then
+  if redis.call('HGET', KEYS[1], 'version') ~= ARGV[6] then
+    return redis.error_reply('CHANGED ' .. ARGV[6])
+  end
+  local at = nil
+  for i, v in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+    if v == ARGV[1] then
+      at = i
+      break
+    end
+  end
+  if at then
+    redis.call('LTRIM', KEYS[4], at - 1, -1)
+  else
+    redis.call('DEL', KEYS[4])
+    redis.call('RPUSH', KEYS[4], ARGV[1])
+  end
+else
+  redis.call('LPUSH', KEYS[4], ARGV[1])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
 end
 redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sha256', ARGV[2])
@@ -152,15 +180,23 @@ def _switch_script(client: redis.Redis) -> Script:
     return client.register_script(_SWITCH_LUA)
 
 
-def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str) -> None:
+def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
+            back_from: str | None = None) -> None:
+    """Make ``version`` current; ``back_from``: going back in the history from that version
+    (`rollback` without a version), which must still be the current one."""
     try:
         _switch_script(client)(
-            keys=[keys.current, keys.version(version), keys.versions],
-            args=[version, sha256, version_number(version), keys.notify],
+            keys=[keys.current, keys.version(version), keys.versions, keys.history],
+            args=[version, sha256, version_number(version), keys.notify,
+                  "back" if back_from else "push", back_from or "", HISTORY_MAX],
         )
     except redis.ResponseError as exc:
         if "NOVERSION" in str(exc):
             raise NoSuchVersion(f"version {version} is not kept in Redis") from None
+        if "CHANGED" in str(exc):
+            raise VersionStoreError(f"the current version changed from {back_from} while "
+                                    "rolling back: nothing was done (see `outbound-router "
+                                    "versions`, then roll back again)") from None
         raise
 
 
@@ -217,11 +253,13 @@ def current_version(client: redis.Redis, *, keys: Keys | None = None) -> str | N
 
 
 def prune(client: redis.Redis, keep: int = DEFAULT_KEEP, *, keys: Keys | None = None) -> list[str]:
-    """Remove versions beyond the newest ``keep`` (never the current one); return them."""
+    """Remove versions beyond the newest ``keep``; return them. Never the current one, nor
+    the one `rollback` would go back to (the version a seed just replaced, however old)."""
     keys = keys or Keys()
     ids = [text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))]  # oldest first
     current = current_version(client, keys=keys)
-    doomed = [v for v in ids[: max(0, len(ids) - keep)] if v != current]
+    spared = {current, _back_target(client, keys, current, set(ids)) if current else None}
+    doomed = [v for v in ids[: max(0, len(ids) - keep)] if v not in spared]
     if doomed:
         pipe = client.pipeline(transaction=True)
         pipe.zrem(keys.versions, *doomed)
@@ -263,25 +301,41 @@ def _parse_time(raw: bytes | None) -> datetime | None:
         return None
 
 
+def _back_target(client: redis.Redis, keys: Keys, current: str,
+                 kept: set[str]) -> str | None:
+    """Where `rollback` without a version goes from ``current``: the version that was current
+    before it (the history's next entry still kept), so a version rolled away from does not
+    come back after the next seed. Past the history's end (versions seeded before it was
+    kept, or pruned), the kept version just before it by number."""
+    history = [text(v) for v in cast(list[Any], client.lrange(keys.history, 0, -1))]
+    if history and history[0] == current:
+        earlier = next((v for v in history[1:] if v in kept and v != current), None)
+        if earlier is not None:
+            return earlier
+    older = [v for v in kept if version_number(v) < version_number(current)]
+    return max(older, key=version_number, default=None)
+
+
 def rollback(client: redis.Redis, version: str | None = None, *,
              keys: Keys | None = None) -> str:
-    """Make ``version`` (default: the kept version just before the current one) current again.
+    """Make ``version`` current again; by default the version that was current before the
+    current one (seed A, seed B, rollback: A; seed C, rollback: A again, not B).
 
     Raises :class:`NoSuchVersion` when it is not kept, :class:`NoCurrentVersion` when there is
     nothing to roll back from, ValueError for a malformed id.
     """
     keys = keys or Keys()
+    back_from = None
     if version is None:
-        current = current_version(client, keys=keys)
-        if current is None:
+        back_from = current_version(client, keys=keys)
+        if back_from is None:
             raise NoCurrentVersion("Redis holds no routing version yet: "
                                    "run `outbound-router seed FILE`")
-        older = [text(v) for v in cast(list[Any], client.zrevrangebyscore(
-            keys.versions, f"({version_number(current)}", "-inf", start=0, num=1))]
-        if not older:
-            raise NoSuchVersion(f"no version older than {current} is kept: nothing to roll "
+        kept = {text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))}
+        version = _back_target(client, keys, back_from, kept)
+        if version is None:
+            raise NoSuchVersion(f"no version before {back_from} is kept: nothing to roll "
                                 "back to (see `outbound-router versions`)")
-        version = older[0]
     else:
         version_number(version)  # ValueError for "42" or "latest"
     stored = fields(client.hgetall(keys.version(version)))
@@ -293,7 +347,7 @@ def rollback(client: redis.Redis, version: str | None = None, *,
         decode_version(stored, version)
     except CorruptVersion as exc:
         raise CorruptVersion(f"{exc}; the current version is unchanged") from None
-    _switch(client, keys, version, text(stored[F_SHA256.encode()]))
+    _switch(client, keys, version, text(stored[F_SHA256.encode()]), back_from=back_from)
     log.info("rolled back to routing version %s", version)
     return version
 

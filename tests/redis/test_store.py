@@ -9,7 +9,13 @@ import redis
 from redis_tables import generation_table
 
 from redis_seed import store
-from redis_seed.errors import CorruptVersion, NoCurrentVersion, NoSuchVersion, RoutesFileError
+from redis_seed.errors import (
+    CorruptVersion,
+    NoCurrentVersion,
+    NoSuchVersion,
+    RoutesFileError,
+    VersionStoreError,
+)
 from redis_seed.keys import Keys
 from redis_seed.routes_file import parse_routes
 from redis_seed.store import list_versions, load_current, prune, publish, rollback
@@ -114,11 +120,56 @@ def test_rollback_defaults_to_the_previous_version_and_notifies(client: redis.Re
     assert rollback(client) == "v000002"
     assert load_current(client) == ("v000002", tables["v000002"])
     assert rollback(client) == "v000001"
-    with pytest.raises(NoSuchVersion, match="no version older than v000001"):
+    with pytest.raises(NoSuchVersion, match="no version before v000001"):
         rollback(client)
     assert rollback(client, "v000003") == "v000003"
     assert load_current(client) == ("v000003", tables["v000003"])
     assert [i.current for i in list_versions(client)] == [False, False, True]
+
+
+def test_rollback_goes_back_to_what_was_current_not_to_a_version_rolled_away_from(
+        client: redis.Redis) -> None:
+    # It took the version just before by number: after seed A, seed B, rollback (A), seed C,
+    # a rollback brought back B, the version the operator had rolled away from.
+    a = publish(client, generation_table(1))
+    publish(client, generation_table(2))
+    assert rollback(client) == a
+    c = publish(client, generation_table(3))
+    assert rollback(client) == a
+    assert load_current(client) == (a, generation_table(1))
+    assert rollback(client, c) == c  # an explicit rollback is a step forward...
+    assert rollback(client) == a  # ...that the next one undoes
+
+
+def test_rollback_without_a_history_takes_the_version_before_by_number(
+        client: redis.Redis) -> None:
+    # Versions seeded before the history was kept.
+    for g in (1, 2, 3):
+        publish(client, generation_table(g))
+    client.delete(Keys().history)
+    assert rollback(client) == "v000002"
+    assert rollback(client) == "v000001"
+
+
+def test_rollback_changes_nothing_when_the_current_version_changed_meanwhile(
+        client: redis.Redis) -> None:
+    publish(client, generation_table(1))
+    publish(client, generation_table(2))
+    sha = client.hget(Keys().version("v000001"), "sha256").decode()
+    with pytest.raises(VersionStoreError, match="changed from v000009 while rolling back"):
+        store._switch(client, Keys(), "v000001", sha, back_from="v000009")
+    assert load_current(client)[0] == "v000002"
+
+
+def test_a_seed_never_prunes_the_version_it_replaced(client: redis.Redis) -> None:
+    # With --keep 2, the seed that replaced v000001 (current after a rollback) pruned it, and
+    # the version live just before that seed could no longer be restored.
+    for g in (1, 2, 3):
+        publish(client, generation_table(g))
+    rollback(client, "v000001")
+    publish(client, generation_table(4), keep=2)
+    assert [i.version for i in list_versions(client)] == ["v000001", "v000003", "v000004"]
+    assert rollback(client) == "v000001"
 
 
 def test_rollback_to_an_unknown_version_changes_nothing(client: redis.Redis) -> None:
