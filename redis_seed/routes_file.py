@@ -530,7 +530,8 @@ class _Validator:
                     kwargs[key] = None
                 elif not _is_number(value) or not value > 0 or value != value or value > 86400:
                     self.report(m.key_lines[key],
-                                f"{key} must be a number of seconds > 0, not {_describe(value)}")
+                                f"{key} must be a number of seconds > 0 and at most 86400 "
+                                f"(a day), not {_describe(value)}")
                     kwargs[key] = None
                 else:
                     kwargs[key] = float(value)
