@@ -74,9 +74,19 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return (f"cannot reach Redis at {where}: {reason}. "
                 "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).")
-    return (f"Redis at {where} answered with an error: {reason}. Does another program use "
-            f"keys under REDIS_PREFIX {settings.redis_prefix!r}? Set REDIS_PREFIX to a prefix "
-            "of the router's own.")
+    if "DB index is out of range" in reason:
+        return (f"Redis at {where} has no such database: {reason}. Name a database below its "
+                "`databases` setting at the end of REDIS_URL (redis://host:port/0).")
+    if "unknown command" in reason and "sentinel" in reason.lower():
+        return (f"{where} is a plain Redis, not a Sentinel: {reason}. Use "
+                "redis://host:port/db for it, or redis+sentinel://SENTINEL:26379/SERVICE for "
+                "the Sentinels.")
+    if reason.startswith("WRONGTYPE"):
+        return (f"Redis at {where} answered with an error: {reason}. Does another program "
+                f"use keys under REDIS_PREFIX {settings.redis_prefix!r}? Set REDIS_PREFIX to a "
+                "prefix of the router's own.")
+    return f"Redis at {where} answered with an error: {reason}."
+
 
 
 def _load_file(path: str, *, writing: bool = False) -> Any:

@@ -68,6 +68,20 @@ def test_a_password_missing_or_wrong_is_not_called_unreachable(redis_server: str
         assert "Start Redis" not in line and "wrong-pw" not in line
 
 
+def test_a_database_that_redis_does_not_have(redis_server: str) -> None:
+    # (it said: does another program use keys under REDIS_PREFIX?)
+    url = redis_server.rsplit("/", 1)[0] + "/99"
+    line = one_clear_line(run("versions", REDIS_URL=url), "no such database", "REDIS_URL")
+    assert "REDIS_PREFIX" not in line
+
+
+def test_a_sentinel_url_pointing_at_a_plain_redis(redis_server: str) -> None:
+    host_port = redis_server.split("//", 1)[1].split("/", 1)[0]
+    line = one_clear_line(run("versions", REDIS_URL=f"redis+sentinel://{host_port}/mymaster"),
+                          "not a Sentinel", "redis://host:port/db")
+    assert "REDIS_PREFIX" not in line
+
+
 def test_a_bad_redis_prefix_is_a_clear_error() -> None:
     for prefix in ("bad prefix", ""):
         one_clear_line(run("versions", REDIS_PREFIX=prefix), "REDIS_PREFIX", "bad Redis key prefix")
