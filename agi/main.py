@@ -47,7 +47,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                   "running? set AGI_LISTEN=HOST:PORT)", settings.agi_host, settings.agi_port,
                   exc.strerror or exc)
         await reader.close()
-        return 1
+        return 2  # the environment is wrong (README's exit statuses)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

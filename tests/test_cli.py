@@ -153,3 +153,16 @@ def test_no_part_of_a_malformed_ari_url_password_is_shown(url: str) -> None:
 def test_seed_keep_must_be_at_least_one() -> None:
     out = run("seed", str(EXAMPLE), "--keep", "0")
     assert out.returncode == 2 and "--keep" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_agi_on_a_port_already_taken_exits_2_saying_what_to_do(redis_server: str) -> None:
+    # It exited 1, the status of a bad routes file; a port in use is the environment's.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run("agi", redis_url=redis_server, AGI_LISTEN=f"127.0.0.1:{port}")
+    assert out.returncode == 2, out.stderr
+    assert "cannot listen on" in out.stderr and "AGI_LISTEN" in out.stderr
