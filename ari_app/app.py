@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 SnapshotSource = Callable[[], Snapshot | None]
 #: At most this many events held during a reconcile (a few seconds of a busy Asterisk).
 HELD_EVENTS = 20_000
+#: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
+RECONCILE_RETRY = 0.5
+RECONCILE_RETRY_MAX = 5.0
 
 
 class AdoptedCall:
@@ -116,6 +119,7 @@ class RouterApp:
         #: yet. A call the reconcile resumes or adopts gets those of its channels (an answer
         #: that came while GET /channels was on its way), the rest are dropped.
         self._held: deque[Event] | None = None
+        self._held_dropped = 0
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -166,7 +170,9 @@ class RouterApp:
             owner.deliver(event)
             return
         if event.type != EventType.STASIS_START or event.channel_id is None:
-            if self._held is not None:
+            if self._held is not None and event.channel_id and event.type in ev.NEEDED_EVENTS:
+                if len(self._held) == HELD_EVENTS:
+                    self._held_dropped += 1
                 self._held.append(event)
             return
         if ev.is_attempt(event.channel_id, event.args):
@@ -197,25 +203,39 @@ class RouterApp:
     def on_connected(self) -> Coroutine[Any, Any, None]:
         """Called as the events websocket opens, before its first event is read: events of
         channels nobody owns are held from here until the reconcile is done."""
-        self._held = deque(maxlen=HELD_EVENTS)
-        return self._after_connect()
+        held = self._held = deque(maxlen=HELD_EVENTS)
+        self._held_dropped = 0
+        return self._after_connect(held)
 
-    async def _after_connect(self) -> None:
+    async def _after_connect(self, held: deque[Event]) -> None:
         try:
-            await self.ari.set_event_filter(ev.NEEDED_EVENTS)
-        except (AriError, AriUnavailable) as exc:  # older Asterisk: all events, still fine
-            log.warning("setting the ARI event filter failed: %s", exc)
-        try:
-            await self.reconcile()
-        except (AriError, AriUnavailable) as exc:
-            log.warning("reconciling after connect failed: %s", exc)
+            try:
+                await self.ari.set_event_filter(ev.NEEDED_EVENTS)
+            except (AriError, AriUnavailable) as exc:  # older Asterisk: all events, still fine
+                log.warning("setting the ARI event filter failed: %s", exc)
+            # Until one reconcile succeeds, callers the reconcile would resume or take over
+            # wait with no answer: try again while the connection lasts.
+            delay = RECONCILE_RETRY
+            while True:
+                try:
+                    await self.reconcile()
+                    break
+                except (AriError, AriUnavailable) as exc:
+                    log.warning("reconciling after connect failed: %s; again in %g s",
+                                exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONCILE_RETRY_MAX)
         finally:
-            self._release_held()
+            if self._held is held:  # not a later connection's
+                self._release_held()
             self.reconciled.set()
 
     def _release_held(self) -> None:
         """The held events to the calls that own their channels now; the rest are dropped."""
         held, self._held = self._held, None
+        if self._held_dropped:
+            log.warning("%d events of channels nobody owned were dropped during the reconcile "
+                        "(more than %d held)", self._held_dropped, HELD_EVENTS)
         for event in held or ():
             owner = self.owners.get(event.channel_id or "")
             if owner is not None:

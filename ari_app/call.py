@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import secrets
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT_MARGIN = 2.0
 #: How long the call waits for a hung-up leg's ChannelDestroyed before moving on.
 DESTROY_WAIT = 2.0
+#: How long a stopping service lets a call's last ROUTER_* write land.
+VARS_WAIT_AT_STOP = 0.5
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -83,6 +86,12 @@ class AttemptLeg:
     in_stasis: bool = False
     #: Asterisk has it: its create was answered (or its StasisStart came).
     created: bool = False
+    #: Its channel's name (``PJSIP/carrier-a-0000002a``), from the create's answer.
+    name: str | None = None
+    #: Gone while its events were lost (a websocket cut): how it ended is read afterwards.
+    vanished: bool = False
+    #: It answered while nobody listened, and is gone: there is nothing to connect.
+    answered_unseen: bool = False
     provisional: bool = False
     early_media: bool = False
     setup_timeout: bool = False
@@ -155,13 +164,24 @@ class AttemptLeg:
             self.state = AttemptState.FAILED
             self.ended = now
 
+    def learn(self, obs: Observation) -> None:
+        """What the caller's hangup-cause hash told of this vanished attempt
+        (:func:`routing.policy.unwatched`), with what the attempt itself saw before."""
+        self.sip_code, self.cause = obs.sip_code, obs.cause
+        self.answered_unseen = obs.answered
+        if obs.provisional:
+            self.provisional = True
+            self.early_media = self.early_media or obs.early_media
+        self.setup_timeout = obs.setup_timeout and not self.provisional
+        self.ring_timeout = obs.ring_timeout or (obs.setup_timeout and self.provisional)
+
     def observation(self) -> Observation:
         return Observation(
             cause=self.cause,
             sip_code=self.sip_code,
             provisional=self.provisional,
             early_media=self.early_media,
-            answered=self.state is AttemptState.ANSWERED,
+            answered=self.state is AttemptState.ANSWERED or self.answered_unseen,
             setup_timeout=self.setup_timeout,
             ring_timeout=self.ring_timeout,
             caller_gone=self.caller_gone,
@@ -184,7 +204,12 @@ class AttemptLeg:
             self.gone(now, event.cause, event.tech_cause)
         elif event.type == EventType.RECONCILED:
             if event.channel_state is None:
-                self.gone(now, None, None)
+                # Not gone() with no cause (congestion: a busy callee was rung again): the
+                # call reads how it ended (its last SIP response) before judging it.
+                self.vanished = True
+                if self.live:
+                    self.state = AttemptState.FAILED
+                    self.ended = now
             elif event.channel_state == ev.ChannelState.UP:
                 self.answered()
             elif event.channel_state == ev.ChannelState.RINGING:
@@ -402,11 +427,18 @@ class Call:
             elif (ringing := self._ringing_leg()) is not None:
                 self.log.info("shutting down: attempt %d on %s goes on for the next instance",
                               ringing.attempt.index, ringing.attempt.trunk)
+            elif self.resume_leg is not None and not self.legs:
+                # Still reading what an earlier instance left: left as found, for the next.
+                self.log.info("shutting down while resuming: the call is left for the next "
+                              "instance")
             else:
                 await self._cleanup()
                 raise
             if self._vars_written is not None:
-                self._vars_written.cancel()
+                # The caller's ROUTER_RESUME names the attempt in progress: let it land, or
+                # the next instance would resume the attempt before and ring it again.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._vars_written, VARS_WAIT_AT_STOP)
             for cid in self.channel_ids():
                 self.registry.unregister(cid)
             raise
@@ -492,7 +524,7 @@ class Call:
         assert data is not None
         current = attempts[0]
         leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
-                         in_stasis=True, created=True)
+                         in_stasis=True, created=True, name=resume.channel_name)
         if resume.channel_state == ev.ChannelState.UP:
             leg.answered()  # while no instance was listening
         else:
@@ -530,7 +562,8 @@ class Call:
         except (AriError, AriUnavailable) as exc:
             self.log.info("cannot read the caller's hangup causes: %s", exc)
             return None
-        names = [k for k in keys.split(",") if k.startswith(f"PJSIP/{trunk}-")]
+        mine = re.compile(rf"PJSIP/{re.escape(trunk)}-[0-9a-f]{{8,}}")
+        names = [k for k in keys.split(",") if mine.fullmatch(k)]
         if not names:
             return ""
         return await self._last_response(self.caller_id, max(names, key=_channel_sequence))
@@ -566,6 +599,10 @@ class Call:
             else:
                 leg = await self._try(attempt, attempts[i + 1:], base_vars)
             last = judge(leg.observation(), attempt.carrier.failover)
+            if last.verdict is Verdict.DONE and leg.answered_unseen:
+                # It answered while nobody listened and is gone: stop (another trunk would
+                # ring the callee who just picked up), the caller hears a normal clearing.
+                last = Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
             self._record(leg, last)
             if last.verdict is Verdict.DONE:
                 return await self._connected(leg, base_vars)
@@ -600,24 +637,35 @@ class Call:
         rebuilt = self._attempts_again(data)
         later = [a for a in rebuilt[1:] if a is not None]
         tech = await self._lost_attempt_response(lost_trunk)
-        if tech is None:
+        obs = unwatched(tech) if tech is not None else None
+        if obs is None:
             self.trace = [*data.trace, TraceEntry(lost_trunk, UNJUDGED, None, None)]
             self.log.warning("attempt %d on %s ended while no router listened, how is unknown; "
                              "going on with %d more attempt(s)", lost_index, lost_trunk,
                              len(later))
             return await self._attempts(later, data.base_vars(), prepared=True)
-        obs = unwatched(tech)
         lost = rebuilt[0]
         judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
-        self.trace = [*data.trace,
-                      TraceEntry(lost_trunk, str(judgement.outcome), obs.cause, obs.sip_code)]
+        self.trace = [*data.trace, TraceEntry(lost_trunk, str(judgement.outcome), obs.cause,
+                                              200 if obs.answered else obs.sip_code)]
         self.log.info("attempt %d on %s ended while no router listened (last response %r): "
                       "%s, %s", lost_index, lost_trunk, tech, judgement.outcome,
                       judgement.verdict)
         if judgement.verdict is Verdict.RETRY:
             return await self._attempts(later, data.base_vars(), prepared=True,
                                         judged=[judgement])
+        if judgement.verdict is Verdict.DONE:  # answered, and gone: nothing to connect
+            judgement = Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
         return await self._attempts([], data.base_vars(), prepared=True, judged=[judgement])
+
+    def _drain_leg_events(self, leg: AttemptLeg) -> None:
+        """The events already queued, without waiting (the leg's, the caller's)."""
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event.channel_id == self.caller_id:
+                self._caller_event(event)
+            elif event.channel_id == leg.channel_id:
+                leg.on_event(event, self.clock())
 
     def _drain_caller_events(self) -> None:
         while not self.queue.empty():
@@ -662,7 +710,7 @@ class Call:
                              trace, (attempt, *later))
         self._record_progress(base_vars, trace, resume)
         try:
-            await self.ari.create_channel(
+            created = await self.ari.create_channel(
                 attempt.endpoint,
                 channel_id=leg.channel_id,
                 app_args=(ev.ATTEMPT_ARG, self.caller_id),
@@ -678,6 +726,8 @@ class Call:
             leg.fail(self.clock())
             return leg
         leg.created = True
+        name = created.get("name") if isinstance(created, dict) else None
+        leg.name = name if isinstance(name, str) else None
         # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.
         while not leg.in_stasis and leg.live:
             if not await self._step(leg, setup_deadline):
@@ -749,7 +799,16 @@ class Call:
         if leg.state is AttemptState.ANSWERED:
             return leg
         if not leg.destroyed and not leg.hangup_sent:
-            await self._hangup_leg(leg)
+            await self._hangup_leg(leg)  # (a vanished one: 404, quietly)
+        if leg.vanished and not leg.destroyed:
+            # Its events were lost; what it ended with, the caller's hash has.
+            self._drain_leg_events(leg)
+            if not leg.destroyed and leg.name is not None:
+                tech = await self._last_response(self.caller_id, leg.name)
+                obs = unwatched(tech) if tech is not None else None
+                if obs is not None:
+                    leg.learn(obs)
+            return leg
         if not leg.destroyed and not (leg.setup_timeout or leg.ring_timeout or leg.caller_gone):
             # The carrier's cause comes with ChannelDestroyed: wait for it briefly.
             deadline = self.clock() + DESTROY_WAIT

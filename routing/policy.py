@@ -181,20 +181,29 @@ def sip_response(tech: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def unwatched(tech: str) -> Observation:
-    """What can be known of an attempt that ended while nobody watched it (the ARI app was
-    down), from the last SIP response Asterisk recorded for its channel (``tech``, as read
-    with ``HANGUPCAUSE(<channel>,tech)``; "" when none):
+def unwatched(tech: str) -> Observation | None:
+    """What can be known of an attempt whose end nobody watched (the ARI app was down, or its
+    events were lost in a websocket cut), from the last SIP response Asterisk recorded for its
+    channel (``tech``, as read with ``HANGUPCAUSE(<channel>,tech)``; "" when none):
 
     - a final answer (300-699) is judged as such; whether a 180/183 came before it is lost;
+    - 2xx: the callee answered, and the call ended before anyone connected it (answered);
     - a 180 or 183 with nothing after it: Asterisk's own dial timeout ended the ringing
       (its CANCEL's 487 comes after the channel is gone): no answer;
-    - nothing, or only 100/181/182: the trunk never alerted, as after our setup timer.
+    - nothing, or only 100/181/182: the trunk never alerted, as after our setup timer;
+    - anything else (a ``Reason:`` header of a BYE overwrites the entry with its own text):
+      unknown, None.
     """
+    if not tech.strip():
+        return Observation(setup_timeout=True)
     code = sip_response(tech)
+    if code is None:
+        return None
     if code in (180, 183):
         return Observation(provisional=True, early_media=code == 183, ring_timeout=True)
-    if code is None or code < 300:
+    if 200 <= code < 300:
+        return Observation(answered=True)
+    if code < 300:
         return Observation(setup_timeout=True)
     return Observation(sip_code=code)
 

@@ -127,6 +127,22 @@ async def test_an_attempt_created_while_the_channel_list_was_on_its_way_goes_on(
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_busy_answer_lost_in_a_cut_is_read_from_the_callers_hangup_causes(
+        lab: Lab) -> None:
+    # The attempt's events were lost with the websocket: it was taken for gone with no cause
+    # (congestion) and the next carrier rang the busy callee again. The caller's hangup-cause
+    # hash holds the carrier's last SIP response.
+    caller, leg = await ringing_call(lab)
+    before = await cut(lab)
+    lab.fake.carrier_fails(leg, 17, 486)
+    await restore(lab, before)
+    call = await lab.finished(caller)
+    assert call.result is not None and call.result.trace == "carrier-a:busy::486"
+    assert lab.fake.ended[caller].hangup_reason == "17"
+    assert lab.fake.dials == {"carrier-a": 1}
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_the_next_call_routes_after_a_reconnect(lab: Lab) -> None:
     lab.carriers("a200")
     await restore(lab, await cut(lab))
@@ -383,6 +399,65 @@ async def test_an_attempt_that_stopped_the_call_while_no_instance_listened_stops
         assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == trace
         assert lab.fake.ended[caller].hangup_reason == cause
         assert lab.fake.dials == {"carrier-a": 1}
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_callee_who_answered_and_hung_up_while_no_instance_listened_is_not_rung_again(
+        lab: Lab) -> None:
+    # Nobody connected the caller; the callee heard silence and hung up. "SIP 200 OK" was
+    # taken for a trunk that never alerted, and the next carrier rang them again.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.answer(leg)
+    lab.fake.far_end_hangup(leg)
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == "carrier-a:answered::200"
+        assert lab.fake.ended[caller].hangup_reason == "16"
+        assert lab.fake.dials == {"carrier-a": 1}
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_failed_reconcile_is_tried_again(lab: Lab) -> None:
+    # It was logged and never tried again: a caller left ringing by the earlier instance got
+    # no answer until the phone gave up.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.failing["GET /channels"] = 500
+    asked = lab.fake.paths("GET").count("/channels")
+    async with a_new_instance(lab, reconciled=False) as app:
+        await wait_for(lambda: lab.fake.paths("GET").count("/channels") > asked)
+        del lab.fake.failing["GET /channels"]
+        await app.reconciled.wait()
+        assert app.owners.get(leg) is app.owners.get(caller) is not None
+        lab.fake.answer(leg)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        assert lab.fake.dials == {"carrier-a": 1}
+
+
+async def test_an_instance_stopped_while_resuming_leaves_the_call_for_the_next(
+        lab: Lab) -> None:
+    # Stopped while it read the attempt's ROUTER_RESUME, it destroyed the bridge and left the
+    # attempt ringing outside it: the next instance hung the attempt up as a leftover and
+    # routed the caller again (the callee rang twice).
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    gate = lab.fake.gates[f"GET /channels/{leg}/variable"] = asyncio.Event()
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: f"/channels/{leg}/variable" in lab.fake.paths("GET"))
+    del lab.fake.gates[f"GET /channels/{leg}/variable"]
+    gate.set()
+    assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
+    async with a_new_instance(lab) as app:
+        call = app.owners[caller]
+        assert isinstance(call, Call)
+        await wait_for(lambda: bool(call.legs))
+        lab.fake.answer(leg)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        assert lab.fake.dials == {"carrier-a": 1}
+        lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 

@@ -132,8 +132,18 @@ def test_sip_response_reads_the_code_of_hangupcause_tech(tech: str, code: int | 
     ("", Outcome.UNREACHABLE, Verdict.RETRY),
     ("SIP 100 Trying", Outcome.UNREACHABLE, Verdict.RETRY),
     ("SIP 182 Queued", Outcome.UNREACHABLE, Verdict.RETRY),
+    # answered, and ended before anyone connected the caller: another trunk would ring the
+    # callee who just picked up
+    ("SIP 200 OK", Outcome.ANSWERED, Verdict.DONE),
 ])
 def test_an_unwatched_attempt_is_judged_on_its_last_response(
         tech: str, outcome: Outcome, verdict: Verdict) -> None:
-    j = judge(unwatched(tech))
+    obs = unwatched(tech)
+    assert obs is not None
+    j = judge(obs)
     assert (j.outcome, j.verdict) == (outcome, verdict)
+
+
+@pytest.mark.parametrize("tech", ["SIP cause=16;text=\"Normal Clearing\"", "Q.850;cause=16"])
+def test_an_unwatched_attempt_with_an_entry_that_is_no_sip_response_is_unknown(tech: str) -> None:
+    assert unwatched(tech) is None
