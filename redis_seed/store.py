@@ -101,6 +101,22 @@ return 1
 """
 
 
+# KEYS: current pointer, versions zset, then the hash of each version in ARGV (same order).
+# Removes those versions, but not the one current when it runs; returns the ids removed.
+_PRUNE_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+local removed = {}
+for i, id in ipairs(ARGV) do
+  if id ~= current then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('DEL', KEYS[i + 2])
+    removed[#removed + 1] = id
+  end
+end
+return removed
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
     version: str
@@ -261,11 +277,14 @@ def prune(client: redis.Redis, keep: int = DEFAULT_KEEP, *, keys: Keys | None = 
     spared = {current, _back_target(client, keys, current, set(ids)) if current else None}
     doomed = [v for v in ids[: max(0, len(ids) - keep)] if v not in spared]
     if doomed:
-        pipe = client.pipeline(transaction=True)
-        pipe.zrem(keys.versions, *doomed)
-        pipe.delete(*(keys.version(v) for v in doomed))
-        pipe.execute()
-        log.info("pruned routing versions %s", ", ".join(doomed))
+        # In one script that skips the version current when it runs: a rollback to one of
+        # them between the reads above and here must not lose the version it made current.
+        removed = client.register_script(_PRUNE_LUA)(
+            keys=[keys.current, keys.versions, *(keys.version(v) for v in doomed)],
+            args=doomed)
+        doomed = [text(v) for v in cast(list[Any], removed)]
+        if doomed:
+            log.info("pruned routing versions %s", ", ".join(doomed))
     return doomed
 
 

@@ -217,6 +217,25 @@ def test_pruning_never_removes_the_current_version(client: redis.Redis) -> None:
     assert load_current(client)[0] == "v000001"
 
 
+def test_pruning_spares_a_version_made_current_while_it_ran(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # prune reads the current version, then deletes: a rollback to a doomed version in between
+    # left the current pointer naming a deleted version (every reader refused it).
+    for g in range(1, 5):
+        publish(client, generation_table(g))
+    real_back_target = store._back_target
+
+    def rollback_meanwhile(*args: object) -> object:
+        target = real_back_target(*args)  # type: ignore[arg-type]
+        monkeypatch.setattr(store, "_back_target", real_back_target)
+        rollback(client, "v000001")  # between prune's reads and its deletes
+        return target
+
+    monkeypatch.setattr(store, "_back_target", rollback_meanwhile)
+    assert prune(client, keep=1) == ["v000002"]  # v000001 (current now) and v000003 spared
+    assert load_current(client) == ("v000001", generation_table(1))
+
+
 def test_the_key_prefix_separates_two_routers(client: redis.Redis) -> None:
     publish(client, generation_table(1), keys=Keys("lab-a"))
     publish(client, generation_table(2), keys=Keys("lab-b"))
