@@ -51,6 +51,10 @@ DIAL_TIMEOUT_MARGIN = 2.0
 DESTROY_WAIT = 2.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
+#: A timer that fires this late (seconds) found the event loop stalled...
+STALLED = 0.5
+#: ...and waits up to this long for events read late before it counts.
+STALL_GRACE = 2.0
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -777,6 +781,12 @@ class Call:
         """Handle one event of the attempt, or its timer. False when the timer fired."""
         event = await self._next(deadline)
         now = self.clock()
+        if event is None and now - deadline > STALLED:
+            # The timer fired late: the loop was stalled (the process frozen, the machine
+            # swapping). Events that came in time may still wait unread in the websocket: an
+            # answer, a 503. Give the reader a moment before the timer counts.
+            event = await self._next(now + min(now - deadline, STALL_GRACE))
+            now = self.clock()
         if event is None:
             leg.timed_out(now)
             self.log.info(

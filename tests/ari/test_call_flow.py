@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -431,3 +432,21 @@ async def test_the_outcome_of_a_call_of_sixty_attempts_lands_on_the_caller(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
             and "eventFilter" not in r.getMessage()] == []
     await hang_up_answered(lab, caller)
+
+
+async def test_a_timer_that_fires_late_lets_the_events_that_came_in_time_count_first(
+        lab: Lab) -> None:
+    # On the lab, with the ari service frozen (SIGSTOP) for some seconds: the answers and 503s
+    # that came meanwhile waited unread in the websocket, and the timers that expired fired
+    # first. An answered callee was hung up as "no answer" in mid-conversation.
+    lab.carriers("a480-noanswer_b200")  # ring_timeout 0.5 s
+    caller = lab.fake.new_caller("911234567")
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    lab.fake.answer(call.legs[0].channel_id)  # in time...
+    time.sleep(1.5)  # ...but the whole event loop stalls: unread, and the ring timer expires
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert call.legs[0].state is AttemptState.ANSWERED and lab.fake.dials == {"carrier-a": 1}
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
