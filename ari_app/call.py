@@ -51,6 +51,8 @@ DIAL_TIMEOUT_MARGIN = 2.0
 DESTROY_WAIT = 2.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
+#: Seconds before each new try of an attempt's hangup that Asterisk did not answer.
+HANGUP_RETRIES = (0.2, 1.0)
 #: A timer that fires this late (seconds) found the event loop stalled...
 STALLED = 0.5
 #: ...and waits up to this long for events read late before it counts.
@@ -407,7 +409,24 @@ class Call:
         if leg.destroyed or leg.hangup_sent:
             return
         leg.hangup_sent = True
-        await self._quietly(f"hang up {leg.channel_id}", self.ari.hangup(leg.channel_id))
+        # Tried again when Asterisk did not answer: a channel never dialled has no /dial
+        # timeout to end it, and nothing else would (until a reconnect's reconcile).
+        for delay in (*HANGUP_RETRIES, None):
+            try:
+                await self.ari.hangup(leg.channel_id)
+                return
+            except AriNotFound:
+                return
+            except AriUnavailable as exc:
+                if delay is None:
+                    self.log.warning("hang up %s failed: %s", leg.channel_id, exc)
+                    return
+                self.log.info("hang up %s failed: %s; again in %g s", leg.channel_id, exc,
+                              delay)
+            except AriError as exc:
+                self.log.warning("hang up %s failed: %s", leg.channel_id, exc)
+                return
+            await asyncio.sleep(delay)
 
     # -- the flow ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -211,7 +212,9 @@ class AriClient:
                 if isinstance(data, dict):
                     message = str(data.get("message") or data.get("error") or text)
             except ValueError:
-                pass
+                # Not ARI's JSON (Asterisk's HTTP server shutting down answers an HTML page):
+                # one log line, not the page.
+                message = " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
             cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
             raise cls(method, path, resp.status, message)
         return json.loads(resp.body) if resp.body else None

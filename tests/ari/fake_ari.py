@@ -150,6 +150,8 @@ class FakeAsterisk:
         self.stasis_delay = 0.0
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
+        #: "DELETE /channels/ID" -> close the connection unanswered, this many times
+        self.dropping: Counter[str] = Counter()
         #: Set: GET /channels takes its list, then waits for this before it replies (a reply
         #: older than the events sent meanwhile, as on a busy Asterisk).
         self.hold_channel_list: asyncio.Event | None = None
@@ -368,6 +370,11 @@ class FakeAsterisk:
             gate = self.gates.get(f"{request.method} {request.path[4:]}")
             if gate is not None:
                 await gate.wait()
+            if self.dropping[key := f"{request.method} {request.path[4:]}"] > 0:
+                self.dropping[key] -= 1
+                assert request.transport is not None
+                request.transport.close()  # as Asterisk past its sessionlimit: no answer
+                return web.Response(status=500)
             status = self.failing.get(f"{request.method} {request.path[4:]}")
             if status is not None:
                 return web.json_response({"message": "injected failure"}, status=status)

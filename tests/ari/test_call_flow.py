@@ -256,6 +256,21 @@ async def test_the_setup_timer_counts_from_the_dial_not_from_a_slow_channel_crea
     await hang_up_answered(lab, caller)
 
 
+async def test_a_hangup_asterisk_does_not_answer_is_sent_again(lab: Lab) -> None:
+    # On the lab (the router resumed after a freeze, Asterisk past its HTTP sessionlimit) a
+    # DELETE closed unanswered left a channel never dialled up for good: nothing else ends it.
+    lab.carriers("a-unreachable_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs))
+    first = call.legs[0].channel_id
+    # The setup timer's hangup, and the pool's own second try on a new connection
+    lab.fake.dropping[f"DELETE /channels/{first}"] = 2
+    await answered(lab, caller)  # carrier-b
+    assert first not in lab.fake.channels and lab.fake.dropping[f"DELETE /channels/{first}"] == 0
+    await hang_up_answered(lab, caller)
+
+
 async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
     lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
     lab.snapshots.append(snapshot_of(_routes_with(first="bravo"), "v2"))
@@ -444,7 +459,9 @@ async def test_a_timer_that_fires_late_lets_the_events_that_came_in_time_count_f
     call = await lab.started(caller)
     await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
     lab.fake.answer(call.legs[0].channel_id)  # in time...
-    time.sleep(1.5)  # ...but the whole event loop stalls: unread, and the ring timer expires
+    # ...but the whole event loop stalls (deliberately blocking): the answer is unread, and
+    # the ring timer expires
+    time.sleep(1.5)  # noqa: ASYNC251
     await wait_for(lambda: lab.fake.channels[caller].state == "Up")
     assert call.legs[0].state is AttemptState.ANSWERED and lab.fake.dials == {"carrier-a": 1}
     lab.fake.caller_hangup(caller)

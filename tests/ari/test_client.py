@@ -69,6 +69,15 @@ async def test_rest_errors_map_to_exceptions(fake: FakeAsterisk) -> None:
             await ari.dial("probe")
 
 
+async def test_an_error_page_that_is_not_json_becomes_one_short_line(fake: FakeAsterisk) -> None:
+    # Asterisk's HTTP server answers HTML, not ARI's JSON, for what it refuses itself (a
+    # request line too long, a shutdown's 503): the page went into the log, over nine lines.
+    async with client_for(fake) as ari:
+        with pytest.raises(AriError) as err:
+            await ari.get_variable("x", "V" * 5000)
+    assert err.value.status == 400 and err.value.message == "Request line too long"
+
+
 async def test_wrong_password_is_an_error_that_does_not_show_the_password(
     fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:
