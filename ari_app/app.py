@@ -328,10 +328,12 @@ class RouterApp:
         if pair is None or present[pair[0]].get("state") == "Up":
             return None
         caller_id, leg_id = pair
-        state, name = present[leg_id].get("state"), present[leg_id].get("name")
+        leg = present[leg_id]
+        state, name = leg.get("state"), leg.get("name")
         return caller_id, self._args(caller_id, present) or (), ResumeLeg(
             leg_id, state if isinstance(state, str) else None, bridge_id,
-            channel_name=name if isinstance(name, str) else None)
+            channel_name=name if isinstance(name, str) else None,
+            created=ev.creation_time(leg.get("creationtime")))
 
     def _waiting_caller(self, members: list[str], present: Mapping[str, Any],
                         ) -> tuple[str, tuple[str, ...]] | None:

@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import secrets
+import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -254,6 +255,8 @@ class ResumeLeg:
     attempt_gone: bool = False
     #: The attempt channel's name (``PJSIP/carrier-a-0000002a``), for its HANGUPCAUSE.
     channel_name: str | None = None
+    #: When Asterisk created the attempt channel (Unix time), from its ``creationtime``.
+    created: float | None = None
 
 
 def _channel_sequence(name: str) -> int:
@@ -558,7 +561,14 @@ class Call:
                 code = sip_response(await self._last_response(leg.channel_id,
                                                               resume.channel_name) or "")
             if code in (180, 183) or resume.channel_state == ev.ChannelState.RINGING:
-                leg.alerted(self.clock(), media=code == 183)  # the ring timer starts again
+                leg.alerted(self.clock(), media=code == 183)
+                if resume.created is not None and leg.ring_started is not None:
+                    # Ringing began within setup_timeout of the channel's creation: the ring
+                    # timer ends by creation + setup + ring, not ring_timeout after each
+                    # resume (an instance restarted again and again left it to Asterisk's
+                    # /dial timeout).
+                    since = time.time() - resume.created - current.setup_timeout
+                    leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, since))
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         self.trace = data.trace

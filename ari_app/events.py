@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -182,6 +183,16 @@ def parse_event(raw: Mapping[str, Any]) -> Event:
         bridge_id=bridge_id if isinstance(bridge_id, str) else None,
         application=app if isinstance(app, str) else None,
     )
+
+
+def creation_time(value: Any) -> float | None:
+    """A channel's ``creationtime`` (``2026-11-26T12:00:00.123+0000``) as Unix time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        return None
 
 
 def reconciled(channel_id: str, state: str | None) -> Event:

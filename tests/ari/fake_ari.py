@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,7 @@ class Channel:
     causes: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
     timer: asyncio.TimerHandle | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def json(self) -> Raw:
         return {
@@ -125,7 +127,8 @@ class Channel:
             "dialplan": {"context": "default", "exten": "s", "priority": 1,
                          "app_name": "Stasis" if self.in_stasis else "",
                          "app_data": self.app_data if self.in_stasis else ""},
-            "creationtime": "2026-11-26T12:00:00.000+0000", "language": "en",
+            "creationtime": self.created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000",
+            "language": "en",
         }
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
@@ -458,6 +459,20 @@ async def test_an_instance_stopped_while_resuming_leaves_the_call_for_the_next(
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")
         assert lab.fake.dials == {"carrier-a": 1}
         lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_resumed_ring_timer_ends_by_the_attempts_creation_plus_setup_plus_ring(
+        lab: Lab) -> None:
+    # It started again at each resume: with the service restarted every few seconds the ring
+    # timer never fired, and the ringing went on to Asterisk's /dial timeout (a chaos audit).
+    caller, leg = await ringing_call(lab)  # ring_timeout 30, setup_timeout 0.5
+    await stop(lab.runner, lab.ari)
+    lab.fake.channels[leg].created -= timedelta(seconds=29.5)  # rang for 29.5 s already
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished), within=5)
+        assert lab.fake.ended[caller].hangup_reason == "19"  # no answer, well before 30 s
+        assert lab.fake.dials == {"carrier-a": 1}
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
