@@ -732,7 +732,9 @@ class Call:
         )
 
     async def _try(self, attempt: Attempt, later: Sequence[Attempt],
-                   base_vars: dict[str, str]) -> AttemptLeg:
+                   base_vars: dict[str, str], *, again: bool = True) -> AttemptLeg:
+        """``again``: an attempt channel Asterisk ends before it enters the app is made once
+        more (its trunk got no INVITE)."""
         now = self.clock()
         leg = AttemptLeg(attempt, new_id(ev.ATTEMPT_ID_PREFIX), now)
         self.legs.append(leg)
@@ -765,6 +767,14 @@ class Call:
         while not leg.in_stasis and leg.live:
             if not await self._step(leg, setup_deadline):
                 break
+        if not leg.live and not leg.in_stasis and not leg.hangup_sent and again \
+                and not self.caller_gone:
+            # Asterisk ended it before it entered the app (the app was not connected at that
+            # moment: a websocket cut). The trunk got no INVITE: not a failed trunk.
+            self.log.info("attempt %d: the channel on %s ended before it entered the app, "
+                          "no INVITE sent: once more", attempt.index, attempt.trunk)
+            await self._hangup_leg(leg)  # (gone: 404, quietly)
+            return await self._try(attempt, later, base_vars, again=False)
         if not leg.live:
             return await self._finish(leg)
         if not leg.in_stasis:  # setup timer fired while it was still being created

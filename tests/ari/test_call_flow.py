@@ -271,6 +271,24 @@ async def test_a_hangup_asterisk_does_not_answer_is_sent_again(lab: Lab) -> None
     await hang_up_answered(lab, caller)
 
 
+async def test_an_attempt_channel_ended_before_it_entered_the_app_is_made_once_more(
+        lab: Lab) -> None:
+    # On the lab, during a websocket cut, Asterisk could not put a new attempt channel in the
+    # app ("Stasis app not active") and ended it: its trunk, which got no INVITE, was taken
+    # for a failed one and skipped (carrier-a:congestion::, then the next carrier).
+    lab.carriers("a200")
+    lab.fake.stasis_delay = 0.2
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].created)
+    lab.fake.destroy(call.legs[0].channel_id)  # before its StasisStart
+    await answered(lab, caller)
+    assert len(call.legs) == 2 and call.legs[1].attempt.trunk == "carrier-a"
+    assert lab.fake.dials == {"carrier-a": 1}
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
+    await hang_up_answered(lab, caller)
+
+
 async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
     lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
     lab.snapshots.append(snapshot_of(_routes_with(first="bravo"), "v2"))
