@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
+from ari_app.http import STALL_GRACE, STALLED
 from routing import variables as var
 from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE
 from routing.plan import Attempt, Status, attempt_again, plan
@@ -54,10 +55,6 @@ DESTROY_WAIT = 2.0
 VARS_WAIT_AT_STOP = 0.5
 #: Seconds before each new try of an attempt's hangup that Asterisk did not answer.
 HANGUP_RETRIES = (0.2, 1.0)
-#: A timer that fires this late (seconds) found the event loop stalled...
-STALLED = 0.5
-#: ...and waits up to this long for events read late before it counts.
-STALL_GRACE = 2.0
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -14,7 +14,9 @@ more:
   ``session_keep_alive``, 15 s by default) fails before any byte of the answer: the request is
   sent again, once, on a new connection. Idle connections older than ``idle_timeout`` are not
   reused at all;
-* a timeout closes the connection it happened on (its answer may still come).
+* a timeout closes the connection it happened on (its answer may still come). A timeout that
+  fires more than ``STALLED`` seconds late found the event loop stalled (the process frozen):
+  the answer may be waiting unread, so it gets up to ``STALL_GRACE`` more.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import cast
+
+#: A timer that fires this late (seconds) found the event loop stalled...
+STALLED = 0.5
+#: ...and gives what it waits for up to this long more: it may have come in time, unread.
+STALL_GRACE = 2.0
 
 
 class HttpError(Exception):
@@ -187,6 +194,14 @@ def _dechunk(buf: bytearray, pos: int) -> tuple[bytes | None, int]:
         pos += size + 2
 
 
+def _expire(timer: asyncio.Timeout, deadline: float) -> None:
+    """A request's deadline passed: time out now, unless the loop was stalled (then the
+    answer may be waiting unread: a moment more)."""
+    now = asyncio.get_running_loop().time()
+    late = now - deadline
+    timer.reschedule(now + min(late, STALL_GRACE) if late > STALLED else now)
+
+
 class HttpPool:
     """Keep-alive connections to one server; ``request`` is all a caller needs."""
 
@@ -227,25 +242,34 @@ class HttpPool:
         elif method in ("POST", "PUT", "PATCH"):
             head += "Content-Length: 0\r\n"
         raw = (head + "\r\n").encode("latin-1") + (body or b"")
-        async with asyncio.timeout(self._timeout):
-            for attempt in range(2):
-                conn = await self._acquire(fresh=attempt > 0)
-                reused = conn.used > 0  # the second attempt always has a new one
-                try:
-                    response = await conn.exchange(raw)
-                except ConnectionError as exc:
-                    self._release(conn)
-                    # A kept-alive connection the server had closed: nothing was answered,
-                    # nothing was done. Once more on a new connection.
-                    if reused and conn.answered_nothing:
-                        continue
-                    raise HttpError(str(exc)) from exc
-                except BaseException:  # timeout or cancellation mid-answer: not reusable
-                    conn.close()
-                    self._release(conn)
-                    raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        async with asyncio.timeout(None) as timer:
+            expiry = loop.call_at(deadline, _expire, timer, deadline)
+            try:
+                return await self._exchange(raw)
+            finally:
+                expiry.cancel()
+
+    async def _exchange(self, raw: bytes) -> Response:
+        for attempt in range(2):
+            conn = await self._acquire(fresh=attempt > 0)
+            reused = conn.used > 0  # the second attempt always has a new one
+            try:
+                response = await conn.exchange(raw)
+            except ConnectionError as exc:
                 self._release(conn)
-                return response
+                # A kept-alive connection the server had closed: nothing was answered,
+                # nothing was done. Once more on a new connection.
+                if reused and conn.answered_nothing:
+                    continue
+                raise HttpError(str(exc)) from exc
+            except BaseException:  # timeout or cancellation mid-answer: not reusable
+                conn.close()
+                self._release(conn)
+                raise
+            self._release(conn)
+            return response
         raise AssertionError("unreachable")
 
     async def _acquire(self, *, fresh: bool) -> _Connection:

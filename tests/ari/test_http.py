@@ -4,6 +4,9 @@ Asterisk's (and like what goes wrong with it)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -148,6 +151,32 @@ async def test_a_silent_server_times_out_and_its_connection_is_not_reused(serve)
     gate.set()
     assert (await pool.request("GET", "/ari/b")).status == 200
     assert server.connections == 2
+
+
+async def test_an_answer_that_came_in_time_is_read_after_a_stall() -> None:
+    # On the lab the ari service was frozen (SIGSTOP) for longer than the 10 s timeout: the
+    # answers were in the sockets, but the timeouts fired first (calls failed with 503, a
+    # trunk was skipped). The server is a thread: it answers while the loop is stalled.
+    def answer_during_the_stall(sock: socket.socket) -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            time.sleep(0.1)
+            conn.sendall(ok())
+            conn.recv(1)  # until the client closes
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        server = threading.Thread(target=answer_during_the_stall, args=(sock,), daemon=True)
+        server.start()
+        pool = HttpPool("127.0.0.1", sock.getsockname()[1], headers={}, timeout=0.2)
+        asyncio.get_running_loop().call_later(0.05, time.sleep, 1.0)  # the whole loop stalls
+        try:
+            assert (await pool.request("GET", "/ari/a")).status == 200
+        finally:
+            await pool.close()
+        await asyncio.to_thread(server.join, 5)
 
 
 async def test_nothing_listening_is_an_http_error() -> None:
