@@ -19,7 +19,6 @@ import logging
 import random
 import re
 import secrets
-import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
-from ari_app.http import STALL_GRACE, STALLED
+from ari_app.http import STALL_GRACE, STALLED, HttpError
 from routing import variables as var
 from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE
 from routing.plan import Attempt, Status, attempt_again, plan
@@ -96,6 +95,9 @@ class AttemptLeg:
     vanished: bool = False
     #: It answered while nobody listened, and is gone: there is nothing to connect.
     answered_unseen: bool = False
+    #: The deadline whose timer fired late, and until when it waits for late events.
+    graced: float | None = None
+    grace_until: float = 0.0
     provisional: bool = False
     early_media: bool = False
     setup_timeout: bool = False
@@ -418,7 +420,10 @@ class Call:
             except AriNotFound:
                 return
             except AriUnavailable as exc:
-                if delay is None:
+                # A request that timed out was most likely delivered: only a connection closed
+                # unanswered or refused (Asterisk past its sessionlimit) is tried again, and
+                # the failover waits for no timeout more.
+                if delay is None or not isinstance(exc.__cause__, HttpError):
                     self.log.warning("hang up %s failed: %s", leg.channel_id, exc)
                     return
                 self.log.info("hang up %s failed: %s; again in %g s", leg.channel_id, exc,
@@ -559,13 +564,7 @@ class Call:
                                                               resume.channel_name) or "")
             if code in (180, 183) or resume.channel_state == ev.ChannelState.RINGING:
                 leg.alerted(self.clock(), media=code == 183)
-                if resume.created is not None and leg.ring_started is not None:
-                    # Ringing began within setup_timeout of the channel's creation: the ring
-                    # timer ends by creation + setup + ring, not ring_timeout after each
-                    # resume (an instance restarted again and again left it to Asterisk's
-                    # /dial timeout).
-                    since = time.time() - resume.created - current.setup_timeout
-                    leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, since))
+                await self._cap_ring_timer(leg, resume)
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
         self.trace = data.trace
@@ -604,6 +603,26 @@ class Call:
         except (AriError, ValueError) as exc:
             self.log.warning("cannot resume from caller %s either: %s", self.caller_id, exc)
             return None
+
+    async def _cap_ring_timer(self, leg: AttemptLeg, resume: ResumeLeg) -> None:
+        """A resumed attempt's ring timer ends by the latest it could have ended had nobody
+        stopped: the channel's creation, the wait for its StasisStart and for a provisional
+        reply (a setup timer each, with its stall grace), then ring_timeout. It restarted at
+        each resume: an instance restarted again and again left the ringing to Asterisk's
+        /dial timeout. The channel's age is read on Asterisk's clock (``EPOCH``), not the
+        router's; an age no ringing channel can have is ignored."""
+        if resume.created is None or leg.ring_started is None:
+            return
+        try:
+            epoch = float(await self.ari.get_variable(leg.channel_id, "EPOCH"))
+        except (AriError, AriUnavailable, ValueError):
+            return
+        age = epoch - resume.created
+        setup, ring = leg.attempt.setup_timeout, leg.attempt.ring_timeout
+        before_ringing = 2 * (setup + STALL_GRACE)
+        if not 0 <= age <= before_ringing + ring + DIAL_TIMEOUT_MARGIN:
+            return
+        leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, age - before_ringing))
 
     def _attempts_again(self, data: Resume | None) -> list[Attempt | None]:
         """The attempts of ``data`` rebuilt from the current routing table (None for those
@@ -764,6 +783,8 @@ class Call:
         while not leg.in_stasis and leg.live:
             if not await self._step(leg, setup_deadline):
                 break
+        if not leg.live and not leg.in_stasis:
+            self._drain_leg_events(leg)  # a caller's hangup queued behind it counts first
         if not leg.live and not leg.in_stasis and not leg.hangup_sent and again \
                 and not self.caller_gone:
             # Asterisk ended it before it entered the app (the app was not connected at that
@@ -820,9 +841,13 @@ class Call:
         if event is None and now - deadline > STALLED:
             # The timer fired late: the loop was stalled (the process frozen, the machine
             # swapping). Events that came in time may still wait unread in the websocket: an
-            # answer, a 503. Give the reader a moment before the timer counts.
-            event = await self._next(now + min(now - deadline, STALL_GRACE))
-            now = self.clock()
+            # answer, a 503. Give the reader a moment before the timer counts: one grace per
+            # deadline, however many events come meanwhile.
+            if leg.graced != deadline:
+                leg.graced, leg.grace_until = deadline, now + min(now - deadline, STALL_GRACE)
+            if now < leg.grace_until:
+                event = await self._next(leg.grace_until)
+                now = self.clock()
         if event is None:
             leg.timed_out(now)
             self.log.info(

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,8 @@ class FakeAsterisk:
         #: older than the events sent meanwhile, as on a busy Asterisk).
         self.hold_channel_list: asyncio.Event | None = None
         self.channel_lists = 0  # GET /channels replies taken
+        #: Asterisk's clock minus the test's (creationtime, EPOCH): another host's clock
+        self.clock_offset = 0.0
         self.connected = asyncio.Event()
         self.ws_connections = 0
         self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
@@ -204,6 +206,10 @@ class FakeAsterisk:
 
     # -- helpers for tests -------------------------------------------------------------
 
+    def now(self) -> datetime:
+        """Asterisk's clock."""
+        return datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+
     def leftovers(self) -> tuple[list[str], list[str]]:
         return list(self.channels), list(self.bridges)
 
@@ -213,7 +219,7 @@ class FakeAsterisk:
     def new_caller(self, *args: str) -> str:
         cid = f"1795706{next(self._ids):03d}.{next(self._ids)}"
         ch = Channel(cid, f"PJSIP/phone-{next(self._names):08x}", "Ring",
-                     ",".join((self.app, *args)), in_stasis=True)
+                     ",".join((self.app, *args)), in_stasis=True, created=self.now())
         self.channels[cid] = ch
         raw = _caller_template()
         raw["args"] = list(args)
@@ -269,7 +275,7 @@ class FakeAsterisk:
     def add_leftover_channel(self, args: str, state: str = "Up") -> str:
         cid = f"{'ora-' if args.startswith('router-attempt') else ''}leftover-{next(self._ids)}"
         self.channels[cid] = Channel(cid, f"PJSIP/x-{next(self._names):08x}", state,
-                                     f"{self.app},{args}", in_stasis=True)
+                                     f"{self.app},{args}", in_stasis=True, created=self.now())
         return cid
 
     def add_leftover_bridge(self, members: Iterable[str]) -> str:
@@ -438,7 +444,7 @@ class FakeAsterisk:
                                      status=409)
         app_data = ",".join((q["app"], *filter(None, q.get("appArgs", "").split(","))))
         ch = Channel(cid, f"PJSIP/{trunk}-{next(self._names):08x}", "Down", app_data,
-                     behaviour=behaviour)
+                     behaviour=behaviour, created=self.now())
         if request.can_read_body:
             ch.variables.update((await request.json()).get("variables") or {})
         self.channels[cid] = ch
@@ -486,6 +492,8 @@ class FakeAsterisk:
 
     async def _get_variable(self, request: web.Request) -> web.Response:
         ch, name = self._channel(request), request.query["variable"]
+        if name == "EPOCH":
+            return web.json_response({"value": str(int(self.now().timestamp()))})
         if name == "HANGUPCAUSE_KEYS()":
             return web.json_response({"value": ",".join(ch.causes)})
         if m := re.fullmatch(r"HANGUPCAUSE\((.+),tech\)", name):

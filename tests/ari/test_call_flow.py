@@ -289,6 +289,64 @@ async def test_an_attempt_channel_ended_before_it_entered_the_app_is_made_once_m
     await hang_up_answered(lab, caller)
 
 
+async def test_a_hangup_that_times_out_is_not_sent_again(lab: Lab) -> None:
+    # Sent again after a timeout too, the hangup held the failover up three times the request
+    # timeout (31 s with the default 10 s) while the caller heard silence. A request that
+    # timed out was most likely delivered: only one closed unanswered is sent again.
+    lab.ari.http._timeout = 0.3
+    lab.carriers("a-unreachable_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs))
+    first = call.legs[0].channel_id
+    gate = lab.fake.gates[f"DELETE /channels/{first}"] = asyncio.Event()  # never answered
+    try:
+        await answered(lab, caller)  # carrier-b, after one timed-out hangup
+        assert lab.fake.paths("DELETE").count(f"/channels/{first}") == 1
+    finally:
+        gate.set()
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_late_timer_waits_for_late_events_once_however_many_come(lab: Lab) -> None:
+    # Each event read during the grace (a repeated 180) earned another grace: the timer was
+    # put off as long as events kept coming less than 2 s apart.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 2")))
+    lab.carriers("a480-noanswer_b200")  # rings until Asterisk's /dial timeout: 4.5 s
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    leg = lab.fake.channels[call.legs[0].channel_id]
+
+    async def ringing_again_and_again() -> None:
+        while leg.id in lab.fake.channels:
+            lab.fake._emit({"type": "Dial", "dialstatus": "RINGING", "peer": leg.json()})
+            await asyncio.sleep(0.2)
+
+    time.sleep(2.7)  # noqa: ASYNC251  (the loop stalls: the ring timer fires 0.7 s late)
+    again = asyncio.create_task(ringing_again_and_again())
+    try:
+        await lab.finished(caller)
+    finally:
+        again.cancel()
+    # Ended by its own ring timer, 0.7 s later, not by Asterisk's /dial timeout (1.8 s later)
+    assert call.legs[0].ring_timeout and lab.fake.ended[caller].hangup_reason == "19"
+
+
+async def test_no_second_channel_for_an_attempt_when_the_caller_has_hung_up_meanwhile(
+        lab: Lab) -> None:
+    lab.carriers("a200")
+    lab.fake.stasis_delay = 0.2
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].created)
+    lab.fake.destroy(call.legs[0].channel_id)  # before its StasisStart...
+    lab.fake.caller_hangup(caller)  # ...and the caller gone right behind it
+    await lab.finished(caller)
+    assert lab.fake.paths("POST").count("/channels/create") == 1
+    no_leftovers(lab)
+
+
 async def test_a_hot_update_applies_to_the_next_call(lab: Lab) -> None:
     lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
     lab.snapshots.append(snapshot_of(_routes_with(first="bravo"), "v2"))

@@ -468,11 +468,31 @@ async def test_a_resumed_ring_timer_ends_by_the_attempts_creation_plus_setup_plu
     # timer never fired, and the ringing went on to Asterisk's /dial timeout (a chaos audit).
     caller, leg = await ringing_call(lab)  # ring_timeout 30, setup_timeout 0.5
     await stop(lab.runner, lab.ari)
-    lab.fake.channels[leg].created -= timedelta(seconds=29.5)  # rang for 29.5 s already
+    # Created 34 s ago: ringing began by 5 s after (two setup timers and their stall graces),
+    # so the ring timer ends about 1 s from now.
+    lab.fake.channels[leg].created -= timedelta(seconds=34)
     async with a_new_instance(lab) as app:
         await wait_for(lambda: any(c.caller_id == caller for c in app.finished), within=5)
         assert lab.fake.ended[caller].hangup_reason == "19"  # no answer, well before 30 s
         assert lab.fake.dials == {"carrier-a": 1}
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+@pytest.mark.parametrize("offset", [-120.0, 120.0])
+async def test_the_ring_timer_cap_reads_the_channels_age_on_asterisks_clock(
+        lab: Lab, offset: float) -> None:
+    # It compared the router's clock with Asterisk's creationtime: an Asterisk 2 minutes
+    # behind cut a callee who had just begun to ring and told the caller "no answer".
+    lab.fake.clock_offset = offset
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    async with a_new_instance(lab) as app:
+        resumed = app.owners[caller]
+        assert isinstance(resumed, Call)
+        await wait_for(lambda: bool(resumed.legs))
+        ring_started = resumed.legs[0].ring_started
+        assert ring_started is not None and resumed.clock() - ring_started < 1.0  # 30 s to go
+        lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
