@@ -268,13 +268,18 @@ def _channel_sequence(name: str) -> int:
 
 
 def resume_data(number: str, version: str, trace: str,
-                attempts: Sequence[Attempt]) -> str:
+                attempts: Sequence[Attempt], *, untried: bool = False) -> str:
     """The ROUTER_RESUME value put on an attempt's channel when it is created: the call's
-    number, routing version and trace so far, this attempt and the ones after it."""
-    return json.dumps({
+    number, routing version and trace so far, this attempt and the ones after it.
+    ``untried``: this attempt was never dialled (the service stopped before): the next
+    instance tries it rather than judging it."""
+    data: dict[str, Any] = {
         "number": number, "version": version, "trace": trace,
         "attempts": [[a.index, a.route.name, a.carrier.name, a.trunk] for a in attempts],
-    }, separators=(",", ":"))
+    }
+    if untried:
+        data["untried"] = True
+    return json.dumps(data, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +291,8 @@ class Resume:
     trace: list[TraceEntry]
     #: (index, route, carrier, trunk) of the attempt it was written with, then of the rest
     attempts: list[tuple[int, str, str, str]]
+    #: The first of them was never dialled.
+    untried: bool = False
 
     def base_vars(self) -> dict[str, str]:
         return {var.STATUS: str(Status.OK), var.VERSION: self.version, var.NUMBER: self.number}
@@ -298,7 +305,8 @@ def parse_resume(text: str) -> Resume:
         data = json.loads(text)
         attempts = [(int(i), str(r), str(c), str(t)) for i, r, c, t in data["attempts"]]
         resume = Resume(str(data["number"]), str(data["version"]),
-                        parse_trace(str(data["trace"])), attempts)
+                        parse_trace(str(data["trace"])), attempts,
+                        untried=data.get("untried") is True)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not ROUTER_RESUME data: {exc!r}") from None
     if not attempts:
@@ -337,6 +345,8 @@ class Call:
     caller_in_bridge: bool = False
     #: Set when the call is resumed from an attempt an earlier instance left ringing.
     resume_leg: ResumeLeg | None = None
+    #: What the last attempt's ROUTER_RESUME was made of (number, version, trace, attempts).
+    _resume_args: tuple[str, str, str, tuple[Attempt, ...]] | None = None
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -459,6 +469,8 @@ class Call:
                 # Still reading what an earlier instance left: left as found, for the next.
                 self.log.info("shutting down while resuming: the call is left for the next "
                               "instance")
+            elif self._between_attempts():
+                await self._leave_between_attempts()
             else:
                 await self._cleanup()
                 raise
@@ -472,6 +484,32 @@ class Call:
             raise
         await self._cleanup()
         return self.result
+
+    def _between_attempts(self) -> bool:
+        """The caller waits in the call's bridge, nothing answered, no attempt dialled."""
+        return (self.caller_in_bridge and not self.caller_gone and self.answered_leg is None
+                and self._resume_args is not None and self._bridge_created is not None
+                and self._bridge_created.done() and not self._bridge_created.cancelled()
+                and self._bridge_created.exception() is None)
+
+    async def _leave_between_attempts(self) -> None:
+        """Stopping between two attempts: the caller is left in the call's bridge for the
+        next instance, which goes on with the rest of the plan from the caller's
+        ROUTER_RESUME. An attempt not dialled yet is hung up and marked untried there, so the
+        next instance tries it. (Destroying the bridge instead made the next instance route
+        the caller again from the start: the trunks already tried rang again.)"""
+        leg = self.legs[-1] if self.legs else None
+        untried = leg is not None and leg.live and leg.state is AttemptState.CREATING
+        self.log.info("shutting down between attempts: the caller waits for the next "
+                      "instance%s", f" (attempt {leg.attempt.index} untried)"
+                      if untried and leg is not None else "")
+        if untried and leg is not None:
+            await self._hangup_leg(leg)
+            assert self._resume_args is not None
+            number, version, trace, attempts = self._resume_args
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._set_variables({var.RESUME: resume_data(
+                    number, version, trace, attempts, untried=True)}), VARS_WAIT_AT_STOP * 2)
 
     def _ringing_leg(self) -> AttemptLeg | None:
         """The attempt in progress, dialled and in the call's bridge, if the caller is there."""
@@ -684,6 +722,12 @@ class Call:
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
         lost_index, _, _, lost_trunk = data.attempts[0]
         rebuilt = self._attempts_again(data)
+        if data.untried:  # the earlier instance stopped before dialling it: try it now
+            self.trace = list(data.trace)
+            rest = [a for a in rebuilt if a is not None]
+            self.log.info("resuming with attempt %d on %s, which an earlier instance never "
+                          "dialled", lost_index, lost_trunk)
+            return await self._attempts(rest, data.base_vars(), prepared=True)
         later = [a for a in rebuilt[1:] if a is not None]
         tech = await self._lost_attempt_response(lost_trunk)
         obs = unwatched(tech) if tech is not None else None
@@ -757,8 +801,9 @@ class Call:
         self.registry.register(leg.channel_id, self)
         setup_deadline = now + attempt.setup_timeout
         trace = format_trace(self.trace)
-        resume = resume_data(base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
+        self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))
+        resume = resume_data(*self._resume_args)
         self._record_progress(base_vars, trace, resume)
         try:
             created = await self.ari.create_channel(

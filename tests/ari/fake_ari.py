@@ -151,6 +151,7 @@ class FakeAsterisk:
         self.dials: Counter[str] = Counter()  # trunk -> INVITEs sent
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
         self.stasis_delay = 0.0
+        self.stasis_delay_for: dict[str, float] = {}  # trunk -> its own stasis_delay
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
         #: "DELETE /channels/ID" -> close the connection unanswered, this many times
@@ -449,8 +450,8 @@ class FakeAsterisk:
             ch.variables.update((await request.json()).get("variables") or {})
         self.channels[cid] = ch
         loop = asyncio.get_running_loop()
-        if self.stasis_delay:
-            loop.call_later(self.stasis_delay, self._replay, ch, behaviour.create)
+        if delay := self.stasis_delay_for.get(trunk, self.stasis_delay):
+            loop.call_later(delay, self._replay, ch, behaviour.create)
         else:
             loop.call_soon(self._replay, ch, behaviour.create)
         return web.json_response(ch.json())

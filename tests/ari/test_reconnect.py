@@ -496,6 +496,30 @@ async def test_the_ring_timer_cap_reads_the_channels_age_on_asterisks_clock(
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_call_stopped_between_two_attempts_goes_on_with_the_untried_one(
+        lab: Lab) -> None:
+    # On the lab a SIGTERM came as carrier-c's 503 was judged and carrier-a's channel was
+    # being created: the bridge was destroyed, and the next instance routed the caller again
+    # from the start (carrier-b and carrier-c rang again for the same call).
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-b"] = 0.4  # the second attempt waits for its StasisStart
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
+    await stop(lab.runner, lab.ari)
+    assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller]]
+    del lab.fake.stasis_delay_for["carrier-b"]
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
+        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+        await wait_for(lambda: lab.vars_of(caller).get("ROUTER_CARRIER") == "bravo")
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+            "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: Lab) -> None:
     # A channel's state says Ringing after a 180 but nothing after a 183: the attempt was
     # resumed under the setup timer, which cut the callee's early media after a few seconds
