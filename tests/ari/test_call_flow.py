@@ -11,7 +11,7 @@ import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
-from ari_app.call import AttemptState
+from ari_app.call import AttemptState, Call
 from ari_app.client import AriUnavailable
 from routing.plan import Status
 from routing.policy import Outcome
@@ -271,17 +271,23 @@ async def test_a_hangup_asterisk_does_not_answer_is_sent_again(lab: Lab) -> None
     await hang_up_answered(lab, caller)
 
 
-async def test_an_attempt_channel_ended_before_it_entered_the_app_is_made_once_more(
-        lab: Lab) -> None:
-    # On the lab, during a websocket cut, Asterisk could not put a new attempt channel in the
-    # app ("Stasis app not active") and ended it: its trunk, which got no INVITE, was taken
-    # for a failed one and skipped (carrier-a:congestion::, then the next carrier).
+async def first_attempt_ended_before_it_entered_the_app(lab: Lab) -> tuple[str, Call]:
+    """A call whose first attempt channel Asterisk ends before its StasisStart."""
     lab.carriers("a200")
     lab.fake.stasis_delay = 0.2
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
     await wait_for(lambda: bool(call.legs) and call.legs[0].created)
-    lab.fake.destroy(call.legs[0].channel_id)  # before its StasisStart
+    lab.fake.destroy(call.legs[0].channel_id)
+    return caller, call
+
+
+async def test_an_attempt_channel_ended_before_it_entered_the_app_is_made_once_more(
+        lab: Lab) -> None:
+    # On the lab, during a websocket cut, Asterisk could not put a new attempt channel in the
+    # app ("Stasis app not active") and ended it: its trunk, which got no INVITE, was taken
+    # for a failed one and skipped (carrier-a:congestion::, then the next carrier).
+    caller, call = await first_attempt_ended_before_it_entered_the_app(lab)
     await answered(lab, caller)
     assert len(call.legs) == 2 and call.legs[1].attempt.trunk == "carrier-a"
     assert lab.fake.dials == {"carrier-a": 1}
@@ -335,13 +341,8 @@ async def test_a_late_timer_waits_for_late_events_once_however_many_come(lab: La
 
 async def test_no_second_channel_for_an_attempt_when_the_caller_has_hung_up_meanwhile(
         lab: Lab) -> None:
-    lab.carriers("a200")
-    lab.fake.stasis_delay = 0.2
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: bool(call.legs) and call.legs[0].created)
-    lab.fake.destroy(call.legs[0].channel_id)  # before its StasisStart...
-    lab.fake.caller_hangup(caller)  # ...and the caller gone right behind it
+    caller, _ = await first_attempt_ended_before_it_entered_the_app(lab)
+    lab.fake.caller_hangup(caller)  # the caller gone right behind it
     await lab.finished(caller)
     assert lab.fake.paths("POST").count("/channels/create") == 1
     no_leftovers(lab)
