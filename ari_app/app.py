@@ -19,7 +19,7 @@ from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger, ResumeLeg, parse_resume
+from ari_app.call import Call, CallLogger, ResumeLeg, read_resume
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from routing import variables as var
@@ -81,7 +81,7 @@ class AdoptedCall:
         instance listened (Asterisk bridged it by itself), and nobody wrote it then. Read from
         the attempt's ROUTER_RESUME: the trace before it, and who it is."""
         try:
-            data = parse_resume(await self.ari.get_variable(attempt_id, var.RESUME))
+            data = await read_resume(self.ari, attempt_id)
         except (AriError, AriUnavailable, ValueError) as exc:
             self.log.warning("adopted call: its outcome cannot be recorded: %s", exc)
             return
@@ -246,14 +246,14 @@ class RouterApp:
         # The reply may be older than the events read while it was on its way: calls started
         # meanwhile, attempts created meanwhile are missing from it without being gone. Only
         # the channels known to exist as it is asked for are taken for gone when missing.
-        owners = list({id(o): o for o in self.owners.values()}.values())
-        confirmed = {cid for owner in owners for cid in owner.confirmed_channels()}
+        confirmed = {cid for owner in self._distinct_owners()
+                     for cid in owner.confirmed_channels()}
         channels, bridges = await asyncio.gather(
             self.ari.list_channels(), self.ari.list_bridges()
         )
         # Nothing awaits from here on: no event can slip in between reading and acting.
         present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
-        for owner in {id(o): o for o in self.owners.values()}.values():
+        for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
         handled: set[str] = set()
         app = self.ari.app
@@ -302,6 +302,10 @@ class RouterApp:
             else:
                 log.info("hanging up caller %s left without a call", cid)
                 self._spawn(self._hangup(cid, ev.CAUSE_NORMAL), f"hangup-{cid}")
+
+    def _distinct_owners(self) -> list[Owner]:
+        """Each call or adopted call once (``owners`` maps every channel to its owner)."""
+        return list({id(o): o for o in self.owners.values()}.values())
 
     def _args(self, channel_id: str, present: Mapping[str, Any]) -> tuple[str, ...] | None:
         """The Stasis args of a channel in this app (None: not in it)."""

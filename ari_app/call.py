@@ -27,9 +27,9 @@ from typing import Any, Protocol
 from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
-from ari_app.http import STALL_GRACE, STALLED, HttpError
+from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from routing import variables as var
-from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE
+from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, FailoverPolicy
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import (
     Judgement,
@@ -258,6 +258,16 @@ class ResumeLeg:
     created: float | None = None
 
 
+def _judge(obs: Observation, failover: FailoverPolicy, *, answered_unseen: bool) -> Judgement:
+    """:func:`routing.policy.judge`, except for an attempt that answered while nobody
+    listened and is gone: there is nothing to connect, so it stops (another trunk would ring
+    the callee who just picked up) and the caller hears a normal clearing."""
+    judgement = judge(obs, failover)
+    if judgement.verdict is Verdict.DONE and answered_unseen:
+        return Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
+    return judgement
+
+
 def _channel_sequence(name: str) -> int:
     """The number Asterisk ends a channel name with (``PJSIP/carrier-a-0000002a`` -> 42):
     the later channel has the larger one."""
@@ -296,6 +306,12 @@ class Resume:
 
     def base_vars(self) -> dict[str, str]:
         return {var.STATUS: str(Status.OK), var.VERSION: self.version, var.NUMBER: self.number}
+
+
+async def read_resume(ari: AriClient, channel_id: str) -> Resume:
+    """The ROUTER_RESUME a channel holds; AriError when it cannot be read, ValueError when
+    it is not one."""
+    return parse_resume(await ari.get_variable(channel_id, var.RESUME))
 
 
 def parse_resume(text: str) -> Resume:
@@ -485,12 +501,16 @@ class Call:
         await self._cleanup()
         return self.result
 
+    def _bridge_ready(self) -> bool:
+        """The call's bridge was created (by this instance or an earlier one)."""
+        created = self._bridge_created
+        return (created is not None and created.done() and not created.cancelled()
+                and created.exception() is None)
+
     def _between_attempts(self) -> bool:
         """The caller waits in the call's bridge, nothing answered, no attempt dialled."""
         return (self.caller_in_bridge and not self.caller_gone and self.answered_leg is None
-                and self._resume_args is not None and self._bridge_created is not None
-                and self._bridge_created.done() and not self._bridge_created.cancelled()
-                and self._bridge_created.exception() is None)
+                and self._resume_args is not None and self._bridge_ready())
 
     async def _leave_between_attempts(self) -> None:
         """Stopping between two attempts: the caller is left in the call's bridge for the
@@ -517,8 +537,7 @@ class Call:
         if (leg is None or self.caller_gone or not leg.in_stasis or not self.caller_in_bridge
                 or leg.state not in (AttemptState.DIALLING, AttemptState.RINGING,
                                      AttemptState.EARLY_MEDIA)
-                or self._bridge_created is None or not self._bridge_created.done()
-                or self._bridge_created.cancelled() or self._bridge_created.exception()):
+                or not self._bridge_ready()):
             return None
         return leg
 
@@ -565,7 +584,7 @@ class Call:
         self.caller_in_bridge = True  # reconcile resumes a caller and an attempt in a bridge
         data: Resume | None = None
         try:
-            data = parse_resume(await self.ari.get_variable(resume.channel_id, var.RESUME))
+            data = await read_resume(self.ari, resume.channel_id)
         except AriNotFound:
             if resume.attempt_gone:
                 self.log.warning("cannot resume caller %s: it is gone", resume.channel_id)
@@ -637,7 +656,7 @@ class Call:
 
     async def _caller_resume_data(self) -> Resume | None:
         try:
-            return parse_resume(await self.ari.get_variable(self.caller_id, var.RESUME))
+            return await read_resume(self.ari, self.caller_id)
         except (AriError, ValueError) as exc:
             self.log.warning("cannot resume from caller %s either: %s", self.caller_id, exc)
             return None
@@ -685,18 +704,15 @@ class Call:
                 leg = await self._follow(resumed)
             else:
                 leg = await self._try(attempt, attempts[i + 1:], base_vars)
-            last = judge(leg.observation(), attempt.carrier.failover)
-            if last.verdict is Verdict.DONE and leg.answered_unseen:
-                # It answered while nobody listened and is gone: stop (another trunk would
-                # ring the callee who just picked up), the caller hears a normal clearing.
-                last = Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
+            last = _judge(leg.observation(), attempt.carrier.failover,
+                          answered_unseen=leg.answered_unseen)
             self._record(leg, last)
             if last.verdict is Verdict.DONE:
                 return await self._connected(leg, base_vars)
             judgements.append(last)
             if last.verdict is Verdict.STOP or self.caller_gone:
                 break
-        self._drain_caller_events()
+        self._drain()
         values = {**base_vars, var.ATTEMPTS: format_trace(self.trace)}
         if self.caller_gone:
             self.log.info("caller hung up after %d attempt(s): no further attempt",
@@ -738,33 +754,27 @@ class Call:
                              len(later))
             return await self._attempts(later, data.base_vars(), prepared=True)
         lost = rebuilt[0]
-        judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
+        judgement = _judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER,
+                           answered_unseen=obs.answered)
         self.trace = [*data.trace, TraceEntry(lost_trunk, str(judgement.outcome), obs.cause,
                                               200 if obs.answered else obs.sip_code)]
         self.log.info("attempt %d on %s ended while no router listened (last response %r): "
                       "%s, %s", lost_index, lost_trunk, tech, judgement.outcome,
                       judgement.verdict)
-        if judgement.verdict is Verdict.RETRY:
-            return await self._attempts(later, data.base_vars(), prepared=True,
-                                        judged=[judgement])
-        if judgement.verdict is Verdict.DONE:  # answered, and gone: nothing to connect
-            judgement = Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
-        return await self._attempts([], data.base_vars(), prepared=True, judged=[judgement])
+        return await self._attempts(later if judgement.verdict is Verdict.RETRY else [],
+                                    data.base_vars(), prepared=True, judged=[judgement])
 
-    def _drain_leg_events(self, leg: AttemptLeg) -> None:
-        """The events already queued, without waiting (the leg's, the caller's)."""
-        while not self.queue.empty():
-            event = self.queue.get_nowait()
-            if event.channel_id == self.caller_id:
-                self._caller_event(event)
-            elif event.channel_id == leg.channel_id:
-                leg.on_event(event, self.clock())
+    def _dispatch(self, event: Event, leg: AttemptLeg | None) -> None:
+        """An event of the caller, or of ``leg``; any other is stale and dropped."""
+        if event.channel_id == self.caller_id:
+            self._caller_event(event)
+        elif leg is not None and event.channel_id == leg.channel_id:
+            leg.on_event(event, self.clock())
 
-    def _drain_caller_events(self) -> None:
+    def _drain(self, leg: AttemptLeg | None = None) -> None:
+        """The events already queued, without waiting: the caller's, and ``leg``'s."""
         while not self.queue.empty():
-            event = self.queue.get_nowait()
-            if event.channel_id == self.caller_id:
-                self._caller_event(event)
+            self._dispatch(self.queue.get_nowait(), leg)
 
     def _prepare_caller(self) -> None:
         """One mixing bridge for the whole call. The phone hears what each trunk sends through
@@ -829,7 +839,7 @@ class Call:
             if not await self._step(leg, setup_deadline):
                 break
         if not leg.live and not leg.in_stasis:
-            self._drain_leg_events(leg)  # a caller's hangup queued behind it counts first
+            self._drain(leg)  # a caller's hangup queued behind it counts first
         if not leg.live and not leg.in_stasis and not leg.hangup_sent and again \
                 and not self.caller_gone:
             # Asterisk ended it before it entered the app (the app was not connected at that
@@ -883,13 +893,13 @@ class Call:
         """Handle one event of the attempt, or its timer. False when the timer fired."""
         event = await self._next(deadline)
         now = self.clock()
-        if event is None and now - deadline > STALLED:
-            # The timer fired late: the loop was stalled (the process frozen, the machine
-            # swapping). Events that came in time may still wait unread in the websocket: an
-            # answer, a 503. Give the reader a moment before the timer counts: one grace per
+        if event is None:
+            # A timer that fires late found the loop stalled (the process frozen, the machine
+            # swapping): events that came in time may still wait unread in the websocket (an
+            # answer, a 503). The reader gets a moment before the timer counts: one grace per
             # deadline, however many events come meanwhile.
             if leg.graced != deadline:
-                leg.graced, leg.grace_until = deadline, now + min(now - deadline, STALL_GRACE)
+                leg.graced, leg.grace_until = deadline, stall_extended(deadline, now)
             if now < leg.grace_until:
                 event = await self._next(leg.grace_until)
                 now = self.clock()
@@ -918,7 +928,7 @@ class Call:
             await self._hangup_leg(leg)  # (a vanished one: 404, quietly)
         if leg.vanished and not leg.destroyed:
             # Its events were lost; what it ended with, the caller's hash has.
-            self._drain_leg_events(leg)
+            self._drain(leg)
             if not leg.destroyed and leg.name is not None:
                 tech = await self._last_response(self.caller_id, leg.name)
                 obs = unwatched(tech) if tech is not None else None
@@ -932,10 +942,7 @@ class Call:
                 event = await self._next(deadline)
                 if event is None:
                     break
-                if event.channel_id == self.caller_id:
-                    self._caller_event(event)
-                elif event.channel_id == leg.channel_id:
-                    leg.on_event(event, self.clock())
+                self._dispatch(event, leg)
         return leg
 
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:

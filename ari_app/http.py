@@ -194,12 +194,17 @@ def _dechunk(buf: bytearray, pos: int) -> tuple[bytes | None, int]:
         pos += size + 2
 
 
-def _expire(timer: asyncio.Timeout, deadline: float) -> None:
-    """A request's deadline passed: time out now, unless the loop was stalled (then the
-    answer may be waiting unread: a moment more)."""
-    now = asyncio.get_running_loop().time()
+def stall_extended(deadline: float, now: float) -> float:
+    """When a timer due at ``deadline`` and firing at ``now`` really expires: now, or, when
+    it fires more than ``STALLED`` late (the loop was stalled, what it waits for may have come
+    in time and still be unread), up to ``STALL_GRACE`` later."""
     late = now - deadline
-    timer.reschedule(now + min(late, STALL_GRACE) if late > STALLED else now)
+    return now + min(late, STALL_GRACE) if late > STALLED else now
+
+
+def _expire(timer: asyncio.Timeout, deadline: float) -> None:
+    """A request's deadline passed: time out now, unless the loop was stalled."""
+    timer.reschedule(stall_extended(deadline, asyncio.get_running_loop().time()))
 
 
 class HttpPool:
