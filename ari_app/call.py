@@ -52,6 +52,8 @@ DIAL_TIMEOUT_MARGIN = 2.0
 DESTROY_WAIT = 2.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
+#: How long a stopping service waits for the reply to a /dial it sent.
+DIAL_WAIT_AT_STOP = 2.0
 #: Seconds before each new try of an attempt's hangup that Asterisk did not answer.
 HANGUP_RETRIES = (0.2, 1.0)
 
@@ -91,6 +93,8 @@ class AttemptLeg:
     created: bool = False
     #: Its channel's name (``PJSIP/carrier-a-0000002a``), from the create's answer.
     name: str | None = None
+    #: Its /dial request, once sent (it outlives a stop of the service: see _settle_dial).
+    dial_request: asyncio.Future[None] | None = None
     #: Gone while its events were lost (a websocket cut): how it ended is read afterwards.
     vanished: bool = False
     #: It answered while nobody listened, and is gone: there is nothing to connect.
@@ -471,6 +475,7 @@ class Call:
                                      trace=format_trace(self.trace))
             await self._hangup_caller(ev.CAUSE_CONGESTION)
         except asyncio.CancelledError:
+            await self._settle_dial()
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
             # next instance adopts it after its reconcile). So does a dialled attempt: hanging
             # it up would ring the callee twice, as the next instance would route the caller
@@ -500,6 +505,23 @@ class Call:
             raise
         await self._cleanup()
         return self.result
+
+    async def _settle_dial(self) -> None:
+        """Stopped while an attempt's /dial was on its way: Asterisk may have sent the INVITE
+        already. The reply gets a moment, and the attempt then counts as dialled, left ringing
+        for the next instance. (It was hung up as never dialled: the trunk got a CANCEL right
+        after its INVITE, and the next instance INVITEd it again.) With no reply in time it
+        counts as dialled all the same: one that was not is judged a dead trunk by the next
+        instance, which moves on, where the other way round a callee may ring twice."""
+        leg = self.legs[-1] if self.legs else None
+        if leg is None or leg.dial_request is None or leg.state is not AttemptState.CREATING:
+            return
+        request = leg.dial_request
+        with contextlib.suppress(Exception):  # its error (or none in time) changes nothing
+            await asyncio.wait_for(asyncio.shield(request), DIAL_WAIT_AT_STOP)
+        if not request.done():  # its late error is nobody's business: not logged as unread
+            request.add_done_callback(lambda f: f.cancelled() or f.exception())
+        leg.dialled()
 
     def _bridge_ready(self) -> bool:
         """The call's bridge was created (by this instance or an earlier one)."""
@@ -864,7 +886,10 @@ class Call:
             await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
             self.caller_in_bridge = True
             backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
-            await self.ari.dial(leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop))
+            # Shielded: stopping the service must not lose its reply (see _settle_dial).
+            leg.dial_request = asyncio.ensure_future(self.ari.dial(
+                leg.channel_id, caller=self.caller_id, dial_timeout=round(backstop)))
+            await asyncio.shield(leg.dial_request)
         except AriError as exc:
             # The leg or the caller went away under us (its events tell the rest): /dial
             # answers 404 or 409, addChannel 400 (no such channel) or 422 (not in Stasis).

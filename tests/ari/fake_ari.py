@@ -152,7 +152,10 @@ class FakeAsterisk:
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
         self.stasis_delay = 0.0
         self.stasis_delay_for: dict[str, float] = {}  # trunk -> its own stasis_delay
-        self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold reply
+        self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold request
+        #: Set: a /dial sends its INVITE, then waits for this before it replies (the reply
+        #: still on its way when the app stops).
+        self.hold_dial_reply: asyncio.Event | None = None
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
         #: "DELETE /channels/ID" -> close the connection unanswered, this many times
         self.dropping: Counter[str] = Counter()
@@ -472,6 +475,8 @@ class FakeAsterisk:
         if ch.behaviour.end == "hold" and "timeout" in request.query:
             ch.timer = loop.call_later(float(request.query["timeout"]), self._replay, ch,
                                        ch.behaviour.timeout_tail)
+        if self.hold_dial_reply is not None:
+            await self.hold_dial_reply.wait()
         return web.Response(status=204)
 
     async def _answer(self, request: web.Request) -> web.Response:

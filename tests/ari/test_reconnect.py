@@ -520,6 +520,38 @@ async def test_a_call_stopped_between_two_attempts_goes_on_with_the_untried_one(
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk_twice(
+        lab: Lab) -> None:
+    # A SIGTERM came while an attempt's /dial was on its way (Asterisk had sent the INVITE):
+    # the attempt was hung up as never dialled, a CANCEL right behind its INVITE, and the next
+    # instance INVITEd the same trunk again for the same call.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a480-noanswer_b200")
+    lab.fake.hold_dial_reply = held = asyncio.Event()
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.dials == {"carrier-a": 1})  # the INVITE is out
+    leg = call.legs[0].channel_id
+    stopping = asyncio.create_task(stop(lab.runner, lab.ari))
+    await wait_for(lambda: lab.runner.done()
+                   or any(task.cancelling() for task in lab.app.tasks))
+    held.set()  # the reply comes while the call is being stopped
+    lab.fake.hold_dial_reply = None
+    await stopping
+    assert leg in lab.fake.channels and not lab.fake.channels[leg].cancelled
+    assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
+    async with a_new_instance(lab) as app:
+        resumed = app.owners[caller]
+        assert isinstance(resumed, Call)
+        await wait_for(lambda: bool(resumed.legs))
+        assert resumed.legs[0].channel_id == leg
+        lab.fake.answer(leg)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        assert lab.fake.dials == {"carrier-a": 1}
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: Lab) -> None:
     # A channel's state says Ringing after a 180 but nothing after a 183: the attempt was
     # resumed under the setup timer, which cut the callee's early media after a few seconds
