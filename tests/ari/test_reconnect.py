@@ -520,11 +520,14 @@ async def test_a_call_stopped_between_two_attempts_goes_on_with_the_untried_one(
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+@pytest.mark.parametrize("reply", ["in time", "too late"])
 async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk_twice(
-        lab: Lab) -> None:
+        lab: Lab, reply: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A SIGTERM came while an attempt's /dial was on its way (Asterisk had sent the INVITE):
     # the attempt was hung up as never dialled, a CANCEL right behind its INVITE, and the next
-    # instance INVITEd the same trunk again for the same call.
+    # instance INVITEd the same trunk again for the same call. A reply that does not come in
+    # time leaves the attempt dialled all the same.
+    monkeypatch.setattr("ari_app.call.DIAL_WAIT_AT_STOP", 0.2)
     lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
     lab.carriers("a480-noanswer_b200")
     lab.fake.hold_dial_reply = held = asyncio.Event()
@@ -535,9 +538,11 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
     stopping = asyncio.create_task(stop(lab.runner, lab.ari))
     await wait_for(lambda: lab.runner.done()
                    or any(task.cancelling() for task in lab.app.tasks))
-    held.set()  # the reply comes while the call is being stopped
-    lab.fake.hold_dial_reply = None
+    if reply == "in time":
+        held.set()  # the reply comes while the call is being stopped
     await stopping
+    held.set()
+    lab.fake.hold_dial_reply = None
     assert leg in lab.fake.channels and not lab.fake.channels[leg].cancelled
     assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
     async with a_new_instance(lab) as app:
