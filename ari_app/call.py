@@ -350,6 +350,8 @@ class Call:
     clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     caller_gone: bool = False
+    #: The router hung the caller up (its hangup request is sent): the call is over.
+    caller_hung_up: bool = False
     bridge_id: str | None = None
     _bridge_created: asyncio.Future[Any] | None = None
     #: The last write of ROUTER_* to the caller, still in flight (see _record_progress).
@@ -434,6 +436,7 @@ class Call:
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
     async def _hangup_caller(self, cause: int) -> None:
+        self.caller_hung_up = True
         if not self.caller_gone:
             await self._quietly("hang up caller", self.ari.hangup(self.caller_id, cause))
 
@@ -531,7 +534,8 @@ class Call:
 
     def _between_attempts(self) -> bool:
         """The caller waits in the call's bridge, nothing answered, no attempt dialled."""
-        return (self.caller_in_bridge and not self.caller_gone and self.answered_leg is None
+        return (self.caller_in_bridge and not self.caller_gone and not self.caller_hung_up
+                and self.answered_leg is None
                 and self._resume_args is not None and self._bridge_ready())
 
     async def _leave_between_attempts(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import fnmatch
 import itertools
 import json
 import re
@@ -153,9 +154,9 @@ class FakeAsterisk:
         self.stasis_delay = 0.0
         self.stasis_delay_for: dict[str, float] = {}  # trunk -> its own stasis_delay
         self.gates: dict[str, asyncio.Event] = {}  # "POST /channels/ID/answer" -> hold request
-        #: Set: a /dial sends its INVITE, then waits for this before it replies (the reply
-        #: still on its way when the app stops).
-        self.hold_dial_reply: asyncio.Event | None = None
+        #: "POST /channels/*/dial" (fnmatch) -> the request is carried out (a /dial sends its
+        #: INVITE), then its reply waits for this (still on its way when the app stops)
+        self.held_replies: dict[str, asyncio.Event] = {}
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
         #: "DELETE /channels/ID" -> close the connection unanswered, this many times
         self.dropping: Counter[str] = Counter()
@@ -391,6 +392,11 @@ class FakeAsterisk:
             status = self.failing.get(f"{request.method} {request.path[4:]}")
             if status is not None:
                 return web.json_response({"message": "injected failure"}, status=status)
+            response = await handler(request)
+            for pattern, held in self.held_replies.items():
+                if fnmatch.fnmatchcase(key, pattern):
+                    await held.wait()
+            return response
         return await handler(request)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -475,8 +481,6 @@ class FakeAsterisk:
         if ch.behaviour.end == "hold" and "timeout" in request.query:
             ch.timer = loop.call_later(float(request.query["timeout"]), self._replay, ch,
                                        ch.behaviour.timeout_tail)
-        if self.hold_dial_reply is not None:
-            await self.hold_dial_reply.wait()
         return web.Response(status=204)
 
     async def _answer(self, request: web.Request) -> web.Response:

@@ -520,6 +520,23 @@ async def test_a_call_stopped_between_two_attempts_goes_on_with_the_untried_one(
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_call_stopped_while_its_caller_is_hung_up_leaves_nothing(lab: Lab) -> None:
+    # A SIGTERM came as the caller of a busy callee was being hung up: the call was taken for
+    # one between two attempts, and its bridge was left for the next instance to find.
+    lab.carriers("a486_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    held = lab.fake.held_replies[f"DELETE /channels/{caller}"] = asyncio.Event()
+    await lab.started(caller)
+    await wait_for(lambda: f"/channels/{caller}" in lab.fake.paths("DELETE"))
+    stopping = asyncio.create_task(stop(lab.runner, lab.ari))
+    await wait_for(lambda: lab.runner.done()
+                   or any(task.cancelling() for task in lab.app.tasks))
+    held.set()
+    await stopping
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert lab.fake.ended[caller].hangup_reason == "17"
+
+
 @pytest.mark.parametrize("reply", ["in time", "too late"])
 async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk_twice(
         lab: Lab, reply: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -530,7 +547,7 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
     monkeypatch.setattr("ari_app.call.DIAL_WAIT_AT_STOP", 0.2)
     lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
     lab.carriers("a480-noanswer_b200")
-    lab.fake.hold_dial_reply = held = asyncio.Event()
+    held = lab.fake.held_replies["POST /channels/*/dial"] = asyncio.Event()
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
     await wait_for(lambda: lab.fake.dials == {"carrier-a": 1})  # the INVITE is out
@@ -542,7 +559,7 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
         held.set()  # the reply comes while the call is being stopped
     await stopping
     held.set()
-    lab.fake.hold_dial_reply = None
+    del lab.fake.held_replies["POST /channels/*/dial"]
     assert leg in lab.fake.channels and not lab.fake.channels[leg].cancelled
     assert [b["channels"] for b in lab.fake.bridges.values()] == [[caller, leg]]
     async with a_new_instance(lab) as app:
