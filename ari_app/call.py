@@ -516,7 +516,7 @@ class Call:
         after its INVITE, and the next instance INVITEd it again.) With no reply in time it
         counts as dialled all the same: one that was not is judged a dead trunk by the next
         instance, which moves on, where the other way round a callee may ring twice."""
-        leg = self.legs[-1] if self.legs else None
+        leg = self._last_leg()
         if leg is None or leg.dial_request is None or leg.state is not AttemptState.CREATING:
             return
         request = leg.dial_request
@@ -525,6 +525,10 @@ class Call:
         if not request.done():  # its late error is nobody's business: not logged as unread
             request.add_done_callback(lambda f: f.cancelled() or f.exception())
         leg.dialled()
+
+    def _last_leg(self) -> AttemptLeg | None:
+        """The attempt in progress, or the last one made."""
+        return self.legs[-1] if self.legs else None
 
     def _bridge_ready(self) -> bool:
         """The call's bridge was created (by this instance or an earlier one)."""
@@ -544,13 +548,14 @@ class Call:
         ROUTER_RESUME. An attempt not dialled yet is hung up and marked untried there, so the
         next instance tries it. (Destroying the bridge instead made the next instance route
         the caller again from the start: the trunks already tried rang again.)"""
-        leg = self.legs[-1] if self.legs else None
-        untried = leg is not None and leg.live and leg.state is AttemptState.CREATING
+        untried = self._last_leg()
+        if untried is not None and untried.state is not AttemptState.CREATING:
+            untried = None  # dialled, or over (a CREATING leg is live)
         self.log.info("shutting down between attempts: the caller waits for the next "
-                      "instance%s", f" (attempt {leg.attempt.index} untried)"
-                      if untried and leg is not None else "")
-        if untried and leg is not None:
-            await self._hangup_leg(leg)
+                      "instance%s", f" (attempt {untried.attempt.index} untried)"
+                      if untried is not None else "")
+        if untried is not None:
+            await self._hangup_leg(untried)
             assert self._resume_args is not None
             number, version, trace, attempts = self._resume_args
             with contextlib.suppress(Exception):
@@ -559,7 +564,7 @@ class Call:
 
     def _ringing_leg(self) -> AttemptLeg | None:
         """The attempt in progress, dialled and in the call's bridge, if the caller is there."""
-        leg = self.legs[-1] if self.legs else None
+        leg = self._last_leg()
         if (leg is None or self.caller_gone or not leg.in_stasis or not self.caller_in_bridge
                 or leg.state not in (AttemptState.DIALLING, AttemptState.RINGING,
                                      AttemptState.EARLY_MEDIA)
