@@ -233,6 +233,15 @@ async def stop(runner: asyncio.Task[None], ari: AriClient) -> None:
     await ari.close()
 
 
+async def stop_begun(lab: Lab) -> asyncio.Task[None]:
+    """Stop the service (as SIGTERM does) and return once its calls are being stopped, or
+    already were: a reply held meanwhile comes while a call handles its stop."""
+    stopping = asyncio.create_task(stop(lab.runner, lab.ari))
+    await wait_for(lambda: lab.runner.done()
+                   or any(task.cancelling() for task in lab.app.tasks))
+    return stopping
+
+
 @contextlib.asynccontextmanager
 async def restarted_while_ringing(lab: Lab) -> AsyncIterator[tuple[str, str, RouterApp]]:
     caller, leg = await ringing_call(lab)
@@ -528,9 +537,7 @@ async def test_a_call_stopped_while_its_caller_is_hung_up_leaves_nothing(lab: La
     held = lab.fake.held_replies[f"DELETE /channels/{caller}"] = asyncio.Event()
     await lab.started(caller)
     await wait_for(lambda: f"/channels/{caller}" in lab.fake.paths("DELETE"))
-    stopping = asyncio.create_task(stop(lab.runner, lab.ari))
-    await wait_for(lambda: lab.runner.done()
-                   or any(task.cancelling() for task in lab.app.tasks))
+    stopping = await stop_begun(lab)
     held.set()
     await stopping
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
@@ -552,9 +559,7 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
     call = await lab.started(caller)
     await wait_for(lambda: lab.fake.dials == {"carrier-a": 1})  # the INVITE is out
     leg = call.legs[0].channel_id
-    stopping = asyncio.create_task(stop(lab.runner, lab.ari))
-    await wait_for(lambda: lab.runner.done()
-                   or any(task.cancelling() for task in lab.app.tasks))
+    stopping = await stop_begun(lab)
     if reply == "in time":
         held.set()  # the reply comes while the call is being stopped
     await stopping
