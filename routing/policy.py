@@ -31,7 +31,6 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # the caller hung up
     CONGESTION = "congestion"  # unreachable, congestion, server error
     REJECTED = "rejected"  # the carrier refused this number or this call
-    DECLINED = "declined"  # the callee, alerted, declined (603 after ringing)
 
 
 class Verdict(StrEnum):
@@ -64,7 +63,6 @@ class Judgement:
 _BUSY_SIP = frozenset({486, 600})
 _NO_ANSWER_SIP = frozenset({480})
 _CANCELLED_SIP = frozenset({487})
-_DECLINED_AFTER_ALERTING = frozenset({603})
 _CONGESTION_SIP = frozenset({408, 500, 502, 503, 504})
 #: SIP code -> the Q.850 cause a rejection gives the caller (Asterisk's own mapping).
 _REJECTED_SIP = {
@@ -80,7 +78,6 @@ _CONGESTION_CAUSES = frozenset({3, 18, 20, 27, 34, 38, 41, 42, 44, 47, 66, 102})
 #: When everything failed, the caller hears the most meaningful outcome (busy beats congestion).
 _RANK = {
     Outcome.BUSY: 5,
-    Outcome.DECLINED: 5,
     Outcome.NO_ANSWER: 4,
     Outcome.REJECTED: 3,
     Outcome.CONGESTION: 2,
@@ -108,10 +105,6 @@ def classify(obs: Observation) -> Outcome:
         # timer, its own downstream cancelled). The trunk did not carry the call, so another
         # may; "cancelled" is the caller's doing only (caller_gone above).
         return Outcome.CONGESTION
-    if sip in _DECLINED_AFTER_ALERTING and obs.provisional:
-        # 603 after a 180/183: the callee was alerted and declined. Another trunk would ring
-        # them again. (603 with no ringing is the carrier's refusal: the next trunk.)
-        return Outcome.DECLINED
     if sip in _NO_ANSWER_SIP or (sip is None and cause == NO_ANSWER):
         # Asterisk reports its own dial timeout and a trunk that never answered alike
         # (19/480): only whether a provisional reply came tells them apart.
@@ -139,7 +132,7 @@ def _caller_cause(outcome: Outcome, obs: Observation) -> int:
         return USER_BUSY
     if outcome is Outcome.NO_ANSWER:
         return NO_ANSWER
-    if outcome is Outcome.REJECTED or outcome is Outcome.DECLINED:
+    if outcome is Outcome.REJECTED:
         if obs.sip_code in _REJECTED_SIP:
             return _REJECTED_SIP[obs.sip_code]
         if obs.cause in _REJECTED_CAUSES:
@@ -164,7 +157,6 @@ _DEFAULT_VERDICT = {
     Outcome.BUSY: Verdict.STOP,
     Outcome.NO_ANSWER: Verdict.STOP,
     Outcome.CANCELLED: Verdict.STOP,
-    Outcome.DECLINED: Verdict.STOP,
     Outcome.UNREACHABLE: Verdict.RETRY,
     Outcome.CONGESTION: Verdict.RETRY,
     Outcome.REJECTED: Verdict.RETRY,

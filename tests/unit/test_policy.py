@@ -47,9 +47,10 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         (O(21, 401), Outcome.REJECTED, Verdict.RETRY, 21),
         (O(21, 407), Outcome.REJECTED, Verdict.RETRY, 21),
         (O(21, 603), Outcome.REJECTED, Verdict.RETRY, 21),
-        # 603 after ringing: the callee declined; another trunk would ring them again
-        (O(21, 603, provisional=True), Outcome.DECLINED, Verdict.STOP, 21),
-        (O(21, 603, provisional=True, early_media=True), Outcome.DECLINED, Verdict.STOP, 21),
+        # SPEC section 3 lists 603 as a rejection, ringing or not: the next trunk. A carrier
+        # whose 603 means the callee declined says `failover: {stop: [603]}`.
+        (O(21, 603, provisional=True), Outcome.REJECTED, Verdict.RETRY, 21),
+        (O(21, 603, provisional=True, early_media=True), Outcome.REJECTED, Verdict.RETRY, 21),
         (O(1, 404), Outcome.REJECTED, Verdict.RETRY, 1),
         (O(1, 485), Outcome.REJECTED, Verdict.RETRY, 1),
         (O(1, 604), Outcome.REJECTED, Verdict.RETRY, 1),
@@ -71,6 +72,12 @@ def test_carrier_can_stop_on_a_code_that_normally_retries() -> None:
     policy = FailoverPolicy(stop=frozenset({404}))
     assert judge(O(1, 404), policy).verdict is Verdict.STOP
     assert judge(O(34, 503), policy).verdict is Verdict.RETRY
+
+
+def test_a_carrier_whose_603_is_the_callee_declining_can_stop_on_it() -> None:
+    policy = FailoverPolicy(stop=frozenset({603}))
+    j = judge(O(21, 603, provisional=True), policy)
+    assert (j.verdict, j.cause) == (Verdict.STOP, 21)
 
 
 def test_carrier_can_retry_on_busy_and_on_ring_timeout() -> None:
@@ -101,7 +108,7 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
         ([O(19, 480), O(34, 503)], 34),  # a dead trunk is congestion to the caller
         ([O(34, 503), O(19, 480, provisional=True)], 19),
         ([O(21, 403), O(1, 404)], 21),  # equal rank: the first one
-        ([O(1, 404), O(21, 603, provisional=True)], 21),  # the callee's own decline
+        ([O(1, 404), O(21, 603, provisional=True)], 1),  # equal rank: the first one
         ([O(127, 487), O(34, 503)], 34),  # a carrier's own 487 is no answer to the caller
         ([], 34),
     ],
