@@ -42,7 +42,7 @@ from routing.policy import (
     unwatched,
 )
 from routing.snapshot import Snapshot
-from routing.trace import UNJUDGED, TraceEntry, format_trace, parse_trace
+from routing.trace import UNJUDGED, TraceEntry, abandoned_trace, format_trace, parse_trace
 
 log = logging.getLogger(__name__)
 
@@ -423,15 +423,18 @@ class Call:
                                     self.log, gone=(AriConflict,)):
             self._vars_on_caller.update(values)
 
-    def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str) -> None:
+    def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str,
+                         abandoned: str) -> None:
         """Put what is known before an attempt on the caller now, without waiting for it: a
         caller who hangs up while the attempt rings has left Stasis before its outcome could be
         written (409), and its CDR keeps this instead (the routing status, number and version,
-        and the attempts that failed before this one). ROUTER_RESUME too (as on the attempt's
-        channel): should the attempt end while no instance of the app runs, the next one goes
-        on with the rest of the plan from the caller alone."""
+        and the attempts that failed before this one), and the dialplan's h extension adds this
+        attempt, "cancelled", from ROUTER_ATTEMPTS_ABANDONED. ROUTER_RESUME too (as on the
+        attempt's channel): should the attempt end while no instance of the app runs, the next
+        one goes on with the rest of the plan from the caller alone."""
         values = {**base_vars, var.ATTEMPTS: trace} if trace else dict(base_vars)
         values[var.RESUME] = resume
+        values[var.ATTEMPTS_ABANDONED] = abandoned
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
@@ -554,13 +557,16 @@ class Call:
         self.log.info("shutting down between attempts: the caller waits for the next "
                       "instance%s", f" (attempt {untried.attempt.index} untried)"
                       if untried is not None else "")
+        # Should the caller hang up before the next instance goes on, its CDR gets the
+        # attempts judged so far: none is in progress.
+        values = {var.ATTEMPTS_ABANDONED: format_trace(self.trace)}
         if untried is not None:
             await self._hangup_leg(untried)
             assert self._resume_args is not None
             number, version, trace, attempts = self._resume_args
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._set_variables({var.RESUME: resume_data(
-                    number, version, trace, attempts, untried=True)}), VARS_WAIT_AT_STOP * 2)
+            values[var.RESUME] = resume_data(number, version, trace, attempts, untried=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._set_variables(values), VARS_WAIT_AT_STOP * 2)
 
     def _ringing_leg(self) -> AttemptLeg | None:
         """The attempt in progress, dialled and in the call's bridge, if the caller is there."""
@@ -744,7 +750,8 @@ class Call:
             if last.verdict is Verdict.STOP or self.caller_gone:
                 break
         self._drain()
-        values = {**base_vars, var.ATTEMPTS: format_trace(self.trace)}
+        # (The outcome is written: the h extension has no abandoned attempt to add.)
+        values = {**base_vars, var.ATTEMPTS: format_trace(self.trace), var.ATTEMPTS_ABANDONED: ""}
         if self.caller_gone:
             self.log.info("caller hung up after %d attempt(s): no further attempt",
                           len(self.trace))
@@ -845,7 +852,7 @@ class Call:
         self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))
         resume = resume_data(*self._resume_args)
-        self._record_progress(base_vars, trace, resume)
+        self._record_progress(base_vars, trace, resume, abandoned_trace(self.trace, attempt.trunk))
         try:
             created = await self.ari.create_channel(
                 attempt.endpoint,
@@ -992,6 +999,7 @@ class Call:
                     var.CARRIER: leg.attempt.carrier.name,
                     var.TRUNK: leg.attempt.trunk,
                     var.ATTEMPTS: trace,
+                    var.ATTEMPTS_ABANDONED: "",
                 }),
             )
         while not self.caller_gone:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from routing.policy import Outcome
+
 #: The outcome of an attempt the router could not judge: the FastAGI dialplan when it cannot
 #: ask the router, the ARI app when an attempt ended while no instance of it listened.
 UNJUDGED = "unjudged"
@@ -30,6 +32,12 @@ class TraceEntry:
 
 def format_trace(entries: Iterable[TraceEntry]) -> str:
     return "|".join(str(e) for e in entries)
+
+
+def abandoned_trace(entries: Iterable[TraceEntry], trunk: str) -> str:
+    """The trace should the caller hang up during the attempt on ``trunk``: that attempt
+    "cancelled", with no cause and no SIP code (the router did not see it end)."""
+    return format_trace([*entries, TraceEntry(trunk, str(Outcome.CANCELLED))])
 
 
 def parse_trace(text: str) -> list[TraceEntry]:

@@ -25,6 +25,12 @@ VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
 # On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
 RESUME = "ROUTER_RESUME"
 
+# On the ARI caller, channel only, while an attempt is in progress: ROUTER_ATTEMPTS as it must
+# read if the caller hangs up during that attempt (the attempt "cancelled"), for the dialplan's
+# h extension to put on the CDR. A caller who hangs up has left Stasis before the app hears of
+# it, so the app itself can no longer write it. Emptied when the app writes the outcome.
+ATTEMPTS_ABANDONED = "ROUTER_ATTEMPTS_ABANDONED"
+
 
 #: What the CDR gets: channel variables are not copied into CDRs (Asterisk 12+), so these are
 #: also written as CDR variables, ``CDR(ROUTER_STATUS)`` and so on (:func:`with_cdr`).

@@ -43,6 +43,8 @@ async def test_answer_bridges_caller_and_carrier_and_records_the_outcome(lab: La
     assert variables["ROUTER_TRUNK"] == "carrier-a"
     assert variables["ROUTER_NUMBER"] == "+34911234567"
     assert variables["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
+    # Emptied with the outcome, or the h extension would put "cancelled" on the CDR.
+    assert variables["ROUTER_ATTEMPTS_ABANDONED"] == ""
     await hang_up_answered(lab, caller)
     assert f"/channels/{call.legs[0].channel_id}" in lab.fake.paths("DELETE")
 
@@ -118,6 +120,7 @@ async def test_busy_stops_and_the_caller_gets_busy(lab: Lab) -> None:
     assert lab.fake.ended[call.caller_id].hangup_reason == "17"
     assert lab.fake.dials["carrier-b"] == 0
     assert lab.vars_of(call.caller_id)["ROUTER_ATTEMPTS"] == "carrier-a:busy:17:486"
+    assert lab.vars_of(call.caller_id)["ROUTER_ATTEMPTS_ABANDONED"] == ""
     no_leftovers(lab)
 
 
@@ -458,6 +461,9 @@ async def test_a_caller_hanging_up_while_it_rings_keeps_the_routing_for_its_cdr(
     assert variables["ROUTER_NUMBER"] == variables["CDR(ROUTER_NUMBER)"] == "+34911234567"
     assert variables["ROUTER_VERSION"] == variables["CDR(ROUTER_VERSION)"]
     assert "ROUTER_ATTEMPTS" not in variables  # the first attempt: none failed before it
+    # For the dialplan's h extension, which puts it on the CDR: the caller left during it.
+    assert variables["ROUTER_ATTEMPTS_ABANDONED"] == "carrier-a:cancelled::"
+    assert "CDR(ROUTER_ATTEMPTS_ABANDONED)" not in variables
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
             and "eventFilter" not in r.getMessage()] == []
     lab.fake.destroy(caller)

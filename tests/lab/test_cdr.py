@@ -85,11 +85,13 @@ def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type
 def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  # type: ignore[no-untyped-def]
         lab, carrier, phone, via) -> None:
     # On the ARI path the caller has left Stasis before the app hears of the hangup (its
-    # outcome can no longer be written): what was known when the ringing attempt started is.
+    # outcome can no longer be written): what was known when the ringing attempt started is,
+    # and the h extension adds that attempt, "cancelled" (ROUTER_ATTEMPTS_ABANDONED). On the
+    # AGI path the h extension adds it too. Each attempt is in the trace (SPEC section 4).
     version = lab.seed(tiers_routes(ring_timeout=30))
     carrier("a", "unavailable")
     carrier("b", "ring")
-    cdr_at = size(cdr_csv())
+    cdr_at, log_at = size(cdr_csv()), size(Path(lab.asterisk_log))
     result = phone(via).call(NUMBER, cancel_after=1.5)
     assert result.final_code == 487
     failed, abandoned = records_since(cdr_at, 2)
@@ -99,7 +101,10 @@ def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  
     assert abandoned["disposition"] == "NO ANSWER"
     assert (abandoned["status"], abandoned["number"], abandoned["version"]) == (
         "OK", E164, version)
-    assert abandoned["attempts"].startswith("carrier-a:congestion:34:503")
+    assert abandoned["attempts"] == "carrier-a:congestion:34:503|carrier-b:cancelled::"
+    warnings = [line for line in logged_since(lab.asterisk_log, log_at).splitlines()
+                if "WARNING[" in line or "ERROR[" in line]
+    assert warnings == []
 
 
 def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_cdr(  # type: ignore[no-untyped-def]
