@@ -88,7 +88,7 @@ class AdoptedCall:
         _, _, carrier, trunk = data.attempts[0]
         trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), ev.CAUSE_NORMAL, 200)]
         values = {**data.base_vars(), var.CARRIER: carrier, var.TRUNK: trunk,
-                  var.ATTEMPTS: format_trace(trace), var.ATTEMPTS_ABANDONED: ""}
+                  var.ATTEMPTS: format_trace(trace)}
         await quietly("record the outcome", self.ari.set_variables(caller_id,
                                                                    var.with_cdr(values)),
                       self.log)

@@ -750,8 +750,7 @@ class Call:
             if last.verdict is Verdict.STOP or self.caller_gone:
                 break
         self._drain()
-        # (The outcome is written: the h extension has no abandoned attempt to add.)
-        values = {**base_vars, var.ATTEMPTS: format_trace(self.trace), var.ATTEMPTS_ABANDONED: ""}
+        values = {**base_vars, var.ATTEMPTS: format_trace(self.trace)}
         if self.caller_gone:
             self.log.info("caller hung up after %d attempt(s): no further attempt",
                           len(self.trace))
@@ -999,7 +998,6 @@ class Call:
                     var.CARRIER: leg.attempt.carrier.name,
                     var.TRUNK: leg.attempt.trunk,
                     var.ATTEMPTS: trace,
-                    var.ATTEMPTS_ABANDONED: "",
                 }),
             )
         while not self.caller_gone:

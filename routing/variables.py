@@ -25,10 +25,12 @@ VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
 # On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
 RESUME = "ROUTER_RESUME"
 
-# On the ARI caller, channel only, while an attempt is in progress: ROUTER_ATTEMPTS as it must
-# read if the caller hangs up during that attempt (the attempt "cancelled"), for the dialplan's
-# h extension to put on the CDR. A caller who hangs up has left Stasis before the app hears of
-# it, so the app itself can no longer write it. Emptied when the app writes the outcome.
+# On the ARI caller, channel only, written with each attempt: ROUTER_ATTEMPTS as it must read
+# if the caller hangs up during that attempt (the attempt "cancelled"). A caller who hangs up
+# has left Stasis before the app hears of it, so the app can no longer write that; the
+# dialplan's h extension puts this on the CDR when it has more entries than ROUTER_ATTEMPTS,
+# that is, when the app did not get to write the attempt's outcome (so no variable is written
+# to empty it: every variable set is a Stasis message Asterisk turns into JSON).
 ATTEMPTS_ABANDONED = "ROUTER_ATTEMPTS_ABANDONED"
 
 

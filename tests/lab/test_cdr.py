@@ -107,6 +107,19 @@ def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  
     assert warnings == []
 
 
+@pytest.mark.parametrize("via", ["ari", "agi"])
+def test_a_caller_hanging_up_during_the_first_attempt_gets_it_in_the_cdr(  # type: ignore[no-untyped-def]
+        lab, carrier, phone, via) -> None:
+    # No ROUTER_ATTEMPTS at all yet (FIELDQTY 0 in the ARI phones' h extension).
+    lab.seed(tiers_routes(ring_timeout=30))
+    carrier("a", "ring")
+    cdr_at = size(cdr_csv())
+    assert phone(via).call(NUMBER, cancel_after=1).final_code == 487
+    (abandoned,) = records_since(cdr_at, 1)
+    assert (abandoned["disposition"], abandoned["attempts"]) == (
+        "NO ANSWER", "carrier-a:cancelled::")
+
+
 def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_cdr(  # type: ignore[no-untyped-def]
         lab, carrier, phone) -> None:
     # carrier-a answers while no instance of the app runs: Asterisk bridges the call by
