@@ -84,6 +84,9 @@ class AdoptedCall:
             data = await read_resume(self.ari, attempt_id)
         except (AriError, AriUnavailable, ValueError) as exc:
             self.log.warning("adopted call: its outcome cannot be recorded: %s", exc)
+            # Nor would the h extension take the answered attempt for one the caller abandoned.
+            await quietly("clear the abandoned trace", self.ari.set_variables(
+                caller_id, {var.ATTEMPTS_ABANDONED: ""}), self.log)
             return
         _, _, carrier, trunk = data.attempts[0]
         trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), ev.CAUSE_NORMAL, 200)]

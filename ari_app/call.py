@@ -441,7 +441,27 @@ class Call:
     async def _hangup_caller(self, cause: int) -> None:
         self.caller_hung_up = True
         if not self.caller_gone:
+            await self._settle_abandoned()
             await self._quietly("hang up caller", self.ari.hangup(self.caller_id, cause))
+
+    async def _settle_abandoned(self) -> None:
+        """The router ends the call. The caller's h extension copies ROUTER_ATTEMPTS_ABANDONED
+        (the attempt in progress "cancelled") to the CDR when it has more entries than
+        ROUTER_ATTEMPTS: after an outcome write (every normal end) it has not, but an error
+        (an ARI request failed, nothing to resume) ends the call with none. Then the trace
+        judged so far goes on both, so that the CDR does not say the caller cancelled."""
+
+        async def settle() -> None:
+            if self._vars_written is not None:
+                await asyncio.shield(self._vars_written)  # what the caller holds, then
+            on_caller = self._vars_on_caller
+            if (len(parse_trace(on_caller.get(var.ATTEMPTS_ABANDONED, "")))
+                    > len(parse_trace(on_caller.get(var.ATTEMPTS, "")))):
+                trace = format_trace(self.trace)
+                await self._set_variables({var.ATTEMPTS: trace, var.ATTEMPTS_ABANDONED: trace})
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(settle(), VARS_WAIT_AT_STOP * 2)
 
     async def _hangup_leg(self, leg: AttemptLeg) -> None:
         if leg.destroyed or leg.hangup_sent:

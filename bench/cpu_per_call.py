@@ -5,8 +5,8 @@
 
 Needs the lab up with its services and carrier-a free for a SIPp carrier of our own
 (``outbound-router lab up --no-carriers``). Seeds the one-route table of bench_ari_calls.py
-(+34 -> carrier-a, which answers: one attempt per call) and makes the routes current before
-current again at the end.
+(+34 -> carrier-a, which answers: one attempt per call); at the end, the routes that were
+current before are made current again.
 
 Each step places ``rate * seconds`` calls (1 s talk) from one path's phones at a fresh SIPp
 carrier-a, from a quiet lab, and reads the CPU time (user + system, ``/proc/PID/stat``) that

@@ -29,8 +29,9 @@ RESUME = "ROUTER_RESUME"
 # if the caller hangs up during that attempt (the attempt "cancelled"). A caller who hangs up
 # has left Stasis before the app hears of it, so the app can no longer write that; the
 # dialplan's h extension puts this on the CDR when it has more entries than ROUTER_ATTEMPTS,
-# that is, when the app did not get to write the attempt's outcome (so no variable is written
-# to empty it: every variable set is a Stasis message Asterisk turns into JSON).
+# that is, when the app did not get to write the attempt's outcome. (So the outcome write need
+# not empty it: every variable set is a Stasis message Asterisk turns into JSON. Only a call
+# the router ends on an error, with no outcome written, gets it set to the trace so far.)
 ATTEMPTS_ABANDONED = "ROUTER_ATTEMPTS_ABANDONED"
 
 

@@ -384,6 +384,11 @@ async def test_a_bridge_that_cannot_be_created_fails_the_call_and_leaves_nothing
     assert call.result is not None and call.result.status is Status.ERROR
     assert lab.fake.ended[call.caller_id].hangup_reason == "34"
     assert lab.fake.dials["carrier-a"] == 0  # never dialled without a bridge to join
+    # Its attempt's ROUTER_ATTEMPTS_ABANDONED was written: the h extension must not take
+    # the error for the caller's hangup ("carrier-a:cancelled::" in the CDR).
+    variables = lab.vars_of(call.caller_id)
+    assert "ROUTER_ATTEMPTS_ABANDONED" in variables
+    assert not h_copies_the_abandoned_trace(variables)
     no_leftovers(lab)
 
 

@@ -201,8 +201,12 @@ async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab:
     caller = fake.add_leftover_channel(NUMBER, state="Up")
     leg = fake.add_leftover_channel("router-attempt,y", state="Up")
     bridge = fake.add_leftover_bridge([caller, leg])
+    # As an earlier instance left it; the leg has no ROUTER_RESUME to record the answer from.
+    fake.channels[caller].variables["ROUTER_ATTEMPTS_ABANDONED"] = "carrier-a:cancelled::"
     fake.failing[f"DELETE /channels/{caller}"] = 500
     await restore(lab, before)
+    # The answer cannot be recorded; the h extension must not record a cancel instead.
+    await wait_for(lambda: fake.channels[caller].variables["ROUTER_ATTEMPTS_ABANDONED"] == "")
     fake.far_end_hangup(leg)
     await wait_for(lambda: bridge not in fake.bridges)  # the 500 did not stop the clean-up
     del fake.failing[f"DELETE /channels/{caller}"]
