@@ -25,7 +25,6 @@ No assertions: figures only (the target is router >= 0.7x the baseline's rate).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -33,8 +32,6 @@ import time
 from pathlib import Path
 
 import callrate
-
-from outbound_router import lab as lab_mod
 
 ROUTES = """
 defaults: {country_code: "34", setup_timeout: 5, ring_timeout: 30, max_attempts: 6}
@@ -107,11 +104,7 @@ def main() -> None:
     parser.add_argument("--max-setup-ms", type=float, default=500.0)
     parser.add_argument("--latency-calls", type=int, default=60)
     args = parser.parse_args()
-    if shutil.which("sipp") is None:
-        sys.exit("sipp not found: apt-get install sip-tester")
-    info = lab_mod.running_info()
-    if info is None:
-        sys.exit("the lab is not running: outbound-router lab up --no-carriers")
+    info = callrate.running_lab()
     before, version = seed_bench_routes(info.redis_url)
     try:
         wait_loaded(version, info.state_dir / "ari.log")

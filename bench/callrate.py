@@ -20,7 +20,9 @@ every step starts from a quiet lab (``wait_quiet``).
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,6 +151,18 @@ def sweep(vias: Sequence[str], work: Path, *, start: int, max_rate: int, seconds
                 step(via, rate)
     hang_up_leftovers()
     return figures
+
+
+def running_lab() -> LabInfo:
+    """The running lab, to place SIPp calls on; exits with what to do when it cannot."""
+    from outbound_router import lab
+
+    if shutil.which("sipp") is None:
+        sys.exit("sipp not found: apt-get install sip-tester")
+    info = lab.running_info()
+    if info is None:
+        sys.exit("the lab is not running: outbound-router lab up --no-carriers")
+    return info
 
 
 def machine_busy(window: float = 0.5) -> float:

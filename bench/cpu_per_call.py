@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -101,11 +100,7 @@ def main() -> None:
     parser.add_argument("--vias", default="baseline,ari,agi")
     args = parser.parse_args()
     vias = [v for v in args.vias.split(",") if v]
-    if shutil.which("sipp") is None:
-        sys.exit("sipp not found: apt-get install sip-tester")
-    info = lab_mod.running_info()
-    if info is None:
-        sys.exit("the lab is not running: outbound-router lab up --no-carriers")
+    info = callrate.running_lab()
     pids = processes()
     missing = {"ari", "agi"} & set(vias) - set(pids)
     if missing:
