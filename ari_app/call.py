@@ -42,7 +42,14 @@ from routing.policy import (
     unwatched,
 )
 from routing.snapshot import Snapshot
-from routing.trace import UNJUDGED, TraceEntry, abandoned_trace, format_trace, parse_trace
+from routing.trace import (
+    UNJUDGED,
+    TraceEntry,
+    abandoned_trace,
+    entry_count,
+    format_trace,
+    parse_trace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +431,7 @@ class Call:
             self._vars_on_caller.update(values)
 
     def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str,
-                         abandoned: str) -> None:
+                         trunk: str) -> None:
         """Put what is known before an attempt on the caller now, without waiting for it: a
         caller who hangs up while the attempt rings has left Stasis before its outcome could be
         written (409), and its CDR keeps this instead (the routing status, number and version,
@@ -434,7 +441,7 @@ class Call:
         one goes on with the rest of the plan from the caller alone."""
         values = {**base_vars, var.ATTEMPTS: trace} if trace else dict(base_vars)
         values[var.RESUME] = resume
-        values[var.ATTEMPTS_ABANDONED] = abandoned
+        values[var.ATTEMPTS_ABANDONED] = abandoned_trace(trace, trunk)
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
@@ -449,19 +456,17 @@ class Call:
         (the attempt in progress "cancelled") to the CDR when it has more entries than
         ROUTER_ATTEMPTS: after an outcome write (every normal end) it has not, but an error
         (an ARI request failed, nothing to resume) ends the call with none. Then the trace
-        judged so far goes on both, so that the CDR does not say the caller cancelled."""
-
-        async def settle() -> None:
-            if self._vars_written is not None:
-                await asyncio.shield(self._vars_written)  # what the caller holds, then
-            on_caller = self._vars_on_caller
-            if (len(parse_trace(on_caller.get(var.ATTEMPTS_ABANDONED, "")))
-                    > len(parse_trace(on_caller.get(var.ATTEMPTS, "")))):
-                trace = format_trace(self.trace)
-                await self._set_variables({var.ATTEMPTS: trace, var.ATTEMPTS_ABANDONED: trace})
-
+        judged so far goes on both, so that the CDR does not say the caller cancelled. (After
+        an outcome write no write is pending, and this is one comparison.)"""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(settle(), VARS_WAIT_AT_STOP * 2)
+            if self._vars_written is not None:  # what the caller holds, once it lands
+                await asyncio.wait_for(asyncio.shield(self._vars_written), VARS_WAIT_AT_STOP)
+            on_caller = self._vars_on_caller
+            if (entry_count(on_caller.get(var.ATTEMPTS_ABANDONED, ""))
+                    > entry_count(on_caller.get(var.ATTEMPTS, ""))):
+                trace = format_trace(self.trace)
+                await asyncio.wait_for(self._set_variables(
+                    {var.ATTEMPTS: trace, var.ATTEMPTS_ABANDONED: trace}), VARS_WAIT_AT_STOP)
 
     async def _hangup_leg(self, leg: AttemptLeg) -> None:
         if leg.destroyed or leg.hangup_sent:
@@ -871,7 +876,7 @@ class Call:
         self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))
         resume = resume_data(*self._resume_args)
-        self._record_progress(base_vars, trace, resume, abandoned_trace(self.trace, attempt.trunk))
+        self._record_progress(base_vars, trace, resume, attempt.trunk)
         try:
             created = await self.ari.create_channel(
                 attempt.endpoint,

@@ -34,10 +34,16 @@ def format_trace(entries: Iterable[TraceEntry]) -> str:
     return "|".join(str(e) for e in entries)
 
 
-def abandoned_trace(entries: Iterable[TraceEntry], trunk: str) -> str:
-    """The trace should the caller hang up during the attempt on ``trunk``: that attempt
-    "cancelled", with no cause and no SIP code (the router did not see it end)."""
-    return format_trace([*entries, TraceEntry(trunk, str(Outcome.CANCELLED))])
+def abandoned_trace(trace: str, trunk: str) -> str:
+    """``trace`` (formatted) should the caller hang up during the attempt on ``trunk``: that
+    attempt "cancelled", with no cause and no SIP code (the router did not see it end)."""
+    entry = str(TraceEntry(trunk, str(Outcome.CANCELLED)))
+    return f"{trace}|{entry}" if trace else entry
+
+
+def entry_count(trace: str) -> int:
+    """How many entries a formatted trace has: what the dialplan's ``FIELDQTY(VAR,|)`` says."""
+    return trace.count("|") + 1 if trace else 0
 
 
 def parse_trace(text: str) -> list[TraceEntry]:

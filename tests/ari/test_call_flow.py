@@ -15,7 +15,7 @@ from ari_app.call import AttemptState, Call
 from ari_app.client import AriUnavailable
 from routing.plan import Status
 from routing.policy import Outcome
-from routing.trace import parse_trace
+from routing.trace import entry_count, parse_trace
 
 NUMBER = "911234567"
 
@@ -27,11 +27,8 @@ def no_leftovers(lab: Lab) -> None:
 def h_copies_the_abandoned_trace(variables: dict[str, str]) -> bool:
     """The ARI phones' h extension (asterisk_conf/extensions.conf) puts
     ROUTER_ATTEMPTS_ABANDONED on the CDR when it has more entries than ROUTER_ATTEMPTS."""
-    def entries(name: str) -> int:
-        value = variables.get(name, "")
-        return value.count("|") + 1 if value else 0  # FIELDQTY(name,|)
-
-    return entries("ROUTER_ATTEMPTS_ABANDONED") > entries("ROUTER_ATTEMPTS")
+    return (entry_count(variables.get("ROUTER_ATTEMPTS_ABANDONED", ""))
+            > entry_count(variables.get("ROUTER_ATTEMPTS", "")))
 
 
 async def answered(lab: Lab, caller: str) -> None:

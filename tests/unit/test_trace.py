@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing.trace import TraceEntry, abandoned_trace, format_trace, parse_trace
+from routing.trace import TraceEntry, abandoned_trace, entry_count, format_trace, parse_trace
 
 
 def test_a_trace_reads_back_as_written() -> None:
@@ -15,7 +15,12 @@ def test_a_trace_reads_back_as_written() -> None:
 
 
 def test_the_abandoned_trace_adds_the_attempt_in_progress_as_cancelled() -> None:
-    before = [TraceEntry("carrier-b", "congestion", 34, 503)]
+    before = format_trace([TraceEntry("carrier-b", "congestion", 34, 503)])
     assert abandoned_trace(before, "carrier-a") == (
         "carrier-b:congestion:34:503|carrier-a:cancelled::")
-    assert abandoned_trace([], "carrier-a") == "carrier-a:cancelled::"
+    assert abandoned_trace("", "carrier-a") == "carrier-a:cancelled::"
+
+
+def test_entry_count_counts_as_fieldqty_does() -> None:
+    assert [entry_count(t) for t in ("", "a:busy:17:486", "a:congestion:34:503|b:cancelled::")] \
+        == [0, 1, 2]
