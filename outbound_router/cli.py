@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -72,8 +73,14 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
         return (f"Redis at {where} is out of memory: {reason}. Free memory or raise its "
                 "maxmemory.")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        tls = ""
+        if settings.redis_url.startswith(("rediss://", "rediss+sentinel://")):
+            # A plain Redis reads the TLS hello as a command and waits: a timeout, not a
+            # refusal, so the usual advice alone would send the operator the wrong way.
+            tls = (" A rediss:// URL needs a Redis that speaks TLS (tls-port); for a plain "
+                   "one use redis://.")
         return (f"cannot reach Redis at {where}: {reason}. "
-                "Start Redis or set REDIS_URL (redis://[:password@]host:port/db).")
+                f"Start Redis or set REDIS_URL (redis://[:password@]host:port/db).{tls}")
     if "DB index is out of range" in reason:
         return (f"Redis at {where} has no such database: {reason}. Name a database below its "
                 "`databases` setting at the end of REDIS_URL (redis://host:port/0).")
@@ -260,12 +267,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
     except CommandError as exc:
         print(f"outbound-router {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `outbound-router versions | head`: the reader left. No traceback, and none at exit
+        # either, when Python flushes stdout into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command that died of it
 
 
 if __name__ == "__main__":

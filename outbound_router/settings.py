@@ -15,6 +15,12 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and what to do."""
 
 
+def _setting(env: Mapping[str, str], name: str, default: str) -> str:
+    """An empty variable counts as unset (``REDIS_URL=`` from a compose file or a unit's
+    ``Environment=`` line), as in ``lab up``: the default applies."""
+    return env.get(name) or default
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -58,12 +64,12 @@ class Settings:
         """REDIS_URL and REDIS_PREFIX, checked; the rest left at its defaults (``seed``,
         ``versions``... talk to Redis only: a bad AGI_LISTEN must not stop them)."""
         env = os.environ if env is None else env
-        redis_url = env.get("REDIS_URL", DEFAULT_REDIS_URL)
+        redis_url = _setting(env, "REDIS_URL", DEFAULT_REDIS_URL)
         try:
             check_redis_url(redis_url)
         except ValueError as exc:
             raise SettingsError(f"REDIS_URL: {exc}") from None
-        redis_prefix = env.get("REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
+        redis_prefix = _setting(env, "REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
         try:
             Keys(redis_prefix)
         except ValueError as exc:
@@ -74,8 +80,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         redis = cls.redis_from_env(env)
-        host, port = parse_listen(env.get("AGI_LISTEN", DEFAULT_AGI_LISTEN))
-        ari_url = env.get("ARI_URL", DEFAULT_ARI_URL).rstrip("/")
+        host, port = parse_listen(_setting(env, "AGI_LISTEN", DEFAULT_AGI_LISTEN))
+        ari_url = _setting(env, "ARI_URL", DEFAULT_ARI_URL).rstrip("/")
         if not _is_http_url(ari_url):
             raise SettingsError(
                 f"ARI_URL={mask_url(ari_url)!r}: expected http://HOST:PORT or https://..., e.g. "
@@ -88,7 +94,7 @@ class Settings:
             ari_url=ari_url,
             ari_username=env.get("ARI_USERNAME", ""),
             ari_password=env.get("ARI_PASSWORD", ""),
-            ari_app=env.get("ARI_APP", DEFAULT_ARI_APP),
+            ari_app=_setting(env, "ARI_APP", DEFAULT_ARI_APP),
             agi_host=host,
             agi_port=port,
             agi_allow=allow,

@@ -166,3 +166,41 @@ def test_agi_on_a_port_already_taken_exits_2_saying_what_to_do(redis_server: str
         out = run("agi", redis_url=redis_server, AGI_LISTEN=f"127.0.0.1:{port}")
     assert out.returncode == 2, out.stderr
     assert "cannot listen on" in out.stderr and "AGI_LISTEN" in out.stderr
+
+
+def test_versions_into_a_pipe_closed_early_ends_without_a_traceback(redis_server: str) -> None:
+    # `outbound-router versions | head -1`: the reader is gone before the listing is written.
+    run("seed", str(EXAMPLE), redis_url=redis_server, check=True)
+    env = {**os.environ, "REDIS_URL": redis_server, "REDIS_PREFIX": "cli-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "outbound_router.cli", "versions"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+
+
+def test_empty_variables_count_as_unset() -> None:
+    # A compose file's `REDIS_URL: ${REDIS_URL:-}` passes it empty; `lab up` already took
+    # that as unset, the services and commands said "REDIS_URL: not a Redis URL: ''".
+    from outbound_router.settings import Settings
+
+    names = ("REDIS_URL", "REDIS_PREFIX", "ARI_URL", "ARI_APP", "AGI_LISTEN")
+    assert Settings.from_env(dict.fromkeys(names, "")) == Settings.from_env({})
+    assert Settings.from_env({}) == Settings()
+
+
+def test_an_unreachable_rediss_url_points_at_tls() -> None:
+    # A plain Redis reads a TLS hello as a command and waits: the client times out after
+    # 10 s, and "Start Redis" alone sent the operator the wrong way (it was running).
+    import redis
+
+    from outbound_router.cli import redis_problem
+    from outbound_router.settings import Settings
+
+    timeout = redis.TimeoutError("Timeout connecting to server")
+    tls = redis_problem(timeout, Settings(redis_url="rediss://:pw@127.0.0.1:6379/0"))
+    plain = redis_problem(timeout, Settings(redis_url="redis://:pw@127.0.0.1:6379/0"))
+    assert "speaks TLS" in tls and "speaks TLS" not in plain
+    assert "pw" not in tls
