@@ -222,8 +222,9 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
 
     The problem mark says where the parser gave up. When that is the end of the file (an
     unclosed quote or bracket), the line after the last one is no help: the context mark says
-    where the unclosed thing opened, or failing that the last line with something on it. A tab
-    where YAML wanted indentation is named as such."""
+    where the unclosed thing opened, or failing that the last line with something on it. A
+    bracket not closed before the next line is named with the line it opened on. A tab where
+    YAML wanted indentation is named as such."""
     mark = exc.problem_mark or exc.context_mark
     if mark is None:
         return 1, _yaml_problem(exc)
@@ -241,7 +242,12 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
     if text[mark.index] == "\t":
         return mark.line + 1, (f"tab character (column {mark.column + 1}): YAML indentation "
                                "must use spaces")
-    return mark.line + 1, _yaml_problem(exc)
+    message = _yaml_problem(exc)
+    context = exc.context_mark
+    if context is not None and context.line != mark.line and "flow" in (exc.context or ""):
+        # `- {pattern: s, priority: 1` is seen on the next line: name both
+        message += f" (the one opened on line {context.line + 1})"
+    return mark.line + 1, message
 
 
 # -- entry points ---------------------------------------------------------------------------

@@ -365,7 +365,14 @@ def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     # the problem's own line when it is inside the file
     ("defaults:\n  country_code: 34: 1\noutgoing_routes: []\n", 2,
      "mapping values are not allowed"),
-    ('defaults:\n  country_code: "34"\n  max_attempts: [4\ncarriers: {}\n', 4, "flow sequence"),
+    ('defaults:\n  country_code: "34"\n  max_attempts: [4\ncarriers: {}\n', 4,
+     "flow sequence"),
+    ('defaults:\n  country_code: "34"\n  max_attempts: [4\ncarriers: {}\n', 4,
+     "(the one opened on line 3)"),
+    ("outgoing_routes:\n  - {pattern: s, priority: 1\n  - {pattern: s, priority: 2}\n", 3,
+     "flow mapping"),
+    ("outgoing_routes:\n  - {pattern: s, priority: 1\n  - {pattern: s, priority: 2}\n", 3,
+     "(the one opened on line 2)"),
     # a tab used for indentation is named
     ('defaults:\n\tcountry_code: "34"\noutgoing_routes: []\n', 2,
      "tab character (column 1): YAML indentation must use spaces"),
