@@ -311,13 +311,20 @@ async def test_an_attempt_that_ends_while_the_next_instance_lists_channels_is_ju
         lab.fake.carrier_fails(leg, cause, sip)
         assert lab.fake.hold_channel_list is not None
         lab.fake.hold_channel_list.set()
+        # (the busy caller's channel may be gone before the app lists the call as finished)
         await wait_for(lambda: any(c.caller_id == caller for c in app.finished)
+                       or caller not in lab.fake.channels
                        or lab.fake.channels[caller].state == "Up")
         if sip == 503:
             assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
             lab.fake.caller_hangup(caller)
         await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
-        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == trace
+        # Judged from its ChannelDestroyed (cause and SIP code) or, when the new instance got
+        # to the channel first and found it gone, from the caller's record of its last SIP
+        # response, which has no Q.850 cause: which of the two comes first is a race.
+        first, sep, rest = trace.partition("|")
+        unwatched = first.replace(f":{cause}:", "::") + sep + rest
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] in (trace, unwatched)
         if sip == 486:
             assert lab.fake.ended[caller].hangup_reason == "17"
             assert lab.fake.dials == {"carrier-a": 1}
