@@ -94,7 +94,7 @@ def _int_or_none(text: str) -> int | None:
 
 
 def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms: str,
-            tech: str) -> Observation:
+            tech: str, *, before_setup_timer: bool = False) -> Observation:
     """What the dialplan saw of one failed ``Dial()``, as the core's Observation.
 
     ``tech`` is ``HANGUPCAUSE(<channel>,tech)`` of the channel this attempt created. The
@@ -105,7 +105,8 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     ``RINGTIME_MS`` / ``PROGRESSTIME_MS`` (renewed by every Dial) say whether a 180 / 183 came.
     ``DIALSTATUS`` is otherwise a hint for one thing only, when the far end gave no final
     answer: which of Dial's timers fired (``NOANSWER`` the ring timeout, ``CHANUNAVAIL`` the
-    ``^SETUP`` timeout or no channel at all).
+    ``^SETUP`` timeout or no channel at all). ``before_setup_timer``: the Dial ended before its
+    ``^SETUP`` timer could fire (see :func:`setup_timer_ruled_out`).
     """
     status = dialstatus.strip()
     sip = parse_sip_code(tech)
@@ -115,7 +116,8 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     # the CANCEL that Dial sent. CHANUNAVAIL with a 487 after a 180 is the carrier ending the
     # INVITE by itself: its own answer, judged as such.
     own_timer = sip in (None, 487) and (
-        status == "NOANSWER" or (status == "CHANUNAVAIL" and not provisional))
+        status == "NOANSWER"
+        or (status == "CHANUNAVAIL" and not provisional and not before_setup_timer))
     final = sip is not None and not own_timer
     # No SIP code (the channel this Dial created could not be told from HANGUPCAUSE_KEYS()):
     # BUSY and CONGESTION still mean the far end's answer renewed HANGUPCAUSE, so it holds.
@@ -129,6 +131,33 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
         ring_timeout=own_timer and provisional,
         caller_gone=status == "CANCEL",
     )
+
+
+#: A Dial that its ^SETUP timer ended lasted at least the timeout; a carrier's own 487 this
+#: long before it cannot be the answer to that timer's CANCEL. (Dial sets no DIALEDTIME_MS on
+#: CHANUNAVAIL: the dialplan notes ROUTER_DIAL_START.)
+SETUP_TIMER_MARGIN_MS = 100
+
+
+def needs_dial_time(dialstatus: str, ringtime_ms: str, progresstime_ms: str,
+                    tech: str) -> bool:
+    """CHANUNAVAIL with a 487 and no 180/183: either Dial's ^SETUP timer CANCELled a trunk
+    that sent only 100 Trying (the 487 answers that CANCEL), or the carrier ended the INVITE
+    with 487 by itself, before the timer. Only the Dial's duration tells them apart."""
+    return (dialstatus.strip() == "CHANUNAVAIL" and parse_sip_code(tech) == 487
+            and not (ringtime_ms.strip() or progresstime_ms.strip()))
+
+
+def setup_timer_ruled_out(start_ms: str, now_ms: str, setup_timeout: str) -> bool:
+    """The Dial that started at ``start_ms`` (``ROUTER_DIAL_START``) and is judged at
+    ``now_ms`` (both Asterisk's clock) lasted less than its ^SETUP timeout (seconds): that
+    timer did not end it. Not known (a dialplan of one's own without ROUTER_DIAL_START): the
+    timer, as before."""
+    try:
+        elapsed = float(now_ms) - float(start_ms)
+        return elapsed < float(setup_timeout) * 1000 - SETUP_TIMER_MARGIN_MS
+    except ValueError:
+        return False
 
 
 def new_channel(before: str, after: str) -> str | None:
@@ -210,16 +239,24 @@ class Scripts:
         peer = new_channel(before, await session.get_full_variable("HANGUPCAUSE_KEYS()"))
         if peer is not None:
             tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
-        obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech)
+        early = False
+        if needs_dial_time(req.arg(3), req.arg(4), req.arg(5), tech):  # rare: one more read
+            start, _, rest = (await session.expand(
+                f"${{{V.DIAL_START}}}|${{STRFTIME(,,%s%3q)}}|${{{V.setup_timeout(n)}}}")
+            ).partition("|")
+            now, _, setup = rest.partition("|")
+            early = setup_timer_ruled_out(start, now, setup)
+        obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
+                      before_setup_timer=early)
         carrier_name = await session.get_variable(V.carrier(n)) or ""
         trunk = await session.get_variable(V.trunk(n)) or ""
         snapshot = self.snapshots()
         carrier = snapshot.carriers.get(carrier_name) if snapshot is not None else None
         j = judge(obs, carrier.failover if carrier is not None else DEFAULT_FAILOVER)
         go_on = j.verdict is Verdict.RETRY and n < count
-        session.log.info("outcome %d/%d %s %s: cause=%s sip=%s rang=%s -> %s, %s", n, count,
-                         trunk, peer, obs.cause, obs.sip_code, obs.provisional, j.outcome,
-                         "next" if go_on else "stop")
+        session.log.info("outcome %d/%d %s %s: dialstatus=%s tech=%r cause=%s sip=%s rang=%s "
+                         "-> %s, %s", n, count, trunk, peer, req.arg(3), tech, obs.cause,
+                         obs.sip_code, obs.provisional, j.outcome, "next" if go_on else "stop")
 
         # The dialplan appends this attempt's entry to ROUTER_ATTEMPTS (and its CDR copy): a
         # trace of some twenty attempts is past what GET VARIABLE answers (1,023 characters),

@@ -401,7 +401,12 @@ class AgiSession:
         """The value of a variable or function of any length ("" when not set): ``GET
         VARIABLE`` answers at most 1,023 characters (res_agi.c), ``GET FULL VARIABLE`` the
         whole of ``${name}``."""
-        reply = await self.checked(f"GET FULL VARIABLE {quote('${' + name + '}')}")
+        return await self.expand("${" + name + "}")
+
+    async def expand(self, text: str) -> str:
+        """``text`` with the channel's variables and functions substituted (``GET FULL
+        VARIABLE``), e.g. ``${A}|${B}``: several values in one round trip."""
+        reply = await self.checked(f"GET FULL VARIABLE {quote(text)}")
         return (reply.data or "") if reply.result == "1" else ""
 
     async def verbose(self, message: str, level: int = 1) -> None:

@@ -28,7 +28,7 @@ class Outcome(StrEnum):
     BUSY = "busy"
     NO_ANSWER = "no-answer"
     UNREACHABLE = "unreachable"  # no provisional reply in time: a dead trunk
-    CANCELLED = "cancelled"  # the caller hung up
+    CANCELLED = "cancelled"  # the caller hung up, or the carrier ended the INVITE (487)
     CONGESTION = "congestion"  # unreachable, congestion, server error
     REJECTED = "rejected"  # the carrier refused this number or this call
 
@@ -101,10 +101,10 @@ def classify(obs: Observation) -> Outcome:
     if sip in _BUSY_SIP or (sip is None and cause == USER_BUSY):
         return Outcome.BUSY
     if sip in _CANCELLED_SIP or (sip is None and cause == INTERWORKING):
-        # 487 with the caller still there: the carrier ended the INVITE by itself (its own
-        # timer, its own downstream cancelled). The trunk did not carry the call, so another
-        # may; "cancelled" is the caller's doing only (caller_gone above).
-        return Outcome.CONGESTION
+        # 487 with the caller still there: the carrier ended the INVITE itself (its own
+        # downstream cancelled). SPEC section 3 lists 487 (127) as "stop"; a carrier whose 487
+        # means something else says `failover: {retry: [487]}`.
+        return Outcome.CANCELLED
     if sip in _NO_ANSWER_SIP or (sip is None and cause == NO_ANSWER):
         # Asterisk reports its own dial timeout and a trunk that never answered alike
         # (19/480): only whether a provisional reply came tells them apart.
@@ -138,6 +138,8 @@ def _caller_cause(outcome: Outcome, obs: Observation) -> int:
         if obs.cause in _REJECTED_CAUSES:
             return obs.cause
         return 21
+    if outcome is Outcome.CANCELLED and not obs.caller_gone:
+        return INTERWORKING  # the carrier's 487: SIP 500 to the caller (Asterisk's mapping)
     if outcome is Outcome.ANSWERED or outcome is Outcome.CANCELLED:
         return NORMAL_CLEARING
     return CONGESTION
@@ -204,7 +206,7 @@ def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judg
     """Decide what to do after an attempt ended (SPEC section 3)."""
     outcome = classify(obs)
     verdict = _DEFAULT_VERDICT[outcome]
-    if outcome is not Outcome.ANSWERED and outcome is not Outcome.CANCELLED:
+    if outcome is not Outcome.ANSWERED and not obs.caller_gone:
         cause, sip = _codes(obs)
         if sip in failover.stop or cause in failover.stop:
             verdict = Verdict.STOP

@@ -30,9 +30,11 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         (O(19, 480, provisional=True, ring_timeout=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
         (O(19, 480), Outcome.UNREACHABLE, Verdict.RETRY, 34),  # dead trunk, Asterisk's timer
         (O(16, None, setup_timeout=True), Outcome.UNREACHABLE, Verdict.RETRY, 34),
-        # 487 the caller did not cause: the carrier ended the INVITE itself, try another
-        (O(127, 487), Outcome.CONGESTION, Verdict.RETRY, 34),
-        (O(127, 487, provisional=True), Outcome.CONGESTION, Verdict.RETRY, 34),
+        # 487 the caller did not cause: the carrier ended the INVITE itself. SPEC section 3:
+        # 487 (127) stops; the caller gets 127 (SIP 500)
+        (O(127, 487), Outcome.CANCELLED, Verdict.STOP, 127),
+        (O(127, 487, provisional=True), Outcome.CANCELLED, Verdict.STOP, 127),
+        (O(127, None), Outcome.CANCELLED, Verdict.STOP, 127),
         (O(127, 487, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(16, None, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(18, 408), Outcome.CONGESTION, Verdict.RETRY, 34),
@@ -92,6 +94,12 @@ def test_override_never_retries_a_call_the_caller_abandoned() -> None:
     assert judge(O(16, None, caller_gone=True), policy).verdict is Verdict.STOP
 
 
+def test_a_carrier_may_retry_after_its_own_487() -> None:
+    policy = FailoverPolicy(retry=frozenset({487}))
+    assert judge(O(127, 487), policy).verdict is Verdict.RETRY
+    assert judge(O(127, 487)).verdict is Verdict.STOP
+
+
 def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
     policy = FailoverPolicy(retry_after_early_media=False)
     assert judge(O(34, 503, provisional=True, early_media=True), policy).verdict is Verdict.STOP
@@ -109,7 +117,8 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
         ([O(34, 503), O(19, 480, provisional=True)], 19),
         ([O(21, 403), O(1, 404)], 21),  # equal rank: the first one
         ([O(1, 404), O(21, 603, provisional=True)], 1),  # equal rank: the first one
-        ([O(127, 487), O(34, 503)], 34),  # a carrier's own 487 is no answer to the caller
+        ([O(34, 503), O(127, 487)], 34),  # a carrier's own 487 ranks below the others
+        ([O(127, 487)], 127),
         ([], 34),
     ],
 )
