@@ -55,7 +55,9 @@ _NAMED = {
     "not_found": ("uas_reject.xml", 404, 0),
     "ring": ("uas_ring.xml", None, 0),
     "early_503": ("uas_early_reject.xml", 503, 1000),
+    "progress_503": ("uas_progress_reject.xml", 503, 1000),
     "silent": ("uas_silent.xml", None, 0),
+    "trying": ("uas_trying.xml", None, 0),
     "redirect": ("uas_redirect.xml", None, 0),
 }
 

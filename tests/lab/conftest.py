@@ -23,7 +23,8 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
   back (for tests that stand in for it). The session tears down only what it started.
 - ``carrier(name, behaviour)``: name "a".."d" (or "carrier-a", or the address); behaviours
   ``answer``, ``busy`` (486), ``unavailable`` (503), ``not_found`` (404), ``ring`` (180 forever,
-  CANCEL -> 200 + 487), ``early_503`` (183 + SDP, 503 after 1 s), ``silent`` (no response),
+  CANCEL -> 200 + 487), ``early_503`` (183 + SDP, 503 after 1 s), ``progress_503`` (183
+  without SDP, 503 after 1 s), ``silent`` (no response), ``trying`` (100, then nothing),
   ``answer_after:N`` (200 after N s of ringing), ``error:CODE``, ``ring_then:CODE[:SECONDS]`` (180,
   then CODE after 0.5 s or SECONDS). ``.invites()``,
   ``.request_uris()``, ``.requests("CANCEL"|"BYE"...)`` come from SIPp's own message trace;

@@ -11,11 +11,12 @@ NUMBER = "911234567"
 E164 = "+34911234567"
 
 
-def tiers_routes(*, ring_timeout: int) -> str:
+def tiers_routes(*, ring_timeout: int, setup_timeout: int = 2) -> str:
     """Three tiers, one carrier each: the attempts go a, b, c whatever the dice. Short timers.
     France goes to a carrier that stops after early media; the UK only for tenant acme."""
     return f"""
-defaults: {{country_code: "34", setup_timeout: 2, ring_timeout: {ring_timeout}, max_attempts: 6}}
+defaults: {{country_code: "34", setup_timeout: {setup_timeout}, ring_timeout: {ring_timeout},
+           max_attempts: 6}}
 carriers:
   first: {{trunks: [carrier-a]}}
   second: {{trunks: [carrier-b]}}

@@ -132,10 +132,10 @@ outgoing_routes:
 
 
 @pytest.mark.parametrize(("first", "code", "invites"), [
-    # 487 nobody asked for: the carrier ended the INVITE itself. On ARI it was taken for the
-    # caller's hangup (stop, and the phone got 603 from a cause 16); on AGI for Dial's own
-    # ring timer (stop, 480).
-    ("ring_then:487", 200, (1, 1)),
+    # 487 nobody asked for: the carrier ended the INVITE itself. SPEC section 3 lists 487
+    # (127) as "stop"; the phone gets 127's 500. Earlier versions tried carrier-b.
+    ("ring_then:487", 500, (1, 0)),
+    ("error:487", 500, (1, 0)),
     # 603 after ringing: a rejection like any 603 (SPEC section 3), so carrier-b is tried. An
     # earlier version stopped here, taking it for the callee's own decline.
     ("ring_then:603", 200, (1, 1)),
@@ -147,3 +147,42 @@ def test_a_carrier_that_rings_then_ends_the_call_itself(
     result = phone(via).call(NUMBER)
     assert result.final_code == code, result.codes
     assert (a.invites(), b.invites()) == invites
+
+
+def test_a_trunk_that_only_says_trying_is_left_after_the_setup_timeout(
+        lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # Dial's ^SETUP timer CANCELs it and its 487 answers that CANCEL: on the AGI path the
+    # same 487 as a carrier's own (which stops, test above); ROUTER_DIAL_START tells them apart.
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = carrier("a", "trying"), carrier("b", "answer")
+    result = phone(via).call(NUMBER)
+    assert result.final_code == 200, result.codes
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert 1.5 < result.duration < 2 + 1.5  # setup_timeout 2 s (+ 0.5 s talk)
+
+
+@pytest.mark.parametrize(("first", "invites"), [
+    ("progress_503", (1, 1)),  # a 183 without SDP alerted nobody with media: next trunk
+    ("early_503", (1, 0)),  # a 183 with SDP did: stop, as the carrier asks
+])
+def test_only_a_183_with_sdp_is_early_media_for_retry_after_early_media(
+        lab, carrier, phone, via, first, invites) -> None:  # type: ignore[no-untyped-def]
+    # France: carrier-d ("picky", retry_after_early_media: false), then carrier-b.
+    lab.seed(tiers_routes(ring_timeout=4))
+    d, b = carrier("d", first), carrier("b", "answer")
+    result = phone(via).call("0033123456789")
+    assert (d.invites(), b.invites()) == invites, result.codes
+    assert result.final_code == (200 if invites[1] else 503)
+
+
+def test_a_ring_timeout_shorter_than_the_setup_timeout_leaves_a_silent_trunk_the_setup_time(
+        lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    # Dial() counts its ring timeout from the start: given Dial 2^3, the 2 s fired first and
+    # the AGI path took carrier-a for dead after 2 s, before its setup timeout (and would
+    # have done so to a trunk whose 180 was about to come).
+    lab.seed(tiers_routes(ring_timeout=2, setup_timeout=3))
+    a, b = carrier("a", "silent"), carrier("b", "answer")
+    result = phone(via).call(NUMBER)
+    assert result.final_code == 200, result.codes
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert 3 <= result.duration < 3 + 1.5, result.duration  # setup_timeout (+ 0.5 s talk)
