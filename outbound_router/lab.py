@@ -205,7 +205,19 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
     # finds 5060 and 8088 still taken.
     _wait_exited(pid, timeout)
     sipp.exit_status(pid)  # reap it when it was our own child
+    _wait_reaped(pid, REAP_WAIT)
     return True
+
+
+#: How long `lab down` waits for the parent (PID 1 for what an earlier `lab up` started) to reap
+#: a stopped process: until then `ps` and `pgrep asterisk` still list it, as <defunct>.
+REAP_WAIT = 5.0
+
+
+def _wait_reaped(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling: only the parent can wait for it
 
 
 def _wait_exited(pid: int, timeout: float) -> None:

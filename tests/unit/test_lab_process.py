@@ -48,3 +48,26 @@ def test_a_zombie_leader_whose_threads_still_run_has_not_exited() -> None:
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_stopping_waits_until_the_parent_has_reaped_the_process() -> None:
+    """What `lab up` started belongs to PID 1 once `lab up` has exited; until PID 1 reaps it,
+    `ps` and `pgrep asterisk` still list it (<defunct>). `lab down` waits for that."""
+    code = ("import os, signal, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    signal.pause()\n"  # the child: SIGTERM ends it
+            "print(pid, flush=True)\n"
+            "os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)\n"  # exited, not reaped yet
+            "time.sleep(0.5)\n"  # a parent slow to reap
+            "os.waitpid(pid, 0)\n"
+            "sys.stdin.read()\n")
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None and parent.stdin is not None
+        try:
+            pid = int(parent.stdout.readline())
+            assert lab.stop_process(pid, lambda p: not lab._exited(p))
+            assert not os.path.exists(f"/proc/{pid}")
+        finally:
+            parent.stdin.close()
