@@ -83,7 +83,8 @@ def test_a_sentinel_url_pointing_at_a_plain_redis(redis_server: str) -> None:
 
 
 def test_a_bad_redis_prefix_is_a_clear_error() -> None:
-    for prefix in ("bad prefix", ""):
+    # (an empty one counts as unset: tests/test_cli.py::test_empty_variables_count_as_unset)
+    for prefix in ("bad prefix", "a:b c"):
         one_clear_line(run("versions", REDIS_PREFIX=prefix), "REDIS_PREFIX", "bad Redis key prefix")
 
 
