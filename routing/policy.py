@@ -100,10 +100,12 @@ def classify(obs: Observation) -> Outcome:
     sip, cause = obs.sip_code, obs.cause
     if sip in _BUSY_SIP or (sip is None and cause == USER_BUSY):
         return Outcome.BUSY
-    if sip in _CANCELLED_SIP or (sip is None and cause == INTERWORKING):
+    if sip in _CANCELLED_SIP:
         # 487 with the caller still there: the carrier ended the INVITE itself (its own
         # downstream cancelled). SPEC section 3 lists 487 (127) as "stop"; a carrier whose 487
-        # means something else says `failover: {retry: [487]}`.
+        # means something else says `failover: {retry: [487]}`. A 127 without a SIP code is
+        # any interworking failure, not known to be a 487: it goes on (below), lest a
+        # failover stop on a guess.
         return Outcome.CANCELLED
     if sip in _NO_ANSWER_SIP or (sip is None and cause == NO_ANSWER):
         # Asterisk reports its own dial timeout and a trunk that never answered alike

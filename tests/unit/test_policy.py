@@ -34,7 +34,7 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         # 487 (127) stops; the caller gets 127 (SIP 500)
         (O(127, 487), Outcome.CANCELLED, Verdict.STOP, 127),
         (O(127, 487, provisional=True), Outcome.CANCELLED, Verdict.STOP, 127),
-        (O(127, None), Outcome.CANCELLED, Verdict.STOP, 127),
+        (O(127, None), Outcome.CONGESTION, Verdict.RETRY, 34),  # not known to be a 487
         (O(127, 487, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(16, None, caller_gone=True), Outcome.CANCELLED, Verdict.STOP, 16),
         (O(18, 408), Outcome.CONGESTION, Verdict.RETRY, 34),
