@@ -155,9 +155,10 @@ def setup_timer_ruled_out(start_ms: str, now_ms: str, setup_timeout: str) -> boo
     timer, as before."""
     try:
         elapsed = float(now_ms) - float(start_ms)
-        return elapsed < float(setup_timeout) * 1000 - SETUP_TIMER_MARGIN_MS
+        limit = float(setup_timeout) * 1000 - SETUP_TIMER_MARGIN_MS
     except ValueError:
         return False
+    return 0 <= elapsed < limit  # (negative: the clock was set back meanwhile, not known)
 
 
 def new_channel(before: str, after: str) -> str | None:

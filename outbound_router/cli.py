@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        if args.command in ("ari", "agi"):  # a service's socket, not its (unused) stdout
+            raise
         # `outbound-router versions | head`: the reader left. No traceback, and none at exit
         # either, when Python flushes stdout into the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -204,3 +204,17 @@ def test_an_unreachable_rediss_url_points_at_tls() -> None:
     plain = redis_problem(timeout, Settings(redis_url="redis://:pw@127.0.0.1:6379/0"))
     assert "speaks TLS" in tls and "speaks TLS" not in plain
     assert "pw" not in tls
+
+
+def test_a_broken_pipe_in_a_service_is_not_taken_for_a_closed_stdout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Exit 141 without a word is for `versions | head`; the services write nothing to stdout,
+    # so there a BrokenPipeError is a socket's, and must show.
+    from outbound_router import cli
+
+    def broken(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_agi", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["agi"])

@@ -274,3 +274,11 @@ async def test_a_487_without_ringing_is_told_from_the_setup_timer_by_the_dial_ti
     v["STRFTIME(,,%s%3q)"] = str(1795785909000 + elapsed_ms)  # Asterisk's clock, now
     v = await outcome(router, v, 1, "127", "CHANUNAVAIL", "SIP 487 Request Terminated")
     assert (v["ROUTER_RESULT_1"], v["ROUTER_NEXT"]) == (result, go_on)
+
+
+def test_a_clock_set_back_during_the_dial_rules_nothing_out() -> None:
+    from agi.scripts import setup_timer_ruled_out
+    assert setup_timer_ruled_out("1000", "1008", "5")
+    assert not setup_timer_ruled_out("1000", "900", "5")  # negative: unknown, the timer
+    assert not setup_timer_ruled_out("1000", "6000", "5")
+    assert not setup_timer_ruled_out("", "1008", "5")
