@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,19 +205,32 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
     # finds 5060 and 8088 still taken.
     _wait_exited(pid, timeout)
     sipp.exit_status(pid)  # reap it when it was our own child
-    _wait_reaped(pid, REAP_WAIT)
     return True
 
 
-#: How long `lab down` waits for the parent (PID 1 for what an earlier `lab up` started) to reap
-#: a stopped process: until then `ps` and `pgrep asterisk` still list it, as <defunct>.
+#: How long `lab down` waits, for all it stopped together, for the parent (PID 1 for what an
+#: earlier `lab up` started) to reap them: until then `ps` and `pgrep asterisk` still list them
+#: as <defunct>.
 REAP_WAIT = 5.0
 
 
-def _wait_reaped(pid: int, timeout: float) -> None:
+def wait_reaped(pids: Iterable[int], timeout: float = REAP_WAIT) -> None:
+    """Until none of ``pids`` is a zombie any more: reaped, or the number taken by a new
+    process. Only their parent can wait for them, so this polls."""
+    left = set(pids)
     deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling: only the parent can wait for it
+    while left and time.monotonic() < deadline:
+        left = {pid for pid in left if _zombie(pid)}
+        if left:
+            time.sleep(0.02)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_exited(pid: int, timeout: float) -> None:
@@ -979,6 +992,9 @@ def _down(p: Paths, say: Say) -> bool:
     if not state and not asterisks_in(p.chroot):
         say("lab: not running")
         return False
+    stopping = [*(c.get("pid") for c in (state.get("carriers") or {}).values() if c),
+                *(svc.get("pid") for svc in (state.get("services") or {}).values() if svc),
+                state.get("asterisk_pid"), (state.get("redis") or {}).get("pid")]
     stop_carriers(p, state, say)
     stop_services(p, state, say=say)
     for pid in sorted({state.get("asterisk_pid") or 0, *asterisks_in(p.chroot)} - {0}):
@@ -996,6 +1012,7 @@ def _down(p: Paths, say: Say) -> bool:
                 subprocess.run(["umount", "-l", point], check=False)
             say(f"mount: unmounted {point}")
     p.state_file.unlink(missing_ok=True)
+    wait_reaped(pid for pid in stopping if isinstance(pid, int) and pid > 0)
     return True
 
 

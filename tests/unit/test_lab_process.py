@@ -50,9 +50,10 @@ def _state(pid: int) -> str:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
-def test_stopping_waits_until_the_parent_has_reaped_the_process() -> None:
+def test_lab_down_waits_until_the_parent_has_reaped_what_it_stopped() -> None:
     """What `lab up` started belongs to PID 1 once `lab up` has exited; until PID 1 reaps it,
-    `ps` and `pgrep asterisk` still list it (<defunct>). `lab down` waits for that."""
+    `ps` and `pgrep asterisk` still list it (<defunct>). `lab down` waits for that, once for
+    all it stopped (wait_reaped)."""
     code = ("import os, signal, sys, time\n"
             "pid = os.fork()\n"
             "if pid == 0:\n"
@@ -68,6 +69,7 @@ def test_stopping_waits_until_the_parent_has_reaped_the_process() -> None:
         try:
             pid = int(parent.stdout.readline())
             assert lab.stop_process(pid, lambda p: not lab._exited(p))
+            lab.wait_reaped([pid])
             assert not os.path.exists(f"/proc/{pid}")
         finally:
             parent.stdin.close()
