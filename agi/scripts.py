@@ -148,13 +148,13 @@ def needs_dial_time(dialstatus: str, ringtime_ms: str, progresstime_ms: str,
             and not (ringtime_ms.strip() or progresstime_ms.strip()))
 
 
-def setup_timer_ruled_out(start_ms: str, now_ms: str, setup_timeout: str) -> bool:
-    """The Dial that started at ``start_ms`` (``ROUTER_DIAL_START``) and is judged at
-    ``now_ms`` (both Asterisk's clock) lasted less than its ^SETUP timeout (seconds): that
-    timer did not end it. Not known (a dialplan of one's own without ROUTER_DIAL_START): the
-    timer, as before."""
+def setup_timer_ruled_out(start_ms: str, end_ms: str, setup_timeout: str) -> bool:
+    """The Dial that started at ``start_ms`` (``ROUTER_DIAL_START``) and ended at ``end_ms``
+    (``ROUTER_DIAL_END``, both Asterisk's clock) lasted less than its ^SETUP timeout
+    (seconds): that timer did not end it. Not known (a dialplan of one's own without
+    ROUTER_DIAL_START): the timer, as before."""
     try:
-        elapsed = float(now_ms) - float(start_ms)
+        elapsed = float(end_ms) - float(start_ms)
         limit = float(setup_timeout) * 1000 - SETUP_TIMER_MARGIN_MS
     except ValueError:
         return False
@@ -242,11 +242,11 @@ class Scripts:
             tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
         early = False
         if needs_dial_time(req.arg(3), req.arg(4), req.arg(5), tech):  # rare: one more read
-            start, _, rest = (await session.expand(
-                f"${{{V.DIAL_START}}}|${{STRFTIME(,,%s%3q)}}|${{{V.setup_timeout(n)}}}")
-            ).partition("|")
-            now, _, setup = rest.partition("|")
-            early = setup_timer_ruled_out(start, now, setup)
+            # The Dial's end, or failing that (a dialplan that does not note it) now.
+            start, end, now, setup = (await session.expand(
+                f"${{{V.DIAL_START}}}|${{{V.DIAL_END}}}|${{STRFTIME(,,%s%3q)}}|"
+                f"${{{V.setup_timeout(n)}}}") + "|||").split("|")[:4]
+            early = setup_timer_ruled_out(start, end or now, setup)
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
                       before_setup_timer=early)
         carrier_name = await session.get_variable(V.carrier(n)) or ""

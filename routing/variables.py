@@ -21,10 +21,11 @@ CARRIER = "ROUTER_CARRIER"  # carrier that answered
 TRUNK = "ROUTER_TRUNK"  # trunk that answered
 ATTEMPTS = "ROUTER_ATTEMPTS"  # compact trace of every attempt, see routing.trace
 VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
-#: Set by the FastAGI dialplan before each Dial(): Asterisk's clock in milliseconds
-#: (``${STRFTIME(,,%s%3q)}``). The ``outcome`` script reads it only to tell a carrier's own 487
-#: from the one that answers the CANCEL of Dial's ^SETUP timer.
+#: Set by the FastAGI dialplan before and after each failed Dial(): Asterisk's clock in
+#: milliseconds (``${STRFTIME(,,%s%3q)}``). The ``outcome`` script reads them only to tell a
+#: carrier's own 487 from the one that answers the CANCEL of Dial's ^SETUP timer.
 DIAL_START = "ROUTER_DIAL_START"
+DIAL_END = "ROUTER_DIAL_END"
 
 # On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
 RESUME = "ROUTER_RESUME"

@@ -259,19 +259,25 @@ async def test_outcome_of_a_late_attempt_reads_the_whole_channel_list(
     assert not any("ROUTER_ATTEMPTS" in c for c in ch.commands)
 
 
-@pytest.mark.parametrize(("start", "elapsed_ms", "result", "go_on"), [
-    ("1795785909000", 8, "cancelled:127", "0"),  # the carrier's own 487, at once: stop
+@pytest.mark.parametrize(("start", "end_ms", "now_ms", "result", "go_on"), [
+    ("1795785909000", 8, 9, "cancelled:127", "0"),  # the carrier's own 487, at once: stop
     # the 487 answers the CANCEL of Dial's ^SETUP timer: a dead trunk, next
-    ("1795785909000", 5020, "unreachable:34", "1"),
-    (None, 8, "unreachable:34", "1"),  # a dialplan without ROUTER_DIAL_START: as before
+    ("1795785909000", 5020, 5021, "unreachable:34", "1"),
+    # a slow outcome script: the Dial's end decides, not when the script runs
+    ("1795785909000", 8, 6000, "cancelled:127", "0"),
+    ("1795785909000", None, 8, "cancelled:127", "0"),  # no ROUTER_DIAL_END: now
+    (None, 8, 9, "unreachable:34", "1"),  # a dialplan without ROUTER_DIAL_START: as before
 ])
 async def test_a_487_without_ringing_is_told_from_the_setup_timer_by_the_dial_time(
-        router: AgiServer, start: str | None, elapsed_ms: int, result: str, go_on: str) -> None:
+        router: AgiServer, start: str | None, end_ms: int | None, now_ms: int, result: str,
+        go_on: str) -> None:
     v = await route(router, "911234567")
     assert v["ROUTER_SETUP_TIMEOUT_1"] == "5"
     if start is not None:
         v["ROUTER_DIAL_START"] = start
-    v["STRFTIME(,,%s%3q)"] = str(1795785909000 + elapsed_ms)  # Asterisk's clock, now
+    if end_ms is not None:
+        v["ROUTER_DIAL_END"] = str(1795785909000 + end_ms)
+    v["STRFTIME(,,%s%3q)"] = str(1795785909000 + now_ms)  # Asterisk's clock, now
     v = await outcome(router, v, 1, "127", "CHANUNAVAIL", "SIP 487 Request Terminated")
     assert (v["ROUTER_RESULT_1"], v["ROUTER_NEXT"]) == (result, go_on)
 
