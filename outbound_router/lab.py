@@ -220,17 +220,9 @@ def wait_reaped(pids: Iterable[int], timeout: float = REAP_WAIT) -> None:
     left = set(pids)
     deadline = time.monotonic() + timeout
     while left and time.monotonic() < deadline:
-        left = {pid for pid in left if _zombie(pid)}
+        left = {pid for pid in left if sipp.proc_state(pid) in ("Z", "X")}
         if left:
             time.sleep(0.02)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def _wait_exited(pid: int, timeout: float) -> None:
@@ -243,12 +235,14 @@ def _exited(pid: int) -> bool:
     """Gone, or a zombie with no thread left (its files, sockets included, are closed). The
     main thread of a process turns zombie before the others have exited, and the files they
     share stay open until the last one has: a big Asterisk takes seconds for that."""
+    state = sipp.proc_state(pid)
+    if state is None:
+        return True
+    if state not in ("Z", "X"):
+        return False
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                return False
         return len(os.listdir(f"/proc/{pid}/task")) <= 1
-    except (OSError, IndexError):
+    except OSError:
         return True
 
 

@@ -262,6 +262,15 @@ def free_udp_ports(address: str, avoid: int) -> int:
     raise SippError(f"no {MEDIA_PORTS} free UDP ports in a row on {address}")
 
 
+def proc_state(pid: int) -> str | None:
+    """The state letter of a process in ``/proc/PID/stat`` ("R", "S", "Z"...), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def proc_argv(pid: int) -> list[str]:
     """The command line of a live process ([] if gone or a zombie).
 
@@ -270,13 +279,12 @@ def proc_argv(pid: int) -> list[str]:
     """
     deadline = time.monotonic() + 0.2
     while True:
+        if proc_state(pid) in (None, "Z"):
+            return []
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return []
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        except (FileNotFoundError, ProcessLookupError):
             return []
         if argv or time.monotonic() > deadline:
             return argv
