@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ROUTES = ROOT / "redis_seed" / "routes.example.yaml"
-NUMBER = "911234567"  # +34 91...: two tiers in the example routes
+NUMBER = "911234567"  # +34 91...: four attempts over three tiers in the example routes
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -8,8 +8,10 @@ router's log.
 
 Carrier behaviours: `answer`, `busy` (486), `unavailable` (503), `not_found` (404), `ring`
 (180, never answers; CANCEL gets 200 + 487), `early_503` (183 with SDP, 503 one second later),
-`silent` (never responds), `answer_after:N` (180, 200 after N seconds), `error:CODE` (any
-final code), `ring_then:CODE[:SECONDS]` (180, that final code 0.5 s or SECONDS later).
+`progress_503` (183 without SDP, 503 one second later), `silent` (never responds), `trying`
+(100 only, never a final answer), `redirect` (302 to carrier-c's address), `answer_after:N`
+(180, 200 after N seconds), `error:CODE` (any final code), `ring_then:CODE[:SECONDS]` (180,
+that final code 0.5 s or SECONDS later).
 
 Run as a module to start one carrier in the foreground (what docker-compose does):
     python -m outbound_router.sipp carrier b unavailable
