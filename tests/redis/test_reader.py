@@ -4,6 +4,7 @@ a notification is missed), never a mixed snapshot, bad versions kept out, Redis 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import socket
@@ -15,8 +16,9 @@ import redis
 from redis_tables import generation_of, generation_table
 
 from redis_seed.keys import Keys
-from redis_seed.reader import SnapshotReader
+from redis_seed.reader import SnapshotReader, _collector_paused
 from redis_seed.store import publish
+from routing.model import RoutingTable
 from routing.plan import Status, plan
 from routing.snapshot import Snapshot
 
@@ -231,3 +233,47 @@ async def test_the_password_never_reaches_the_log(caplog: pytest.LogCaptureFixtu
     assert "unavailable" in caplog.text
     assert "s3cret-pass" not in caplog.text
     assert "redis://:***@127.0.0.1" in caplog.text
+
+
+async def test_a_version_is_built_with_the_garbage_collector_paused(
+        client: redis.Redis, reader: SnapshotReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Collections during a big table's build doubled its load time: the collector is off
+    while a version is built and on again afterwards, also after a version that fails."""
+    seen: list[bool] = []
+    real_build = Snapshot.build
+
+    def build(table: RoutingTable, version: str) -> Snapshot:
+        seen.append(gc.isenabled())
+        if table.defaults.ring_timeout == 3:  # generation 3
+            raise ValueError("a version this router cannot index")
+        return real_build(table, version)
+
+    monkeypatch.setattr(Snapshot, "build", build)
+    assert gc.isenabled()
+    await seed(client, 1)
+    await reader.start()
+    assert seen == [False] and gc.isenabled()
+    broken = await seed(client, 3)
+    await asyncio.wait_for(_until(lambda: len(seen) == 2), timeout=2.0)
+    assert seen == [False, False] and gc.isenabled()
+    assert reader.version != broken and routes_a_call(reader.snapshot) == 1
+
+
+def test_overlapping_builds_turn_the_collector_back_on_when_the_last_ends() -> None:
+    first, second = _collector_paused(), _collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second build still runs
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_process_that_keeps_the_collector_off_keeps_it_off() -> None:
+    gc.disable()
+    try:
+        with _collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
