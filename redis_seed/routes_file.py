@@ -32,6 +32,7 @@ from routing.model import (
 )
 
 from .errors import Problem, RoutesFileError
+from .gc_pause import collector_paused
 
 __all__ = ["load_routes_file", "parse_routes", "RoutesFileError", "Problem"]
 
@@ -269,6 +270,11 @@ def load_routes_file(path: str | Path) -> RoutingTable:
 
 def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:
     """Validate the text of a routes file; raise :class:`RoutesFileError` listing every problem."""
+    with collector_paused():  # (three times as fast for big files: gc_pause.py)
+        return _parse_routes(text, filename)
+
+
+def _parse_routes(text: str, filename: str) -> RoutingTable:
     problems: list[Problem] = []
 
     def report(line: int, message: str) -> None:

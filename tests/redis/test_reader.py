@@ -16,7 +16,7 @@ import redis
 from redis_tables import generation_of, generation_table
 
 from redis_seed.keys import Keys
-from redis_seed.reader import SnapshotReader, _collector_paused
+from redis_seed.reader import SnapshotReader
 from redis_seed.store import publish
 from routing.model import RoutingTable
 from routing.plan import Status, plan
@@ -258,22 +258,3 @@ async def test_a_version_is_built_with_the_garbage_collector_paused(
     assert seen == [False, False] and gc.isenabled()
     assert reader.version != broken and routes_a_call(reader.snapshot) == 1
 
-
-def test_overlapping_builds_turn_the_collector_back_on_when_the_last_ends() -> None:
-    first, second = _collector_paused(), _collector_paused()
-    first.__enter__()
-    second.__enter__()
-    first.__exit__(None, None, None)
-    assert not gc.isenabled()  # the second build still runs
-    second.__exit__(None, None, None)
-    assert gc.isenabled()
-
-
-def test_a_process_that_keeps_the_collector_off_keeps_it_off() -> None:
-    gc.disable()
-    try:
-        with _collector_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
