@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from agi.server import AgiSession, Handler
 from routing import variables as V
 from routing.errors import RoutingError
-from routing.model import DEFAULT_FAILOVER
+from routing.model import DEFAULT_FAILOVER, FailoverPolicy
 from routing.plan import Plan, Status, plan
 from routing.policy import (
     Judgement,
@@ -59,6 +59,7 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
             (V.trunk(a.index), a.trunk),
             (V.timeout(a.index), f"{a.ring_timeout:g}"),
             (V.setup_timeout(a.index), f"{a.setup_timeout:g}"),
+            (V.failover(a.index), V.format_failover(a.carrier.failover)),
         ]
     out.append((V.NUMBER, p.number or ""))
     out.append((V.COUNT, str(len(p.attempts))))
@@ -221,6 +222,21 @@ class Scripts:
                 pairs = route_variables(p, snapshot.version)
         await session.set_variables(pairs)
 
+    async def _failover(self, session: AgiSession, n: int) -> FailoverPolicy:
+        """The policy of attempt n's carrier in the version the call was routed with (a
+        seed while the attempt rang must not change how it is judged); "" or nothing: the
+        default. Unreadable (a dialplan of one's own wrote it): the carrier's policy now."""
+        text = await session.get_variable(V.failover(n)) or ""
+        try:
+            return V.parse_failover(text)
+        except ValueError:
+            name = await session.get_variable(V.carrier(n)) or ""
+            snapshot = self.snapshots()
+            carrier = snapshot.carriers.get(name) if snapshot is not None else None
+            session.log.warning("outcome %d: %s=%r is no failover policy: judged by carrier "
+                                "%r's current one", n, V.failover(n), text, name)
+            return carrier.failover if carrier is not None else DEFAULT_FAILOVER
+
     async def outcome(self, session: AgiSession) -> None:
         req = session.request
         n = _int_or_none(req.arg(1))
@@ -249,11 +265,8 @@ class Scripts:
             early = setup_timer_ruled_out(start, end or now, setup)
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
                       before_setup_timer=early)
-        carrier_name = await session.get_variable(V.carrier(n)) or ""
         trunk = await session.get_variable(V.trunk(n)) or ""
-        snapshot = self.snapshots()
-        carrier = snapshot.carriers.get(carrier_name) if snapshot is not None else None
-        j = judge(obs, carrier.failover if carrier is not None else DEFAULT_FAILOVER)
+        j = judge(obs, await self._failover(session, n))
         go_on = j.verdict is Verdict.RETRY and n < count
         session.log.info("outcome %d/%d %s %s: dialstatus=%s tech=%r cause=%s sip=%s rang=%s "
                          "-> %s, %s", n, count, trunk, peer, req.arg(3), tech, obs.cause,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from routing.model import FailoverPolicy
+
 # Set by the FastAGI ``route`` script (SPEC section 4).
 STATUS = "ROUTER_STATUS"  # OK, NO_ROUTE, BLOCKED, INVALID, ERROR
 NUMBER = "ROUTER_NUMBER"  # the E.164 number
@@ -77,6 +79,47 @@ def setup_timeout(n: int) -> str:
     """The setup timeout of attempt n in seconds, e.g. ``5``: the dialplan gives Dial
     ``${ROUTER_TIMEOUT_n}^${ROUTER_SETUP_TIMEOUT_n}``."""
     return f"ROUTER_SETUP_TIMEOUT_{n}"
+
+
+def failover(n: int) -> str:
+    """The outcome policy of attempt n's carrier, as :func:`format_failover` writes it: the
+    ``outcome`` script judges the attempt by the policy of the version the call was routed
+    with, not by the one current when the attempt ends."""
+    return f"ROUTER_FAILOVER_{n}"
+
+
+def format_failover(policy: FailoverPolicy) -> str:
+    """``""`` for the default policy, else e.g. ``retry=480/487 stop=503
+    retry_after_early_media=no`` (no comma: one value of an ``ARRAY()`` assignment)."""
+    parts = [f"{key}={'/'.join(map(str, sorted(codes)))}"
+             for key, codes in (("retry", policy.retry), ("stop", policy.stop)) if codes]
+    if not policy.retry_after_early_media:
+        parts.append("retry_after_early_media=no")
+    return " ".join(parts)
+
+
+def parse_failover(text: str) -> FailoverPolicy:
+    """What :func:`format_failover` wrote, back; ValueError for anything else."""
+    fields: dict[str, str] = {}
+    for part in text.split():
+        key, sep, value = part.partition("=")
+        if not sep or key in fields or key not in ("retry", "stop", "retry_after_early_media"):
+            raise ValueError(f"not a failover policy: {text!r}")
+        fields[key] = value
+    early = fields.get("retry_after_early_media", "yes")
+    if early not in ("yes", "no"):
+        raise ValueError(f"not a failover policy: {text!r}")
+
+    def codes(key: str) -> frozenset[int]:
+        values = fields.get(key)
+        if values is None:
+            return frozenset()
+        if not all(v.isascii() and v.isdigit() for v in values.split("/")):
+            raise ValueError(f"not a failover policy: {text!r}")
+        return frozenset(map(int, values.split("/")))
+
+    return FailoverPolicy(retry=codes("retry"), stop=codes("stop"),
+                          retry_after_early_media=early == "yes")
 
 
 def result(n: int) -> str:

@@ -74,8 +74,8 @@ async def test_route_sets_all_its_variables_in_one_command(router: AgiServer) ->
     ch = await FakeChannel(router.port, args=["911234567"]).run()
     sets = [c for c in ch.commands if c.startswith("SET VARIABLE")]
     assert len(sets) == 1 and sets[0].startswith("SET VARIABLE ARRAY(")
-    # 5 per attempt, NUMBER, COUNT, VERSION, the CDR's NUMBER, VERSION and STATUS, STATUS
-    assert len(ch.set_order) == 22
+    # 6 per attempt, NUMBER, COUNT, VERSION, the CDR's NUMBER, VERSION and STATUS, STATUS
+    assert len(ch.set_order) == 25
 
 
 async def test_script_is_chosen_by_path_and_gets_query_and_numbered_args(
@@ -454,7 +454,7 @@ LONG_PLAN = "\n".join([
 
 async def test_route_of_a_plan_past_asterisks_limits_sets_every_variable(
         agi_server: ServerFactory) -> None:
-    # 30 attempts: 157 variables and some 6,200 bytes, past ARRAY()'s 100 variables and the
+    # 30 attempts: 187 variables and some 6,900 bytes, past ARRAY()'s 100 variables and the
     # 2,048 bytes res_agi reads a command into. Both cut silently: ROUTER_STATUS was never set
     # and the dialplan took the call for a router error (503, no trunk tried).
     snapshot = Snapshot.build(parse_routes(LONG_PLAN, "long.yaml"), "v-long")
@@ -465,7 +465,7 @@ async def test_route_of_a_plan_past_asterisks_limits_sets_every_variable(
     assert [v[f"ROUTER_TRUNK_{n}"] for n in range(1, 31)] == [
         f"trunk-{n:02}-of-a-carrier-with-a-long-name" for n in range(1, 31)]
     assert ch.set_order[-1] == "ROUTER_STATUS"
-    assert len(ch.set_order) == 5 * 30 + 7
+    assert len(ch.set_order) == 6 * 30 + 7
     assert all(len(c) < AGI_BUF_LEN - 1 for c in ch.commands)
 
 

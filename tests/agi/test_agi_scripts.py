@@ -8,10 +8,12 @@ import pytest
 
 from agi.scripts import Scripts, observe, parse_sip_code
 from agi.server import AgiServer
+from redis_seed.routes_file import parse_routes
 from routing.policy import Observation
 from routing.snapshot import Snapshot
 
 from .agi_fake_asterisk import FakeChannel, ServerFactory
+from .conftest import ROUTES
 
 
 async def route(server: AgiServer, *args: str) -> dict[str, str]:
@@ -152,6 +154,52 @@ async def test_a_carriers_own_failover_policy_applies(router: AgiServer) -> None
     overloaded = await outcome(router, dict(v), 1, "34", "CONGESTION",
                                "SIP 503 Service Unavailable")
     assert overloaded["ROUTER_NEXT"] == "0" and overloaded["ROUTER_HANGUP_CAUSE"] == "34"
+
+
+@pytest.mark.parametrize(("new_policy", "gone"), [
+    ("failover: {retry: [503]}", False),  # the new version fails over on 503
+    ("", False),  # the default policy: 503 fails over
+    (None, True),  # the carrier is gone from the new version
+])
+async def test_an_attempt_is_judged_by_the_policy_of_the_version_it_was_routed_with(
+        agi_server: ServerFactory, snapshot: Snapshot, new_policy: str | None,
+        gone: bool) -> None:
+    """A seed while the attempt rings: the call was planned with picky stopping on 503, and
+    its outcome says stop, whatever the version current when the attempt ends says."""
+    current = [snapshot]
+    server = await agi_server(Scripts(lambda: current[0], random.Random(7)).handlers())
+    v = await route(server, "0033123456789")
+    assert v["ROUTER_CARRIER_1"] == "picky"
+    assert v["ROUTER_FAILOVER_1"] == "retry=486 stop=503"
+    routes = ROUTES.replace("    failover: {retry: [486], stop: [503]}\n",
+                            f"    {new_policy}\n" if new_policy else "")
+    if gone:
+        routes = routes.replace("picky", "fussy")
+    current[0] = Snapshot.build(parse_routes(routes, "new.yaml"), "v-new")
+    v = await outcome(server, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "0" and v["ROUTER_HANGUP_CAUSE"] == "34"
+
+
+async def test_the_default_policy_of_the_routed_version_holds_after_a_seed_that_overrides_it(
+        agi_server: ServerFactory, snapshot: Snapshot) -> None:
+    current = [snapshot]
+    server = await agi_server(Scripts(lambda: current[0], random.Random(7)).handlers())
+    v = await route(server, "911234567")
+    assert v["ROUTER_FAILOVER_1"] == ""
+    current[0] = Snapshot.build(parse_routes(ROUTES.replace(
+        "  peering: {trunks: [carrier-a, carrier-b]}",
+        "  peering: {trunks: [carrier-a, carrier-b], failover: {stop: [503]}}"), "new.yaml"),
+        "v-new")
+    v = await outcome(server, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "1"
+
+
+async def test_an_unreadable_policy_falls_back_to_the_carriers_current_one(
+        router: AgiServer) -> None:
+    v = await route(router, "0033123456789")
+    v["ROUTER_FAILOVER_1"] = "stop=five"  # not what route writes
+    v = await outcome(router, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "0"  # picky's current policy: stop on 503
 
 
 async def test_only_the_channel_of_this_attempt_gives_the_sip_code(router: AgiServer) -> None:

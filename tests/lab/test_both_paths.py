@@ -3,11 +3,12 @@ run through the ARI phones (127.0.0.10) and the FastAGI phones (127.0.0.20)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from .observer import AriObserver, logged_since
+from .observer import AriObserver, logged_since, wait_for
 from .routes import (
     FIRST_TRUNK_OUTCOMES,
     NUMBER,
@@ -65,7 +66,7 @@ def test_a_tenant_header_with_a_quote_is_passed_on_without_a_dialplan_warning(
 
 def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
     # 29 trunks that are no PJSIP endpoint (each attempt fails at once), then carrier-a. Past
-    # several of Asterisk's limits: on the AGI path `route` sets 157 variables, some 5 KB (one
+    # several of Asterisk's limits: on the AGI path `route` sets 187 variables, some 5 KB (one
     # ARRAY() sets 100, one AGI command line holds 2,047 bytes) and the trace, some 1.8 KB, is
     # past what GET VARIABLE answers (1,023 characters); on the ARI path the ROUTER_* writes
     # are past the 4,096 bytes of an HTTP request line.
@@ -188,3 +189,29 @@ def test_a_ring_timeout_shorter_than_the_setup_timeout_leaves_a_silent_trunk_the
     assert result.final_code == 200, result.codes
     assert (a.invites(), b.invites()) == (1, 1)
     assert 3 <= result.duration < 3 + 1.5, result.duration  # setup_timeout (+ 0.5 s talk)
+
+
+@pytest.mark.parametrize(("first_policy", "code", "invites"), [
+    pytest.param("failover: {stop: [503]}", 503, (1, 0), id="stop-stays-stop"),
+    pytest.param("failover: {retry: [486]}", 200, (1, 1), id="retry-stays-retry"),
+])
+def test_a_seed_while_an_attempt_rings_does_not_change_how_it_is_judged(
+        lab, carrier, phone, via, first_policy, code, invites) -> None:  # type: ignore[no-untyped-def]
+    # The call is routed with carrier-a's policy of the first version; while carrier-a rings,
+    # a second version gives carrier-a the other policy (stop on 503 <-> the default). The
+    # 503 that ends the ringing is judged by the first: no half-applied reload. The AGI path
+    # judged it by the second (its outcome script read the current version).
+    routes = tiers_routes(ring_timeout=8)
+    plain = "first: {trunks: [carrier-a]}"
+    before = routes.replace(plain, f"first: {{trunks: [carrier-a], {first_policy}}}")
+    after = routes.replace(plain, "first: {trunks: [carrier-a], failover: {stop: [503]}}") \
+        if "retry" in first_policy else routes
+    lab.seed(before)
+    a, b = carrier("a", "ring_then:503:3"), carrier("b", "answer")
+    with ThreadPoolExecutor(max_workers=1) as background:
+        call = background.submit(phone(via).call, NUMBER)
+        wait_for("carrier-a's INVITE", lambda: a.invites() == 1)
+        lab.seed(after)
+        result = call.result(timeout=30)
+    assert result.final_code == code, result.codes
+    assert (a.invites(), b.invites()) == invites
