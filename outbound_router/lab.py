@@ -155,6 +155,19 @@ def is_service(pid: int | None, name: str) -> bool:
     return "outbound_router.cli" in argv and name in argv
 
 
+def service_worker(name: str) -> int | None:
+    """The PID of the lab's `name` service itself: the process its supervisor (whose PID the
+    lab keeps, outbound_router/supervise.py) runs now. None when it does not run."""
+    keeper = ((load_state(paths()).get("services") or {}).get(name) or {}).get("pid")
+    if not is_service(keeper, name):
+        return None
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and sipp.proc_parent(int(entry)) == keeper \
+                and is_service(int(entry), name):
+            return int(entry)
+    return None
+
+
 def is_redis(pid: int | None) -> bool:
     if not pid:
         return False
@@ -683,6 +696,12 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "outbound_router.cli", *args]
 
 
+def supervised(argv: Sequence[str]) -> list[str]:
+    """``argv`` restarted when it crashes (outbound_router/supervise.py); the PID the lab
+    keeps is the supervisor's, which stops the service with it."""
+    return [sys.executable, "-m", "outbound_router.supervise", *argv]
+
+
 def cli_has(subcommand: str) -> bool:
     r = subprocess.run(cli_command(subcommand, "--help"), capture_output=True, check=False,
                        timeout=30, cwd=REPO)
@@ -799,7 +818,7 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             continue
         log = p.state_dir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        pid = sipp.spawn_detached(cli_command(name), log, env=env)
+        pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
         services[name] = {"pid": pid}
         save_state(p, state)
         deadline = time.monotonic() + 15
@@ -1056,7 +1075,9 @@ def status(say: Say = _say) -> int:
     for name in topology.SERVICES:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
-            say(f"{name:<10} running (pid {s['pid']}), log {p.state_dir / (name + '.log')}")
+            worker = service_worker(name)
+            say(f"{name:<10} running (pid {worker or '-'}, kept up by pid {s['pid']}), log "
+                f"{p.state_dir / (name + '.log')}")
         else:
             why = "exited" if s.get("pid") else s.get("note", "not started")
             say(f"{name:<10} not running ({why}; `lab up` starts it)")

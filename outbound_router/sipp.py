@@ -264,13 +264,25 @@ def free_udp_ports(address: str, avoid: int) -> int:
     raise SippError(f"no {MEDIA_PORTS} free UDP ports in a row on {address}")
 
 
-def proc_state(pid: int) -> str | None:
-    """The state letter of a process in ``/proc/PID/stat`` ("R", "S", "Z"...), None when gone."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name ([] when gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return None
+        return []
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of a process in ``/proc/PID/stat`` ("R", "S", "Z"...), None when gone."""
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
+
+
+def proc_parent(pid: int) -> int | None:
+    """The parent PID of a process, None when gone."""
+    fields = _proc_stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 def proc_argv(pid: int) -> list[str]:

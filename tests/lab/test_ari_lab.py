@@ -9,6 +9,7 @@ variables, no channel or bridge left: the fixture checks the latter after every 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -275,6 +276,30 @@ def test_a_bridged_call_goes_on_across_a_restart_of_the_service(tiers, carrier, 
     # And the next call routes.
     assert ari.call(NUMBER).final_code == 200
     assert (a.invites(), b.invites()) == (2, 0)
+
+
+def test_a_crashed_service_comes_back_and_hangs_up_the_carrier_of_a_call_it_left(
+        tiers, carrier, ari, background) -> None:  # type: ignore[no-untyped-def]
+    # Killed, the app cannot tear down its bridged calls: the phone hangs up and the carrier's
+    # leg stays up, billed. The lab restarts the service (outbound_router/supervise.py), which
+    # adopts the call or, once the phone is gone, hangs the carrier up.
+    from outbound_router import lab as lab_mod
+
+    a = carrier("a", "answer")
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER, hangup_after=3)
+    wait_for("the call to be answered",
+             lambda: [c for c in caller_channels(tiers) if c["state"] == "Up"])
+    log = tiers.state_dir / "ari.log"
+    offset = log.stat().st_size
+    worker = lab_mod.service_worker("ari")
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    assert call.result().final_code == 200
+    wait_for("the service to be back", lambda: "ARI events connected" in logged_since(log, offset))
+    assert "killed by SIGKILL" in logged_since(log, offset)
+    wait_for("carrier-a to get the BYE", lambda: byes(a) == 1, timeout=10)
+    assert lab_mod.service_worker("ari") not in (None, worker)
+    assert ari.call(NUMBER).final_code == 200
 
 
 def test_after_asterisk_restarts_the_app_is_back_by_itself_and_the_next_call_fails_over(
