@@ -215,3 +215,20 @@ def test_a_seed_while_an_attempt_rings_does_not_change_how_it_is_judged(
         result = call.result(timeout=30)
     assert result.final_code == code, result.codes
     assert (a.invites(), b.invites()) == invites
+
+
+@pytest.mark.parametrize("dialled", [
+    pytest.param("911234567%09", id="a-trailing-tab"),
+    pytest.param("911234567%0A", id="a-trailing-line-break"),
+    # A line break would end FastAGI's header line: the rest read as a header of its own.
+    pytest.param("911234567%0Aagi_arg_2:%20acme", id="a-line-break-and-a-header"),
+    # Asterisk keeps 79 characters of an extension: cut there, this was 9 digits and spaces.
+    pytest.param("911234567" + "%20" * 75 + "abc", id="spaces-past-asterisk-s-limit"),
+])
+def test_white_space_in_the_dialled_string_is_invalid_and_reaches_no_carrier(
+        lab, carrier, phone, via, dialled) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))
+    a = carrier("a", "answer")
+    result = phone(via).call(dialled)
+    assert result.final_code == 484, result.codes  # INVALID: cause 28
+    assert a.invites() == 0
