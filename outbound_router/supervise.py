@@ -80,6 +80,8 @@ class Supervisor:
         while True:
             started = self.clock()
             self.child = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)
+            if self.stopping:  # a stop that came while it was being started
+                self.child.send_signal(signal.SIGTERM)
             code = self.child.wait()
             ran = self.clock() - started
             if self.stopping or code == 0:
