@@ -47,8 +47,21 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
                 selection.status is not Status.OK else "")]
     if selection.status is Status.OK:
         defaults = snapshot.defaults
+        limit = defaults.max_attempts
+        tried: set[str] = set()
+        before = 0  # attempts every call makes before this tier (a carrier is tried once)
         for tier, shares in zip(selection.tiers, selection.shares(), strict=True):
-            lines.append(f"  priority {tier.priority}:")
+            new = {r.carrier for r in tier.routes if r.carrier and r.carrier not in tried}
+            own = sum(len(snapshot.carriers[c].trunks) for c in new)
+            if before >= limit:
+                note = f" never reached: the tiers before it use up max_attempts ({limit})"
+            elif before + own > limit:
+                note = f" cut at max_attempts ({limit}): {limit - before} of its {own} attempts"
+            else:
+                note = ""
+            lines.append(f"  priority {tier.priority}:{note}")
+            tried |= new
+            before += own
             for route, share in zip(tier.routes, shares, strict=True):
                 carrier = snapshot.carriers[route.carrier] if route.carrier else None
                 trunks = ", ".join(carrier.trunks) if carrier else "-"

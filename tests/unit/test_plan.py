@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.explain import explain
+from routing.explain import explain, to_text
 from routing.model import Defaults
 from routing.plan import Status, attempt_again, plan, select, weighted_order
 
@@ -240,6 +240,33 @@ def test_explain_share_is_zero_for_a_carrier_an_earlier_tier_already_tried() -> 
     rng = random.Random(3)
     seconds = Counter(plan(snap, ES, rng=rng).attempts[1].route.name for _ in range(2000))
     assert seconds == {"b": 2000}
+
+
+@pytest.mark.parametrize(("max_attempts", "notes"), [
+    (5, ["", "", ""]),
+    (4, ["", "", " never reached: the tiers before it use up max_attempts (4)"]),
+    # Tier 1 takes 3 attempts (carrier B has two trunks): with 2, one of them is cut, and
+    # tier 2 is never reached; tier 3's carrier A was tried in tier 1 and adds none.
+    (2, [" cut at max_attempts (2): 2 of its 3 attempts",
+         " never reached: the tiers before it use up max_attempts (2)",
+         " never reached: the tiers before it use up max_attempts (2)"]),
+    (3, ["", " never reached: the tiers before it use up max_attempts (3)",
+         " never reached: the tiers before it use up max_attempts (3)"]),
+])
+def test_explain_text_says_which_tiers_max_attempts_cuts(max_attempts: int,
+                                                         notes: list[str]) -> None:
+    snap = snapshot([route("a", pattern="spain", carrier="A"),
+                     route("b", pattern="spain", carrier="B"),
+                     route("d", pattern="spain", carrier="D", priority=2),
+                     route("again", pattern="spain", carrier="A", priority=3)],
+                    carriers=[carrier("A"), carrier("B", "b1", "b2"), carrier("D")],
+                    defaults=Defaults(max_attempts=max_attempts))
+    text = to_text(select(snap, ES), snap, ES)
+    headers = [line for line in text.splitlines() if line.startswith("  priority ")]
+    assert headers == [f"  priority {p}:{note}" for p, note in zip((1, 2, 3), notes,
+                                                                    strict=True)]
+    attempts = [len(plan(snap, ES, rng=random.Random(seed)).attempts) for seed in range(20)]
+    assert set(attempts) == {min(max_attempts, 4)}
 
 
 # -- properties ----------------------------------------------------------------------------
