@@ -88,7 +88,7 @@ class AdoptedCall:
             await quietly("clear the abandoned trace", self.ari.set_variables(
                 caller_id, {var.ATTEMPTS_ABANDONED: ""}), self.log)
             return
-        _, _, carrier, trunk = data.attempts[0]
+        carrier, trunk = data.attempts[0].carrier, data.attempts[0].trunk
         trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), ev.CAUSE_NORMAL, 200)]
         values = {**data.base_vars(), var.CARRIER: carrier, var.TRUNK: trunk,
                   var.ATTEMPTS: format_trace(trace)}

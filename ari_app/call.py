@@ -22,14 +22,14 @@ import secrets
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from routing import variables as var
-from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, FailoverPolicy
+from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, Carrier, FailoverPolicy, Route
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import (
     Judgement,
@@ -291,16 +291,36 @@ def _channel_sequence(name: str) -> int:
 def resume_data(number: str, version: str, trace: str,
                 attempts: Sequence[Attempt], *, untried: bool = False) -> str:
     """The ROUTER_RESUME value put on an attempt's channel when it is created: the call's
-    number, routing version and trace so far, this attempt and the ones after it.
+    number, routing version and trace so far, this attempt and the ones after it, each whole
+    (dial number, timeouts, its carrier's failover policy): the next instance goes on with
+    the plan of the version the call was routed with, whatever was seeded since.
     ``untried``: this attempt was never dialled (the service stopped before): the next
     instance tries it rather than judging it."""
     data: dict[str, Any] = {
         "number": number, "version": version, "trace": trace,
-        "attempts": [[a.index, a.route.name, a.carrier.name, a.trunk] for a in attempts],
+        "attempts": [[a.index, a.route.name, a.carrier.name, a.trunk, a.dial_number,
+                      a.setup_timeout, a.ring_timeout, var.format_failover(a.carrier.failover)]
+                     for a in attempts],
     }
     if untried:
         data["untried"] = True
     return json.dumps(data, separators=(",", ":"))
+
+
+#: What a dial number of ROUTER_RESUME may hold (a carrier's technical prefix and a
+#: formatted number): it goes into a dial string.
+_DIAL_NUMBER_RE = re.compile(r"[0-9*#+]{1,40}")
+
+
+class ResumeAttempt(NamedTuple):
+    """One attempt of ROUTER_RESUME. ``planned`` is None in data an older version of the app
+    wrote (index, route, carrier and trunk only): rebuilt from the current table then."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose, as Attempt
+    route: str
+    carrier: str
+    trunk: str
+    planned: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,8 +330,8 @@ class Resume:
     number: str
     version: str
     trace: list[TraceEntry]
-    #: (index, route, carrier, trunk) of the attempt it was written with, then of the rest
-    attempts: list[tuple[int, str, str, str]]
+    #: the attempt it was written with, then the rest
+    attempts: list[ResumeAttempt]
     #: The first of them was never dialled.
     untried: bool = False
 
@@ -330,7 +350,7 @@ def parse_resume(text: str) -> Resume:
     carrier or trunk that could not have been validated (they go into the trace)."""
     try:
         data = json.loads(text)
-        attempts = [(int(i), str(r), str(c), str(t)) for i, r, c, t in data["attempts"]]
+        attempts = [_resume_attempt(a) for a in data["attempts"]]
         resume = Resume(str(data["number"]), str(data["version"]),
                         parse_trace(str(data["trace"])), attempts,
                         untried=data.get("untried") is True)
@@ -338,10 +358,26 @@ def parse_resume(text: str) -> Resume:
         raise ValueError(f"not ROUTER_RESUME data: {exc!r}") from None
     if not attempts:
         raise ValueError("ROUTER_RESUME names no attempt")
-    for _, _, carrier, trunk in attempts:
-        if not (TRUNK_NAME_RE.match(carrier) and TRUNK_NAME_RE.match(trunk)):
-            raise ValueError(f"not a carrier and trunk: {carrier!r}, {trunk!r}")
     return resume
+
+
+def _resume_attempt(item: Sequence[Any]) -> ResumeAttempt:
+    index, route, carrier, trunk, *planned = item
+    index, route, carrier, trunk = int(index), str(route), str(carrier), str(trunk)
+    if not (TRUNK_NAME_RE.match(carrier) and TRUNK_NAME_RE.match(trunk)):
+        raise ValueError(f"not a carrier and trunk: {carrier!r}, {trunk!r}")
+    if not planned:
+        return ResumeAttempt(index, route, carrier, trunk)
+    dial_number, setup, ring, failover = planned
+    if not (isinstance(dial_number, str) and _DIAL_NUMBER_RE.fullmatch(dial_number)):
+        raise ValueError(f"not a dial number: {dial_number!r}")
+    setup, ring = float(setup), float(ring)
+    if not (0 < setup < 3600 and 0 < ring < 86400):
+        raise ValueError(f"not timeouts: {setup!r}, {ring!r}")
+    attempt = Attempt(index, Route(route, 0, carrier),
+                      Carrier(carrier, (trunk,), failover=var.parse_failover(str(failover))),
+                      trunk, dial_number, setup, ring)
+    return ResumeAttempt(index, route, carrier, trunk, attempt)
 
 
 @dataclass
@@ -748,7 +784,8 @@ class Call:
         whose route, carrier or trunk is gone)."""
         if data is None or self.snapshot is None:
             return []
-        return [attempt_again(self.snapshot, data.number, *a) for a in data.attempts]
+        return [a.planned or attempt_again(self.snapshot, data.number, *a[:4])
+                for a in data.attempts]
 
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
                         resumed: AttemptLeg | None = None, *, prepared: bool = False,
@@ -798,7 +835,7 @@ class Call:
             self.log.warning("ending a caller left alone by an earlier instance: no resume data")
             await self._hangup_caller(ev.CAUSE_CONGESTION)
             return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
-        lost_index, _, _, lost_trunk = data.attempts[0]
+        lost_index, lost_trunk = data.attempts[0].index, data.attempts[0].trunk
         rebuilt = self._attempts_again(data)
         if data.untried:  # the earlier instance stopped before dialling it: try it now
             self.trace = list(data.trace)

@@ -343,6 +343,40 @@ async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> No
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    # alpha stops on 503 in the new version: the call was routed when it failed over.
+    pytest.param("alpha: {trunks: [carrier-a]}",
+                 "alpha: {trunks: [carrier-a], failover: {stop: [503]}}", id="policy"),
+    # The route that chose alpha is renamed: the call's attempt is still the call's.
+    pytest.param("{name: first,", "{name: first-renamed,", id="route-renamed"),
+    # bravo's route is gone: the call's plan still has it.
+    pytest.param("  - {name: second, pattern: spain, carrier: bravo, priority: 2}\n", "",
+                 id="fallback-gone"),
+])
+async def test_a_resumed_call_goes_on_with_the_plan_of_the_version_it_was_routed_with(
+        lab: Lab, old: str, new: str) -> None:
+    # A seed between the routing and the restart: the next instance rebuilt the attempts
+    # from the new version, so it judged alpha's 503 by alpha's new policy, ended the call
+    # whose route was renamed ("nothing to resume") and skipped the removed fallback.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    routes = ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")
+    assert old in routes
+    lab.snapshots.append(snapshot_of(routes.replace(old, new), "v2"))
+    async with a_new_instance(lab) as app:
+        call = app.owners[caller]
+        assert isinstance(call, Call)
+        await wait_for(lambda: bool(call.legs))
+        lab.fake.carrier_fails(leg, 34, 503)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
+        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+            "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_the_next(
         lab: Lab) -> None:
     caller, leg = await ringing_call(lab)
@@ -632,6 +666,13 @@ async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(la
     '{"number":"+34911234567","version":"v1","trace":"","attempts":[]}',
     '{"number":"+34911234567","version":"v1","trace":"",'
     '"attempts":[[1,"first","alpha","carrier-a|forged"]]}',
+    # What goes into a dial string is checked as the plan made it.
+    '{"number":"+34911234567","version":"v1","trace":"","untried":true,'
+    '"attempts":[[1,"first","alpha","carrier-a","91&PJSIP/forged",5,30,""]]}',
+    '{"number":"+34911234567","version":"v1","trace":"","untried":true,'
+    '"attempts":[[1,"first","alpha","carrier-a","+34911234567",5,-1,""]]}',
+    '{"number":"+34911234567","version":"v1","trace":"","untried":true,'
+    '"attempts":[[1,"first","alpha","carrier-a","+34911234567",5,30,"stop=forged"]]}',
 ])
 async def test_a_caller_left_alone_without_usable_resume_data_is_ended_cleanly(
         lab: Lab, resume: str | None) -> None:
@@ -646,3 +687,21 @@ async def test_a_caller_left_alone_without_usable_resume_data_is_ended_cleanly(
     assert fake.ended[caller].hangup_reason == "34"
     assert fake.dials == {}
     assert "forged" not in fake.ended[caller].variables.get("ROUTER_ATTEMPTS", "")
+
+
+async def test_resume_data_of_an_older_version_of_the_app_is_rebuilt_from_the_table(
+        lab: Lab) -> None:
+    # Written before the data held the whole plan: index, route, carrier and trunk only.
+    before = await cut(lab)
+    fake = lab.fake
+    lab.carriers("a503_b200")
+    caller = fake.add_leftover_channel(NUMBER, state="Ring")
+    fake.channels[caller].variables["ROUTER_RESUME"] = (
+        '{"number":"+34911234567","version":"v1","trace":"","untried":true,'
+        '"attempts":[[2,"second","bravo","carrier-b"]]}')
+    fake.add_leftover_bridge([caller])
+    await restore(lab, before)
+    await wait_for(lambda: fake.channels[caller].state == "Up")
+    assert fake.dials == {"carrier-b": 1}
+    fake.caller_hangup(caller)
+    await wait_for(lambda: fake.leftovers() == ([], []))
