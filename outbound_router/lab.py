@@ -612,7 +612,8 @@ def startup_problems(p: Paths) -> list[str]:
 # ---- Redis, seed, services ---------------------------------------------------------------
 
 
-def redis_ping(url: str) -> bool:
+def redis_error(url: str) -> Exception | None:
+    """None when the Redis at ``url`` answers PING, else what went wrong."""
     import redis
 
     from redis_seed.connection import sync_client
@@ -620,17 +621,39 @@ def redis_ping(url: str) -> bool:
     # the project's one way to open a REDIS_URL (rediss://, redis+sentinel:// included)
     client = sync_client(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
+        client.ping()
+        return None
+    except (redis.RedisError, OSError) as exc:
+        return exc
     finally:
         client.close()
 
 
-def _own_redis_address(url: str) -> tuple[int, int]:
+def redis_ping(url: str) -> bool:
+    return redis_error(url) is None
+
+
+def _nothing_answers(exc: Exception) -> bool:
+    """No Redis there at all, as opposed to one that answered and refused (a password
+    missing or wrong, no such database...)."""
+    import redis
+
+    return (isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+            and not isinstance(exc, redis.AuthenticationError))
+
+
+def _redis_problem(exc: Exception, url: str) -> str:
+    from outbound_router.cli import redis_problem
+    from outbound_router.settings import Settings
+
+    return redis_problem(exc, Settings(redis_url=url))
+
+
+def _own_redis_address(url: str) -> tuple[int, int, bool]:
     """Port and database for the lab's own redis-server: those of ``url`` when it names a
     free port on this machine's loopback without a password (then `outbound-router seed`
-    with the same REDIS_URL, or none at all, reaches it), else a free port and db 0."""
+    with the same REDIS_URL, or none at all, reaches it: True), else a free port and db 0
+    (False)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -641,11 +664,11 @@ def _own_redis_address(url: str) -> tuple[int, int]:
     if (parts.scheme == "redis" and parts.hostname in ("127.0.0.1", "localhost")
             and not parts.password and not parts.query and port
             and not _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port)):
-        return port, db
+        return port, db, True
     port = sipp.free_udp_port("127.0.0.1")
     while _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port):
         port = sipp.free_udp_port("127.0.0.1")
-    return port, 0
+    return port, 0, False
 
 
 def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
@@ -654,18 +677,31 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
         return str(own["url"])
     # REDIS_URL when given; else the one this lab already uses (services running on it), so
     # that a second `lab up` from another shell does not switch half the lab to another Redis
-    url = os.environ.get("REDIS_URL") or own.get("url") or topology.DEFAULT_REDIS_URL
-    if redis_ping(url):
+    given = os.environ.get("REDIS_URL")
+    url = given or own.get("url") or topology.DEFAULT_REDIS_URL
+    error = redis_error(url)
+    if error is None:
         if own.get("url") != url:
             say(f"redis: using {_mask(url)} (answers PING)")
         state["redis"] = {"url": url, "pid": None}
         save_state(p, state)
         return url
+    if not _nothing_answers(error):
+        # A Redis answered and refused: a Redis of the lab's own elsewhere would route calls
+        # from the example routes while `seed` with REDIS_URL fails against that one.
+        raise LabError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of its own "
+                       "only where nothing answers.)")
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(server):
         raise LabError(f"Redis does not answer at {_mask(url)} and redis-server is not "
                        "installed: apt-get install redis-server, or set REDIS_URL")
-    port, db = _own_redis_address(url)
+    port, db, there = _own_redis_address(url)
+    if given and not there:
+        raise LabError(
+            f"nothing answers at {_mask(url)} (REDIS_URL), and the lab can start a Redis of "
+            "its own only where `outbound-router seed` with that REDIS_URL reaches it: a free "
+            "port on 127.0.0.1, no password, no TLS or Sentinel. Start the Redis of REDIS_URL, "
+            "or unset REDIS_URL for the lab's own.")
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     pid = sipp.spawn_detached(
@@ -681,7 +717,7 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
         if sipp.exit_status(pid) is not None or time.monotonic() > deadline:
             raise LabError(f"redis-server did not start; see {p.state_dir / 'redis.log'}")
         time.sleep(0.05)
-    where = "there" if own_url == url else f"at {own_url}"
+    where = "there" if there else f"at {own_url}"
     say(f"redis: nothing answers at {_mask(url)}; started redis-server {where} (pid {pid})")
     return own_url
 

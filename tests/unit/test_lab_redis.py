@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -62,19 +64,46 @@ def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
         lab.stop_process(state["redis"]["pid"], lab.is_redis)
 
 
-def test_a_redis_url_with_a_password_gets_a_redis_of_the_lab_s_own_elsewhere(
+def test_nothing_at_a_redis_url_the_lab_cannot_start_a_redis_at_is_an_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It started one of its own elsewhere, seeded the example routes into it and routed calls
+    # from them, while `outbound-router seed` with that REDIS_URL failed.
     from outbound_router.local_redis import free_port
 
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # a server we cannot make up
     monkeypatch.setenv("REDIS_URL", url)
     state: dict = {}
-    got = lab.ensure_redis(_paths(tmp_path), state, say=lambda _: None)
+    with pytest.raises(lab.LabError, match="unset REDIS_URL for the lab's own") as info:
+        lab.ensure_redis(_paths(tmp_path), state, say=lambda _: None)
+    assert "secret" not in str(info.value)
+    assert state == {}  # no redis-server of its own
+
+
+@pytest.mark.parametrize("password", ["", ":wrong@"])
+def test_a_redis_that_refuses_the_credentials_is_an_error_not_a_reason_for_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str) -> None:
+    from outbound_router.local_redis import REDIS_SERVER, free_port
+
+    port = free_port()
+    guarded = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--requirepass", "s3cret"],
+                               stdout=subprocess.DEVNULL)
     try:
-        assert got != url and got.startswith("redis://127.0.0.1:") and got.endswith("/0")
-        assert lab.redis_ping(got)
+        deadline = time.monotonic() + 10
+        while not lab.tcp_listening("127.0.0.1", port):
+            assert time.monotonic() < deadline and guarded.poll() is None
+            time.sleep(0.02)  # polling: redis-server has no readiness event
+        url = f"redis://{password}127.0.0.1:{port}/0"
+        monkeypatch.setenv("REDIS_URL", url)
+        state: dict = {}
+        with pytest.raises(lab.LabError, match="refused the credentials") as info:
+            lab.ensure_redis(_paths(tmp_path), state, say=lambda _: None)
+        assert "starts a Redis of its own only where nothing answers" in str(info.value)
+        assert "wrong" not in str(info.value)
+        assert state == {}
     finally:
-        lab.stop_process(state["redis"]["pid"], lab.is_redis)
+        guarded.kill()
+        guarded.wait()
 
 
 def test_lab_up_seeds_the_example_routes_only_into_a_redis_without_routes(
