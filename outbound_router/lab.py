@@ -108,9 +108,14 @@ def load_state(p: Paths) -> dict[str, Any]:
 
 
 def save_state(p: Paths, state: dict[str, Any]) -> None:
+    """Written by its owner only, readable by its owner only: it holds the Redis URL, with
+    its password when it has one."""
     p.state_dir.mkdir(parents=True, exist_ok=True)
     tmp = p.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # (a .tmp left by an older version may have been 0644)
+        f.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
     tmp.replace(p.state_file)
 
 

@@ -130,3 +130,11 @@ def test_lab_up_seeds_the_example_routes_only_into_a_redis_without_routes(
     said.clear()
     lab.ensure_seeded(p, state, redis_server, say=said.append)
     assert said == ["seed: Redis held no routes: redis_seed/routes.example.yaml -> v000001"]
+
+
+def test_the_lab_state_holding_the_redis_password_is_readable_by_its_owner_only(
+        tmp_path: Path) -> None:
+    p = _paths(tmp_path)
+    lab.save_state(p, {"redis": {"url": "redis://:secret@127.0.0.1:6379/0", "pid": None}})
+    assert p.state_file.stat().st_mode & 0o777 == 0o600
+    assert lab.load_state(p)["redis"]["url"] == "redis://:secret@127.0.0.1:6379/0"
