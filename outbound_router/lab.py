@@ -1117,8 +1117,13 @@ def status(say: Say = _say) -> int:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
             worker = service_worker(name)
-            say(f"{name:<10} running (pid {worker or '-'}, kept up by pid {s['pid']}), log "
-                f"{p.state_dir / (name + '.log')}")
+            log = p.state_dir / (name + ".log")
+            if worker is None:  # crashed: its supervisor starts it again in a moment
+                say(f"{name:<10} restarting after a crash (kept up by pid {s['pid']}), log {log}")
+                if asterisk_up:
+                    problems.append(f"{name} restarting")
+            else:
+                say(f"{name:<10} running (pid {worker}, kept up by pid {s['pid']}), log {log}")
         else:
             why = "exited" if s.get("pid") else s.get("note", "not started")
             say(f"{name:<10} not running ({why}; `lab up` starts it)")

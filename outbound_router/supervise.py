@@ -13,8 +13,8 @@ up and the carrier's leg stayed up, billed, until somebody ran `lab up` again; a
   in use: nothing a restart mends): the supervisor exits with its status, for `lab up` to
   report.
 - Otherwise a crash (killed by a signal, a non-zero exit) restarts it after 1 s, then 2,
-  4... at most ``MAX_BACKOFF`` s while it keeps crashing; a run of ``STABLE`` seconds resets
-  the delay.
+  4... at most ``MAX_BACKOFF`` s while it keeps crashing within ``STABLE`` seconds of each
+  start; a longer run resets the delay.
 - SIGTERM or SIGINT to the supervisor: passed on to the child, waited for, and the supervisor
   exits with its status. The child gets SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``),
   so that a killed supervisor leaves no service running that nothing tracks.
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 
 START_GRACE = 10.0
-STABLE = 60.0
+STABLE = 10.0  # a run this long was no crash loop: the next restart waits 1 s again
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 
@@ -56,14 +56,23 @@ def describe(code: int) -> str:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _log(text: str) -> None:
+    """One line in the service's log, dated as the service's own lines are."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    print(f"{stamp},{int(now % 1 * 1000):03d} WARNING supervise: {text}", file=sys.stderr,
+          flush=True)
+
+
 class Supervisor:
-    def __init__(self, argv: Sequence[str], *, clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] | None = None) -> None:
+    def __init__(self, argv: Sequence[str], *, say: Callable[[str], None] = _log,
+                 first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF,
+                 stable: float = STABLE, start_grace: float = START_GRACE) -> None:
         self.argv = list(argv)
         self.name = argv[-1]  # the service: ari, agi
-        self.clock = clock
-        self.say = say or (lambda text: print(f"supervise: {text}", file=sys.stderr,
-                                              flush=True))
+        self.say = say
+        self.first_backoff, self.max_backoff = first_backoff, max_backoff
+        self.stable, self.start_grace = stable, start_grace
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.restarts = 0
@@ -76,26 +85,26 @@ class Supervisor:
     def run(self) -> int:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.stop)
-        backoff = FIRST_BACKOFF
+        backoff = self.first_backoff
         while True:
-            started = self.clock()
+            started = time.monotonic()
             self.child = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)
             if self.stopping:  # a stop that came while it was being started
                 self.child.send_signal(signal.SIGTERM)
             code = self.child.wait()
-            ran = self.clock() - started
+            ran = time.monotonic() - started
             if self.stopping or code == 0:
                 return code
-            if code > 0 and self.restarts == 0 and ran < START_GRACE:
+            if code > 0 and self.restarts == 0 and ran < self.start_grace:
                 self.say(f"{self.name} {describe(code)} at start-up: not restarted")
                 return code
-            if ran >= STABLE:
-                backoff = FIRST_BACKOFF
+            if ran >= self.stable:
+                backoff = self.first_backoff
             self.say(f"{self.name} {describe(code)} after {ran:.1f} s: restarting in "
                      f"{backoff:g} s")
             if self._stopped_during(backoff):
                 return code
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            backoff = min(backoff * 2, self.max_backoff)
             self.restarts += 1
 
     def _stopped_during(self, seconds: float) -> bool:

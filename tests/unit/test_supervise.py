@@ -121,3 +121,39 @@ def test_a_killed_supervisor_takes_the_service_with_it(
     s.proc.kill()
     s.proc.wait()
     wait_for("the service to end", lambda: not alive(s.pids()[0]))
+
+
+def crash_loop(runs: float, *, stop_after: int) -> list[str]:
+    """What a Supervisor (in this process, with short delays) says of a service that is
+    killed ``runs`` seconds after each start, until it has said ``stop_after`` things."""
+    from outbound_router.supervise import Supervisor
+
+    said: list[str] = []
+
+    def say(text: str) -> None:
+        said.append(text)
+        if len(said) == stop_after:
+            supervisor.stop(signal.SIGTERM)
+
+    service = (f"import os, signal, time; time.sleep({runs!r}); "
+               "os.kill(os.getpid(), signal.SIGKILL)")
+    supervisor = Supervisor([sys.executable, "-c", service], say=say, first_backoff=0.01,
+                            max_backoff=0.04, stable=0.3)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert supervisor.run() == -signal.SIGKILL
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return said
+
+
+def test_a_crash_loop_waits_longer_each_time_up_to_a_cap() -> None:
+    said = crash_loop(0, stop_after=5)
+    assert [line.rsplit("restarting in ", 1)[1] for line in said] == [
+        "0.01 s", "0.02 s", "0.04 s", "0.04 s", "0.04 s"]
+
+
+def test_a_service_that_ran_a_while_before_its_crash_is_restarted_at_once_again() -> None:
+    said = crash_loop(0.35, stop_after=3)
+    assert [line.rsplit("restarting in ", 1)[1] for line in said] == ["0.01 s"] * 3
