@@ -361,8 +361,12 @@ class AriClient:
                     )
             except aiohttp.WSServerHandshakeError as exc:
                 if not outage_logged:
-                    hint = " (check ARI_USERNAME/ARI_PASSWORD)" if exc.status == 401 else ""
-                    log.error("ARI events at %s refused: %s%s", where, exc.status, hint)
+                    if exc.status >= 500:  # Asterisk starting or restarting: it passes
+                        log.warning("ARI events at %s not ready (HTTP %s); retrying with "
+                                    "backoff", where, exc.status)
+                    else:  # a setting to fix: the credentials, the app name, the URL
+                        hint = " (check ARI_USERNAME/ARI_PASSWORD)" if exc.status == 401 else ""
+                        log.error("ARI events at %s refused: %s%s", where, exc.status, hint)
                     outage_logged = True
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if not outage_logged:

@@ -95,6 +95,26 @@ async def test_wrong_password_is_an_error_that_does_not_show_the_password(
     assert "wrong-secret" not in caplog.text and fake.password not in caplog.text
 
 
+async def test_an_asterisk_not_ready_yet_is_a_warning_not_an_error(
+    fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every Asterisk restart answers the events websocket with 503 for a moment: an ERROR
+    # line each time woke whoever alerts on errors for a hiccup that passes by itself.
+    caplog.set_level(logging.DEBUG)
+    fake.accepting = False
+    ari = client_for(fake)
+    task = asyncio.create_task(ari.run_events(lambda raw: None))
+    await wait_for(lambda: "not ready" in caplog.text)
+    fake.accepting = True
+    await ari.connected.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ari.close()
+    assert [r.levelname for r in caplog.records if "not ready (HTTP 503)" in r.message] == [
+        "WARNING"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_unreachable_asterisk_raises_unavailable() -> None:
     ari = AriClient("http://127.0.0.1:9", "u", "p", "app", request_timeout=1.0)
     with pytest.raises(AriUnavailable):
