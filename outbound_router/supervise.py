@@ -65,6 +65,8 @@ def _log(text: str) -> None:
 
 
 class Supervisor:
+    """Runs ``argv`` until it ends on purpose; the policy is the module's docstring."""
+
     def __init__(self, argv: Sequence[str], *, say: Callable[[str], None] = _log,
                  first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF,
                  stable: float = STABLE, start_grace: float = START_GRACE) -> None:
