@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from outbound_router import sipp, topology
+from outbound_router.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_SRC = REPO / "asterisk_conf"
@@ -49,6 +50,7 @@ ASTERISK = "/usr/sbin/asterisk"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_ENVIRONMENT = 2  # a setting to fix (REDIS_URL...), as the other commands
 EXIT_NOT_RUNNING = 3
 
 
@@ -950,6 +952,7 @@ class LabInfo:
 def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabInfo:
     """Bring the lab up; what already runs is kept (idempotent)."""
     _require_root("lab up")
+    Settings.redis_from_env()  # a malformed REDIS_URL: before anything is started
     p = paths()
     with locked(p):
         return _up(p, carriers=carriers, services=services, say=say)
@@ -1307,6 +1310,9 @@ def _run(fn: Callable[[], int]) -> int:
     except (LabError, sipp.SippError) as exc:
         print(f"outbound-router lab: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except SettingsError as exc:
+        print(f"outbound-router lab: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
 
 def cmd_up(args: argparse.Namespace) -> int:

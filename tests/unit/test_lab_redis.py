@@ -138,3 +138,20 @@ def test_the_lab_state_holding_the_redis_password_is_readable_by_its_owner_only(
     lab.save_state(p, {"redis": {"url": "redis://:secret@127.0.0.1:6379/0", "pid": None}})
     assert p.state_file.stat().st_mode & 0o777 == 0o600
     assert lab.load_state(p)["redis"]["url"] == "redis://:secret@127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("url", ["garbage", "redis://:pw@127.0.0.1:notaport/0"])
+def test_a_malformed_redis_url_stops_lab_up_before_anything_starts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    # It crashed with a traceback after Asterisk was started, leaving a half-started lab.
+    import argparse
+
+    def started(*_: object, **__: object) -> None:
+        raise AssertionError("lab up went on with a malformed REDIS_URL")
+
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setattr(lab, "_up", started)
+    assert lab.cmd_up(argparse.Namespace(no_carriers=True)) == lab.EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert err.startswith("outbound-router lab: REDIS_URL: ") and err.count("\n") == 1
+    assert "pw" not in err
