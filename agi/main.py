@@ -11,6 +11,7 @@ import uvloop
 
 from agi.scripts import Scripts
 from agi.server import AgiServer
+from outbound_router.limits import raise_open_files_limit
 from outbound_router.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 def run(settings: Settings) -> int:
     """Serve FastAGI until SIGINT or SIGTERM. Blocking; returns the process exit code."""
+    raise_open_files_limit("agi")
     try:
         # uvloop, as the ari service: the same asyncio with the loop and sockets in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -11,6 +11,7 @@ import uvloop
 
 from ari_app.app import RouterApp
 from ari_app.client import AriClient
+from outbound_router.limits import raise_open_files_limit
 from outbound_router.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
 def run(settings: Settings) -> int:
     """Blocking entry point for the CLI: 0 on a clean stop, 2 on bad settings."""
+    raise_open_files_limit("ari")
     try:
         settings.require_ari_credentials()
     except SettingsError as exc:
