@@ -65,6 +65,11 @@ class Limits:
     read_timeout: float = 10.0  # each reply must arrive within this
     max_line: int = 8192  # bytes in one line (header or reply)
     max_headers: int = 256  # header lines in a session
+    max_header_bytes: int = 65536  # bytes of a session's whole header block
+    #: connections still sending their headers at once; more are closed at once. With
+    #: max_header_bytes, it bounds what peers that never finish can make the server hold
+    #: (64 MB; 400 such peers held 880 MB before, and most of it stayed afterwards).
+    max_beginning: int = 1000
     max_reply_lines: int = 512  # lines in one multi-line (520) reply
     log_burst: int = 10  # warnings of one kind about bad connections logged per window...
     log_window: float = 10.0  # ...of this many seconds; the rest are counted in one line
@@ -496,6 +501,7 @@ class AgiServer:
         self.log_budget = LogBudget(self.limits.log_burst, self.limits.log_window)
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(self.limits.max_sessions)
+        self._beginning = 0  # connections reading their headers now
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: set[Deadline] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -605,8 +611,15 @@ class AgiServer:
             self.log_budget.warning("connections refused (not in AGI_ALLOW)",
                                     "FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
+        if self._beginning >= self.limits.max_beginning:
+            stats.dropped += 1
+            self.log_budget.warning("connections dropped: too many beginning at once",
+                                    "FastAGI connection from %s dropped: %d connections are "
+                                    "still sending their headers", peer, self._beginning)
+            return
         # The headers first: a connection that sends nothing (or too little) must not hold
         # a place that sessions which have begun are waiting for.
+        self._beginning += 1
         try:
             env = await read_headers(reader, self.limits, deadline)
         except AgiError as exc:
@@ -615,6 +628,8 @@ class AgiServer:
                                     "FastAGI session from %s dropped before it began: %s",
                                     peer, exc)
             return
+        finally:
+            self._beginning -= 1
         try:
             if self._slots.locked():
                 async with asyncio.timeout(self.limits.queue_timeout):
@@ -673,6 +688,7 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
     """The ``agi_*: value`` block up to the empty line, all within ``header_timeout``."""
     env: dict[str, str] = {}
     lines = 0  # not len(env): a name sent again and again is a line each time
+    size = 0
     deadline.at = time.monotonic() + limits.header_timeout
     try:
         while True:
@@ -682,8 +698,11 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
                 deadline.at = _NEVER
                 return env
             lines += 1
+            size += len(raw)
             if lines > limits.max_headers:
                 raise AgiProtocolError(f"more than {limits.max_headers} header lines")
+            if size > limits.max_header_bytes:
+                raise AgiProtocolError(f"a header block over {limits.max_header_bytes} bytes")
             key, sep, value = line.decode("utf-8", "replace").partition(":")
             if not sep:
                 raise AgiProtocolError(f"not a header line: {line[:80]!r}")

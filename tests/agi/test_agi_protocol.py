@@ -286,6 +286,42 @@ async def test_endless_header_block_is_refused(agi_server: ServerFactory, name: 
     assert server.stats.dropped == 1
 
 
+async def test_a_header_block_past_its_byte_budget_is_refused(agi_server: ServerFactory) -> None:
+    # 255 lines of 8 KB each were taken in: 400 such peers held 880 MB of the server.
+    server = await agi_server({"route": Recorder()},
+                              limits=Limits(max_header_bytes=4096, max_line=1024))
+    lines = [b"agi_x%d: " % i + b"y" * 900 + b"\n" for i in range(8)]
+    ch = FakeChannel(server.port, headers=b"".join(lines) + b"\n")
+    await ch.run()
+    assert ch.closed_by_server and ch.commands == []
+    assert server.stats.dropped == 1
+
+
+async def test_connections_past_those_beginning_at_once_are_closed_at_once(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    async def served(session: AgiSession) -> None:
+        await session.set_variable("SERVED", "1")
+
+    server = await agi_server({"s": served}, limits=Limits(max_beginning=2, header_timeout=3))
+    stalled = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+    try:
+        for _, writer in stalled:
+            writer.write(b"agi_network_script: s\n")  # half a header block, then nothing
+            await writer.drain()
+        await until(lambda: server.stats.accepted == 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), 1.0) == b""  # not after the 3 s
+        writer.close()
+        assert server.stats.dropped == 1
+        assert "2 connections are still sending their headers" in caplog.text
+    finally:
+        for _, writer in stalled:
+            writer.close()
+    await until(lambda: server.stats.dropped == 3)  # the stalled ones, once closed
+    ch = await FakeChannel(server.port, script="s").run(within=2)
+    assert ch.variables == {"SERVED": "1"}
+
+
 async def test_garbage_reply_ends_the_session(agi_server: ServerFactory) -> None:
     rec = Recorder('GET VARIABLE "X"', 'GET VARIABLE "Y"')
     server = await agi_server({"s": rec})
