@@ -658,14 +658,19 @@ class AgiServer:
         handler = self.handlers.get(request.script)
         if handler is None:
             self.stats.unknown_script += 1
-            session.log.warning("no FastAGI script %r (known: %s); closing",
-                                request.script, ", ".join(sorted(self.handlers)))
+            # A dialplan that names a wrong script does so on every call: a line per call
+            # at first, then one a window with how many more.
+            self.log_budget.warning("sessions for no known script",
+                                    "[%s] no FastAGI script %r (known: %s); closing",
+                                    request.uniqueid or "-", request.script,
+                                    ", ".join(sorted(self.handlers)))
             return
         try:
             await handler(session)
         except (AgiConnectionClosed, AgiTimeout, AgiProtocolError) as exc:
             self.stats.dropped += 1
-            session.log.warning("%s session ended early: %s", request.script, exc)
+            self.log_budget.warning("sessions ended early", "[%s] %s session ended early: %s",
+                                    request.uniqueid or "-", request.script, exc)
             return
         except AgiCommandError as exc:
             self.stats.dropped += 1

@@ -463,6 +463,20 @@ async def test_a_flood_of_bad_connections_logs_a_few_lines_and_how_many_more(
         "FastAGI: 3 more sessions dropped before they began within 60 s, not logged one by one"]
 
 
+async def test_sessions_for_an_unknown_script_log_a_few_lines_and_how_many_more(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # A dialplan naming a wrong script (`routee`) wrote a line per call: 2,000 in an audit.
+    server = await agi_server({"route": Recorder()}, limits=Limits(log_burst=2, log_window=60))
+    for _ in range(5):
+        await FakeChannel(server.port, script="routee").run()
+    assert server.stats.unknown_script == 5
+    lines = _warnings(caplog)
+    assert len(lines) == 2 and all("no FastAGI script 'routee'" in line for line in lines)
+    await server.close()
+    assert _warnings(caplog)[2:] == [
+        "FastAGI: 3 more sessions for no known script within 60 s, not logged one by one"]
+
+
 async def test_a_held_back_count_is_reported_when_its_window_ends_and_logging_starts_again(
         agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     server = await agi_server({}, limits=Limits(log_burst=1, log_window=3.0,
