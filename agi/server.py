@@ -331,6 +331,10 @@ class AgiSession:
             return AgiProtocolError(f"a line longer than {self._limits.max_line} bytes")
         if self._deadline.expired:
             return AgiTimeout(f"no reply within {self._limits.read_timeout:g} s")
+        if isinstance(exc, asyncio.IncompleteReadError):  # its own text is asyncio's
+            return AgiConnectionClosed("Asterisk closed the connection before its reply"
+                                       + (f" ({len(exc.partial)} bytes of it)"
+                                          if exc.partial else ""))
         return AgiConnectionClosed(str(exc) or "the peer closed the connection")
 
     async def _read_reply(self, line: str | None = None) -> tuple[int, str]:

@@ -477,6 +477,21 @@ async def test_sessions_for_an_unknown_script_log_a_few_lines_and_how_many_more(
         "FastAGI: 3 more sessions for no known script within 60 s, not logged one by one"]
 
 
+async def test_a_peer_that_closes_instead_of_replying_is_logged_in_plain_words(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # It logged asyncio's own "0 bytes read on a total of undefined expected bytes".
+    server = await agi_server({"s": Recorder('GET VARIABLE "X"')})
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(header_block("s"))
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"GET VARIABLE")
+    writer.close()
+    await until(lambda: server.stats.dropped == 1)
+    [line] = [x for x in _warnings(caplog) if "ended early" in x]
+    assert line.endswith("s session ended early: Asterisk closed the connection before its "
+                         "reply"), line
+
+
 async def test_a_held_back_count_is_reported_when_its_window_ends_and_logging_starts_again(
         agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     server = await agi_server({}, limits=Limits(log_burst=1, log_window=3.0,
