@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import signal
@@ -45,9 +46,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     try:
         await server.start()
     except OSError as exc:
-        log.error("cannot listen on %s:%d for FastAGI: %s (another `outbound-router agi` "
-                  "running? set AGI_LISTEN=HOST:PORT)", settings.agi_host, settings.agi_port,
-                  exc.strerror or exc)
+        hint = ("another `outbound-router agi` running? set AGI_LISTEN=HOST:PORT"
+                if exc.errno == errno.EADDRINUSE else
+                "is HOST an address of this machine? set AGI_LISTEN=HOST:PORT")
+        log.error("cannot listen on %s:%d for FastAGI: %s (%s)", settings.agi_host,
+                  settings.agi_port, exc.strerror or exc, hint)
         await reader.close()
         return 2  # the environment is wrong (README's exit statuses)
     if stop is None:

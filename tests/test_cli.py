@@ -166,6 +166,15 @@ def test_agi_on_a_port_already_taken_exits_2_saying_what_to_do(redis_server: str
         out = run("agi", redis_url=redis_server, AGI_LISTEN=f"127.0.0.1:{port}")
     assert out.returncode == 2, out.stderr
     assert "cannot listen on" in out.stderr and "AGI_LISTEN" in out.stderr
+    assert "another `outbound-router agi` running?" in out.stderr
+
+
+def test_agi_on_an_address_not_of_this_machine_says_so(redis_server: str) -> None:
+    # It asked whether another `outbound-router agi` was running.
+    out = run("agi", redis_url=redis_server, AGI_LISTEN="192.0.2.1:4573")  # (binding sends nothing)
+    assert out.returncode == 2, out.stderr
+    assert "is HOST an address of this machine?" in out.stderr
+    assert "another `outbound-router agi`" not in out.stderr
 
 
 def test_versions_into_a_pipe_closed_early_ends_without_a_traceback(redis_server: str) -> None:
