@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from outbound_router.settings import Settings, SettingsError
-from redis_seed.urls import mask_url
+from redis_seed.urls import has_password, mask_url
 
 log = logging.getLogger("outbound_router")
 
@@ -61,6 +61,9 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
     # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
     reason = str(exc).split(" : <", 1)[0].rstrip(".")
     if isinstance(exc, redis.AuthenticationError):
+        if not has_password(settings.redis_url):
+            return (f"Redis at {where} requires a password, and REDIS_URL gives none. Put it "
+                    "in REDIS_URL (redis://[user]:password@host:port/db).")
         return (f"Redis at {where} refused the credentials: {reason}. Put the right user "
                 "and password in REDIS_URL (redis://[user]:password@host:port/db).")
     if isinstance(exc, redis.exceptions.NoPermissionError):

@@ -209,3 +209,14 @@ def check_redis_url(url: str) -> None:
     if db and not db.isdigit():
         raise ValueError(f"bad database number {db!r} in {mask_url(url)!r}: "
                          "expected /0, /1...")
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` gives the Redis (master's) password: in its user information, or as a
+    ``password=`` query parameter."""
+    try:
+        if is_sentinel_url(url):
+            return bool(parse_sentinel_url(url).password)
+        return bool(urlsplit(url).password or parse_qs(urlsplit(url).query).get("password"))
+    except ValueError:
+        return False

@@ -79,9 +79,10 @@ def test_nothing_at_a_redis_url_the_lab_cannot_start_a_redis_at_is_an_error(
     assert state == {}  # no redis-server of its own
 
 
-@pytest.mark.parametrize("password", ["", ":wrong@"])
+@pytest.mark.parametrize(("password", "says"), [
+    ("", "requires a password"), (":wrong@", "refused the credentials")])
 def test_a_redis_that_refuses_the_credentials_is_an_error_not_a_reason_for_another(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str, says: str) -> None:
     from outbound_router.local_redis import REDIS_SERVER, free_port
 
     port = free_port()
@@ -96,7 +97,7 @@ def test_a_redis_that_refuses_the_credentials_is_an_error_not_a_reason_for_anoth
         url = f"redis://{password}127.0.0.1:{port}/0"
         monkeypatch.setenv("REDIS_URL", url)
         state: dict = {}
-        with pytest.raises(lab.LabError, match="refused the credentials") as info:
+        with pytest.raises(lab.LabError, match=says) as info:
             lab.ensure_redis(_paths(tmp_path), state, say=lambda _: None)
         assert "starts a Redis of its own only where nothing answers" in str(info.value)
         assert "wrong" not in str(info.value)
