@@ -9,6 +9,7 @@ it came from, and so that duplicate mapping keys (which PyYAML silently overwrit
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import reprlib
 from collections.abc import Callable, Iterable
@@ -395,6 +396,8 @@ def _leading_zero(written: Any, value: Any) -> str | None:
         return (f"write {int(written.replace('_', ''))}, not {written} "
                 f"(YAML reads {written} as {read})")
     if _is_number(value) and not _PLAIN_NUMBER_RE.fullmatch(written):
+        if isinstance(value, float) and not math.isfinite(value):  # .inf, .nan
+            return f"write a plain decimal number, not {written} (YAML reads it as {value})"
         return f"write {value}, not {written} (YAML reads {written} as {value})"
     return None
 

@@ -230,6 +230,9 @@ BAD = [
      "metric of route 'spain-peering': write 10, not 1_0"),
     ("ring_timeout in base 60", "  max_attempts: 4\n", "  max_attempts: 4\n  ring_timeout: 1:30\n",
      4, "ring_timeout: write 90, not 1:30"),
+    # (it said "write inf, not .inf", and then refused inf as text)
+    ("ring_timeout infinite", "  max_attempts: 4\n", "  max_attempts: 4\n  ring_timeout: .inf\n",
+     4, "ring_timeout: write a plain decimal number, not .inf"),
     ("ring_timeout past a day", "  max_attempts: 4\n",
      "  max_attempts: 4\n  ring_timeout: 100000\n", 4,
      "ring_timeout must be a number of seconds > 0 and at most 86400 (a day), not the int"),
