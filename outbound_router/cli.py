@@ -116,7 +116,8 @@ def _load_file(path: str, *, writing: bool = False) -> Any:
         raise SystemExit(EXIT_INVALID) from None
 
 
-def _at_least_one(text: str) -> int:
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
     return int(text)
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed", help="validate a routes file and publish it to Redis")
     p.add_argument("file")
-    p.add_argument("--keep", type=_at_least_one, default=None,
+    p.add_argument("--keep", type=at_least_one, default=None,
                    help="versions kept in Redis (default: redis_seed.store.DEFAULT_KEEP, 20)")
     p.set_defaults(func=cmd_seed)
 

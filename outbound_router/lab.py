@@ -1315,6 +1315,12 @@ def _run(fn: Callable[[], int]) -> int:
         return EXIT_ENVIRONMENT
 
 
+def _dialled(text: str) -> str:
+    if not text:  # a SIP URI with no user part: the call would wait 30 s for nothing
+        raise argparse.ArgumentTypeError("an empty number cannot be dialled")
+    return text
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     def go() -> int:
         started = time.monotonic()
@@ -1357,12 +1363,15 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("status", help="what runs")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("call", help="place one call and show the trunks tried")
-    p.add_argument("number")
+    p.add_argument("number", type=_dialled, help="what the phone dials (the R-URI user part)")
     p.add_argument("--via", choices=[ph.via for ph in topology.PHONES], default="ari")
     p.add_argument("--tenant", default=None, help="sent as SIP header X-Tenant")
     p.set_defaults(func=cmd_call)
     p = sub.add_parser("demo", help="calls showing load balancing and failover")
-    p.add_argument("--calls", type=int, default=9, help="calls to the balanced tier (default 9)")
+    from outbound_router.cli import at_least_one
+
+    p.add_argument("--calls", type=at_least_one, default=9,
+                   help="calls to the balanced tier (default 9)")
     p.set_defaults(func=cmd_demo)
 
 

@@ -227,3 +227,10 @@ def test_a_broken_pipe_in_a_service_is_not_taken_for_a_closed_stdout(
     monkeypatch.setattr(cli, "cmd_agi", broken)
     with pytest.raises(BrokenPipeError):
         cli.main(["agi"])
+
+
+@pytest.mark.parametrize("args", [("lab", "call", ""), ("lab", "demo", "--calls", "-3")])
+def test_lab_arguments_that_cannot_work_are_refused_up_front(args: tuple[str, ...]) -> None:
+    # `lab call ""` waited 31 s for a call with no number; `--calls -3` was taken.
+    out = run(*args)
+    assert out.returncode == 2 and "error: argument" in out.stderr, out.stderr
