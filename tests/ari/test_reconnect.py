@@ -331,16 +331,21 @@ async def test_an_attempt_that_ends_while_the_next_instance_lists_channels_is_ju
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def fails_over_to_carrier_b(lab: Lab, caller: str, leg: str, app: RouterApp) -> None:
+    """carrier-a's resumed attempt fails with 503: the rest of the plan, carrier-b, answers."""
+    lab.fake.carrier_fails(leg, 34, 503)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    lab.fake.caller_hangup(caller)
+    await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_a_resumed_call_fails_over_to_the_rest_of_its_plan(lab: Lab) -> None:
     async with restarted_while_ringing(lab) as (caller, leg, app):
-        lab.fake.carrier_fails(leg, 34, 503)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
-        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
-        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-            "carrier-a:congestion:34:503|carrier-b:answered:16:200")
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        await fails_over_to_carrier_b(lab, caller, leg, app)
 
 
 @pytest.mark.parametrize(("old", "new"), [
@@ -367,14 +372,7 @@ async def test_a_resumed_call_goes_on_with_the_plan_of_the_version_it_was_routed
         call = app.owners[caller]
         assert isinstance(call, Call)
         await wait_for(lambda: bool(call.legs))
-        lab.fake.carrier_fails(leg, 34, 503)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b answered
-        assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
-        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-            "carrier-a:congestion:34:503|carrier-b:answered:16:200")
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        await fails_over_to_carrier_b(lab, caller, leg, app)
 
 
 async def test_an_attempt_answered_while_no_instance_listened_is_connected_by_the_next(
