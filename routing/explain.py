@@ -48,11 +48,9 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
     if selection.status is Status.OK:
         defaults = snapshot.defaults
         limit = defaults.max_attempts
-        tried: set[str] = set()
-        before = 0  # attempts every call makes before this tier (a carrier is tried once)
-        for tier, shares in zip(selection.tiers, selection.shares(), strict=True):
-            new = {r.carrier for r in tier.routes if r.carrier and r.carrier not in tried}
-            own = sum(len(snapshot.carriers[c].trunks) for c in new)
+        for tier, shares, (before, own) in zip(selection.tiers, selection.shares(),
+                                               selection.attempts(snapshot.carriers),
+                                               strict=True):
             if before >= limit:
                 note = f" never reached: the tiers before it use up max_attempts ({limit})"
             elif before + own > limit:
@@ -60,8 +58,6 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
             else:
                 note = ""
             lines.append(f"  priority {tier.priority}:{note}")
-            tried |= new
-            before += own
             for route, share in zip(tier.routes, shares, strict=True):
                 carrier = snapshot.carriers[route.carrier] if route.carrier else None
                 trunks = ", ".join(carrier.trunks) if carrier else "-"

@@ -8,6 +8,7 @@ weighted order and the trunk expansion with the randomness passed in, so that te
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -65,14 +66,29 @@ class Selection(NamedTuple):
     blocked_by: Route | None = None
     reason: str = ""
 
-    def shares(self) -> list[tuple[Fraction, ...]]:
-        """Each tier's :meth:`Tier.shares`. A later tier is only reached once every route of
-        the earlier ones was expanded, so their carriers are skipped there (SPEC 2.6)."""
+    def _tried_before(self) -> Iterator[tuple[Tier, frozenset[str]]]:
+        """Each tier, with the carriers every call has attempted before it: a later tier is
+        only reached once every route of the earlier ones was expanded, so their carriers are
+        skipped there (SPEC 2.6)."""
         tried: set[str] = set()
-        result = []
         for tier in self.tiers:
-            result.append(tier.shares(frozenset(tried)))
+            yield tier, frozenset(tried)
             tried.update(r.carrier for r in tier.routes if r.carrier is not None)
+
+    def shares(self) -> list[tuple[Fraction, ...]]:
+        """Each tier's :meth:`Tier.shares`, its earlier tiers' carriers skipped."""
+        return [tier.shares(tried) for tier, tried in self._tried_before()]
+
+    def attempts(self, carriers: Mapping[str, Carrier]) -> list[tuple[int, int]]:
+        """Per tier, before the cut at ``max_attempts``: the attempts every call makes before
+        it, and its own (the trunks of its carriers no earlier tier tried)."""
+        result = []
+        before = 0
+        for tier, tried in self._tried_before():
+            new = {r.carrier for r in tier.routes if r.carrier is not None} - tried
+            own = sum(len(carriers[c].trunks) for c in new)
+            result.append((before, own))
+            before += own
         return result
 
 
