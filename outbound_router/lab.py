@@ -651,7 +651,6 @@ def _nothing_answers(exc: Exception) -> bool:
 
 def _redis_problem(exc: Exception, url: str) -> str:
     from outbound_router.cli import redis_problem
-    from outbound_router.settings import Settings
 
     return redis_problem(exc, Settings(redis_url=url))
 

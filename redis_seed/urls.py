@@ -217,6 +217,7 @@ def has_password(url: str) -> bool:
     try:
         if is_sentinel_url(url):
             return bool(parse_sentinel_url(url).password)
-        return bool(urlsplit(url).password or parse_qs(urlsplit(url).query).get("password"))
+        parts = urlsplit(url)
+        return bool(parts.password or parse_qs(parts.query).get("password"))
     except ValueError:
         return False
