@@ -450,17 +450,25 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def _two_lines_then_how_many_more(server: AgiServer, caplog: pytest.LogCaptureFixture,
+                                        each: str, summary: str) -> None:
+    """Five of one kind under ``log_burst=2``: two lines saying ``each``, and at close one
+    line with the three held back."""
+    lines = _warnings(caplog)
+    assert len(lines) == 2 and all(each in line for line in lines), lines
+    await server.close()
+    assert _warnings(caplog)[2:] == [
+        f"FastAGI: 3 more {summary} within 60 s, not logged one by one"]
+
+
 async def test_a_flood_of_bad_connections_logs_a_few_lines_and_how_many_more(
         agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     # An audit's 1,100 silent connections wrote 1,100 warning lines.
     server = await agi_server({}, limits=Limits(log_burst=2, log_window=60))
     await _junk_connections(server.port, 5)
     assert server.stats.dropped == 5
-    lines = _warnings(caplog)
-    assert len(lines) == 2 and all("dropped before it began" in line for line in lines)
-    await server.close()
-    assert _warnings(caplog)[2:] == [
-        "FastAGI: 3 more sessions dropped before they began within 60 s, not logged one by one"]
+    await _two_lines_then_how_many_more(server, caplog, "dropped before it began",
+                                        "sessions dropped before they began")
 
 
 async def test_sessions_for_an_unknown_script_log_a_few_lines_and_how_many_more(
@@ -470,11 +478,8 @@ async def test_sessions_for_an_unknown_script_log_a_few_lines_and_how_many_more(
     for _ in range(5):
         await FakeChannel(server.port, script="routee").run()
     assert server.stats.unknown_script == 5
-    lines = _warnings(caplog)
-    assert len(lines) == 2 and all("no FastAGI script 'routee'" in line for line in lines)
-    await server.close()
-    assert _warnings(caplog)[2:] == [
-        "FastAGI: 3 more sessions for no known script within 60 s, not logged one by one"]
+    await _two_lines_then_how_many_more(server, caplog, "no FastAGI script 'routee'",
+                                        "sessions for no known script")
 
 
 async def test_a_peer_that_closes_instead_of_replying_is_logged_in_plain_words(
