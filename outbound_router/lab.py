@@ -166,8 +166,13 @@ def service_worker(name: str) -> int | None:
     """The PID of the lab's `name` service itself: the process its supervisor (whose PID the
     lab keeps, outbound_router/supervise.py) runs now. None when it does not run."""
     keeper = ((load_state(paths()).get("services") or {}).get(name) or {}).get("pid")
-    if not is_service(keeper, name):
+    if keeper is None or not is_service(keeper, name):
         return None
+    return _worker_of(keeper, name)
+
+
+def _worker_of(keeper: int, name: str) -> int | None:
+    """The `name` service its supervisor ``keeper`` runs now, if any."""
     for entry in os.listdir("/proc"):
         if entry.isdigit() and sipp.proc_parent(int(entry)) == keeper \
                 and is_service(int(entry), name):
@@ -1118,7 +1123,7 @@ def status(say: Say = _say) -> int:
     for name in topology.SERVICES:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
-            worker = service_worker(name)
+            worker = _worker_of(s["pid"], name)
             log = p.state_dir / (name + ".log")
             if worker is None:  # crashed: its supervisor starts it again in a moment
                 say(f"{name:<10} restarting after a crash (kept up by pid {s['pid']}), log {log}")
