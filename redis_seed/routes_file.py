@@ -259,14 +259,25 @@ def load_routes_file(path: str | Path) -> RoutingTable:
     """Read and validate a routes file; raise :class:`RoutesFileError` listing every problem."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise RoutesFileError([Problem(name, 0, "no such file")]) from None
-    except UnicodeDecodeError as exc:
-        raise RoutesFileError([Problem(name, 0, f"not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
         raise RoutesFileError([Problem(name, 0, f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoutesFileError([_not_utf8(name, data, exc)]) from None
     return parse_routes(text, name)
+
+
+def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is: its line, and its column in bytes."""
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - line_start + 1
+    return Problem(name, line, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column "
+                               f"{column} ({exc.reason}); save the file as UTF-8")
 
 
 def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:

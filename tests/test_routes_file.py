@@ -406,6 +406,19 @@ def test_missing_file_is_a_routes_file_error_without_a_line(tmp_path: Path) -> N
     assert str(info.value.problems[0]) == f"{missing}: no such file"
 
 
+def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte(
+        tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    text = textwrap.dedent(GOOD).replace("peering-bcn", "peering-bcn-caf\u00e9", 1)
+    path.write_bytes(text.encode("latin-1"))
+    line = text.splitlines().index(next(x for x in text.splitlines() if "caf" in x)) + 1
+    column = text.splitlines()[line - 1].index("\u00e9") + 1
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(path)
+    assert str(info.value) == (f"{path}:{line}: not UTF-8 text: byte 0xe9 at column {column} "
+                               "(invalid continuation byte); save the file as UTF-8")
+
+
 def test_file_problems_name_the_file_as_given(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(textwrap.dedent(GOOD).replace("metric: 1}", "metric: 0}", 1))
