@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -218,12 +219,21 @@ def cmd_agi(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 
+def _version() -> str:
+    """The installed package's version (a checkout run without installing has none)."""
+    try:
+        return importlib.metadata.version("outbound-router")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outbound-router",
         description="Outbound call routing for Asterisk: priorities, weights and failover.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a routes file")

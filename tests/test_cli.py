@@ -22,6 +22,13 @@ def run(*args: str, redis_url: str = "redis://127.0.0.1:1/0",
                           capture_output=True, text=True, timeout=60, check=check)
 
 
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    out = run("--version", check=True)
+    assert out.stdout == f"outbound-router {version('outbound-router')}\n"
+
+
 def test_validate_accepts_the_example_file() -> None:
     out = run("validate", str(EXAMPLE))
     assert out.returncode == 0, out.stderr
