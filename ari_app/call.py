@@ -116,6 +116,8 @@ class AttemptLeg:
     caller_gone: bool = False
     destroyed: bool = False
     hangup_sent: bool = False
+    #: Asterisk is hanging it up (a non-soft ChannelHangupRequest): no hangup of ours needed.
+    ending: bool = False
     cause: int | None = None
     sip_code: int | None = None
     ring_started: float | None = None
@@ -212,11 +214,18 @@ class AttemptLeg:
         elif event.provisional:
             self.alerted(now, media=event.early_media)
         elif event.type == EventType.CHANNEL_HANGUP_REQUEST and not event.soft:
-            # Carries the carrier's answer early; ChannelDestroyed repeats it.
+            # The channel is ending, with the carrier's final answer (ChannelDestroyed repeats
+            # it): the attempt failed now. A timer firing before its ChannelDestroyed came
+            # judged it instead (a 486 taken for a dead trunk, the next carrier rang a busy
+            # callee; a 503 after ringing for no answer).
+            self.ending = True
             if self.cause is None:
                 self.cause = event.cause
             if self.sip_code is None:
                 self.sip_code = event.tech_cause
+            if self.live:
+                self.state = AttemptState.FAILED
+                self.ended = now
         elif event.type == EventType.CHANNEL_DESTROYED:
             self.gone(now, event.cause, event.tech_cause)
         elif event.type == EventType.RECONCILED:
@@ -481,6 +490,14 @@ class Call:
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
+    async def _end_in_error(self) -> CallResult:
+        """The router cannot go on with the call: ROUTER_STATUS ERROR on the caller (and its
+        CDR: it said OK, written before the first attempt), hung up with congestion (503)."""
+        await self._set_variables({var.STATUS: Status.ERROR})
+        await self._hangup_caller(ev.CAUSE_CONGESTION)
+        return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION,
+                          trace=format_trace(self.trace))
+
     async def _hangup_caller(self, cause: int) -> None:
         self.caller_hung_up = True
         if not self.caller_gone:
@@ -538,9 +555,7 @@ class Call:
             self.result = await self._route()
         except (AriError, AriUnavailable) as exc:
             self.log.error("call failed on an ARI error: %s", exc)
-            self.result = CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION,
-                                     trace=format_trace(self.trace))
-            await self._hangup_caller(ev.CAUSE_CONGESTION)
+            self.result = await self._end_in_error()
         except asyncio.CancelledError:
             await self._settle_dial()
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
@@ -651,9 +666,7 @@ class Call:
                 number, tenant = "", None
         if self.snapshot is None:
             self.log.error("no routing table loaded (is the routes file seeded into Redis?)")
-            await self._set_variables({var.STATUS: Status.ERROR})
-            await self._hangup_caller(ev.CAUSE_CONGESTION)
-            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+            return await self._end_in_error()
         the_plan = plan(self.snapshot, number, tenant, rng=self.rng)
         base_vars = {var.STATUS: str(the_plan.status), var.VERSION: self.snapshot.version}
         if the_plan.number:
@@ -702,8 +715,7 @@ class Call:
             await self._quietly(f"hang up {resume.channel_id}",
                                 self.ari.hangup(resume.channel_id))
             self.registry.unregister(resume.channel_id)
-            await self._hangup_caller(ev.CAUSE_CONGESTION)
-            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+            return await self._end_in_error()
         assert data is not None
         current = attempts[0]
         leg = AttemptLeg(current, resume.channel_id, self.clock(), state=AttemptState.DIALLING,
@@ -797,11 +809,12 @@ class Call:
             self._prepare_caller()
         last: Judgement | None = None
         for i, attempt in enumerate(attempts):
-            if self.caller_gone:
-                break
             if resumed is not None and i == 0:
                 leg = await self._follow(resumed)
             else:
+                self._drain()  # a caller's hangup queued behind the last attempt's end counts
+                if self.caller_gone:
+                    break
                 leg = await self._try(attempt, attempts[i + 1:], base_vars)
             last = _judge(leg.observation(), attempt.carrier.failover,
                           answered_unseen=leg.answered_unseen)
@@ -833,8 +846,7 @@ class Call:
         the router."""
         if data is None:
             self.log.warning("ending a caller left alone by an earlier instance: no resume data")
-            await self._hangup_caller(ev.CAUSE_CONGESTION)
-            return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION)
+            return await self._end_in_error()
         lost_index, lost_trunk = data.attempts[0].index, data.attempts[0].trunk
         rebuilt = self._attempts_again(data)
         if data.untried:  # the earlier instance stopped before dialling it: try it now
@@ -952,6 +964,8 @@ class Call:
         if not leg.in_stasis:  # setup timer fired while it was still being created
             await self._hangup_leg(leg)
             return await self._finish(leg)
+        if await self._caller_left(leg):
+            return await self._finish(leg)
         try:
             # The caller joins with the first attempt that gets this far: not with the first
             # attempt, whose channel may have failed to be created (an unknown endpoint).
@@ -962,6 +976,8 @@ class Call:
             await self._bridge_created  # an error creating it fails the call (ERROR, 503)
             await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
             self.caller_in_bridge = True
+            if await self._caller_left(leg):
+                return await self._finish(leg)
             backstop = attempt.setup_timeout + attempt.ring_timeout + DIAL_TIMEOUT_MARGIN
             # Shielded: stopping the service must not lose its reply (see _settle_dial).
             leg.dial_request = asyncio.ensure_future(self.ari.dial(
@@ -975,6 +991,18 @@ class Call:
             self.log.info("attempt %d: %s", attempt.index, exc)
         leg.dialled()
         return await self._follow(leg)
+
+    async def _caller_left(self, leg: AttemptLeg) -> bool:
+        """Before the leg is dialled: the events queued meanwhile, without waiting. True when
+        the caller has gone; the leg is then hung up, never dialled (the loop waiting for its
+        StasisStart stops at it, and the caller's hangup may be queued right behind it: the
+        trunk got an INVITE and a CANCEL for a caller already gone)."""
+        self._drain(leg)
+        if not self.caller_gone:
+            return False
+        leg.abandon(self.clock())
+        await self._hangup_leg(leg)
+        return True
 
     async def _follow(self, leg: AttemptLeg) -> AttemptLeg:
         """Wait for the dialled attempt's answer, failure or timer."""
@@ -1020,13 +1048,29 @@ class Call:
                 await self._hangup_leg(leg)
         elif event.channel_id == leg.channel_id:
             leg.on_event(event, now)
+            if (event.type == EventType.RECONCILED and event.channel_state is not None
+                    and leg.state is AttemptState.DIALLING):
+                await self._missed_provisional(leg)
         return True
+
+    async def _missed_provisional(self, leg: AttemptLeg) -> None:
+        """A reconcile found the dialled leg there, neither up nor ringing. A 183 sets no
+        channel state, and its event may have been lost in the cut: the leg's last SIP
+        response tells (as when resuming). Missed, the setup timer took a callee hearing
+        early media for a dead trunk, and the next carrier rang them again."""
+        if leg.name is None:
+            return
+        code = sip_response(await self._last_response(leg.channel_id, leg.name) or "")
+        if code in (180, 183) and leg.state is AttemptState.DIALLING:
+            self.log.info("attempt %d: %s had answered %d while the events were lost",
+                          leg.attempt.index, leg.attempt.trunk, code)
+            leg.alerted(self.clock(), media=code == 183)
 
     async def _finish(self, leg: AttemptLeg) -> AttemptLeg:
         """The attempt is over: make sure its channel goes, and get its hangup cause."""
         if leg.state is AttemptState.ANSWERED:
             return leg
-        if not leg.destroyed and not leg.hangup_sent:
+        if not leg.destroyed and not leg.hangup_sent and not leg.ending:
             await self._hangup_leg(leg)  # (a vanished one: 404, quietly)
         if leg.vanished and not leg.destroyed:
             # Its events were lost; what it ended with, the caller's hash has.

@@ -24,7 +24,7 @@ import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,6 +169,9 @@ class FakeAsterisk:
         self.connected = asyncio.Event()
         self.ws_connections = 0
         self.accepting = True  # False: the events websocket is refused (Asterisk is "down")
+        #: Called after a channel's events of one phase were sent (create: up to its
+        #: StasisStart; dial: its replies): the channel and ``"create"`` or ``"dial"``.
+        self.after_replay: Callable[[Channel, str], None] | None = None
         self._ids = itertools.count(1)
         self._names = itertools.count(0x100)
         self.server: TestServer | None = None
@@ -269,6 +272,12 @@ class FakeAsterisk:
                     "channel": ch.json()})
         self._destroy(ch, cause, sip_code)
 
+    def early_media(self, cid: str) -> None:
+        """The carrier sends 183 with media now: chan_pjsip sets no channel state for it."""
+        ch = self.channels[cid]
+        self._record_response(ch, "SIP 183 Session Progress")
+        self._emit({"type": "Dial", "dialstatus": "PROGRESS", "peer": ch.json()})
+
     def answer_silently(self, cid: str) -> None:
         """The carrier answers while no websocket is connected (its events are lost)."""
         ch = self.channels[cid]
@@ -346,7 +355,12 @@ class FakeAsterisk:
         del self.channels[ch.id]
         self.ended[ch.id] = ch
 
-    def _replay(self, ch: Channel, events: Iterable[Raw]) -> None:
+    def _replay(self, ch: Channel, events: Iterable[Raw], phase: str = "") -> None:
+        self._replay_events(ch, events)
+        if self.after_replay is not None and phase:
+            self.after_replay(ch, phase)
+
+    def _replay_events(self, ch: Channel, events: Iterable[Raw]) -> None:
         for raw in events:
             if ch.id not in self.channels:
                 return
@@ -460,9 +474,9 @@ class FakeAsterisk:
         self.channels[cid] = ch
         loop = asyncio.get_running_loop()
         if delay := self.stasis_delay_for.get(trunk, self.stasis_delay):
-            loop.call_later(delay, self._replay, ch, behaviour.create)
+            loop.call_later(delay, self._replay, ch, behaviour.create, "create")
         else:
-            loop.call_soon(self._replay, ch, behaviour.create)
+            loop.call_soon(self._replay, ch, behaviour.create, "create")
         return web.json_response(ch.json())
 
     async def _dial(self, request: web.Request) -> web.Response:
@@ -477,7 +491,7 @@ class FakeAsterisk:
         assert ch.behaviour is not None
         self.dials[ch.name.split("/")[1].rsplit("-", 1)[0]] += 1
         loop = asyncio.get_running_loop()
-        loop.call_soon(self._replay, ch, ch.behaviour.dial)
+        loop.call_soon(self._replay, ch, ch.behaviour.dial, "dial")
         if ch.behaviour.end == "hold" and "timeout" in request.query:
             ch.timer = loop.call_later(float(request.query["timeout"]), self._replay, ch,
                                        ch.behaviour.timeout_tail)

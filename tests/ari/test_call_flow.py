@@ -386,6 +386,9 @@ async def test_a_bridge_that_cannot_be_created_fails_the_call_and_leaves_nothing
     variables = lab.vars_of(call.caller_id)
     assert "ROUTER_ATTEMPTS_ABANDONED" in variables
     assert not h_copies_the_abandoned_trace(variables)
+    # ROUTER_STATUS=OK went on the caller before the first attempt: the error replaces it
+    # (the CDR said OK, with no attempt).
+    assert (variables["ROUTER_STATUS"], variables["CDR(ROUTER_STATUS)"]) == ("ERROR", "ERROR")
     no_leftovers(lab)
 
 
@@ -564,3 +567,64 @@ async def test_a_timer_that_fires_late_lets_the_events_that_came_in_time_count_f
     lab.fake.caller_hangup(caller)
     await lab.finished(caller)
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_caller_who_hangs_up_as_the_next_attempt_enters_stasis_gets_no_invite_there(
+        lab: Lab) -> None:
+    # The loop waiting for the attempt's StasisStart stopped at it; the caller's hangup queued
+    # right behind was not looked at before /dial: carrier-b got an INVITE, then a CANCEL.
+    lab.carriers("a503_b200")
+    caller = lab.fake.new_caller(NUMBER)
+
+    def hang_up_behind_stasis_start(channel: Any, phase: str) -> None:
+        if phase == "create" and channel.name.startswith("PJSIP/carrier-b-"):
+            lab.fake.caller_hangup(caller)
+
+    lab.fake.after_replay = hang_up_behind_stasis_start
+    call = await lab.finished(caller)
+    assert lab.fake.dials == {"carrier-a": 1}
+    assert call.result is not None and call.result.caller_cause is None
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_caller_who_hangs_up_as_an_attempt_fails_gets_no_further_attempt(
+        lab: Lab) -> None:
+    # The caller's hangup queued right behind carrier-a's ChannelDestroyed: a channel was
+    # created on carrier-b all the same, and the trace ended with a phantom
+    # "carrier-b:cancelled" attempt.
+    lab.carriers("a503_b200")
+    caller = lab.fake.new_caller(NUMBER)
+
+    def hang_up_behind_the_failure(channel: Any, phase: str) -> None:
+        if phase == "dial" and channel.name.startswith("PJSIP/carrier-a-"):
+            lab.fake.caller_hangup(caller)
+
+    lab.fake.after_replay = hang_up_behind_the_failure
+    call = await lab.finished(caller)
+    assert lab.fake.paths("POST").count("/channels/create") == 1
+    assert call.result is not None and call.result.trace == "carrier-a:congestion:34:503"
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_final_answer_is_not_overridden_by_a_timer_firing_before_its_destroy(
+        lab: Lab) -> None:
+    # The carrier's 486 comes (ChannelHangupRequest), its ChannelDestroyed only after the setup
+    # deadline (a busy Asterisk): the timer judged the attempt, a busy callee was taken for
+    # a dead trunk ("carrier-a:unreachable:17:") and rung again on carrier-b.
+    lab.carriers("a-unreachable_b200")  # carrier-a silent until we make it answer
+    caller = lab.fake.new_caller(NUMBER)
+    loop = asyncio.get_running_loop()
+
+    def busy_now_destroyed_late(channel: Any, phase: str) -> None:
+        if phase == "dial" and channel.name.startswith("PJSIP/carrier-a-"):
+            lab.fake._emit({"type": "ChannelHangupRequest", "cause": 17, "tech_cause": 486,
+                            "channel": channel.json()})
+            loop.call_later(1.0, lab.fake._destroy, channel, 17, 486)  # setup_timeout: 0.5
+
+    lab.fake.after_replay = busy_now_destroyed_late
+    call = await lab.finished(caller)
+    assert call.result is not None and call.result.trace == "carrier-a:busy:17:486"
+    assert lab.fake.ended[caller].hangup_reason == "17"
+    assert lab.fake.dials == {"carrier-a": 1}
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+

@@ -144,6 +144,28 @@ async def test_a_busy_answer_lost_in_a_cut_is_read_from_the_callers_hangup_cause
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_early_media_lost_in_a_cut_is_read_from_the_attempts_last_response(
+        lab: Lab) -> None:
+    # chan_pjsip sets no channel state for a 183: after a cut that lost its Dial PROGRESS,
+    # GET /channels shows the attempt Down. It was left to the setup timer, judged a dead
+    # trunk, and the next carrier rang the callee who was already hearing early media.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("setup_timeout: 0.5", "setup_timeout: 3")
+                                     .replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a-unreachable_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.DIALLING)
+    leg = call.legs[0]
+    before = await cut(lab)
+    lab.fake.early_media(leg.channel_id)
+    await restore(lab, before)
+    await wait_for(lambda: leg.state is AttemptState.EARLY_MEDIA)  # not left to the timer
+    lab.fake.answer(leg.channel_id)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.dials == {"carrier-a": 1}
+    await hang_up_answered(lab, caller)
+
+
 async def test_the_next_call_routes_after_a_reconnect(lab: Lab) -> None:
     lab.carriers("a200")
     await restore(lab, await cut(lab))
