@@ -1034,6 +1034,11 @@ class Call:
                 event = await self._next(leg.grace_until)
                 now = self.clock()
         if event is None:
+            if await self._answered_as_the_timer_fired(leg):
+                self.log.info("attempt %d: %s answered as its timer fired", leg.attempt.index,
+                              leg.attempt.trunk)
+                leg.answered()
+                return True
             leg.timed_out(now)
             self.log.info(
                 "attempt %d: %s timer fired", leg.attempt.index,
@@ -1052,6 +1057,28 @@ class Call:
                     and leg.state is AttemptState.DIALLING):
                 await self._missed_provisional(leg)
         return True
+
+    async def _answered_as_the_timer_fired(self, leg: AttemptLeg) -> bool:
+        """The carrier's 200 may have reached Asterisk just before the timer fired, its events
+        not here yet; and a channel in a bridge answers when its peer does: the caller was
+        answered, then hung up for "no answer" (ring timer), or left in silence while the next
+        trunk was dialled (setup timer). The leg leaves the call's bridge first, so that no
+        answer from now on reaches the caller, then its state tells: answered, it goes back
+        in (connected); else it is hung up, a 200 crossing that getting ACK and BYE. Two
+        requests, only when a timer fires on a dialled leg."""
+        if leg.state is AttemptState.CREATING or self.bridge_id is None:
+            return False
+        try:
+            await self.ari.remove_channel(self.bridge_id, leg.channel_id)
+            state = (await self.ari.get_channel(leg.channel_id)).get("state")
+            if state != ev.ChannelState.UP:
+                return False
+            await self.ari.add_channel(self.bridge_id, [leg.channel_id])
+            return True
+        except (AriError, AriUnavailable) as exc:  # gone meanwhile: its events tell the rest
+            self.log.info("attempt %d: checking it as its timer fired: %s",
+                          leg.attempt.index, exc)
+            return False
 
     async def _missed_provisional(self, leg: AttemptLeg) -> None:
         """A reconcile found the dialled leg there, neither up nor ringing. A 183 sets no
@@ -1081,14 +1108,20 @@ class Call:
                 if obs is not None:
                     leg.learn(obs)
             return leg
-        if not leg.destroyed and not (leg.setup_timeout or leg.ring_timeout or leg.caller_gone):
-            # The carrier's cause comes with ChannelDestroyed: wait for it briefly.
+        if not leg.destroyed and not leg.caller_gone:
+            # The carrier's cause comes with ChannelDestroyed: wait for it briefly. After our
+            # own timer's hangup too, so that the next trunk's INVITE does not leave before
+            # this one's CANCEL (seen on the lab: 2 ms of two carriers ringing); the cause of
+            # our own hangup is not the carrier's.
+            ours = (leg.cause, leg.sip_code) if leg.setup_timeout or leg.ring_timeout else None
             deadline = self.clock() + DESTROY_WAIT
             while not leg.destroyed:
                 event = await self._next(deadline)
                 if event is None:
                     break
                 self._dispatch(event, leg)
+            if ours is not None:
+                leg.cause, leg.sip_code = ours
         return leg
 
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:

@@ -293,6 +293,15 @@ class AriClient:
             "POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)}
         )
 
+    async def remove_channel(self, bridge_id: str, channel_id: str) -> None:
+        await self._request(
+            "POST", f"/bridges/{bridge_id}/removeChannel", {"channel": channel_id}
+        )
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/channels/{channel_id}")
+        return result
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self._request("DELETE", f"/bridges/{bridge_id}")
 

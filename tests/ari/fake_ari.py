@@ -188,10 +188,12 @@ class FakeAsterisk:
         r.add_post("/ari/channels/{id}/answer", self._answer)
         r.add_post("/ari/channels/{id}/variable", self._variable)
         r.add_get("/ari/channels/{id}/variable", self._get_variable)
+        r.add_get("/ari/channels/{id}", self._get_channel)
         r.add_delete("/ari/channels/{id}", self._delete_channel)
         r.add_get("/ari/bridges", self._list_bridges)
         r.add_post("/ari/bridges", self._create_bridge)
         r.add_post("/ari/bridges/{id}/addChannel", self._add_channel)
+        r.add_post("/ari/bridges/{id}/removeChannel", self._remove_channel)
         r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
         r.add_get("/ari/applications/{app}", self._application)
         self.server = TestServer(web_app, host="127.0.0.1")
@@ -277,6 +279,20 @@ class FakeAsterisk:
         ch = self.channels[cid]
         self._record_response(ch, "SIP 183 Session Progress")
         self._emit({"type": "Dial", "dialstatus": "PROGRESS", "peer": ch.json()})
+
+    def answer_unheard(self, cid: str) -> None:
+        """The carrier answers now, its events still on their way: Asterisk shows the
+        channel Up (and answers the caller bridged with it), the app has heard nothing yet."""
+        ch = self.channels[cid]
+        if ch.timer:
+            ch.timer.cancel()
+        ch.state = "Up"
+        self._record_response(ch, "SIP 200 OK")
+        for bridge in self.bridges.values():
+            if cid in bridge["channels"]:
+                for member in bridge["channels"]:
+                    if member in self.channels:
+                        self.channels[member].state = "Up"
 
     def answer_silently(self, cid: str) -> None:
         """The carrier answers while no websocket is connected (its events are lost)."""
@@ -566,6 +582,21 @@ class FakeAsterisk:
                                          status=422)
         bridge["channels"].extend(cids)
         return web.Response(status=204)
+
+    async def _remove_channel(self, request: web.Request) -> web.Response:
+        bridge = self.bridges.get(request.match_info["id"])
+        if bridge is None:
+            return web.json_response({"message": "Bridge not found"}, status=404)
+        cid = request.query["channel"]
+        if cid not in self.channels:
+            return web.json_response({"message": "Channel not found"}, status=400)
+        if cid not in bridge["channels"]:
+            return web.json_response({"message": "Channel not in this bridge"}, status=422)
+        bridge["channels"].remove(cid)
+        return web.Response(status=204)
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        return web.json_response(self._channel(request).json())
 
     async def _destroy_bridge(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]

@@ -628,3 +628,26 @@ async def test_a_final_answer_is_not_overridden_by_a_timer_firing_before_its_des
     assert lab.fake.dials == {"carrier-a": 1}
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
+
+
+@pytest.mark.parametrize(("case", "phase"), [
+    ("a480-noanswer_b200", AttemptState.RINGING),  # the ring timer fires
+    ("a-unreachable_b200", AttemptState.DIALLING),  # the setup timer fires
+])
+async def test_an_answer_whose_events_are_still_on_their_way_when_the_timer_fires_connects(
+        lab: Lab, case: str, phase: AttemptState) -> None:
+    # On the lab a 200 that reached Asterisk 1 to 3 ms before the router's timer fired: the
+    # bridge had answered the caller with it, and the router hung the callee up ("no answer":
+    # the phone got 200 then BYE) or dialled the next trunk to a caller sitting answered.
+    lab.carriers(case)
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is phase)
+    leg = call.legs[0].channel_id
+    lab.fake.answer_unheard(leg)  # the timer (0.5 s) fires before any event of it comes
+    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_CARRIER") == "alpha")
+    assert lab.fake.dials == {"carrier-a": 1}
+    (bridge,) = lab.fake.bridges.values()
+    assert sorted(bridge["channels"]) == sorted([caller, leg])
+    await hang_up_answered(lab, caller)
+    assert call.result is not None and call.result.outcome is Outcome.ANSWERED
