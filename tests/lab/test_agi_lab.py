@@ -6,12 +6,16 @@ code it gets, and which carriers got an INVITE (from SIPp's own traces).
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from outbound_router import lab as lab_mod
 
 from .observer import logged_since
 from .routes import (
@@ -144,3 +148,28 @@ def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> 
     summary = router_summary(tiers, before)
     assert summary.startswith("OK carrier=second trunk=carrier-b attempts=carrier-a:unjudged:")
     assert summary.endswith("|carrier-b:answered:16:200")
+
+
+def test_a_caller_who_leaves_while_a_failed_attempt_is_judged_keeps_it_in_the_trace(  # type: ignore[no-untyped-def]
+        tiers, carrier, agi) -> None:
+    # The caller hangs up after carrier-a's 503 ended its Dial(), while the outcome script
+    # judges it (held here: the agi service is frozen): the dialplan goes to the h extension
+    # before the loop appends the attempt, which was missing from ROUTER_ATTEMPTS and the CDR.
+    a = carrier("a", "early_503")  # 183, then 503 a second later
+    before = log_size(tiers)
+    worker = lab_mod.service_worker("agi")
+    assert worker is not None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        call = pool.submit(agi.call, NUMBER, cancel_after=2.5)
+        deadline = time.monotonic() + 10
+        while a.invites() == 0:  # polling SIPp's trace: there is no event to await
+            assert time.monotonic() < deadline, "carrier-a got no INVITE"
+            time.sleep(0.05)
+        os.kill(worker, signal.SIGSTOP)  # the route script is done; outcome will wait
+        try:
+            result = call.result()
+        finally:
+            os.kill(worker, signal.SIGCONT)
+    assert result.final_code == 487
+    assert router_summary(tiers, before) == (
+        "OK carrier= trunk= attempts=carrier-a:congestion:34:503")
