@@ -569,22 +569,29 @@ async def test_a_timer_that_fires_late_lets_the_events_that_came_in_time_count_f
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def hung_up_behind(lab: Lab, trunk: str, phase: str) -> Call:
+    """A call (carrier-a 503, carrier-b 200) whose caller hangs up right behind ``trunk``'s
+    events of ``phase`` (``create``: up to its StasisStart; ``dial``: its replies)."""
+    lab.carriers("a503_b200")
+    caller = lab.fake.new_caller(NUMBER)
+
+    def hang_up(channel: Any, replayed: str) -> None:
+        if replayed == phase and channel.name.startswith(f"PJSIP/{trunk}-"):
+            lab.fake.caller_hangup(caller)
+
+    lab.fake.after_replay = hang_up
+    call = await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    return call
+
+
 async def test_a_caller_who_hangs_up_as_the_next_attempt_enters_stasis_gets_no_invite_there(
         lab: Lab) -> None:
     # The loop waiting for the attempt's StasisStart stopped at it; the caller's hangup queued
     # right behind was not looked at before /dial: carrier-b got an INVITE, then a CANCEL.
-    lab.carriers("a503_b200")
-    caller = lab.fake.new_caller(NUMBER)
-
-    def hang_up_behind_stasis_start(channel: Any, phase: str) -> None:
-        if phase == "create" and channel.name.startswith("PJSIP/carrier-b-"):
-            lab.fake.caller_hangup(caller)
-
-    lab.fake.after_replay = hang_up_behind_stasis_start
-    call = await lab.finished(caller)
+    call = await hung_up_behind(lab, "carrier-b", "create")
     assert lab.fake.dials == {"carrier-a": 1}
     assert call.result is not None and call.result.caller_cause is None
-    await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
 async def test_a_caller_who_hangs_up_as_an_attempt_fails_gets_no_further_attempt(
@@ -592,18 +599,9 @@ async def test_a_caller_who_hangs_up_as_an_attempt_fails_gets_no_further_attempt
     # The caller's hangup queued right behind carrier-a's ChannelDestroyed: a channel was
     # created on carrier-b all the same, and the trace ended with a phantom
     # "carrier-b:cancelled" attempt.
-    lab.carriers("a503_b200")
-    caller = lab.fake.new_caller(NUMBER)
-
-    def hang_up_behind_the_failure(channel: Any, phase: str) -> None:
-        if phase == "dial" and channel.name.startswith("PJSIP/carrier-a-"):
-            lab.fake.caller_hangup(caller)
-
-    lab.fake.after_replay = hang_up_behind_the_failure
-    call = await lab.finished(caller)
+    call = await hung_up_behind(lab, "carrier-a", "dial")
     assert lab.fake.paths("POST").count("/channels/create") == 1
     assert call.result is not None and call.result.trace == "carrier-a:congestion:34:503"
-    await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
 async def test_a_final_answer_is_not_overridden_by_a_timer_firing_before_its_destroy(
