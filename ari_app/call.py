@@ -175,10 +175,16 @@ class AttemptLeg:
     def gone(self, now: float, cause: int | None, sip_code: int | None) -> None:
         """ChannelDestroyed (or the channel vanished while we were not listening)."""
         self.destroyed = True
-        if self.cause is None:
-            self.cause = cause
-        if self.sip_code is None:
-            self.sip_code = sip_code
+        self._ended(now, cause, sip_code)
+
+    def _ended(self, now: float, cause: int | None, sip_code: int | None) -> None:
+        """The channel ends with ``cause`` and ``sip_code``: the carrier's final answer,
+        unless our own timer hung it up (then they are our hangup's, not the carrier's)."""
+        if not (self.setup_timeout or self.ring_timeout):
+            if self.cause is None:
+                self.cause = cause
+            if self.sip_code is None:
+                self.sip_code = sip_code
         if self.live:
             self.state = AttemptState.FAILED
             self.ended = now
@@ -219,13 +225,7 @@ class AttemptLeg:
             # judged it instead (a 486 taken for a dead trunk, the next carrier rang a busy
             # callee; a 503 after ringing for no answer).
             self.ending = True
-            if self.cause is None:
-                self.cause = event.cause
-            if self.sip_code is None:
-                self.sip_code = event.tech_cause
-            if self.live:
-                self.state = AttemptState.FAILED
-                self.ended = now
+            self._ended(now, event.cause, event.tech_cause)
         elif event.type == EventType.CHANNEL_DESTROYED:
             self.gone(now, event.cause, event.tech_cause)
         elif event.type == EventType.RECONCILED:
@@ -725,11 +725,8 @@ class Call:
         else:
             # The channel's state says Ringing after a 180, but nothing after a 183: its last
             # SIP response does (a callee hearing early media is not left to the setup timer).
-            code = None
-            if resume.channel_name is not None:
-                code = sip_response(await self._last_response(leg.channel_id,
-                                                              resume.channel_name) or "")
-            if code in (180, 183) or resume.channel_state == ev.ChannelState.RINGING:
+            code = await self._provisional_response(leg.channel_id, resume.channel_name)
+            if code is not None or resume.channel_state == ev.ChannelState.RINGING:
                 leg.alerted(self.clock(), media=code == 183)
                 await self._cap_ring_timer(leg, resume)
         self.legs.append(leg)
@@ -748,6 +745,14 @@ class Call:
         except (AriError, AriUnavailable) as exc:
             self.log.info("cannot read the last SIP response of %s: %s", name, exc)
             return None
+
+    async def _provisional_response(self, channel_id: str, name: str | None) -> int | None:
+        """180 or 183 when that is the last SIP response of the attempt channel ``name`` (a
+        183 sets no channel state); None otherwise, or when it cannot be read."""
+        if name is None:
+            return None
+        code = sip_response(await self._last_response(channel_id, name) or "")
+        return code if code in (180, 183) else None
 
     async def _lost_attempt_response(self, trunk: str) -> str | None:
         """The last SIP response of the caller's latest attempt on ``trunk``: Asterisk records
@@ -1085,10 +1090,8 @@ class Call:
         channel state, and its event may have been lost in the cut: the leg's last SIP
         response tells (as when resuming). Missed, the setup timer took a callee hearing
         early media for a dead trunk, and the next carrier rang them again."""
-        if leg.name is None:
-            return
-        code = sip_response(await self._last_response(leg.channel_id, leg.name) or "")
-        if code in (180, 183) and leg.state is AttemptState.DIALLING:
+        code = await self._provisional_response(leg.channel_id, leg.name)
+        if code is not None and leg.state is AttemptState.DIALLING:
             self.log.info("attempt %d: %s had answered %d while the events were lost",
                           leg.attempt.index, leg.attempt.trunk, code)
             leg.alerted(self.clock(), media=code == 183)
@@ -1111,17 +1114,13 @@ class Call:
         if not leg.destroyed and not leg.caller_gone:
             # The carrier's cause comes with ChannelDestroyed: wait for it briefly. After our
             # own timer's hangup too, so that the next trunk's INVITE does not leave before
-            # this one's CANCEL (seen on the lab: 2 ms of two carriers ringing); the cause of
-            # our own hangup is not the carrier's.
-            ours = (leg.cause, leg.sip_code) if leg.setup_timeout or leg.ring_timeout else None
+            # this one's CANCEL (seen on the lab: 2 ms of two carriers ringing).
             deadline = self.clock() + DESTROY_WAIT
             while not leg.destroyed:
                 event = await self._next(deadline)
                 if event is None:
                     break
                 self._dispatch(event, leg)
-            if ours is not None:
-                leg.cause, leg.sip_code = ours
         return leg
 
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:
