@@ -369,27 +369,27 @@ def build_chroot(p: Paths, say: Say = _say) -> float:
     say(f"chroot: building Debian {DEBIAN_SUITE} with {' '.join(DEBOOTSTRAP_PACKAGES)} into "
         f"{p.chroot} (about a minute)")
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "LC_ALL": "C"})
-    assert proc.stdout is not None
-    tail: list[str] = []
-    stage = ""
-    tty = sys.stdout.isatty()
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-20:]
-        if not line.startswith("I: "):
-            continue
-        words = line[3:].split()
-        new_stage = words[0] if words else ""
-        elapsed = time.monotonic() - started
-        if tty:
-            sys.stdout.write(f"\r  [{elapsed:4.0f}s] {line[3:][:70]:<70}")
-            sys.stdout.flush()
-        elif new_stage != stage:
-            say(f"  [{elapsed:4.0f}s] {line[3:]}")
-        stage = new_stage
-    rc = proc.wait()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "LC_ALL": "C"}) as proc:
+        assert proc.stdout is not None
+        tail: list[str] = []
+        stage = ""
+        tty = sys.stdout.isatty()
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-20:]
+            if not line.startswith("I: "):
+                continue
+            words = line[3:].split()
+            new_stage = words[0] if words else ""
+            elapsed = time.monotonic() - started
+            if tty:
+                sys.stdout.write(f"\r  [{elapsed:4.0f}s] {line[3:][:70]:<70}")
+                sys.stdout.flush()
+            elif new_stage != stage:
+                say(f"  [{elapsed:4.0f}s] {line[3:]}")
+            stage = new_stage
+        rc = proc.wait()
     if tty:
         sys.stdout.write("\n")
     leftovers = mounts_under(build)
