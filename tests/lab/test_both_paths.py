@@ -232,3 +232,27 @@ def test_white_space_in_the_dialled_string_is_invalid_and_reaches_no_carrier(
     result = phone(via).call(dialled)
     assert result.final_code == 484, result.codes  # INVALID: cause 28
     assert a.invites() == 0
+
+
+#: Every SIP code of SPEC section 3's table, as carrier-a's final answer (no 180 before it),
+#: with carrier-b answering behind it: the phone's final code and the INVITEs (a, b).
+_NEXT_TRUNK = (200, (1, 1))
+SPEC_SECTION_3_CODES = {
+    486: (486, (1, 0)), 600: (486, (1, 0)),                      # busy: stop
+    408: _NEXT_TRUNK, 500: _NEXT_TRUNK, 502: _NEXT_TRUNK,        # unreachable, server error
+    503: _NEXT_TRUNK, 504: _NEXT_TRUNK,
+    401: _NEXT_TRUNK, 403: _NEXT_TRUNK, 407: _NEXT_TRUNK,        # rejected by the carrier
+    603: _NEXT_TRUNK, 404: _NEXT_TRUNK, 485: _NEXT_TRUNK,
+    604: _NEXT_TRUNK, 484: _NEXT_TRUNK, 410: _NEXT_TRUNK,
+    488: _NEXT_TRUNK, 606: _NEXT_TRUNK,
+}
+
+
+@pytest.mark.parametrize("sip_code", sorted(SPEC_SECTION_3_CODES))
+def test_each_failure_code_of_the_outcome_table_is_judged_as_the_table_says(
+        lab, carrier, phone, via, sip_code) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = carrier("a", f"error:{sip_code}"), carrier("b", "answer")
+    result = phone(via).call(NUMBER)
+    final, invites = SPEC_SECTION_3_CODES[sip_code]
+    assert (result.final_code, (a.invites(), b.invites())) == (final, invites), result.codes
