@@ -140,6 +140,11 @@ outgoing_routes:
     # 603 after ringing: a rejection like any 603 (SPEC section 3), so carrier-b is tried. An
     # earlier version stopped here, taking it for the callee's own decline.
     ("ring_then:603", 200, (1, 1)),
+    # 480 after ringing: the callee did not answer, stop (SPEC section 3); a congestion or a
+    # busy after ringing is judged as without it.
+    ("ring_then:480", 480, (1, 0)),
+    ("ring_then:503", 200, (1, 1)),
+    ("ring_then:486", 486, (1, 0)),
 ])
 def test_a_carrier_that_rings_then_ends_the_call_itself(
         lab, carrier, phone, via, first, code, invites) -> None:  # type: ignore[no-untyped-def]
