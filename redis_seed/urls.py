@@ -15,6 +15,7 @@ The user and password are the master's; the sentinel port defaults to 26379.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -204,11 +205,76 @@ def check_redis_url(url: str) -> None:
     if scheme == "unix":
         if not parts.path:
             raise ValueError(f"the Redis URL {mask_url(url)!r} names no socket path")
+    else:
+        if not parts.hostname:
+            # redis-py would connect to localhost:6379: maybe another Redis than meant
+            raise ValueError(f"the Redis URL {mask_url(url)!r} names no host: write "
+                             f"{scheme}://HOST:PORT/DB, e.g. {scheme}://127.0.0.1:6379/0")
+        db = unquote(parts.path).strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"bad database number {db!r} in {mask_url(url)!r}: "
+                             "expected /0, /1...")
+    _check_query(scheme, parts.query, url)
+
+
+def _boolean(value: str) -> bool:
+    return value.lower() in ("1", "0", "true", "false", "yes", "no", "y", "n", "t", "f")
+
+
+def _number(value: str) -> bool:
+    try:
+        return float(value) >= 0
+    except ValueError:
+        return False
+
+
+#: The query options of a ``redis://`` URL this product passes on to redis-py, and the check
+#: of their values (redis-py hands any other name to its connection class, which fails with a
+#: TypeError at the first command, and some bad values with a bare ValueError).
+_QUERY_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "db": (str.isdigit, "a database number (0, 1...)"),
+    "password": (lambda v: True, ""),
+    "username": (lambda v: True, ""),
+    "client_name": (lambda v: v.isprintable() and " " not in v, "a name without spaces"),
+    "socket_timeout": (_number, "seconds (e.g. 10 or 2.5)"),
+    "socket_connect_timeout": (_number, "seconds (e.g. 10 or 2.5)"),
+    "socket_keepalive": (_boolean, "true or false"),
+    "health_check_interval": (str.isdigit, "whole seconds (e.g. 30)"),
+}
+#: More options of a ``rediss://`` URL (TLS).
+_TLS_QUERY_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "ssl_ca_certs": (bool, "a file of CA certificates"),
+    "ssl_ca_path": (bool, "a directory of CA certificates"),
+    "ssl_certfile": (bool, "a client certificate file"),
+    "ssl_keyfile": (bool, "the client certificate's key file"),
+    "ssl_password": (lambda v: True, ""),
+    "ssl_cert_reqs": (lambda v: v in ("none", "optional", "required"),
+                      "none, optional or required"),
+    "ssl_check_hostname": (_boolean, "true or false"),
+}
+
+
+def _check_query(scheme: str, query: str, url: str) -> None:
+    """Every query option of a plain or TLS URL is one redis-py takes, with a usable value."""
+    if not query:
         return
-    db = unquote(parts.path).strip("/")
-    if db and not db.isdigit():
-        raise ValueError(f"bad database number {db!r} in {mask_url(url)!r}: "
-                         "expected /0, /1...")
+    options = dict(_QUERY_OPTIONS, **(_TLS_QUERY_OPTIONS if scheme == "rediss" else {}))
+    if scheme == "unix":
+        del options["socket_keepalive"]  # a TCP option
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        if name not in options:
+            tls = " (only with rediss://)" if name in _TLS_QUERY_OPTIONS else ""
+            raise ValueError(
+                f"unknown option {name!r}{tls} in the Redis URL {mask_url(url)!r}: understood "
+                f"are {', '.join(options)}")
+        ok, expected = options[name]
+        if not ok(values[-1]):
+            shown = _MASK if name in _SECRET_OPTIONS else repr(values[-1])
+            raise ValueError(f"bad value {shown} for {name} in the Redis URL "
+                             f"{mask_url(url)!r}: expected {expected}")
+
+
+_SECRET_OPTIONS = ("password", "ssl_password")
 
 
 def has_password(url: str) -> bool:

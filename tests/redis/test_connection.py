@@ -124,6 +124,40 @@ def test_mask_url_keeps_what_is_not_secret(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
+_EVERY_OPTION_URLS = [
+    "redis://127.0.0.1:6390/0?socket_timeout=2.5&socket_connect_timeout=1"
+    "&health_check_interval=30&socket_keepalive=no&client_name=router-1&username=u&password=p"
+    "&db=3",
+    "rediss://127.0.0.1:6390/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=optional"
+    "&ssl_check_hostname=false&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_password=x"
+    "&ssl_ca_path=/etc/ssl/certs",
+    "unix:///run/redis.sock?socket_timeout=1&socket_connect_timeout=1&db=2&client_name=r"
+    "&health_check_interval=5",
+]
+
+
+def test_the_option_urls_below_name_every_option_the_check_lets_through() -> None:
+    from redis_seed.urls import _QUERY_OPTIONS, _TLS_QUERY_OPTIONS
+
+    named = {f"{name}=" for url in _EVERY_OPTION_URLS for name in [
+        item.partition("=")[0] for item in url.partition("?")[2].split("&")]}
+    assert {f"{name}=" for name in [*_QUERY_OPTIONS, *_TLS_QUERY_OPTIONS]} <= named
+
+
+@pytest.mark.parametrize("url", _EVERY_OPTION_URLS)
+async def test_every_query_option_the_check_lets_through_is_one_redis_py_takes(url: str) -> None:
+    # redis-py hands an unknown option to its connection class, which raises TypeError at
+    # the first command: making the connection object (no I/O) shows it, sync and asyncio.
+    sync = sync_client(url)
+    aio = async_client(url)
+    try:
+        sync.connection_pool.make_connection()
+        aio.connection_pool.make_connection()
+    finally:
+        sync.close()
+        await aio.aclose()
+
+
 def test_plain_and_tls_urls_make_clients_without_connecting() -> None:
     plain = sync_client("redis://:pw@127.0.0.1:6390/2")
     tls = sync_client("rediss://127.0.0.1:6390/0")
@@ -162,11 +196,16 @@ def test_unsupported_urls_are_refused(url: str) -> None:
 
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:6379/0", "redis://:pw@localhost", "rediss://u:pw@redis.example:6380/1",
-    "redis:///0", "unix:///run/redis.sock?db=1", "redis+sentinel://s1,s2:26380/mymaster/2",
+    "unix:///run/redis.sock?db=1", "redis+sentinel://s1,s2:26380/mymaster/2",
     "rediss+sentinel://:pw@s1/mymaster", "redis://:p@ss@localhost/0",
     "redis://:p%2F%3F%23ss@localhost/0", "redis://localhost/0?password=p@ss",
     "unix:///run/redis@1.sock", "unix://:pw@/run/redis@1.sock",
     "redis+sentinel://:p#ss@s1/mymaster",
+    "redis://127.0.0.1/0?socket_timeout=2.5&socket_connect_timeout=1&health_check_interval=30"
+    "&socket_keepalive=true&client_name=router-1&username=router",
+    "rediss://127.0.0.1/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+    "&ssl_check_hostname=false&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_password=x",
+    "unix:///run/redis.sock?socket_timeout=1",
 ])
 def test_usable_redis_urls_pass_the_check(url: str) -> None:
     check_redis_url(url)
@@ -186,6 +225,19 @@ def test_usable_redis_urls_pass_the_check(url: str) -> None:
     ("redis://:1234/hunter2@127.0.0.1/0", "percent-encode"),
     ("redis+sentinel://:hunter2/x@s1/mymaster", "percent-encode"),
     ("redis//:hunter2@127.0.0.1/0", "not a Redis URL"),
+    # no host: redis-py would use localhost:6379, maybe another Redis than meant
+    ("redis://", "names no host"),
+    ("redis:///3", "names no host"),
+    ("redis://:hunter2@/0", "names no host"),
+    ("rediss://", "names no host"),
+    # query options redis-py does not know fail at the first command with a TypeError
+    ("redis://:hunter2@127.0.0.1/0?bogus=1", "unknown option 'bogus'"),
+    ("redis://:hunter2@127.0.0.1/0?ssl_ca_certs=/ca.pem", "only with rediss://"),
+    ("unix://:hunter2@/run/redis.sock?socket_keepalive=1", "unknown option"),
+    ("redis://127.0.0.1/0?db=abc&password=hunter2", "bad value 'abc' for db"),
+    ("redis://127.0.0.1/0?socket_timeout=soon&password=hunter2", "for socket_timeout"),
+    ("redis://127.0.0.1/0?password=hunter2&socket_keepalive=maybe", "true or false"),
+    ("rediss://127.0.0.1/0?password=hunter2&ssl_cert_reqs=always", "none, optional or required"),
 ])
 def test_malformed_redis_urls_say_what_is_wrong_without_the_password(url: str, words: str) -> None:
     with pytest.raises(ValueError, match=words) as info:
