@@ -134,15 +134,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
     from redis_seed.store import DEFAULT_KEEP, publish
 
     table = _load_file(args.file, writing=True)
     settings = _settings(redis_only=True)
     with _redis(settings) as client:
-        version = publish(client, table, source=args.file,
-                          keep=DEFAULT_KEEP if args.keep is None else args.keep,
-                          keys=Keys(settings.redis_prefix))
+        try:
+            version = publish(client, table, source=args.file,
+                              keep=DEFAULT_KEEP if args.keep is None else args.keep,
+                              keys=Keys(settings.redis_prefix))
+        except VersionStoreError as exc:
+            raise CommandError(str(exc)) from None
     print(version)
     return EXIT_OK
 

@@ -63,11 +63,18 @@ HISTORY_MAX = 100
 # KEYS: current pointer, version hash, versions zset, history list.
 # ARGV: version id, sha256, number, channel, mode, the current version expected (mode 'back'),
 # HISTORY_MAX.
-# Checks the version is there whole (its checksum field matches), then switches, persists,
-# lists and announces it, atomically. Mode 'push' (a seed, `rollback VERSION`) adds it to the
+# Checks that no key is of another type (a foreign key under the prefix: Lua does not undo
+# the writes before an error) and that the version is there whole (its checksum field
+# matches), then switches, persists, lists and announces it, atomically. Mode 'push' (a seed, `rollback VERSION`) adds it to the
 # history; mode 'back' (`rollback`) goes back in the history to it, provided the current
 # version is still the one the target was chosen from.
 _SWITCH_LUA = """
+for i, kind in ipairs({'hash', 'hash', 'zset', 'list'}) do
+  local found = redis.call('TYPE', KEYS[i]).ok
+  if found ~= kind and found ~= 'none' then
+    return redis.error_reply('FOREIGNKEY ' .. KEYS[i] .. ' ' .. found .. ' ' .. kind)
+  end
+end
 local sha = redis.call('HGET', KEYS[2], 'sha256')
 if sha ~= ARGV[2] then
   return redis.error_reply('NOVERSION ' .. ARGV[1])
@@ -209,6 +216,12 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
     except redis.ResponseError as exc:
         if "NOVERSION" in str(exc):
             raise NoSuchVersion(f"version {version} is not kept in Redis") from None
+        if str(exc).startswith("FOREIGNKEY"):
+            _, key, found, kind = str(exc).split()
+            raise VersionStoreError(
+                f"the Redis key {key} is a {found}, not the {kind} this product keeps there: "
+                "another program writes under this prefix (set REDIS_PREFIX to another "
+                "prefix, or remove the key); nothing was changed") from None
         if "CHANGED" in str(exc):
             raise VersionStoreError(f"the current version changed from {back_from} while "
                                     "rolling back: nothing was done (see `outbound-router "

@@ -35,9 +35,18 @@ def one_clear_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
 def test_a_key_of_another_program_under_the_prefix(redis_server: str,
                                                   redis_client: redis.Redis) -> None:
     redis_client.set(f"{PREFIX}:current", "not ours")
-    for args in (("versions",), ("explain", "911234567"), ("seed", EXAMPLE)):
+    for args in (("versions",), ("explain", "911234567")):
         one_clear_line(run(*args, REDIS_URL=redis_server),
                        "answered with an error", "WRONGTYPE", "REDIS_PREFIX")
+    # The switch checks every key's type before it writes: a Lua script is not undone by
+    # an error, and the history used to name the version, which no longer expired.
+    one_clear_line(run("seed", EXAMPLE, REDIS_URL=redis_server),
+                   f"{PREFIX}:current is a string", "REDIS_PREFIX", "nothing was changed")
+    assert redis_client.lrange(f"{PREFIX}:history", 0, -1) == []
+    assert redis_client.zrange(f"{PREFIX}:versions", 0, -1) == []
+    assert redis_client.get(f"{PREFIX}:current") == b"not ours"
+    written = list(redis_client.scan_iter(f"{PREFIX}:version:*"))
+    assert written and all(redis_client.ttl(key) > 0 for key in written)  # left to expire
 
 
 def test_a_user_that_may_only_read_cannot_seed(redis_server: str,
