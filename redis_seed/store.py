@@ -370,6 +370,11 @@ def rollback(client: redis.Redis, version: str | None = None, *,
                                 "back to (see `outbound-router versions`)")
     else:
         version_number(version)  # ValueError for "42" or "latest"
+        if version == current_version(client, keys=keys):
+            # Switching would announce a change that is none, and add the version to the
+            # history once more.
+            log.info("routing version %s is already current: nothing changed", version)
+            return version
     stored = fields(client.hgetall(keys.version(version)))
     if not stored or client.zscore(keys.versions, version) is None:
         raise NoSuchVersion(f"version {version} is not kept in Redis "

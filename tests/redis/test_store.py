@@ -172,6 +172,20 @@ def test_a_seed_never_prunes_the_version_it_replaced(client: redis.Redis) -> Non
     assert rollback(client) == "v000001"
 
 
+def test_rollback_to_the_current_version_changes_nothing(client: redis.Redis) -> None:
+    publish(client, generation_table(1))
+    publish(client, generation_table(2))
+    before = {k: client.dump(k) for k in client.keys("*")}
+    pubsub = client.pubsub()
+    pubsub.subscribe(Keys().notify)
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    assert rollback(client, "v000002") == "v000002"
+    assert pubsub.get_message(timeout=0.2) is None  # no reader reloads for nothing
+    pubsub.close()
+    assert {k: client.dump(k) for k in client.keys("*")} == before
+    assert rollback(client) == "v000001"
+
+
 def test_rollback_to_an_unknown_version_changes_nothing(client: redis.Redis) -> None:
     publish(client, generation_table(1))
     publish(client, generation_table(2))
