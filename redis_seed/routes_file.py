@@ -545,7 +545,9 @@ class _Validator:
             kwargs["international_prefix"] = self.digits(
                 m, "international_prefix", "international_prefix", r"[0-9]{1,4}",
                 "1 to 4 digits")
-        if "national_prefix" in m:
+        if "national_prefix" in m and m["national_prefix"] is None:
+            kwargs["national_prefix"] = ""  # `national_prefix:` left empty: none, as ""
+        elif "national_prefix" in m:
             kwargs["national_prefix"] = self.digits(
                 m, "national_prefix", "national_prefix", r"[0-9]{0,4}",
                 "0 to 4 digits")
@@ -853,7 +855,11 @@ class _Validator:
         elif "carrier" not in m:
             self.report(m.line, f"{label} needs a 'carrier' (or 'action: block')")
             ok = False
-        elif not isinstance(carrier, str) or carrier not in known_carriers:
+        elif not isinstance(carrier, str):
+            self.report(m.key_lines["carrier"],
+                        f"'carrier' of {label} must be a carrier's name, not {_describe(carrier)}")
+            ok = False
+        elif carrier not in known_carriers:
             self.report(m.key_lines["carrier"], f"{label} names unknown carrier {_shown(carrier)}")
             ok = False
 

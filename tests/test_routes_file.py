@@ -175,6 +175,8 @@ BAD = [
      "unknown target pattern 'italy'"),
     ("route unknown carrier", "carrier: peering, priority: 1", "carrier: peerin, priority: 1",
      19, "unknown carrier 'peerin'"),
+    ("route carrier left empty", "carrier: peering, priority: 1", "carrier: ~, priority: 1",
+     19, "'carrier' of route 'spain-peering' must be a carrier's name, not nothing"),
     ("route unknown pattern", "pattern: spain, carrier: peering",
      "pattern: spian, carrier: peering", 19, "unknown target pattern 'spian'"),
     ("route unknown group", "group: europe", "group: eu", 20, "unknown target pattern group 'eu'"),
@@ -249,6 +251,13 @@ def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
     assert found, f"no problem says {words!r}: {[str(p) for p in problems]}"
     assert found[0].line == line, [str(p) for p in problems]
     assert str(found[0]) == f"routes.yaml:{line}: {found[0].message}"
+
+
+def test_an_empty_national_prefix_is_none_like_an_empty_carrier_prefix() -> None:
+    # `national_prefix:` with nothing after it was refused ("must be a string of digits, not
+    # nothing") while `prefix:` of a carrier was taken as "".
+    text = GOOD.replace('country_code: "34"', 'country_code: "34"\n  national_prefix:')
+    assert parse_routes(text).defaults.national_prefix == ""
 
 
 def test_numbers_written_without_quotes_keep_the_text_as_written() -> None:
