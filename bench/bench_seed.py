@@ -1,6 +1,7 @@
 """Seeding 100,000 routes into Redis, and what a reader pays to load them.
 
-Usage: .venv/bin/python bench/bench_seed.py [--prefixes 100000] [--runs 3] [--redis-url URL]
+Usage: .venv/bin/python bench/bench_seed.py [--prefixes 100000] [--runs 3] [--reloads 1]
+       [--redis-url URL]
 
 Without --redis-url it starts its own redis-server on a free loopback port. Prints:
 
@@ -62,14 +63,15 @@ async def reader_child(url: str) -> None:
     first = reader.version
     print(json.dumps({"load_s": load_s, "rss_before": before, "rss_after": after,
                       "rss_peak": peak, "version": first}), flush=True)
-    # The parent seeds again when it reads the line above; time the hot reload.
-    line = await asyncio.to_thread(sys.stdin.readline)
-    t1 = time.perf_counter()
-    await reader.wait_until(lambda s: s.version != first, timeout=30.0)
-    reload_s = time.perf_counter() - t1
-    after2, peak2 = rss_mb()
-    print(json.dumps({"reload_s": reload_s, "seeded_at": float(line), "rss_after_reload": after2,
-                      "rss_peak_reload": peak2}), flush=True)
+    # The parent seeds again each time it reads a line of ours; time the hot reload.
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        held = reader.version
+        t1 = time.perf_counter()
+        await reader.wait_until(lambda s, held=held: s.version != held, timeout=30.0)
+        reload_s = time.perf_counter() - t1
+        after2, peak2 = rss_mb()
+        print(json.dumps({"reload_s": reload_s, "seeded_at": float(line),
+                          "rss_after_reload": after2, "rss_peak_reload": peak2}), flush=True)
     await reader.close()
 
 
@@ -77,6 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prefixes", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reloads", type=int, default=1,
+                        help="hot reloads of the reader, alternating two tables (default 1)")
     parser.add_argument("--redis-url")
     parser.add_argument("--reader", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,17 +151,29 @@ def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
     first = json.loads(child.stdout.readline())
-    publish(client, table, source="bench", keys=keys, keep=2)
-    child.stdin.write(f"{time.perf_counter()}\n")
-    child.stdin.flush()
-    second = json.loads(child.stdout.readline())
+    # Alternate with a table of other prefixes, so every reload replaces every object.
+    other = make_table(n_prefixes=args.prefixes, seed=2) if args.reloads > 1 else table
+    reloads = []
+    for i in range(args.reloads):
+        publish(client, other if i % 2 else table, source="bench", keys=keys, keep=2)
+        child.stdin.write(f"{time.perf_counter()}\n")
+        child.stdin.flush()
+        reloads.append(json.loads(child.stdout.readline()))
+    child.stdin.close()
     child.wait()
+    second = reloads[0]
     print(f"reader: first load {first['load_s']:.2f} s; resident memory "
           f"{first['rss_before']:.1f} MB after imports, {first['rss_after']:.1f} MB with the "
           f"snapshot (peak {first['rss_peak']:.0f} MB) (target <= 100 MB)")
     print(f"reader: hot reload of a new version {second['reload_s']:.2f} s after the seed "
           f"returned; {second['rss_after_reload']:.0f} MB after it "
           f"(peak {second['rss_peak_reload']:.0f} MB, old and new snapshot both alive)")
+    if len(reloads) > 1:
+        after = [r["rss_after_reload"] for r in reloads]
+        marks = sorted({0, len(after) // 4, len(after) // 2, 3 * len(after) // 4, len(after) - 1})
+        shown = ", ".join(f"{i + 1}: {after[i]:.0f}" for i in marks)
+        print(f"reader: resident memory after reload {shown} MB; peak "
+              f"{max(r['rss_peak_reload'] for r in reloads):.0f} MB")
 
 
 if __name__ == "__main__":
