@@ -65,9 +65,9 @@ HISTORY_MAX = 100
 # HISTORY_MAX.
 # Checks that no key is of another type (a foreign key under the prefix: Lua does not undo
 # the writes before an error) and that the version is there whole (its checksum field
-# matches), then switches, persists, lists and announces it, atomically. Mode 'push' (a seed, `rollback VERSION`) adds it to the
-# history; mode 'back' (`rollback`) goes back in the history to it, provided the current
-# version is still the one the target was chosen from.
+# matches), then switches, persists, lists and announces it, atomically. Mode 'push' (a
+# seed, `rollback VERSION`) adds it to the history; mode 'back' (`rollback`) goes back in the
+# history to it, provided the current version is still the one the target was chosen from.
 _SWITCH_LUA = """
 for i, kind in ipairs({'hash', 'hash', 'zset', 'list'}) do
   local found = redis.call('TYPE', KEYS[i]).ok
