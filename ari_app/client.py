@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,10 @@ def ari_base_url(url: str) -> URL:
     if not path.endswith("/ari"):
         path = f"{path}/ari"
     return u.with_user(None).with_password(None).with_query(None).with_path(path)
+
+
+#: A websocket up at least this long (seconds) that drops is made again without a delay.
+RECONNECT_AT_ONCE_AFTER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +345,10 @@ class AriClient:
         next_delay = self._backoff.delays(self._rng)
         outage_logged = False
         while True:
+            # A connection that was up a while and dropped is made again at once: until it
+            # is, Stasis() cannot hand calls over. Backoff after that, and after a connection
+            # that closed at once (Asterisk shutting down, or refusing the app).
+            again_at_once = False
             try:
                 # Bounded: an Asterisk whose ARI is stuck (docs/ari.md) accepts the connection
                 # and never answers the handshake; unbounded, the service waited silently.
@@ -351,6 +360,7 @@ class AriClient:
                 async with ws:
                     self._ws = ws
                     self.connections += 1
+                    connected_at = time.monotonic()
                     next_delay = self._backoff.delays(self._rng)
                     log.info("ARI events connected to %s (app %s)", where, self.app)
                     outage_logged = False
@@ -365,6 +375,7 @@ class AriClient:
                         self._ws = None
                         if connected_task is not None and not connected_task.done():
                             connected_task.cancel()
+                    again_at_once = time.monotonic() - connected_at >= RECONNECT_AT_ONCE_AFTER
                     log.warning(
                         "ARI events websocket closed (code %s); reconnecting", ws.close_code
                     )
@@ -386,7 +397,8 @@ class AriClient:
                         if type(exc) is TimeoutError else type(exc).__name__,
                     )
                     outage_logged = True
-            await asyncio.sleep(next_delay())
+            if not again_at_once:
+                await asyncio.sleep(next_delay())
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_event: EventCallback) -> None:
         async for msg in ws:

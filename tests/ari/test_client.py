@@ -151,6 +151,36 @@ async def test_an_events_handshake_that_never_comes_back_is_retried_and_logged(
             "(no answer within 0.2 s); retrying with backoff") in caplog.text
 
 
+@pytest.mark.parametrize("up_for", [0.0, 1000.0])
+async def test_a_websocket_that_was_up_is_made_again_at_once_after_a_drop_else_after_backoff(
+        fake: FakeAsterisk, monkeypatch: pytest.MonkeyPatch, up_for: float) -> None:
+    # Until the app is connected again Stasis() cannot hand calls over: the backoff's first
+    # delay (0.2 s) failed 9 calls of 60 at 10 calls/s with six cuts on the lab.
+    import ari_app.client
+
+    monkeypatch.setattr(ari_app.client, "RECONNECT_AT_ONCE_AFTER", up_for)
+    assert fake.server is not None
+    ari = AriClient(f"http://127.0.0.1:{fake.server.port}", fake.username, fake.password,
+                    fake.app, backoff=Backoff(initial=0.5, maximum=0.5, jitter=0.0))
+    connects: list[float] = []
+
+    async def on_connected() -> None:
+        connects.append(asyncio.get_running_loop().time())
+
+    task = asyncio.create_task(ari.run_events(lambda raw: None, on_connected))
+    try:
+        await wait_for(lambda: len(connects) == 1)
+        dropped = asyncio.get_running_loop().time()
+        await fake.drop_websockets()
+        await wait_for(lambda: len(connects) == 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+    gap = connects[1] - dropped
+    assert gap < 0.3 if up_for == 0.0 else gap >= 0.5, gap
+
+
 async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(
     fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:

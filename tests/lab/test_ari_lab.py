@@ -178,6 +178,22 @@ def test_the_router_being_down_gives_503_not_a_hang(tiers, carrier, ari) -> None
     assert ari.call(NUMBER).final_code == 200  # back as soon as the service reconnected
 
 
+def test_a_call_that_comes_while_the_router_is_away_for_a_moment_is_routed_when_it_is_back(
+        tiers, carrier, ari, background) -> None:  # type: ignore[no-untyped-def]
+    # A websocket reconnecting, a service restarted after a crash: Stasis() fails for that
+    # moment, and the dialplan asks again every 0.25 s for 3 s. The phone got 503 (9 calls of
+    # 60 at 10 calls/s while the app's connection was cut six times).
+    a = carrier("a", "answer")
+    offset = tiers.asterisk_log.stat().st_size
+    with tiers.service_stopped("ari"):
+        call = background.submit(ari.call, NUMBER)
+        wait_for("Stasis() to fail once", lambda: '"RTR_TRIES=1")'
+                 in logged_since(tiers.asterisk_log, offset))
+    result = call.result()
+    assert result.final_code == 200, result.codes
+    assert a.invites() == 1
+
+
 # -- tiers, weights, load ---------------------------------------------------------------------
 
 
