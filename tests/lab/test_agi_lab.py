@@ -130,6 +130,24 @@ def test_the_router_being_down_gives_congestion_not_a_hang(tiers, carrier, agi) 
     assert a.invites() == 0
 
 
+def test_a_call_that_comes_while_the_router_restarts_is_routed_when_it_is_back(
+        tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    # AGI() cannot connect (AGISTATUS=FAILURE) while the service restarts: the dialplan asks
+    # again every 0.25 s for 3 s. The phone got 503 at once.
+    a = carrier("a", "answer")
+    offset = tiers.asterisk_log.stat().st_size
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with tiers.service_stopped("agi"):
+            call = pool.submit(agi.call, NUMBER)
+            deadline = time.monotonic() + 10
+            while '"RTR_TRIES=1")' not in logged_since(tiers.asterisk_log, offset):
+                assert time.monotonic() < deadline, "AGI() did not fail"  # polling the log
+                time.sleep(0.05)
+        result = call.result()
+    assert result.final_code == 200, result.codes
+    assert a.invites() == 1
+
+
 def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
     # carrier-a never answers; while Dial waits for it, the agi service is down: the dialplan
     # cannot ask the router about the failed attempt and fails over on its own (CHANUNAVAIL).
