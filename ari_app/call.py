@@ -994,6 +994,15 @@ class Call:
             if not isinstance(exc, AriNotFound | AriConflict) and exc.status not in (400, 422):
                 raise
             self.log.info("attempt %d: %s", attempt.index, exc)
+        except AriUnavailable as exc:
+            if leg.dial_request is None:
+                raise  # addChannel: the call cannot go on without its bridge (ERROR, 503)
+            # No reply to /dial (a busy Asterisk's timeout, a connection closed): it may have
+            # sent its INVITE. Ending the call would drop a callee being rung, dialling again
+            # could ring them twice: the leg's events tell (ringing, answer, failure), and a
+            # leg never dialled is left to its setup timer (judged unreachable: no INVITE).
+            self.log.warning("attempt %d: no reply to dialling %s (%s): following its events",
+                             attempt.index, attempt.trunk, exc)
         leg.dialled()
         return await self._follow(leg)
 

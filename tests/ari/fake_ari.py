@@ -158,8 +158,11 @@ class FakeAsterisk:
         #: INVITE), then its reply waits for this (still on its way when the app stops)
         self.held_replies: dict[str, asyncio.Event] = {}
         self.failing: dict[str, int] = {}  # "POST /bridges" -> answer with this status instead
-        #: "DELETE /channels/ID" -> close the connection unanswered, this many times
+        #: "DELETE /channels/ID" (fnmatch) -> close the connection unanswered, this many times
         self.dropping: Counter[str] = Counter()
+        #: "POST /channels/*/dial" (fnmatch) -> the request is carried out, then its
+        #: connection closed unanswered, this many times (a reply lost on its way)
+        self.lost_replies: Counter[str] = Counter()
         #: Set: GET /channels takes its list, then waits for this before it replies (a reply
         #: older than the events sent meanwhile, as on a busy Asterisk).
         self.hold_channel_list: asyncio.Event | None = None
@@ -414,8 +417,8 @@ class FakeAsterisk:
             gate = self.gates.get(f"{request.method} {request.path[4:]}")
             if gate is not None:
                 await gate.wait()
-            if self.dropping[key := f"{request.method} {request.path[4:]}"] > 0:
-                self.dropping[key] -= 1
+            key = f"{request.method} {request.path[4:]}"
+            if self._take(self.dropping, key):
                 assert request.transport is not None
                 request.transport.close()  # as Asterisk past its sessionlimit: no answer
                 return web.Response(status=500)
@@ -423,11 +426,24 @@ class FakeAsterisk:
             if status is not None:
                 return web.json_response({"message": "injected failure"}, status=status)
             response = await handler(request)
+            if self._take(self.lost_replies, key):
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
             for pattern, held in self.held_replies.items():
                 if fnmatch.fnmatchcase(key, pattern):
                     await held.wait()
             return response
         return await handler(request)
+
+    @staticmethod
+    def _take(counts: Counter[str], key: str) -> bool:
+        """Count one down for the first pattern of ``counts`` left that matches ``key``."""
+        for pattern, left in counts.items():
+            if left > 0 and fnmatch.fnmatchcase(key, pattern):
+                counts[pattern] -= 1
+                return True
+        return False
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("app") != self.app:

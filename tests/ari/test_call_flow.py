@@ -282,6 +282,32 @@ async def test_a_hangup_asterisk_does_not_answer_is_sent_again(lab: Lab) -> None
     await hang_up_answered(lab, caller)
 
 
+async def test_a_dial_whose_reply_is_lost_follows_the_attempt_that_it_started(lab: Lab) -> None:
+    # A /dial carried out whose reply never came (a busy Asterisk's timeout, a connection
+    # closed): the call ended on an ARI error (503) while carrier-a rang, and dialling again
+    # could ring the callee twice. The leg's events tell what happens: here carrier-a answers.
+    lab.carriers("a200")
+    lab.fake.lost_replies["POST /channels/*/dial"] = 2  # (the pool's resend too)
+    caller = lab.fake.new_caller(NUMBER)
+    await answered(lab, caller)
+    assert lab.fake.dials["carrier-a"] == 1
+    assert lab.fake.lost_replies["POST /channels/*/dial"] < 2  # the reply was lost
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_dial_that_never_reached_asterisk_moves_on_at_the_setup_timer(lab: Lab) -> None:
+    # The /dial's connection closed before Asterisk took it: the leg stays undialled (no
+    # INVITE), its setup timer takes it for an unreachable trunk, and carrier-b answers.
+    lab.carriers("a503_b200")
+    lab.fake.dropping["POST /channels/ora-*/dial"] = 2  # (the pool's resend too)
+    caller = lab.fake.new_caller(NUMBER)
+    await answered(lab, caller)
+    assert (lab.fake.dials["carrier-a"], lab.fake.dials["carrier-b"]) == (0, 1)
+    call = await lab.started(caller)
+    assert call.legs[0].setup_timeout
+    await hang_up_answered(lab, caller)
+
+
 async def first_attempt_ended_before_it_entered_the_app(lab: Lab) -> tuple[str, Call]:
     """A call whose first attempt channel Asterisk ends before its StasisStart."""
     lab.carriers("a200")
