@@ -282,29 +282,25 @@ async def test_a_hangup_asterisk_does_not_answer_is_sent_again(lab: Lab) -> None
     await hang_up_answered(lab, caller)
 
 
-async def test_a_dial_whose_reply_is_lost_follows_the_attempt_that_it_started(lab: Lab) -> None:
-    # A /dial carried out whose reply never came (a busy Asterisk's timeout, a connection
-    # closed): the call ended on an ARI error (503) while carrier-a rang, and dialling again
-    # could ring the callee twice. The leg's events tell what happens: here carrier-a answers.
-    lab.carriers("a200")
-    lab.fake.lost_replies["POST /channels/*/dial"] = 2  # (the pool's resend too)
+@pytest.mark.parametrize(("fault", "case", "dials"), [
+    # Carried out, its reply never came (a busy Asterisk's timeout, a connection closed): the
+    # call ended on an ARI error (503) while carrier-a rang, and dialling again could ring the
+    # callee twice. The leg's events tell what happens: here carrier-a answers.
+    ("lost_replies", "a200", (1, 0)),
+    # Its connection closed before Asterisk took it: the leg stays undialled (no INVITE), its
+    # setup timer takes it for an unreachable trunk, and carrier-b answers.
+    ("dropping", "a503_b200", (0, 1)),
+])
+async def test_a_dial_without_a_reply_follows_the_attempt_s_events(
+        lab: Lab, fault: str, case: str, dials: tuple[int, int]) -> None:
+    lab.carriers(case)
+    faults = getattr(lab.fake, fault)
+    faults["POST /channels/ora-*/dial"] = 2  # (the pool's resend too)
     caller = lab.fake.new_caller(NUMBER)
     await answered(lab, caller)
-    assert lab.fake.dials["carrier-a"] == 1
-    assert lab.fake.lost_replies["POST /channels/*/dial"] < 2  # the reply was lost
-    await hang_up_answered(lab, caller)
-
-
-async def test_a_dial_that_never_reached_asterisk_moves_on_at_the_setup_timer(lab: Lab) -> None:
-    # The /dial's connection closed before Asterisk took it: the leg stays undialled (no
-    # INVITE), its setup timer takes it for an unreachable trunk, and carrier-b answers.
-    lab.carriers("a503_b200")
-    lab.fake.dropping["POST /channels/ora-*/dial"] = 2  # (the pool's resend too)
-    caller = lab.fake.new_caller(NUMBER)
-    await answered(lab, caller)
-    assert (lab.fake.dials["carrier-a"], lab.fake.dials["carrier-b"]) == (0, 1)
-    call = await lab.started(caller)
-    assert call.legs[0].setup_timeout
+    assert (lab.fake.dials["carrier-a"], lab.fake.dials["carrier-b"]) == dials
+    assert faults["POST /channels/ora-*/dial"] < 2
+    assert (await lab.started(caller)).legs[0].setup_timeout == (dials == (0, 1))
     await hang_up_answered(lab, caller)
 
 
