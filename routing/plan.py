@@ -53,26 +53,24 @@ class Tier:
     routes: tuple[Route, ...]
     #: Sum of the routes' metrics, computed once (tiers are memoised; plans read it per call).
     total: int = field(init=False)
-    #: The last point of each spread sequence of this tier: its routes' (key None) and each
-    #: route's trunks' (key: the route's name). Empty until the first spread plan.
-    _spread: dict[str | None, float] = field(init=False, default_factory=dict, compare=False,
-                                             repr=False)
+    #: The last point of this tier's spread sequence (empty until the first spread plan).
+    _spread: list[float] = field(init=False, default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "total", sum(r.metric for r in self.routes))
 
-    def spread_point(self, rng: random.Random, key: str | None = None) -> float:
-        """The next point of a spread sequence of this tier: a uniform random start, then
-        steps of the golden ratio. Each point taken alone is uniform on [0, 1) (the start
-        is), so a route is first with probability ``metric / total`` exactly; and over any
-        run of calls the routes are first in their shares to within a call or two, where
-        independent draws stray by about ``sqrt(calls)`` (300 calls at 1:2: 100 +- 8 at one
-        sd). The same for the first trunk of a route's carrier (``key``: the route's name)."""
-        spread = self._spread
-        point = spread.get(key)
-        point = rng.random() if point is None else (point + _GOLDEN_STEP) % 1.0
-        spread[key] = point
-        return point
+    def spread_point(self, rng: random.Random) -> float:
+        """The next point of this tier's spread sequence: a uniform random start, then steps
+        of the golden ratio. Each point taken alone is uniform on [0, 1) (the start is), so a
+        route is first with probability ``metric / total`` exactly; and over any run of calls
+        the routes are first in their shares to within a call or two, where independent
+        draws stray by about ``sqrt(calls)`` (300 calls at 1:2: 100 +- 8 at one sd)."""
+        cursor = self._spread
+        if cursor:
+            cursor[0] = (cursor[0] + _GOLDEN_STEP) % 1.0
+        else:
+            cursor.append(rng.random())
+        return cursor[0]
 
     def shares(self, tried: frozenset[str] = frozenset()) -> tuple[Fraction, ...]:
         """Exact probability of each route being the tier's first attempt, when the carriers
@@ -211,30 +209,13 @@ def weighted_order(routes: tuple[Route, ...], rng: random.Random,
     return ordered
 
 
-def _trunk_order(trunks: tuple[str, ...], rng: random.Random,
-                 first: float | None) -> tuple[str, ...]:
-    """The trunks in random order (SPEC 2.6); ``first``, a point of [0, 1), draws the first
-    trunk instead of ``rng`` (a spread point)."""
-    if len(trunks) == 2:
-        swap = (rng.random() if first is None else first) < 0.5
-        return (trunks[1], trunks[0]) if swap else trunks
-    shuffled = list(trunks)
-    if first is None:
-        rng.shuffle(shuffled)
-        return tuple(shuffled)
-    head = shuffled.pop(int(first * len(trunks)))
-    rng.shuffle(shuffled)
-    return (head, *shuffled)
-
-
 def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
          rng: random.Random, spread: bool = False) -> Plan:
     """The ordered trunk attempts for a call (SPEC section 2).
 
-    With ``spread`` (the router's calls), each tier's first route, and the first trunk of each
-    route's carrier, are drawn from the tier's spread sequences (:meth:`Tier.spread_point`),
-    the rest with ``rng``: the same probability for every call, and first-attempt shares that
-    keep to the metrics (and trunks to even shares) over few calls. Without
+    With ``spread`` (the router's calls), each tier's first route is drawn from the tier's
+    spread sequence (:meth:`Tier.spread_point`), the rest with ``rng``: the same probability
+    for every call, and first-attempt shares that keep to the metrics over few calls. Without
     it (``explain``, tests) every draw comes from ``rng``, so a seeded one repeats a plan."""
     selection = select(snapshot, digits, tenant)
     if selection.status is not Status.OK:
@@ -257,9 +238,13 @@ def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
             carrier = carriers[carrier_name]
             dial_number = format_for_carrier(number, carrier, defaults)
             trunks = carrier.trunks
-            if len(trunks) > 1:
-                trunks = _trunk_order(trunks, rng, tier.spread_point(rng, route.name)
-                                      if spread else None)
+            if len(trunks) == 2:
+                if rng.random() < 0.5:
+                    trunks = (trunks[1], trunks[0])
+            elif len(trunks) > 2:
+                shuffled = list(trunks)
+                rng.shuffle(shuffled)
+                trunks = tuple(shuffled)
             for trunk in trunks:
                 attempts.append(Attempt(len(attempts) + 1, route, carrier, trunk, dial_number,
                                         defaults.setup_timeout, defaults.ring_timeout))

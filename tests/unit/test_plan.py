@@ -219,25 +219,6 @@ def test_spread_plans_keep_first_attempt_shares_within_two_calls_of_the_metrics(
             assert abs(counts[n] - calls * m / sum(metrics)) <= 2, (seed, counts)
 
 
-@pytest.mark.parametrize("trunks", [("a1", "a2"), ("a1", "a2", "a3"), ("a1", "a2", "a3", "a4")])
-def test_spread_plans_give_each_trunk_of_a_carrier_an_even_share_of_first_attempts(
-        trunks) -> None:
-    snap = snapshot([route("a", pattern="spain", carrier="A", priority=1),
-                     route("b", pattern="spain", carrier="B", priority=2)],
-                    carriers=[carrier("A", *trunks), carrier("B", "b1", "b2")])
-    for seed in range(20):
-        rng = random.Random(seed)
-        plans = [[a.trunk for a in plan(snap, ES, rng=rng, spread=True).attempts]
-                 for _ in range(300)]
-        firsts = Counter(p[0] for p in plans)
-        assert all(abs(firsts[t] - 300 / len(trunks)) <= 2 for t in trunks), (seed, firsts)
-        assert all(sorted(p[:len(trunks)]) == list(trunks) for p in plans)
-        seconds = Counter(p[len(trunks)] for p in plans)  # carrier B's, its own sequence
-        assert abs(seconds["b1"] - 150) <= 2, (seed, seconds)
-    if len(trunks) == 3:  # the trunks after the first still come in every order
-        assert len({tuple(p[:3]) for p in plans}) == 6
-
-
 def test_a_spread_plan_s_first_route_has_the_exact_share_whatever_came_before() -> None:
     # Each call's first route, over the random start of the sequence, is drawn with
     # probability metric / total: the first call of fresh tiers, and the 7th.
