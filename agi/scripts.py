@@ -210,7 +210,7 @@ class Scripts:
             pairs = error_variables()
         else:
             try:
-                p = plan(snapshot, number, tenant, rng=self.rng, spread=True)
+                p = plan(snapshot, number, tenant, rng=self.rng)
             except RoutingError as exc:
                 session.log.error("route %r: %s", number, exc)
                 pairs = error_variables()

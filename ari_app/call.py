@@ -667,7 +667,7 @@ class Call:
         if self.snapshot is None:
             self.log.error("no routing table loaded (is the routes file seeded into Redis?)")
             return await self._end_in_error()
-        the_plan = plan(self.snapshot, number, tenant, rng=self.rng, spread=True)
+        the_plan = plan(self.snapshot, number, tenant, rng=self.rng)
         base_vars = {var.STATUS: str(the_plan.status), var.VERSION: self.snapshot.version}
         if the_plan.number:
             base_vars[var.NUMBER] = the_plan.number

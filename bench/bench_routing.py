@@ -39,21 +39,21 @@ def main() -> None:
     numbers = sample_numbers(table, 10_000)
     rng = random.Random(3)
     for n in numbers[:2000]:  # warm-up
-        plan(snapshot, n, rng=rng, spread=True)
+        plan(snapshot, n, rng=rng)
 
     gc.disable()
     n = args.decisions
     batch = [numbers[i % len(numbers)] for i in range(n)]
     start = time.perf_counter()
     for number in batch:
-        plan(snapshot, number, rng=rng, spread=True)
+        plan(snapshot, number, rng=rng)
     elapsed = time.perf_counter() - start
 
     clock = time.perf_counter_ns
     lat = []
     for number in batch[:100_000]:
         a = clock()
-        plan(snapshot, number, rng=rng, spread=True)
+        plan(snapshot, number, rng=rng)
         lat.append(clock() - a)
     gc.enable()
     lat.sort()

@@ -41,36 +41,15 @@ _CALLER_CAUSE = {
 }
 
 
-#: The golden ratio's fractional part: the step of the tiers' spread sequences (a Weyl
-#: sequence, whose points fill [0, 1) most evenly: any run of them lands in an interval in
-#: very nearly the proportion of its length).
-_GOLDEN_STEP = 0.6180339887498949
-
-
 @dataclass(frozen=True, slots=True)
 class Tier:
     priority: int
     routes: tuple[Route, ...]
     #: Sum of the routes' metrics, computed once (tiers are memoised; plans read it per call).
     total: int = field(init=False)
-    #: The last point of this tier's spread sequence (empty until the first spread plan).
-    _spread: list[float] = field(init=False, default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "total", sum(r.metric for r in self.routes))
-
-    def spread_point(self, rng: random.Random) -> float:
-        """The next point of this tier's spread sequence: a uniform random start, then steps
-        of the golden ratio. Each point taken alone is uniform on [0, 1) (the start is), so a
-        route is first with probability ``metric / total`` exactly; and over any run of calls
-        the routes are first in their shares to within a call or two, where independent
-        draws stray by about ``sqrt(calls)`` (300 calls at 1:2: 100 +- 8 at one sd)."""
-        cursor = self._spread
-        if cursor:
-            cursor[0] = (cursor[0] + _GOLDEN_STEP) % 1.0
-        else:
-            cursor.append(rng.random())
-        return cursor[0]
 
     def shares(self, tried: frozenset[str] = frozenset()) -> tuple[Fraction, ...]:
         """Exact probability of each route being the tier's first attempt, when the carriers
@@ -183,9 +162,8 @@ def _select(routes: list[Route]) -> tuple[Status, tuple[Tier, ...], Route | None
 
 
 def weighted_order(routes: tuple[Route, ...], rng: random.Random,
-                   total: int | None = None, first: float | None = None) -> list[Route]:
-    """Exact weighted sampling without replacement on ``metric`` (SPEC 2.5). ``first``, a
-    point of [0, 1), draws the first route instead of ``rng`` (a tier's spread point)."""
+                   total: int | None = None) -> list[Route]:
+    """Exact weighted sampling without replacement on ``metric`` (SPEC 2.5)."""
     if len(routes) == 1:
         return [routes[0]]
     remaining = list(routes)
@@ -194,8 +172,7 @@ def weighted_order(routes: tuple[Route, ...], rng: random.Random,
     ordered: list[Route] = []
     random_ = rng.random
     while len(remaining) > 1:
-        point = (random_() if first is None else first) * total
-        first = None
+        point = random_() * total
         chosen = len(remaining) - 1  # if rounding leaves point a hair above 0: the last one
         for i, route in enumerate(remaining):
             point -= route.metric
@@ -210,13 +187,8 @@ def weighted_order(routes: tuple[Route, ...], rng: random.Random,
 
 
 def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
-         rng: random.Random, spread: bool = False) -> Plan:
-    """The ordered trunk attempts for a call (SPEC section 2).
-
-    With ``spread`` (the router's calls), each tier's first route is drawn from the tier's
-    spread sequence (:meth:`Tier.spread_point`), the rest with ``rng``: the same probability
-    for every call, and first-attempt shares that keep to the metrics over few calls. Without
-    it (``explain``, tests) every draw comes from ``rng``, so a seeded one repeats a plan."""
+         rng: random.Random) -> Plan:
+    """The ordered trunk attempts for a call (SPEC section 2)."""
     selection = select(snapshot, digits, tenant)
     if selection.status is not Status.OK:
         return Plan(selection.status, selection.number, blocked_by=selection.blocked_by,
@@ -229,8 +201,7 @@ def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
     attempts: list[Attempt] = []
     tried: set[str] = set()
     for tier in selection.tiers:
-        first = tier.spread_point(rng) if spread and len(tier.routes) > 1 else None
-        for route in weighted_order(tier.routes, rng, tier.total, first):
+        for route in weighted_order(tier.routes, rng, tier.total):
             carrier_name = route.carrier
             if carrier_name is None or carrier_name in tried:
                 continue

@@ -202,59 +202,6 @@ def test_first_attempt_frequencies_match_exact_shares(metrics) -> None:
         assert abs(counts[n] / 30_000 - m / total) < 0.01, (n, counts)
 
 
-@pytest.mark.parametrize("metrics", [(1, 2), (1, 1), (1, 2, 3), (5, 1, 1, 3), (1, 99)])
-@pytest.mark.parametrize("calls", [30, 300, 3_000])
-def test_spread_plans_keep_first_attempt_shares_within_two_calls_of_the_metrics(
-        metrics, calls) -> None:
-    # The router's plans (spread=True): the check of 300 calls at 1:2 within 0.06
-    # failed by luck 1 time in 35 with independent draws (sd 8 calls); now within 2 calls.
-    names = [f"C{i}" for i in range(len(metrics))]
-    snap = snapshot([route(n, pattern="spain", carrier=n, metric=m)
-                     for n, m in zip(names, metrics, strict=True)])
-    for seed in range(20):
-        rng = random.Random(seed)
-        counts = Counter(plan(snap, ES, rng=rng, spread=True).attempts[0].carrier.name
-                         for _ in range(calls))
-        for n, m in zip(names, metrics, strict=True):
-            assert abs(counts[n] - calls * m / sum(metrics)) <= 2, (seed, counts)
-
-
-def test_a_spread_plan_s_first_route_has_the_exact_share_whatever_came_before() -> None:
-    # Each call's first route, over the random start of the sequence, is drawn with
-    # probability metric / total: the first call of fresh tiers, and the 7th.
-    metrics = (1, 2, 3)
-    routes = [route(f"C{m}", pattern="spain", carrier=f"C{m}", metric=m) for m in metrics]
-    for nth in (1, 7):
-        counts: Counter[str] = Counter()
-        for seed in range(12_000):
-            snap = snapshot(routes)  # fresh tiers: a new random start
-            rng = random.Random(seed)
-            for _ in range(nth):
-                first = plan(snap, ES, rng=rng, spread=True).attempts[0].carrier.name
-            counts[first] += 1
-        for m in metrics:
-            assert abs(counts[f"C{m}"] / 12_000 - m / 6) < 0.015, (nth, counts)
-
-
-def test_spread_plans_order_the_rest_of_the_tier_by_weight() -> None:
-    # metrics 1:2:3: P(second = C1 | first = C3) = 1 / (1 + 2), as without the spread
-    snap = snapshot([route(f"C{m}", pattern="spain", carrier=f"C{m}", metric=m)
-                     for m in (1, 2, 3)])
-    rng = random.Random(5)
-    pairs = Counter(tuple(carriers_of(plan(snap, ES, rng=rng, spread=True))[:2])
-                    for _ in range(30_000))
-    first_c3 = sum(v for k, v in pairs.items() if k[0] == "C3")
-    assert abs(pairs[("C3", "C1")] / first_c3 - 1 / 3) < 0.02
-
-
-def test_plans_without_the_spread_repeat_with_the_same_seed() -> None:
-    snap = snapshot([route(f"C{m}", pattern="spain", carrier=f"C{m}", metric=m)
-                     for m in (1, 2, 3)])
-    runs = [[carriers_of(plan(snap, ES, rng=random.Random(3))) for _ in range(5)]
-            for _ in range(2)]
-    assert runs[0] == runs[1]
-
-
 def test_second_attempt_is_weighted_among_the_rest() -> None:
     # metrics 1:2:3: P(second = C1 | first = C2) = 1 / (1 + 2)
     routes = tuple(route(f"C{m}", pattern="spain", carrier=f"C{m}", metric=m) for m in (1, 2, 3))
