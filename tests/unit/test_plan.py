@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from fractions import Fraction
@@ -208,7 +209,7 @@ def test_each_call_s_first_route_is_drawn_on_its_own() -> None:
     # the same route came first on 23% of consecutive calls instead of half.)
     snap = snapshot([route(n, pattern="spain", carrier=n, metric=1) for n in ("A", "B")])
     firsts = first_carriers(snap, draws=20_000)
-    repeats = sum(a == b for a, b in zip(firsts, firsts[1:]))
+    repeats = sum(a == b for a, b in itertools.pairwise(firsts))
     assert abs(repeats / (len(firsts) - 1) - 0.5) < 0.02, repeats
 
 
