@@ -44,7 +44,7 @@ from routing.snapshot import Snapshot
 from .connection import async_client, close_async_client
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
-from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields
+from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields, version_number
 from .store import decode_version
 from .urls import mask_url
 
@@ -265,7 +265,23 @@ class SnapshotReader:
             return
         routes = len(table.routes)
         del table, stored
+        if held is not None and await self._ids_started_again(held.version, version):
+            log.warning("routing version %s replaces %s, which Redis no longer keeps: Redis "
+                        "lost its data and version ids started again (a ROUTER_VERSION in "
+                        "CDRs may now name two tables; keep Redis persistent)",
+                        version, held.version)
         await self._swap(snapshot, sha, routes)
+
+    async def _ids_started_again(self, held: str, version: str) -> bool:
+        """A version numbered at or below the one held, which Redis no longer lists: not a
+        rollback (its target is kept), but a Redis that lost its data (one read, only then)."""
+        assert self._client is not None
+        try:
+            if version_number(version) > version_number(held):
+                return False
+        except ValueError:
+            return False
+        return await self._client.zscore(self._keys.versions, held) is None
 
     async def _swap(self, snapshot: Snapshot, sha: str | None, routes: int) -> None:
         previous = self._snapshot

@@ -208,6 +208,32 @@ async def test_rollback_reaches_the_reader(client: redis.Redis,
     assert generation_of(snapshot) == 1
 
 
+async def test_version_ids_that_start_again_after_redis_lost_its_data_are_logged(
+        client: redis.Redis, reader: SnapshotReader, caplog: pytest.LogCaptureFixture) -> None:
+    # The lab's Redis keeps nothing on disk: restarted empty, the next seed was v000001 again,
+    # and the routers said only "v000001 loaded, replacing v000003".
+    for g in (1, 2, 3):
+        await seed(client, g)
+    await reader.start()
+    await asyncio.to_thread(client.flushdb)
+    assert await seed(client, 4) == "v000001"
+    await reader.wait_until(lambda s: generation_of(s) == 4, timeout=2.0)
+    assert ("routing version v000001 replaces v000003, which Redis no longer keeps: Redis "
+            "lost its data and version ids started again") in caplog.text
+
+
+async def test_a_rollback_is_not_taken_for_lost_data(
+        client: redis.Redis, reader: SnapshotReader, caplog: pytest.LogCaptureFixture) -> None:
+    from redis_seed.store import rollback
+
+    await seed(client, 1)
+    await seed(client, 2)
+    await reader.start()
+    assert await asyncio.to_thread(rollback, client) == "v000001"
+    await reader.wait_for_version("v000001", timeout=1.0)
+    assert "started again" not in caplog.text
+
+
 async def test_on_change_is_called_with_each_new_snapshot(client: redis.Redis,
                                                           redis_server: str) -> None:
     changes: list[str] = []
