@@ -123,6 +123,8 @@ class RouterApp:
         #: that came while GET /channels was on its way), the rest are dropped.
         self._held: deque[Event] | None = None
         self._held_dropped = 0
+        #: (routing version, its trunks that are no endpoint) last warned about
+        self._trunks_warned: tuple[str, tuple[str, ...]] | None = None
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -232,6 +234,33 @@ class RouterApp:
             if self._held is held:  # not a later connection's
                 self._release_held()
             self.reconciled.set()
+        await self.check_trunks()
+
+    def routing_changed(self) -> None:
+        """A new routing version is in use (the reader's on_change): check its trunks."""
+        self._spawn(self.check_trunks(), "check-trunks")
+
+    async def check_trunks(self) -> None:
+        """Warn (once per version) about trunks of the routing table that are no PJSIP
+        endpoint of this Asterisk: a typo in a carrier's `trunks`, which `validate` cannot
+        see. Their attempts fail at once (the next trunk is tried), with no INVITE."""
+        snapshot = self.snapshot()
+        if snapshot is None:
+            return
+        try:
+            endpoints = await self.ari.endpoints("PJSIP")
+        except (AriError, AriUnavailable) as exc:
+            log.info("cannot list the PJSIP endpoints to check the trunks: %s", exc)
+            return
+        known = {e.get("resource") for e in endpoints if isinstance(e, dict)}
+        trunks = {t for carrier in snapshot.carriers.values() for t in carrier.trunks}
+        missing = tuple(sorted(trunks - known))
+        if missing and self._trunks_warned != (snapshot.version, missing):
+            self._trunks_warned = (snapshot.version, missing)
+            log.warning("routing version %s names trunks that are no PJSIP endpoint of this "
+                        "Asterisk: %s; their attempts fail at once and the next trunk is tried "
+                        "(compare the carriers' `trunks` with `pjsip show endpoints`)",
+                        snapshot.version, ", ".join(missing))
 
     def _release_held(self) -> None:
         """The held events to the calls that own their channels now; the rest are dropped."""

@@ -303,6 +303,11 @@ class AriClient:
             "POST", f"/bridges/{bridge_id}/removeChannel", {"channel": channel_id}
         )
 
+    async def endpoints(self, technology: str) -> list[dict[str, Any]]:
+        """``GET /endpoints/{tech}``: the endpoints Asterisk has of that technology."""
+        result: list[dict[str, Any]] = await self._request("GET", f"/endpoints/{technology}")
+        return result
+
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/channels/{channel_id}")
         return result

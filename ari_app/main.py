@@ -22,7 +22,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     from redis_seed.reader import SnapshotReader
 
     stop = stop or asyncio.Event()
-    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix)
+    app: RouterApp | None = None
+
+    def routing_changed(_snapshot: object) -> None:
+        if app is not None:
+            app.routing_changed()
+
+    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix,
+                            on_change=routing_changed)
     await reader.start()
     if reader.snapshot is None:
         log.warning("no routing table in Redis yet: calls fail with ROUTER_STATUS=ERROR "

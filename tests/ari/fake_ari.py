@@ -145,6 +145,9 @@ class FakeAsterisk:
         self.username = username
         self.password = password
         self.trunks: dict[str, Behaviour] = {}
+        #: GET /endpoints/PJSIP: the lab's endpoints (a trunk may have no behaviour today)
+        self.endpoints = ["phone-ari", "phone-agi", "phone-baseline",
+                          "carrier-a", "carrier-b", "carrier-c", "carrier-d"]
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, dict[str, Any]] = {}
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
@@ -199,6 +202,7 @@ class FakeAsterisk:
         r.add_post("/ari/bridges/{id}/removeChannel", self._remove_channel)
         r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
         r.add_get("/ari/applications/{app}", self._application)
+        r.add_get("/ari/endpoints/{tech}", self._endpoints)
         self.server = TestServer(web_app, host="127.0.0.1")
         await self.server.start_server()
         return f"http://127.0.0.1:{self.server.port}"
@@ -620,6 +624,12 @@ class FakeAsterisk:
             return web.json_response({"message": "Bridge not found"}, status=404)
         self._emit({"type": "BridgeDestroyed", "bridge": {"id": bid}})
         return web.Response(status=204)
+
+    async def _endpoints(self, request: web.Request) -> web.Response:
+        if request.match_info["tech"] != "PJSIP":
+            return web.json_response([])
+        return web.json_response([{"technology": "PJSIP", "resource": name, "state": "online",
+                                   "channel_ids": []} for name in self.endpoints])
 
     async def _application(self, request: web.Request) -> web.Response:
         return web.json_response({"name": request.match_info["app"]})

@@ -725,3 +725,24 @@ async def test_resume_data_of_an_older_version_of_the_app_is_rebuilt_from_the_ta
     assert fake.dials == {"carrier-b": 1}
     fake.caller_hangup(caller)
     await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_trunks_that_are_no_endpoint_are_warned_about_once_per_version(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    # A typo in a carrier's `trunks` passes `validate` (it cannot know Asterisk's endpoints);
+    # its attempts failed at once on every call, with an ERROR per call and no other hint.
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "no PJSIP endpoint" in r.getMessage()]
+
+    await lab.app.check_trunks()
+    assert warnings() == []  # the fixture's routes name carrier-a and carrier-b
+    lab.snapshots.append(snapshot_of(ROUTES.replace("[carrier-b]", "[carrier-x, carrier-b]"),
+                                     version="v9"))
+    lab.app.routing_changed()
+    await wait_for(lambda: len(warnings()) == 1)
+    assert warnings()[0].startswith("routing version v9 names trunks that are no PJSIP "
+                                    "endpoint of this Asterisk: carrier-x;")
+    await lab.fake.drop_websockets()  # a reconnect checks again: the same, not said twice
+    await wait_for(lambda: lab.fake.ws_connections == 2)
+    await lab.app.check_trunks()
+    assert len(warnings()) == 1
