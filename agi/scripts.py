@@ -140,13 +140,21 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
 SETUP_TIMER_MARGIN_MS = 100
 
 
+def is_unavailable_without_reply(dialstatus: str, ringtime_ms: str,
+                                 progresstime_ms: str) -> bool:
+    """CHANUNAVAIL with no 180/183: Dial's ^SETUP timer, or a trunk it could not call at all
+    (with no channel: only the Dial's duration tells them apart)."""
+    return (dialstatus.strip() == "CHANUNAVAIL"
+            and not (ringtime_ms.strip() or progresstime_ms.strip()))
+
+
 def needs_dial_time(dialstatus: str, ringtime_ms: str, progresstime_ms: str,
                     tech: str) -> bool:
     """CHANUNAVAIL with a 487 and no 180/183: either Dial's ^SETUP timer CANCELled a trunk
     that sent only 100 Trying (the 487 answers that CANCEL), or the carrier ended the INVITE
     with 487 by itself, before the timer. Only the Dial's duration tells them apart."""
-    return (dialstatus.strip() == "CHANUNAVAIL" and parse_sip_code(tech) == 487
-            and not (ringtime_ms.strip() or progresstime_ms.strip()))
+    return (is_unavailable_without_reply(dialstatus, ringtime_ms, progresstime_ms)
+            and parse_sip_code(tech) == 487)
 
 
 def setup_timer_ruled_out(start_ms: str, end_ms: str, setup_timeout: str) -> bool:
@@ -257,8 +265,11 @@ class Scripts:
         if peer is not None:
             tech = await session.get_variable(f"HANGUPCAUSE({peer},tech)") or ""
         early = False
-        if needs_dial_time(req.arg(3), req.arg(4), req.arg(5), tech):  # rare: one more read
-            # The Dial's end, or failing that (a dialplan that does not note it) now.
+        no_channel = peer is None and is_unavailable_without_reply(req.arg(3), req.arg(4),
+                                                                   req.arg(5))
+        if no_channel or needs_dial_time(req.arg(3), req.arg(4), req.arg(5), tech):
+            # Rare, one more read: the Dial's end, or failing that (a dialplan that does not
+            # note it) now.
             start, end, now, setup = (await session.expand(
                 f"${{{V.DIAL_START}}}|${{{V.DIAL_END}}}|${{STRFTIME(,,%s%3q)}}|"
                 f"${{{V.setup_timeout(n)}}}") + "|||").split("|")[:4]
@@ -266,6 +277,12 @@ class Scripts:
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
                       before_setup_timer=early)
         trunk = await session.get_variable(V.trunk(n)) or ""
+        if no_channel and early:
+            # No channel, and at once: not the setup timer of a silent trunk but a trunk that
+            # cannot be dialled at all. The ARI app warns about those once per version.
+            session.log.warning("outcome %d/%d: Dial could not call %s at all (no PJSIP "
+                                "endpoint of that name, or one its qualify finds unreachable)",
+                                n, count, trunk)
         j = judge(obs, await self._failover(session, n))
         go_on = j.verdict is Verdict.RETRY and n < count
         session.log.info("outcome %d/%d %s %s: dialstatus=%s tech=%r cause=%s sip=%s rang=%s "

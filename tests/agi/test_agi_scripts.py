@@ -330,6 +330,24 @@ async def test_a_487_without_ringing_is_told_from_the_setup_timer_by_the_dial_ti
     assert (v["ROUTER_RESULT_1"], v["ROUTER_NEXT"]) == (result, go_on)
 
 
+@pytest.mark.parametrize(("end_ms", "result", "warned"), [
+    # No channel, at once: a trunk Dial cannot call at all (no such endpoint). Judged as the
+    # ARI app judges its failed channel create, and said in a WARNING (it was INFO only).
+    (3, "congestion:34", True),
+    # No channel after the setup timeout: a silent trunk, Dial's ^SETUP timer, no warning.
+    (5020, "unreachable:34", False),
+])
+async def test_a_trunk_dial_cannot_call_at_all_is_told_from_a_silent_one_and_warned_about(
+        router: AgiServer, caplog: pytest.LogCaptureFixture, end_ms: int, result: str,
+        warned: bool) -> None:
+    v = await route(router, "911234567")
+    v["ROUTER_DIAL_START"] = "1795785909000"
+    v["ROUTER_DIAL_END"] = str(1795785909000 + end_ms)
+    v = await outcome(router, v, 1, "34", "CHANUNAVAIL", None)
+    assert (v["ROUTER_RESULT_1"], v["ROUTER_NEXT"]) == (result, "1")
+    assert ("Dial could not call carrier-" in caplog.text) is warned
+
+
 def test_a_clock_set_back_during_the_dial_rules_nothing_out() -> None:
     from agi.scripts import setup_timer_ruled_out
     assert setup_timer_ruled_out("1000", "1008", "5")
