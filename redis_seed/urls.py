@@ -54,9 +54,10 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 #: URL is shown with it, so that the reader sees what is wrong.
 _LOOSE_SCHEME_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?::/{0,2}|/{1,2})")
 _KNOWN_SCHEMES = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, "http", "https")
-#: the value of a ``password=`` or ``sentinel_password=`` query parameter, up to the next
-#: ``&`` (a ``#`` in it is part of what the operator typed, so it is hidden too)
-_SECRET_QUERY_RE = re.compile(r"(?i)[?&](?:sentinel_)?password=(?P<secret>[^&]*)")
+#: the value of a ``password=``, ``sentinel_password=`` or ``ssl_password=`` (the client
+#: key's) query parameter, up to the next ``&`` (a ``#`` in it is part of what the operator
+#: typed, so it is hidden too)
+_SECRET_QUERY_RE = re.compile(r"(?i)[?&](?:sentinel_|ssl_)?password=(?P<secret>[^&]*)")
 _MASK = "***"
 
 
@@ -82,8 +83,8 @@ def mask_url(url: str) -> str:
     hold an ``@``, and a ``/``, ``?`` or ``#`` that was not percent-encoded must not show
     either. An ``@`` after the host (in a query value) hides the host too: showing too little
     is better than showing a password. The user name shows only when the user information is
-    a well-formed ``user:password``. ``password=`` and ``sentinel_password=`` query values
-    are hidden as well."""
+    a well-formed ``user:password``. ``password=``, ``sentinel_password=`` and
+    ``ssl_password=`` query values are hidden as well."""
     hidden = [m.span("secret") for m in _SECRET_QUERY_RE.finditer(url)]
     start, show_user = _userinfo_start(url)
     at = url.rfind("@")

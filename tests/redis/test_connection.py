@@ -57,6 +57,9 @@ def test_errors_about_a_url_never_show_its_password() -> None:
     ("redis+sentinel://:hunter2@s1,s2/mymaster?sentinel_password=hunter3",
      "redis+sentinel://:***@s1,s2/mymaster?sentinel_password=***"),
     ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock?db=0&password=***"),
+    # the client key's password, which the URL check accepts with rediss://
+    ("rediss://127.0.0.1/0?ssl_keyfile=/k.pem&ssl_password=hunter2",
+     "rediss://127.0.0.1/0?ssl_keyfile=/k.pem&ssl_password=***"),
 ])
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
