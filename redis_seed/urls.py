@@ -270,12 +270,9 @@ def _check_query(scheme: str, query: str, url: str) -> None:
                 f"are {', '.join(options)}")
         ok, expected = options[name]
         if not ok(values[-1]):
-            shown = _MASK if name in _SECRET_OPTIONS else repr(values[-1])
+            shown = _MASK if name.endswith("password") else repr(values[-1])
             raise ValueError(f"bad value {shown} for {name} in the Redis URL "
                              f"{mask_url(url)!r}: expected {expected}")
-
-
-_SECRET_OPTIONS = ("password", "ssl_password")
 
 
 def has_password(url: str) -> bool:
