@@ -60,7 +60,9 @@ def processes() -> dict[str, int]:
     state = lab_mod.load_state(p)
     found = {"asterisk": int(state["asterisk_pid"])}
     for name in lab_mod.running_services(state):
-        found[name] = int(state["services"][name]["pid"])
+        worker = lab_mod.service_worker(name)  # the service itself, not its supervisor
+        if worker is not None:
+            found[name] = worker
     return found
 
 
