@@ -128,9 +128,15 @@ def at_least_one(text: str) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     table = _load_file(args.file)
-    print(f"{args.file}: OK ({len(table.routes)} routes, {len(table.carriers)} carriers, "
-          f"{len(table.patterns)} patterns, {len(table.groups)} groups)")
+    counts = ", ".join(_count(n, what) for n, what in (
+        (len(table.routes), "route"), (len(table.carriers), "carrier"),
+        (len(table.patterns), "pattern"), (len(table.groups), "group")))
+    print(f"{args.file}: OK ({counts})")
     return EXIT_OK
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
