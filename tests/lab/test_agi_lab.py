@@ -57,6 +57,13 @@ def router_summary(lab, since: int) -> str:  # type: ignore[no-untyped-def]
         time.sleep(0.05)  # the h extension runs just after the phone's final response
 
 
+def wait_for_invite(c) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 10
+    while c.invites() == 0:  # polling SIPp's trace: there is no event to await
+        assert time.monotonic() < deadline, "the carrier got no INVITE"
+        time.sleep(0.05)
+
+
 # -- the outcome matrix ----------------------------------------------------------------------
 
 
@@ -155,10 +162,7 @@ def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> 
     before = log_size(tiers)
     with ThreadPoolExecutor(max_workers=1) as pool:
         call = pool.submit(agi.call, NUMBER)
-        deadline = time.monotonic() + 10
-        while a.invites() == 0:  # polling SIPp's trace: there is no event to await
-            assert time.monotonic() < deadline, "carrier-a got no INVITE"
-            time.sleep(0.05)
+        wait_for_invite(a)
         with tiers.service_stopped("agi"):
             result = call.result()
     assert result.final_code == 200
@@ -166,6 +170,44 @@ def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> 
     summary = router_summary(tiers, before)
     assert summary.startswith("OK carrier=second trunk=carrier-b attempts=carrier-a:unjudged:")
     assert summary.endswith("|carrier-b:answered:16:200")
+
+
+def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    # carrier-d (retry_after_early_media: false) sends 183, then 503 a second later. The agi
+    # service is down when that Dial ends and back within the 3 s the dialplan asks again:
+    # the carrier's own policy stops the call, as with the router up. Judged by the dialplan
+    # alone (section 3's defaults), the 503 went on to carrier-b.
+    d, b = carrier("d", "early_503"), carrier("b", "answer")
+    before = log_size(tiers)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        call = pool.submit(agi.call, "0033123456789")
+        wait_for_invite(d)
+        with tiers.service_stopped("agi"):
+            deadline = time.monotonic() + 10
+            while '"RTR_OTRIES=1")' not in logged_since(tiers.asterisk_log, before):
+                assert time.monotonic() < deadline, "the outcome AGI() did not fail"
+                time.sleep(0.05)  # polling the log: there is no event to await
+        result = call.result()
+    assert result.final_code == 503
+    assert (d.invites(), b.invites()) == (1, 0)
+    assert router_summary(tiers, before) == (
+        "OK carrier= trunk= attempts=carrier-d:congestion:34:503")
+
+
+def test_a_ring_timeout_judged_without_the_router_gives_no_answer(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    # carrier-a rings past the ring timeout while the agi service stays down: after asking
+    # for 3 s the dialplan stops on its own with no answer (480), not with the cause an
+    # earlier attempt left in HANGUPCAUSE, or 0 (which chan_pjsip sent as 603).
+    a, b = carrier("a", "ring"), carrier("b", "answer")
+    before = log_size(tiers)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        call = pool.submit(agi.call, NUMBER)
+        wait_for_invite(a)
+        with tiers.service_stopped("agi"):
+            result = call.result()
+    assert result.final_code == 480
+    assert (a.invites(), b.invites()) == (1, 0)
+    assert router_summary(tiers, before) == "OK carrier= trunk= attempts=carrier-a:unjudged::"
 
 
 def test_a_caller_who_leaves_while_a_failed_attempt_is_judged_keeps_it_in_the_trace(  # type: ignore[no-untyped-def]
@@ -179,10 +221,7 @@ def test_a_caller_who_leaves_while_a_failed_attempt_is_judged_keeps_it_in_the_tr
     assert worker is not None
     with ThreadPoolExecutor(max_workers=1) as pool:
         call = pool.submit(agi.call, NUMBER, cancel_after=2.5)
-        deadline = time.monotonic() + 10
-        while a.invites() == 0:  # polling SIPp's trace: there is no event to await
-            assert time.monotonic() < deadline, "carrier-a got no INVITE"
-            time.sleep(0.05)
+        wait_for_invite(a)
         os.kill(worker, signal.SIGSTOP)  # the route script is done; outcome will wait
         try:
             result = call.result()
