@@ -469,11 +469,17 @@ class Call:
         if earlier is not None:
             await earlier
         values = {k: v for k, v in values.items() if self._vars_on_caller.get(k) != v}
-        # (404: the caller is gone; 409: it hung up and left Stasis, its dialplan ends it)
-        if values and await quietly(f"set {','.join(values)}",
-                                    self.ari.set_variables(self.caller_id, var.with_cdr(values)),
-                                    self.log, gone=(AriConflict,)):
-            self._vars_on_caller.update(values)
+        if not values:
+            return
+        try:
+            await self.ari.set_variables(self.caller_id, var.with_cdr(values))
+        except (AriError, AriUnavailable) as exc:
+            # 404: the caller is gone; 409: it hung up and left Stasis, its dialplan ends it;
+            # any answer once it hung up (400 "Failed to execute function": its CDR closed).
+            if not (self.caller_gone or isinstance(exc, (AriNotFound, AriConflict))):
+                self.log.warning("set %s failed: %s", ",".join(values), exc)
+            return
+        self._vars_on_caller.update(values)
 
     def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str,
                          trunk: str) -> None:

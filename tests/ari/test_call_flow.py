@@ -482,6 +482,24 @@ async def test_a_caller_gone_before_its_attempt_joins_the_bridge_is_a_hangup_not
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_caller_who_hung_up_is_no_warning_when_its_outcome_cannot_be_written(
+    lab: Lab, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Seen in a soak run: the caller hung up as its attempt ended, and writing the outcome on
+    # it answered 400 "Failed to execute function" (its CDR closed): a WARNING per such call.
+    lab.carriers("a480-noanswer_b200")
+    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    lab.fake.failing[f"POST /channels/{caller}/variable"] = 400
+    lab.fake.caller_hangup(caller)
+    await lab.finished(caller)
+    assert f"/channels/{caller}/variable" in lab.fake.paths("POST")[-3:]  # it was tried
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_a_caller_hanging_up_while_it_rings_keeps_the_routing_for_its_cdr(
     lab: Lab, caplog: pytest.LogCaptureFixture,
 ) -> None:
