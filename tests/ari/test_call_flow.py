@@ -193,12 +193,18 @@ async def test_early_media_then_503_stops_when_the_carrier_says_so(lab: Lab) -> 
     no_leftovers(lab)
 
 
-async def test_caller_hanging_up_while_ringing_cancels_the_attempt(lab: Lab) -> None:
+async def ringing_for_long(lab: Lab) -> tuple[str, Call]:
+    """A caller whose first attempt rings (ring timeout 30 s): its channel id and call."""
     lab.carriers("a480-noanswer_b200")
     lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
     await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    return caller, call
+
+
+async def test_caller_hanging_up_while_ringing_cancels_the_attempt(lab: Lab) -> None:
+    caller, call = await ringing_for_long(lab)
     leg = call.legs[0].channel_id
     lab.fake.caller_hangup(caller)
     await lab.finished(caller)
@@ -487,11 +493,7 @@ async def test_a_caller_who_hung_up_is_no_warning_when_its_outcome_cannot_be_wri
 ) -> None:
     # Seen in a soak run: the caller hung up as its attempt ended, and writing the outcome on
     # it answered 400 "Failed to execute function" (its CDR closed): a WARNING per such call.
-    lab.carriers("a480-noanswer_b200")
-    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    caller, _ = await ringing_for_long(lab)
     lab.fake.failing[f"POST /channels/{caller}/variable"] = 400
     lab.fake.caller_hangup(caller)
     await lab.finished(caller)
@@ -505,11 +507,7 @@ async def test_a_caller_hanging_up_while_it_rings_keeps_the_routing_for_its_cdr(
 ) -> None:
     # A caller who hangs up has left Stasis before the app hears of it: writing the outcome
     # then gets 409 (seen on the lab). What was known before the attempt is on it already.
-    lab.carriers("a480-noanswer_b200")
-    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    caller, _ = await ringing_for_long(lab)
     lab.fake.caller_leaves(caller)
     await lab.finished(caller)
     variables = lab.vars_of(caller)
