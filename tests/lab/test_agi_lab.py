@@ -155,23 +155,6 @@ def test_a_call_that_comes_while_the_router_restarts_is_routed_when_it_is_back(
     assert a.invites() == 1
 
 
-def test_the_failover_goes_on_while_the_router_restarts(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    # carrier-a never answers; while Dial waits for it, the agi service is down: the dialplan
-    # cannot ask the router about the failed attempt and fails over on its own (CHANUNAVAIL).
-    a, b = carrier("a", "silent"), carrier("b", "answer")
-    before = log_size(tiers)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        call = pool.submit(agi.call, NUMBER)
-        wait_for_invite(a)
-        with tiers.service_stopped("agi"):
-            result = call.result()
-    assert result.final_code == 200
-    assert a.invites() == 1 and b.invites() == 1
-    summary = router_summary(tiers, before)
-    assert summary.startswith("OK carrier=second trunk=carrier-b attempts=carrier-a:unjudged:")
-    assert summary.endswith("|carrier-b:answered:16:200")
-
-
 def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
     # carrier-d (retry_after_early_media: false) sends 183, then 503 a second later. The agi
     # service is down when that Dial ends and back within the 3 s the dialplan asks again:
@@ -194,20 +177,29 @@ def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier
         "OK carrier= trunk= attempts=carrier-d:congestion:34:503")
 
 
-def test_a_ring_timeout_judged_without_the_router_gives_no_answer(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
-    # carrier-a rings past the ring timeout while the agi service stays down: after asking
-    # for 3 s the dialplan stops on its own with no answer (480), not with the cause an
-    # earlier attempt left in HANGUPCAUSE, or 0 (which chan_pjsip sent as 603).
-    a, b = carrier("a", "ring"), carrier("b", "answer")
+@pytest.mark.parametrize(("behaviour", "code", "b_invites", "summary"), [
+    # A dead trunk fails over (CHANUNAVAIL) although the router cannot judge it.
+    pytest.param("silent", 200, 1, "OK carrier=second trunk=carrier-b "
+                 "attempts=carrier-a:unjudged::|carrier-b:answered:16:200", id="silent-next"),
+    # A ring timeout stops with no answer (480), not with the cause an earlier attempt left
+    # in HANGUPCAUSE, or 0 (which chan_pjsip sent as 603).
+    pytest.param("ring", 480, 0, "OK carrier= trunk= attempts=carrier-a:unjudged::",
+                 id="ring-timeout-480"),
+])
+def test_the_dialplan_judges_alone_while_the_router_stays_down(  # type: ignore[no-untyped-def]
+        tiers, carrier, agi, behaviour, code, b_invites, summary) -> None:
+    # carrier-a's Dial ends while the agi service is down, and it stays down past the 3 s the
+    # dialplan asks again: section 3's defaults, read from DIALSTATUS.
+    a, b = carrier("a", behaviour), carrier("b", "answer")
     before = log_size(tiers)
     with ThreadPoolExecutor(max_workers=1) as pool:
         call = pool.submit(agi.call, NUMBER)
         wait_for_invite(a)
         with tiers.service_stopped("agi"):
             result = call.result()
-    assert result.final_code == 480
-    assert (a.invites(), b.invites()) == (1, 0)
-    assert router_summary(tiers, before) == "OK carrier= trunk= attempts=carrier-a:unjudged::"
+    assert result.final_code == code
+    assert (a.invites(), b.invites()) == (1, b_invites)
+    assert router_summary(tiers, before) == summary
 
 
 def test_a_caller_who_leaves_while_a_failed_attempt_is_judged_keeps_it_in_the_trace(  # type: ignore[no-untyped-def]
