@@ -58,6 +58,10 @@ class LabError(RuntimeError):
     """The lab cannot do what was asked; the message says why and what to do."""
 
 
+class AsteriskExited(LabError):
+    """The Asterisk the lab waited for exited."""
+
+
 # ---- paths and state ---------------------------------------------------------------------
 
 
@@ -569,7 +573,8 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
         log_path.rename(log_path.with_suffix(".log.previous"))
     p.state_dir.mkdir(parents=True, exist_ok=True)
     out = p.state_dir / "asterisk.out"
-    out.unlink(missing_ok=True)
+    if out.exists():  # the console output of the instance before (one that crashed, say)
+        out.rename(out.with_suffix(".out.previous"))
     pid = sipp.spawn_detached(
         ["/usr/sbin/chroot", str(p.chroot), ASTERISK, "-f", "-C", topology.ASTERISK_CONFIG_FILE],
         out, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
@@ -587,8 +592,8 @@ def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
     booted = False
     while time.monotonic() < deadline:
         if not is_asterisk(pid, p.chroot):
-            raise LabError(f"Asterisk exited during start-up; see {p.state_dir / 'asterisk.out'} "
-                           f"and {p.asterisk_log}")
+            raise AsteriskExited(f"Asterisk exited during start-up; see "
+                                 f"{p.state_dir / 'asterisk.out'} and {p.asterisk_log}")
         if not booted:
             r = _rasterisk(p, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
             booted = r.returncode == 0 and "fully booted" in r.stdout
@@ -987,7 +992,18 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
         _rasterisk(p, "core reload")
         say("asterisk: configuration changed, reloaded")
     start_asterisk(p, state, say)
-    ari_info = wait_asterisk(p, state, auth)
+    try:
+        ari_info = wait_asterisk(p, state, auth)
+    except AsteriskExited:
+        if not running:
+            raise
+        # The Asterisk that ran was shutting down (SIGTERM, `core stop`, `core restart`): it
+        # has gone meanwhile. A new one, as for an Asterisk found dead.
+        say(f"asterisk: the running Asterisk (pid {state['asterisk_pid']}) was stopping and "
+            "has exited; starting a new one")
+        running = False
+        start_asterisk(p, state, say)
+        ari_info = wait_asterisk(p, state, auth)
     version = str((ari_info.get("system") or {}).get("version", ""))
     if not running:
         problems = startup_problems(p)

@@ -392,6 +392,24 @@ def test_lab_up_after_asterisk_died_returns_once_calls_route_again(tiers, carrie
     assert ari.call(NUMBER).final_code == 200
 
 
+def test_lab_up_while_asterisk_is_stopping_starts_a_new_one(tiers, carrier, ari) -> None:  # type: ignore[no-untyped-def]
+    # `lab up` right after a SIGTERM (or `core stop`) took the stopping Asterisk for a running
+    # one, saw it exit and failed ("Asterisk exited during start-up"), leaving the lab down
+    # until a second `lab up` (an operations audit).
+    import signal
+
+    from outbound_router import lab as lab_mod
+
+    carrier("a", "answer")
+    p = lab_mod.paths()
+    old = lab_mod.load_state(p)["asterisk_pid"]
+    os.kill(old, signal.SIGTERM)
+    assert lab_mod.is_asterisk(old, p.chroot), "Asterisk was gone before `lab up`"
+    lab_mod.up(carriers=False, say=print)
+    assert lab_mod.load_state(p)["asterisk_pid"] != old
+    assert ari.call(NUMBER).final_code == 200
+
+
 def test_lab_status_says_which_part_is_down(tiers) -> None:  # type: ignore[no-untyped-def]
     from outbound_router import lab as lab_mod
 
