@@ -1123,7 +1123,9 @@ def status(say: Say = _say) -> int:
         say("asterisk   not running" + (" (exited)" if pid else ""))
     redis = state.get("redis") or {}
     if redis:
-        kind = f"own redis-server (pid {redis['pid']})" if redis.get("pid") else "external"
+        own = redis.get("pid")
+        kind = ("external" if not own else f"own redis-server (pid {own})" if is_redis(own)
+                else f"own redis-server (pid {own}) exited")
         answers = redis_ping(redis["url"])
         say(f"redis      {_mask(redis['url'])} {kind}, "
             + ("answers" if answers else "DOES NOT ANSWER"))

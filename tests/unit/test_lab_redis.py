@@ -156,3 +156,19 @@ def test_a_malformed_redis_url_stops_lab_up_before_anything_starts(
     err = capsys.readouterr().err
     assert err.startswith("outbound-router lab: REDIS_URL: ") and err.count("\n") == 1
     assert "pw" not in err
+
+
+def test_status_does_not_take_an_exited_redis_server_for_the_lab_s_own(
+        tmp_path: Path, redis_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's redis-server exited and another answers at its address: `lab status` went on
+    calling it the lab's own, by the PID it had recorded (an operations audit)."""
+    monkeypatch.setenv("OUTBOUND_ROUTER_CACHE", str(tmp_path / "cache"))
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lab.save_state(p, {"redis": {"url": redis_server, "pid": gone.pid}})
+    said: list[str] = []
+    lab.status(say=said.append)
+    [line] = [s for s in said if s.startswith("redis ")]
+    assert f"own redis-server (pid {gone.pid}) exited, answers" in line
