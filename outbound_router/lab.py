@@ -915,7 +915,14 @@ def ensure_carriers(p: Paths, state: dict[str, Any], want: bool, say: Say = _say
         pid = (carriers.get(trunk.letter) or {}).get("pid")
         if sipp.pid_is_sipp(pid or 0):
             continue
-        c = sipp.start_carrier(trunk.letter, trunk.demo, p.carriers_dir, detach=True)
+        try:
+            c = sipp.start_carrier(trunk.letter, trunk.demo, p.carriers_dir, detach=True)
+        except sipp.SippError as exc:
+            if not sipp.udp_bound(trunk.address, trunk.port):
+                raise
+            raise LabError(f"{trunk.address}:{trunk.port} is in use by a carrier that is not one "
+                           f"of the lab's (a test's own?): stop it, or run `lab up "
+                           f"--no-carriers` to keep it (the rest of the lab is up)") from exc
         carriers[trunk.letter] = {"pid": c.pid, "behaviour": trunk.demo}
         save_state(p, state)
         say(f"carrier-{trunk.letter}: {trunk.address}:{trunk.port} {trunk.demo} (pid {c.pid})")

@@ -228,7 +228,7 @@ def _read(path: Path) -> str:
 # ---- processes ---------------------------------------------------------------------------
 
 
-def _udp_bound(address: str, port: int) -> bool:
+def udp_bound(address: str, port: int) -> bool:
     want = f"{''.join(f'{int(b):02X}' for b in reversed(address.split('.')))}:{port:04X}"
     with open("/proc/net/udp") as f:
         return any(line.split()[1] == want for line in f.readlines()[1:])
@@ -515,7 +515,7 @@ def start_carrier(
     trunk = topology.carrier(name)
     b = behaviour if isinstance(behaviour, Behaviour) else Behaviour.parse(behaviour)
     workdir.mkdir(parents=True, exist_ok=True)
-    if _udp_bound(trunk.address, trunk.port):
+    if udp_bound(trunk.address, trunk.port):
         raise SippError(
             f"{trunk.address}:{trunk.port} is already in use: another carrier "
             f"(`outbound-router lab up` starts demo carriers; `lab up --no-carriers` stops them)"
@@ -535,7 +535,7 @@ def start_carrier(
                                     stderr=subprocess.STDOUT, cwd=workdir)
         carrier = Carrier(trunk, b, workdir, proc.pid, proc)
     deadline = time.monotonic() + ready_timeout
-    while not _udp_bound(trunk.address, trunk.port):
+    while not udp_bound(trunk.address, trunk.port):
         if not carrier.running() or time.monotonic() > deadline:
             carrier.stop()
             detail = _read(workdir / f"carrier-{trunk.letter}-errors.log").strip()

@@ -127,7 +127,7 @@ def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, re
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert lab_mod.mounts_under(fresh_cache) == []
     assert _processes_rooted_in(chroot) == []
-    assert not any(sipp._udp_bound(c.address, c.port) for c in topology.CARRIERS)
+    assert not any(sipp.udp_bound(c.address, c.port) for c in topology.CARRIERS)
     assert not (fresh_cache / "lab" / "state.json").exists()
     after = _lab(fresh_cache, "status")
     assert after.returncode == lab_mod.EXIT_NOT_RUNNING
