@@ -1177,7 +1177,8 @@ def status(say: Say = _say) -> int:
             else:
                 say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} no demo carrier")
     if not asterisk_up:
-        say("lab        down" + (" (`lab down` stops what still runs)" if state else ""))
+        say("lab        down" + (" (`lab up` starts it again, `lab down` stops what still runs)"
+                                     if state else ""))
         return EXIT_NOT_RUNNING
     say("lab        up" if not problems else f"lab        up, but {', '.join(problems)}")
     return EXIT_OK if not problems else EXIT_FAILED
