@@ -720,9 +720,13 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
             "or unset REDIS_URL for the lab's own.")
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
+    # Persistent (an append-only file in the lab's state directory, written every second), as
+    # docs/redis.md asks of a production Redis: routes seeded survive `lab down`, `lab up` and
+    # a restart of this redis-server, instead of the example routes replacing them.
     pid = sipp.spawn_detached(
         [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
+         "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(redis_dir),
+         "--daemonize", "no"],
         p.state_dir / "redis.log",
     )
     own_url = f"redis://127.0.0.1:{port}/{db}"

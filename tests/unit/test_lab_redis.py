@@ -64,6 +64,33 @@ def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
         lab.stop_process(state["redis"]["pid"], lab.is_redis)
 
 
+def test_the_lab_s_own_redis_keeps_the_routes_over_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without persistence, a restart of the lab's redis-server (or `lab down`, `lab up`)
+    lost every version, and the next `lab up` seeded the example routes over the table the
+    routers were using (an operations audit)."""
+    from outbound_router.local_redis import free_port
+    from redis_seed.connection import sync_client
+    from redis_seed.store import current_version
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    p, state = _paths(tmp_path), {}
+    lab.ensure_redis(p, state, say=lambda _: None)
+    try:
+        mine = lab.seed(url, lab.ROUTES_EXAMPLE)
+        lab.stop_process(state["redis"]["pid"], lab.is_redis)  # as `lab down` does
+        assert not lab.redis_ping(url)
+        lab.ensure_redis(p, state, say=lambda _: None)
+        client = sync_client(url)
+        try:
+            assert current_version(client) == mine
+        finally:
+            client.close()
+    finally:
+        lab.stop_process(state["redis"]["pid"], lab.is_redis)
+
+
 def test_nothing_at_a_redis_url_the_lab_cannot_start_a_redis_at_is_an_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # It started one of its own elsewhere, seeded the example routes into it and routed calls
