@@ -946,7 +946,7 @@ class Call:
                 variables={var.RESUME: resume},
             )
         except (AriError, AriUnavailable) as exc:
-            self.log.error("attempt %d: creating %s failed: %s",
+            self.log.warning("attempt %d: creating %s failed: %s",
                            attempt.index, attempt.endpoint, exc)
             # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
             # Asterisk) may leave the channel created all the same: the cleanup hangs it up.
