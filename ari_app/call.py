@@ -947,7 +947,7 @@ class Call:
             )
         except (AriError, AriUnavailable) as exc:
             self.log.warning("attempt %d: creating %s failed: %s",
-                           attempt.index, attempt.endpoint, exc)
+                             attempt.index, attempt.endpoint, exc)
             # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
             # Asterisk) may leave the channel created all the same: the cleanup hangs it up.
             leg.hangup_sent = isinstance(exc, AriError)
