@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from outbound_router import lab as lab_mod
 
-from .observer import logged_since
+from .observer import logged_since, wait_for
 from .routes import (
     E164,
     NUMBER,
@@ -47,21 +46,14 @@ def log_size(lab) -> int:  # type: ignore[no-untyped-def]
 def router_summary(lab, since: int) -> str:  # type: ignore[no-untyped-def]
     """The h extension's summary of the call logged after byte ``since`` of the Asterisk log
     (read from there on: the log grows large under the benchmarks)."""
-    deadline = time.monotonic() + 5
-    while True:
-        found = re.findall(r'NoOp\("[^"]*", "router ([^"]*)"\)',
-                           logged_since(lab.asterisk_log, since))
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, "no router summary in the Asterisk log"
-        time.sleep(0.05)  # the h extension runs just after the phone's final response
+    # The h extension runs just after the phone's final response.
+    found = wait_for("the router summary in the Asterisk log", lambda: re.findall(
+        r'NoOp\("[^"]*", "router ([^"]*)"\)', logged_since(lab.asterisk_log, since)), timeout=5)
+    return str(found[-1])
 
 
 def wait_for_invite(c) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 10
-    while c.invites() == 0:  # polling SIPp's trace: there is no event to await
-        assert time.monotonic() < deadline, "the carrier got no INVITE"
-        time.sleep(0.05)
+    wait_for(f"an INVITE at {c.trunk.endpoint}", lambda: c.invites() > 0)
 
 
 # -- the outcome matrix ----------------------------------------------------------------------
@@ -146,10 +138,8 @@ def test_a_call_that_comes_while_the_router_restarts_is_routed_when_it_is_back(
     with ThreadPoolExecutor(max_workers=1) as pool:
         with tiers.service_stopped("agi"):
             call = pool.submit(agi.call, NUMBER)
-            deadline = time.monotonic() + 10
-            while '"RTR_TRIES=1")' not in logged_since(tiers.asterisk_log, offset):
-                assert time.monotonic() < deadline, "AGI() did not fail"  # polling the log
-                time.sleep(0.05)
+            wait_for("AGI() to fail once", lambda: '"RTR_TRIES=1")'
+                     in logged_since(tiers.asterisk_log, offset))
         result = call.result()
     assert result.final_code == 200, result.codes
     assert a.invites() == 1
@@ -166,10 +156,8 @@ def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier
         call = pool.submit(agi.call, "0033123456789")
         wait_for_invite(d)
         with tiers.service_stopped("agi"):
-            deadline = time.monotonic() + 10
-            while '"RTR_OTRIES=1")' not in logged_since(tiers.asterisk_log, before):
-                assert time.monotonic() < deadline, "the outcome AGI() did not fail"
-                time.sleep(0.05)  # polling the log: there is no event to await
+            wait_for("the outcome AGI() to fail once", lambda: '"RTR_OTRIES=1")'
+                     in logged_since(tiers.asterisk_log, before))
         result = call.result()
     assert result.final_code == 503
     assert (d.invites(), b.invites()) == (1, 0)
