@@ -829,7 +829,7 @@ class Call:
                 leg = await self._try(attempt, attempts[i + 1:], base_vars)
             last = _judge(leg.observation(), attempt.carrier.failover,
                           answered_unseen=leg.answered_unseen)
-            self._record(leg, last)
+            self._record(leg, last, last_one=i == len(attempts) - 1)
             if last.verdict is Verdict.DONE:
                 return await self._connected(leg, base_vars)
             judgements.append(last)
@@ -907,7 +907,9 @@ class Call:
         self._bridge_created = asyncio.ensure_future(
             self.ari.create_bridge(self.bridge_id, name=self.ari.app))
 
-    def _record(self, leg: AttemptLeg, judgement: Judgement) -> None:
+    def _record(self, leg: AttemptLeg, judgement: Judgement, *, last_one: bool) -> None:
+        """The attempt's trace entry and log line. ``last_one``: the plan has no attempt after
+        it, so a retry verdict says there is none left (as the FastAGI log says "stop")."""
         obs = leg.observation()
         sip = 200 if obs.answered else leg.sip_code
         cause = 16 if obs.answered else leg.cause
@@ -920,7 +922,8 @@ class Call:
             "provisional=%s early_media=%s verdict=%s %.2fs",
             leg.attempt.index, leg.attempt.trunk, leg.attempt.carrier.name, leg.state,
             judgement.outcome, leg.cause, leg.sip_code, leg.provisional, leg.early_media,
-            judgement.verdict, elapsed,
+            f"{judgement.verdict}, none left" if last_one and judgement.verdict is Verdict.RETRY
+            else judgement.verdict, elapsed,
         )
 
     async def _try(self, attempt: Attempt, later: Sequence[Attempt],

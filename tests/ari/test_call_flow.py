@@ -149,11 +149,18 @@ async def test_all_trunks_failing_gives_the_caller_the_most_meaningful_cause(lab
     no_leftovers(lab)
 
 
-async def test_two_congested_trunks_give_the_caller_503(lab: Lab) -> None:
+async def test_two_congested_trunks_give_the_caller_503(
+    lab: Lab, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ari_app")
     lab.carriers("a503_b503")
     call = await lab.call(NUMBER)
     assert lab.fake.ended[call.caller_id].hangup_reason == "34"
     assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    # The policy says retry after both; the log says the second had no attempt after it.
+    verdicts = [m.split("verdict=")[1].rsplit(" ", 1)[0] for r in caplog.records
+                if "verdict=" in (m := r.getMessage())]
+    assert verdicts == ["retry", "retry, none left"]
     no_leftovers(lab)
 
 
