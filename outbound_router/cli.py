@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from outbound_router.settings import Settings, SettingsError
+from redis_seed.keys import DEFAULT_KEEP
 from redis_seed.urls import has_password, mask_url
 
 log = logging.getLogger("outbound_router")
@@ -142,7 +143,7 @@ def _count(n: int, what: str) -> str:
 def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import DEFAULT_KEEP, publish
+    from redis_seed.store import publish
 
     table = _load_file(args.file, writing=True)
     settings = _settings(redis_only=True)
@@ -246,14 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check a routes file")
-    p.add_argument("file")
+    p = sub.add_parser("validate", help="check a routes file",
+                       description="Check a routes file: exit 0, or exit 1 with a FILE:LINE: "
+                                   "message line for every problem found.")
+    p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("seed", help="validate a routes file and publish it to Redis")
-    p.add_argument("file")
-    p.add_argument("--keep", type=at_least_one, default=None,
-                   help="versions kept in Redis (default: redis_seed.store.DEFAULT_KEEP, 20)")
+    p = sub.add_parser("seed", help="validate a routes file and publish it to Redis",
+                       description="Validate a routes file and publish it to Redis (REDIS_URL) "
+                                   "as a new current version; print the version. A bad file "
+                                   "writes nothing.")
+    p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
+    p.add_argument("--keep", type=at_least_one, default=None, metavar="N",
+                   help=f"versions kept in Redis, older ones are removed (default: "
+                        f"{DEFAULT_KEEP})")
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("versions", help="list the versions kept in Redis")
@@ -265,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("explain", help="show the routing decision for a number")
-    p.add_argument("number")
-    p.add_argument("--tenant", default=None)
+    p.add_argument("number", help="the dialled number, as the dialplan passes it")
+    p.add_argument("--tenant", default=None, help="the caller's tenant (default: none)")
     p.add_argument("--config", metavar="FILE", help="use a routes file instead of Redis")
     p.add_argument("--json", action="store_true", help="one JSON object (SPEC section 6)")
     p.set_defaults(func=cmd_explain)

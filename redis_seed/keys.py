@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_PREFIX = "outbound-router"
+#: Versions kept by default (the current one is always kept besides).
+DEFAULT_KEEP = 20
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:{}-]{1,64}\Z")
 _VERSION_RE = re.compile(r"^v[0-9]{6,}\Z")

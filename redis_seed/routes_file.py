@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import re._constants as sre_constants  # the parse tree of a regex, for _nested_repeat
+import re._parser as sre_parser
 import reprlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -374,6 +376,48 @@ def _shown(value: Any) -> str:
     return _SHOWN.repr(value)
 
 
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
+
+
+def _nested_repeat(regex: str) -> bool:
+    """Whether ``regex`` repeats (``+``, ``*``, ``{2,}``) a part that can match the same text
+    in several ways: one with a variable repeat of its own (``(\\d+)+``, ``(\\d{2,3})*``) or
+    one that can match nothing (``(a|)+``). Python's ``re`` backtracks through every way of
+    splitting a number that does not match among them: ``^(\\+?(\\d?)*)*x$`` took 10 s on
+    one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s. Atomic groups and possessive
+    repeats do not backtrack and are left alone."""
+    def variable(items: Any) -> bool:
+        for op, av in items:
+            if op in _REPEATS:
+                low, high, body = av
+                if low != high or variable(body):
+                    return True
+            elif op is sre_constants.SUBPATTERN:
+                if variable(av[3]):
+                    return True
+            elif op is sre_constants.BRANCH:
+                if any(variable(branch) for branch in av[1]):
+                    return True
+        return False
+
+    def walk(items: Any) -> bool:
+        for op, av in items:
+            if op in _REPEATS:
+                _low, high, body = av
+                if high > 1 and (variable(body) or body.getwidth()[0] == 0) or walk(body):
+                    return True
+            elif op is sre_constants.SUBPATTERN:
+                if walk(av[3]):
+                    return True
+            elif op is sre_constants.BRANCH:
+                if any(walk(branch) for branch in av[1]):
+                    return True
+            # an atomic group or a possessive repeat never backtracks into itself
+        return False
+
+    return walk(sre_parser.parse(regex))
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -382,7 +426,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     if isinstance(value, str):
         return f"the text {_shown(value)}"
     return f"the {type(value).__name__} {_shown(value)}"
@@ -575,6 +619,15 @@ class _Validator:
                 kwargs["max_attempts"] = value
         if any(v is None for v in kwargs.values()):
             ok = False
+        elif "national_prefix" in m:
+            national = kwargs["national_prefix"]
+            international = kwargs.get("international_prefix", Defaults().international_prefix)
+            if national and national == international:
+                # 00911234567 would be read as international (+911234567), never as national
+                self.report(m.key_lines["national_prefix"],
+                            f"national_prefix {national!r} is the international_prefix too: "
+                            "a number dialled with it cannot be told apart")
+                ok = False
         return Defaults(**kwargs) if ok else None
 
     def carrier(self, name: Any, value: Any, line: int) -> Carrier | None:
@@ -625,7 +678,7 @@ class _Validator:
             prefix = ""
         if not isinstance(prefix, str) or not TECH_PREFIX_RE.match(prefix):
             self.report(m.key_lines["prefix"],
-                        f"prefix of {what} must be a quoted string of up to 16 digits, '*', '#' "
+                        f"prefix of {what} must be a string of up to 16 digits, '*', '#' "
                         f"or '+', not {_describe(prefix)}")
             ok = False
         failover = self.failover(m, what)
@@ -718,7 +771,8 @@ class _Validator:
             prefix = _text(m, "prefix")
             pline = m.key_lines["prefix"]
             if not isinstance(prefix, str) or not E164_PREFIX_RE.match(prefix):
-                self.report(pline, f"prefix of {what} must be '+' and 1 to 15 digits, not "
+                self.report(pline, f"prefix of {what} must be '+' and 1 to 15 digits, the "
+                                   "first not 0 (no E.164 number starts +0), not "
                                    f"{_describe(prefix)}")
                 return None
             return TargetPattern(name=name, prefix=prefix) if checked_name else None
@@ -732,6 +786,13 @@ class _Validator:
             re.compile(regex)
         except re.error as exc:
             self.report(rline, f"bad regex in {what}: {exc}")
+            return None
+        if _nested_repeat(regex):
+            self.report(rline, f"regex of {what} repeats a part that can itself match in "
+                               "several ways (a repeat inside a repeat, as in (\\d+)+, or a "
+                               "part that can match nothing, as in (\\d?)*): one number can "
+                               "then take seconds to match, and every call is matched against "
+                               "it; write it without the nesting (\\d+)")
             return None
         return TargetPattern(name=name, regex=regex) if checked_name else None
 

@@ -29,6 +29,7 @@ from routing.model import RoutingTable
 from .codec import FORMAT_COLUMNS, FORMAT_DICT, from_data, to_data
 from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion, VersionStoreError
 from .keys import (
+    DEFAULT_KEEP,
     F_CREATED,
     F_DATA,
     F_ENCODING,
@@ -46,8 +47,6 @@ from .keys import (
 
 log = logging.getLogger(__name__)
 
-#: Versions kept by default (the current one is always kept besides).
-DEFAULT_KEEP = 20
 #: Format of the stored data (:mod:`redis_seed.codec`); a reader refuses one it does not know.
 DATA_FORMAT = FORMAT_COLUMNS
 #: zlib-compressed JSON: a 100,000-route table is ~5x smaller, which matters when many
@@ -136,7 +135,8 @@ class VersionInfo:
     def __str__(self) -> str:
         created = self.created.strftime("%Y-%m-%d %H:%M:%SZ") if self.created else "?"
         mark = "*" if self.current else " "
-        return f"{mark} {self.version}  {created}  {self.routes:>7} routes  {self.source}"
+        routes = "route " if self.routes == 1 else "routes"
+        return f"{mark} {self.version}  {created}  {self.routes:>7} {routes}  {self.source}"
 
 
 # -- encoding ---------------------------------------------------------------------------

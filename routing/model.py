@@ -20,7 +20,7 @@ TRUNK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
 #: A carrier's technical prefix, put before the formatted number.
 TECH_PREFIX_RE = re.compile(r"^[0-9*#+]{0,16}\Z")
 #: A target pattern's E.164 prefix.
-E164_PREFIX_RE = re.compile(r"^\+[0-9]{1,15}\Z")
+E164_PREFIX_RE = re.compile(r"^\+[1-9][0-9]{0,14}\Z")  # no country code starts with 0
 
 
 @dataclass(frozen=True, slots=True)

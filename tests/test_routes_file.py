@@ -168,6 +168,18 @@ BAD = [
     ("prefix without +", '{prefix: "+33"}', '{prefix: "33"}', 14, "'+' and 1 to 15 digits"),
     ("prefix with letters", '{prefix: "+33"}', '{prefix: "+33a"}', 14, "'+' and 1 to 15 digits"),
     ("bad regex", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+3490[0-9'}", 15, "bad regex"),
+    ("prefix +0", '{prefix: "+33"}', '{prefix: "+033"}', 14, "the first not 0"),
+    # a repeat of a part that can match in several ways: 10 s per number for this one
+    ("regex with nested repeats", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^(\\+?(\\d?)*)*x$'}", 15, "a repeat inside a repeat, as in (\\d+)+"),
+    ("regex with a repeat of a repeat", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+34(\\d+)+0$'}", 15, "write it without the nesting"),
+    ("regex repeating what can match nothing", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+34(9|)*$'}", 15, "a part that can match nothing"),
+    ("national prefix the international one", "  max_attempts: 4\n",
+     "  max_attempts: 4\n  national_prefix: \"00\"\n", 4,
+     "national_prefix '00' is the international_prefix too"),
+    ("empty group", "[spain, france]", "[]", 17, "not an empty list"),
     ("pattern with both", '{prefix: "+33"}', '{prefix: "+33", regex: "^x"}', 14,
      "exactly one of 'prefix' or 'regex'"),
     ("pattern with neither", '{prefix: "+33"}', "{}", 14, "exactly one"),
@@ -251,6 +263,20 @@ def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
     assert found, f"no problem says {words!r}: {[str(p) for p in problems]}"
     assert found[0].line == line, [str(p) for p in problems]
     assert str(found[0]) == f"routes.yaml:{line}: {found[0].message}"
+
+
+@pytest.mark.parametrize("regex", [
+    r"^\+3490[0-9]{6}$", r"^\+34(6|7)\d{8}$", r"^(\+34)?9[0-9]{8}$", r"^\+1(\d{3})*$",
+    r"^(\d{2})+$", r"^\+(34|33)\d+$", r"^\+(?>\d+)+$", r"^\+(\d++)+$", r"^\+(\d|\d\d)+$"])
+def test_regexes_that_cannot_backtrack_badly_are_accepted(regex: str) -> None:
+    table = parse_routes(GOOD.replace(r"^\+3490[0-9]{6}$", regex))
+    assert table.patterns["premium"].regex == regex
+
+
+def test_a_national_prefix_the_start_of_the_international_one_is_accepted() -> None:
+    table = parse_routes(GOOD.replace("  max_attempts: 4\n",
+                                      '  max_attempts: 4\n  national_prefix: "0"\n'))
+    assert (table.defaults.national_prefix, table.defaults.international_prefix) == ("0", "00")
 
 
 def test_an_empty_national_prefix_is_none_like_an_empty_carrier_prefix() -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from pathlib import Path
 
 import pytest
 
 from outbound_router import lab as lab_mod
 
-from .observer import logged_since
+from .observer import logged_since, wait_for
 from .routes import E164, NUMBER, tiers_routes
 
 pytestmark = pytest.mark.lab
@@ -32,16 +31,16 @@ def size(path: Path) -> int:
 
 
 def records_since(offset: int, count: int) -> list[dict[str, str]]:
-    """The CDR records written after byte ``offset``, once there are ``count`` of them."""
-    deadline = time.monotonic() + 5
-    while True:
+    """The CDR records written after byte ``offset``, once there are ``count`` of them
+    (Asterisk's CDR thread writes a record just after the hangup)."""
+    def enough() -> list[list[str]]:
         with open(cdr_csv(), "rb") as f:
             f.seek(offset)
             rows = list(csv.reader(io.StringIO(f.read().decode())))
-        if len(rows) >= count:
-            return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
-        assert time.monotonic() < deadline, f"{len(rows)} CDR records, expected {count}"
-        time.sleep(0.05)  # Asterisk's CDR thread writes a record just after the hangup
+        return rows if len(rows) >= count else []
+
+    found = wait_for(f"{count} CDR records", enough, timeout=5)
+    return [dict(zip(COLUMNS, row, strict=True)) for row in found]
 
 
 @pytest.mark.parametrize("via", ["ari", "agi"])
@@ -132,14 +131,10 @@ def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_c
     cdr_at = size(cdr_csv())
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(phone("ari").call, NUMBER, hangup_after=3)
-        deadline = time.monotonic() + 10
-        while a.invites() == 0:
-            assert time.monotonic() < deadline, "carrier-a got no INVITE"
-            time.sleep(0.05)  # polling the carrier's trace
+        wait_for("carrier-a's INVITE", a.invites)
         with lab.service_stopped("ari"):
-            while not any(m.sent and m.status == 200 for m in a.messages()):
-                assert time.monotonic() < deadline, "carrier-a did not answer"
-                time.sleep(0.05)
+            wait_for("carrier-a's 200", lambda: any(m.sent and m.status == 200
+                                                    for m in a.messages()))
         assert call.result().final_code == 200
     (record,) = records_since(cdr_at, 1)
     assert record["disposition"] == "ANSWERED"

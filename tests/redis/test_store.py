@@ -270,3 +270,13 @@ def test_versions_written_in_the_older_dict_format_still_load(client: redis.Redi
     version = publish(client, table, fmt="1")
     assert client.hget(Keys().version(version), "format") == b"1"
     assert load_current(client) == (version, table)
+
+
+def test_a_versions_line_says_route_for_one_and_routes_for_more() -> None:
+    from datetime import UTC, datetime
+
+    created = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
+    one = store.VersionInfo("v000001", created, "a.yaml", 1, "", current=True)
+    two = store.VersionInfo("v000002", created, "b.yaml", 2, "", current=False)
+    assert str(one) == "* v000001  2026-11-28 01:02:03Z        1 route   a.yaml"
+    assert str(two) == "  v000002  2026-11-28 01:02:03Z        2 routes  b.yaml"
