@@ -1176,8 +1176,9 @@ def status(say: Say = _say) -> int:
         for trunk in topology.CARRIERS:
             c = next((c for c in carriers if c.trunk == trunk), None)
             if c:
+                n = c.invites()
                 say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} {c.behaviour.name} "
-                    f"(pid {c.pid}), {c.invites()} calls so far")
+                    f"(pid {c.pid}), {n} call{'' if n == 1 else 's'} so far")
             else:
                 say(f"carrier-{trunk.letter}  {trunk.address}:{trunk.port} no demo carrier")
     if not asterisk_up:
@@ -1289,8 +1290,17 @@ def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say =
 DEMO_NUMBERS = ("0034911234567", "911234567", "0033145678901", "0034905123456")
 
 
+#: What the example routes and the demo carriers give a call to each demo number: Spain 200
+#: (carrier-b's 503 fails over to carrier-a); France 200 or 486 (carrier-a or carrier-c, 1:1,
+#: and a busy stops); a premium number is blocked (403); an invalid one gets 484.
+DEMO_EXPECTED = {"911234567": {200}, "0033145678901": {200, 486}, "0034905123456": {403},
+                 "12&34": {484}}
+
+
 def demo(*, calls: int = 9, say: Say = _say) -> int:
-    """Calls through the router showing load balancing (tier 1) and failover, summarised."""
+    """Calls through the router showing load balancing (tier 1) and failover, summarised.
+    EXIT_FAILED when a call did not get what the example routes promise, or a path's service
+    was not running (the demo is the README's main job: it must not look fine when not)."""
     p = paths()
     state = load_state(p)
     if not is_asterisk(state.get("asterisk_pid"), p.chroot):
@@ -1308,10 +1318,12 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
     first: dict[str, int] = {}
     failovers = 0
     finals: dict[str, int] = {}
+    wrong: list[str] = []
     for via, number in plan:
         s = (state.get("services") or {}).get(via) or {}
         if not is_service(s.get("pid"), via):
             say(f"\n(skipping {via} calls: the {via} service is not running)")
+            wrong.append(f"{via} {number}: not placed, the {via} service is not running")
             continue
         before = _seen_call_ids(carriers)
         result = sipp.place_call(topology.phone(via).address, number, p.calls_dir,
@@ -1324,6 +1336,9 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
             failovers += len(attempts) > 1
         key = _code_text(result.final_code)
         finals[key] = finals.get(key, 0) + 1
+        if result.final_code not in DEMO_EXPECTED[number]:
+            wrong.append(f"{via} {number}: {key}, expected "
+                         + " or ".join(map(_code_text, sorted(DEMO_EXPECTED[number]))))
     total = sum(first.values())
     say("\nSummary")
     for name, n in sorted(first.items()):
@@ -1332,6 +1347,13 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
     say(f"  calls that failed over to another trunk: {failovers}")
     for key, n in sorted(finals.items()):
         say(f"  caller got {key:<28} {n:3d}")
+    if wrong:
+        say(f"\nFAILED: {len(wrong)} of {len(plan)} calls did not go as the example routes "
+            f"promise (`outbound-router lab status`; the services' logs in {p.state_dir}):")
+        for line in dict.fromkeys(wrong):
+            count = wrong.count(line)
+            say(f"  {line}" + (f" ({count} calls)" if count > 1 else ""))
+        return EXIT_FAILED
     return EXIT_OK
 
 

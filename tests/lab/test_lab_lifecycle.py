@@ -121,7 +121,24 @@ def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, re
     assert "answers" in status.stdout
     assert status.stdout.rstrip().endswith("lab        up")
 
-    # 4. Down: no Asterisk, no SIPp, no mount, no process left in the chroot.
+    # 4. The README's main job (`scripts/demo` is setup, `lab up`, `lab demo`): calls routed
+    # through both paths as the example routes say.
+    demo = _lab(fresh_cache, "demo", "--calls", "3")
+    print(demo.stdout, demo.stderr)
+    assert demo.returncode == 0, demo.stdout
+    assert "carrier-b(503) -> carrier-a(200)" in demo.stdout or "carrier-a(200)" in demo.stdout
+    assert "caller got 403 Forbidden" in demo.stdout
+    # A path whose service is not running is no demo: it fails, saying so (it said nothing
+    # and exited 0).
+    agi = state["services"]["agi"]["pid"]  # its supervisor: SIGTERM, no restart
+    assert lab_mod.stop_process(agi, lambda pid: lab_mod.is_service(pid, "agi"))
+    lame = _lab(fresh_cache, "demo", "--calls", "1")
+    assert lame.returncode == lab_mod.EXIT_FAILED, lame.stdout
+    assert "FAILED: 3 of 7 calls did not go as the example routes promise" in lame.stdout
+    assert "agi 911234567: not placed, the agi service is not running (3 calls)" in lame.stdout
+    del pids["agi"]
+
+    # 5. Down: no Asterisk, no SIPp, no mount, no process left in the chroot.
     down = _lab(fresh_cache, "down")
     assert down.returncode == 0, down.stderr
     assert [name for name, pid in pids.items() if _alive(pid)] == []
