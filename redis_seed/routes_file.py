@@ -386,34 +386,24 @@ def _nested_repeat(regex: str) -> bool:
     splitting a number that does not match among them: ``^(\\+?(\\d?)*)*x$`` took 10 s on
     one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s. Atomic groups and possessive
     repeats do not backtrack and are left alone."""
+    def parts(op: Any, av: Any) -> list[Any]:
+        """The item lists inside one item (an atomic group or a possessive repeat never
+        backtracks into itself: not looked into)."""
+        if op in _REPEATS:
+            return [av[2]]
+        if op is sre_constants.SUBPATTERN:
+            return [av[3]]
+        return list(av[1]) if op is sre_constants.BRANCH else []
+
     def variable(items: Any) -> bool:
-        for op, av in items:
-            if op in _REPEATS:
-                low, high, body = av
-                if low != high or variable(body):
-                    return True
-            elif op is sre_constants.SUBPATTERN:
-                if variable(av[3]):
-                    return True
-            elif op is sre_constants.BRANCH:
-                if any(variable(branch) for branch in av[1]):
-                    return True
-        return False
+        return any(op in _REPEATS and av[0] != av[1] or any(map(variable, parts(op, av)))
+                   for op, av in items)
 
     def walk(items: Any) -> bool:
-        for op, av in items:
-            if op in _REPEATS:
-                _low, high, body = av
-                if high > 1 and (variable(body) or body.getwidth()[0] == 0) or walk(body):
-                    return True
-            elif op is sre_constants.SUBPATTERN:
-                if walk(av[3]):
-                    return True
-            elif op is sre_constants.BRANCH:
-                if any(walk(branch) for branch in av[1]):
-                    return True
-            # an atomic group or a possessive repeat never backtracks into itself
-        return False
+        return any(op in _REPEATS and av[1] > 1
+                   and (variable(av[2]) or av[2].getwidth()[0] == 0)
+                   or any(map(walk, parts(op, av)))
+                   for op, av in items)
 
     return walk(sre_parser.parse(regex))
 
