@@ -1287,9 +1287,6 @@ def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say =
     return result
 
 
-DEMO_NUMBERS = ("0034911234567", "911234567", "0033145678901", "0034905123456")
-
-
 #: What the example routes and the demo carriers give a call to each demo number: Spain 200
 #: (carrier-b's 503 fails over to carrier-a); France 200 or 486 (carrier-a or carrier-c, 1:1,
 #: and a busy stops); a premium number is blocked (403); an invalid one gets 484.
