@@ -4,7 +4,8 @@ Layout (prefix ``outbound-router``)::
 
     outbound-router:counter          INCR counter giving version numbers (never reused)
     outbound-router:version:v000042  hash: one complete, immutable version
-                                     (data, sha256, routes, created, source, encoding, format)
+                                     (version, data, sha256, routes, created, source,
+                                     encoding, format)
     outbound-router:versions         sorted set: kept version ids, scored by their number
     outbound-router:current          hash: the current version (version, sha256), switched
                                      atomically by a seed or a rollback

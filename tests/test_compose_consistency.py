@@ -92,6 +92,14 @@ def compose_problems(compose: dict[str, Any]) -> list[str]:
     seed_cmd = services.get("seed", {}).get("command", [])
     if seed_cmd[:2] != ["outbound-router", "seed"] or not (REPO / seed_cmd[-1]).is_file():
         problems.append(f"seed: command {seed_cmd} does not seed an existing routes file")
+    # A container's start is not Redis answering: `seed` would exit 2, and the services that
+    # wait for its success would never start.
+    seed_deps = services.get("seed", {}).get("depends_on") or {}
+    seed_needs = seed_deps.get("redis") if isinstance(seed_deps, dict) else None
+    if seed_needs != {"condition": "service_healthy"} or not services.get(
+            "redis", {}).get("healthcheck"):
+        problems.append("seed: must wait for redis to be healthy (a healthcheck on redis, "
+                        "depends_on: {redis: {condition: service_healthy}})")
     redis_cmd = [str(x) for x in services.get("redis", {}).get("command", [])]
     redis_url = router_env["REDIS_URL"]
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
@@ -222,6 +230,8 @@ def test_every_demo_behaviour_has_a_scenario():
             "command", ["redis-server", "--port", "6380"]), "redis"),
         (lambda d: d["services"].pop("agi"), "services"),
         (lambda d: d["services"]["carrier-d"].pop("network_mode"), "carrier-d"),
+        (lambda d: d["services"]["seed"].__setitem__("depends_on", ["redis"]), "seed"),
+        (lambda d: d["services"]["redis"].pop("healthcheck"), "seed"),
     ],
 )
 def test_compose_drift_is_caught(compose, edit, expected):

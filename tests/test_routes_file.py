@@ -130,6 +130,23 @@ def test_schema_accepts_the_example_when_jsonschema_is_installed() -> None:
     jsonschema.validate(yaml.safe_load(EXAMPLE.read_text()), schema)
 
 
+def test_schema_takes_the_unquoted_values_validate_takes() -> None:
+    # The README says `country_code: 34`, `prefix: +34`... may go unquoted; an editor using
+    # the schema flagged each of them as an error.
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    text = """\
+defaults: {country_code: 34, international_prefix: 00, national_prefix: 0}
+carriers: {c: {trunks: [t], prefix: 1010}}
+target_patterns: {es: {prefix: +34}}
+outgoing_routes:
+  - {pattern: es, carrier: c, priority: 1, tenant: 0042}
+"""
+    parse_routes(text, "unquoted.yaml")
+    jsonschema.validate(yaml.safe_load(text), json.loads(SCHEMA.read_text()))
+
+
 # -- bad files: (what is changed, replaced text, replacement, line, words of the message) ----
 
 BAD = [
