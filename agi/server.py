@@ -66,9 +66,11 @@ class Limits:
     max_line: int = 8192  # bytes in one line (header or reply)
     max_headers: int = 256  # header lines in a session
     max_header_bytes: int = 65536  # bytes of a session's whole header block
-    #: connections still sending their headers at once; more are closed at once. With
-    #: max_header_bytes, it bounds what peers that never finish can make the server hold
-    #: (64 MB; 400 such peers held 880 MB before, and most of it stayed afterwards).
+    #: connections still sending their headers at once; a new one past it closes the oldest
+    #: (Asterisk sends its headers at once: a peer that holds connections open without
+    #: finishing them must not keep its calls out). With max_header_bytes, it bounds what
+    #: peers that never finish can make the server hold (64 MB; 400 such peers held 880 MB
+    #: before, and most of it stayed afterwards).
     max_beginning: int = 1000
     max_reply_lines: int = 512  # lines in one multi-line (520) reply
     log_burst: int = 10  # warnings of one kind about bad connections logged per window...
@@ -194,11 +196,12 @@ class Deadline:
     passed, a few times per timeout period.
     """
 
-    __slots__ = ("at", "expired", "transport")
+    __slots__ = ("at", "evicted", "expired", "transport")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self.at = float("inf")
         self.expired = False
+        self.evicted = False  # closed to make room for a newer connection
         self.transport = transport
 
     def expire_if_due(self, now: float) -> None:
@@ -505,7 +508,8 @@ class AgiServer:
         self.log_budget = LogBudget(self.limits.log_burst, self.limits.log_window)
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(self.limits.max_sessions)
-        self._beginning = 0  # connections reading their headers now
+        #: connections reading their headers now, oldest first, with their peer and start
+        self._beginning: dict[Deadline, tuple[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: set[Deadline] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -615,25 +619,34 @@ class AgiServer:
             self.log_budget.warning("connections refused (not in AGI_ALLOW)",
                                     "FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
-        if self._beginning >= self.limits.max_beginning:
+        if len(self._beginning) >= self.limits.max_beginning:
+            # The oldest goes: Asterisk sends its headers at once, so the connections that
+            # have waited longest are those that will not finish (closing the newest instead
+            # let a local peer holding 1,000 idle connections keep every call out).
+            oldest, (old_peer, since) = next(iter(self._beginning.items()))
+            del self._beginning[oldest]
+            oldest.evicted = True
+            oldest.transport.abort()  # type: ignore[attr-defined]
             stats.dropped += 1
-            self.log_budget.warning("connections dropped: too many beginning at once",
-                                    "FastAGI connection from %s dropped: %d connections are "
-                                    "still sending their headers", peer, self._beginning)
-            return
+            self.log_budget.warning("connections closed: too many beginning at once",
+                                    "FastAGI connection from %s closed after %.1f s without "
+                                    "its headers: %d connections are sending theirs",
+                                    old_peer, time.monotonic() - since,
+                                    self.limits.max_beginning)
         # The headers first: a connection that sends nothing (or too little) must not hold
         # a place that sessions which have begun are waiting for.
-        self._beginning += 1
+        self._beginning[deadline] = (peer, time.monotonic())
         try:
             env = await read_headers(reader, self.limits, deadline)
         except AgiError as exc:
-            stats.dropped += 1
-            self.log_budget.warning("sessions dropped before they began",
-                                    "FastAGI session from %s dropped before it began: %s",
-                                    peer, exc)
+            if not deadline.evicted:  # else counted and logged when it was closed
+                stats.dropped += 1
+                self.log_budget.warning("sessions dropped before they began",
+                                        "FastAGI session from %s dropped before it began: %s",
+                                        peer, exc)
             return
         finally:
-            self._beginning -= 1
+            self._beginning.pop(deadline, None)
         try:
             if self._slots.locked():
                 async with asyncio.timeout(self.limits.queue_timeout):

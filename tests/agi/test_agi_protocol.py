@@ -297,29 +297,34 @@ async def test_a_header_block_past_its_byte_budget_is_refused(agi_server: Server
     assert server.stats.dropped == 1
 
 
-async def test_connections_past_those_beginning_at_once_are_closed_at_once(
+async def test_a_connection_past_those_beginning_at_once_closes_the_oldest(
         agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # A local peer holding max_beginning idle connections (reopening those the header timeout
+    # closes) kept every call out when the newest was the one closed: Asterisk's.
     async def served(session: AgiSession) -> None:
         await session.set_variable("SERVED", "1")
 
     server = await agi_server({"s": served}, limits=Limits(max_beginning=2, header_timeout=3))
-    stalled = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+    stalled = []
     try:
-        for _, writer in stalled:
-            writer.write(b"agi_network_script: s\n")  # half a header block, then nothing
-            await writer.drain()
-        await until(lambda: server.stats.accepted == 2)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await asyncio.wait_for(reader.read(), 1.0) == b""  # not after the 3 s
-        writer.close()
+        for n in (1, 2):  # one after the other: the first is the oldest
+            stalled.append(await asyncio.open_connection("127.0.0.1", server.port))
+            stalled[-1][1].write(b"agi_network_script: s\n")  # half a header block, no more
+            await stalled[-1][1].drain()
+            await until(lambda n=n: server.stats.accepted == n)
+        ch = await FakeChannel(server.port, script="s").run(within=1)  # not after the 3 s
+        assert ch.variables == {"SERVED": "1"}
+        oldest, newer = stalled[0][0], stalled[1][0]
+        assert await asyncio.wait_for(oldest.read(), 1.0) == b""  # closed by the server
+        assert not newer.at_eof()
         assert server.stats.dropped == 1
-        assert "2 connections are still sending their headers" in caplog.text
+        assert "closed after" in caplog.text
+        assert "2 connections are sending theirs" in caplog.text
+        assert "dropped before it began" not in caplog.text  # one line for the closed one
     finally:
         for _, writer in stalled:
             writer.close()
-    await until(lambda: server.stats.dropped == 3)  # the stalled ones, once closed
-    ch = await FakeChannel(server.port, script="s").run(within=2)
-    assert ch.variables == {"SERVED": "1"}
+    await until(lambda: server.stats.dropped == 2)  # the other one, once closed
 
 
 async def test_garbage_reply_ends_the_session(agi_server: ServerFactory) -> None:
