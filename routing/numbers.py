@@ -18,10 +18,11 @@ def normalise(digits: str, defaults: Defaults) -> str:
 
     ``+...`` and ``<international_prefix>...`` are international; anything else made of digits
     is national and gets the country code (after removing the national prefix, if any).
-    Surrounding white space is ignored; anything else (letters, ``&``, ``,``, ``/``, inner
-    spaces, too long, empty) raises :class:`InvalidNumber`.
+    Surrounding spaces, tabs and line ends are ignored; anything else (letters, ``&``, ``,``,
+    ``/``, inner spaces, other control characters or Unicode spaces around it, too long,
+    empty) raises :class:`InvalidNumber`.
     """
-    raw = digits.strip()
+    raw = digits.strip(" \t\r\n")  # str.strip() also took \x1c-\x1f, \v and Unicode spaces
     if not raw:
         raise InvalidNumber(digits, "empty")
     if raw[0] == "+":

@@ -196,6 +196,16 @@ def test_carrier_behaviour_reaches_the_phone(lab, carrier, phone, behaviour, fin
     assert a.request_uris() == ["sip:5550100@127.0.0.11:5060"]
 
 
+def test_the_baseline_dials_only_plus_and_digits(lab, carrier, phone):
+    # `Dial(PJSIP/${EXTEN}@carrier-a)` with the dialled string as it came: `@carrier-d&PJSIP/`
+    # (%40, %26, %2F in the request URI) rang carrier-d and carrier-a both (a security audit).
+    a, d = carrier("a", "answer"), carrier("d", "answer")
+    assert phone("baseline").call("0034911234567%40carrier-d%26PJSIP%2F0033111").final_code == 484
+    assert (a.invites(), d.invites()) == (0, 0)
+    assert phone("baseline").call("+34911234567").final_code == 200
+    assert a.request_uris() == ["sip:+34911234567@127.0.0.11:5060"]
+
+
 def test_answer_after_rings_for_the_given_time(lab, carrier, phone):
     carrier("a", "answer_after:2")
     result = phone("baseline").call("5550101", hangup_after=0.1)

@@ -21,6 +21,7 @@ US = Defaults(country_code="1", international_prefix="011", national_prefix="1")
         ("911234567", SPAIN, "+34911234567"),
         ("0033123456789", SPAIN, "+33123456789"),
         ("  +34911234567 ", SPAIN, "+34911234567"),
+        ("\t911234567\r\n", SPAIN, "+34911234567"),
         ("02071234567", UK, "+442071234567"),
         ("00442071234567", UK, "+442071234567"),
         ("+14155550100", US, "+14155550100"),
@@ -40,6 +41,9 @@ def test_normalise_gives_e164(dialled: str, defaults: Defaults, expected: str) -
         "911 234 567", "+34 911234567", "+1234567890123456", "003412345678901234",
         "*21#", "+34911234567;", "PJSIP/123@x", "１２３", "٣٤٥", "+0123", "0000123",
         "91\n1234567", "+34911234567\x00", "91-123-45-67",
+        # around it, only spaces, tabs and line ends are ignored (a security audit found
+        # these routed as OK through FastAGI and explain)
+        "\x1c911234567\x1f", "911234567\u00a0", "\v911234567", "\u2003911234567", "911234567\x0c",
     ],
 )
 def test_normalise_rejects_anything_else(dialled: str) -> None:
