@@ -702,3 +702,21 @@ async def test_an_answer_whose_events_are_still_on_their_way_when_the_timer_fire
     assert sorted(bridge["channels"]) == sorted([caller, leg])
     await hang_up_answered(lab, caller)
     assert call.result is not None and call.result.outcome is Outcome.ANSWERED
+
+
+async def test_finished_calls_let_their_routing_versions_go(lab: Lab) -> None:
+    # The app keeps its last 1,000 finished calls; each held the snapshot it was routed with,
+    # so every version seeded since the oldest stayed in memory (some 50 MB per 100,000
+    # routes), whatever the reader let go (a code review).
+    import gc
+
+    from routing.snapshot import Snapshot
+
+    lab.carriers("a200")
+    for version in ("v2", "v3", "v4"):
+        lab.snapshots[:] = [snapshot_of(ROUTES, version)]  # a re-seed: the reader swaps
+        await hang_up_answered(lab, lab.fake.new_caller(NUMBER))
+    lab.snapshots[:] = [snapshot_of(ROUTES, "v5")]  # the reader holds v5 only
+    gc.collect()
+    assert sorted(o.version for o in gc.get_objects() if isinstance(o, Snapshot)) == ["v5"]
+    assert len(lab.app.finished) == 3
