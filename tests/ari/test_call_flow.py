@@ -718,5 +718,6 @@ async def test_finished_calls_let_their_routing_versions_go(lab: Lab) -> None:
         await hang_up_answered(lab, lab.fake.new_caller(NUMBER))
     lab.snapshots[:] = [snapshot_of(ROUTES, "v5")]  # the reader holds v5 only
     gc.collect()
-    assert sorted(o.version for o in gc.get_objects() if isinstance(o, Snapshot)) == ["v5"]
+    alive = {o.version for o in gc.get_objects() if isinstance(o, Snapshot)}
+    assert "v5" in alive and not alive & {"v2", "v3", "v4"}  # (other tests' v1 may be about)
     assert len(lab.app.finished) == 3
