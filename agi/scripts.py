@@ -95,7 +95,8 @@ def _int_or_none(text: str) -> int | None:
 
 
 def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms: str,
-            tech: str, *, before_setup_timer: bool = False) -> Observation:
+            tech: str, *, before_setup_timer: bool = False,
+            cause_before: str | None = None) -> Observation:
     """What the dialplan saw of one failed ``Dial()``, as the core's Observation.
 
     ``tech`` is ``HANGUPCAUSE(<channel>,tech)`` of the channel this attempt created. The
@@ -107,7 +108,10 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     ``DIALSTATUS`` is otherwise a hint for one thing only, when the far end gave no final
     answer: which of Dial's timers fired (``NOANSWER`` the ring timeout, ``CHANUNAVAIL`` the
     ``^SETUP`` timeout or no channel at all). ``before_setup_timer``: the Dial ended before its
-    ``^SETUP`` timer could fire (see :func:`setup_timer_ruled_out`).
+    ``^SETUP`` timer could fire (see :func:`setup_timer_ruled_out`). ``cause_before``:
+    ``HANGUPCAUSE`` before the Dial (``ROUTER_CAUSE_BEFORE``; None: not noted): BUSY or
+    CONGESTION without a final SIP code counts its cause only when it changed, since Dial's
+    ``i`` option reports a carrier's 3xx as BUSY and leaves the cause of an earlier attempt.
     """
     status = dialstatus.strip()
     sip = parse_sip_code(tech)
@@ -121,8 +125,10 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
         or (status == "CHANUNAVAIL" and not provisional and not before_setup_timer))
     final = sip is not None and not own_timer
     # No SIP code (the channel this Dial created could not be told from HANGUPCAUSE_KEYS()):
-    # BUSY and CONGESTION still mean the far end's answer renewed HANGUPCAUSE, so it holds.
-    fresh = final or (sip is None and status in ("BUSY", "CONGESTION"))
+    # BUSY and CONGESTION still mean the far end's answer renewed HANGUPCAUSE, so it holds,
+    # unless it is the one from before the Dial (a 3xx that Dial's `i` option made BUSY).
+    renewed = cause_before is None or hangupcause.strip() != cause_before.strip()
+    fresh = final or (sip is None and status in CAUSE_RENEWING and renewed)
     return Observation(
         cause=_int_or_none(hangupcause) if fresh else None,
         sip_code=sip if final else None,
@@ -132,6 +138,10 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
         ring_timeout=own_timer and provisional,
         caller_gone=status == "CANCEL",
     )
+
+
+#: The DIALSTATUS values that come with the far end's own answer (see :func:`observe`).
+CAUSE_RENEWING = ("BUSY", "CONGESTION")
 
 
 #: A Dial that its ^SETUP timer ended lasted at least the timeout; a carrier's own 487 this
@@ -274,8 +284,12 @@ class Scripts:
                 f"${{{V.DIAL_START}}}|${{{V.DIAL_END}}}|${{STRFTIME(,,%s%3q)}}|"
                 f"${{{V.setup_timeout(n)}}}") + "|||").split("|")[:4]
             early = setup_timer_ruled_out(start, end or now, setup)
+        cause_before = None
+        if parse_sip_code(tech) is None and req.arg(3).strip() in CAUSE_RENEWING:
+            # Rare (a 3xx, or a busy whose channel could not be told apart): one more read.
+            cause_before = await session.get_variable(V.CAUSE_BEFORE)
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
-                      before_setup_timer=early)
+                      before_setup_timer=early, cause_before=cause_before)
         trunk = await session.get_variable(V.trunk(n)) or ""
         if no_channel and early:
             # No channel, and at once: not the setup timer of a silent trunk but a trunk that

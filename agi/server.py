@@ -138,13 +138,17 @@ class AgiRequest:
         script = env.get("agi_network_script")
         if script is None:
             # No script part in the URL: Asterisk omits the header; fall back on agi_request.
-            parts = urlsplit(env.get("agi_request", ""))
-            path, query = parts.path, parts.query
+            try:
+                parts = urlsplit(env.get("agi_request", ""))
+                path, query = parts.path, parts.query
+            except ValueError:  # agi://[::1/route: no script, as none can be read
+                path, query = "", ""
         else:
             path, _, query = script.partition("?")
         numbered = []
         for key, value in env.items():
-            if key.startswith("agi_arg_") and key[8:].isdigit():
+            # (isdigit() alone takes "²", which int() refuses: the session's task died on it)
+            if key.startswith("agi_arg_") and key[8:].isascii() and key[8:].isdigit():
                 numbered.append((int(key[8:]), value))
         numbered.sort()
         return cls(

@@ -28,6 +28,10 @@ VERSION = "ROUTER_VERSION"  # routing table version the call was routed with
 #: carrier's own 487 from the one that answers the CANCEL of Dial's ^SETUP timer.
 DIAL_START = "ROUTER_DIAL_START"
 DIAL_END = "ROUTER_DIAL_END"
+#: Set by the FastAGI dialplan before each Dial(): ``${HANGUPCAUSE}`` then. A BUSY or
+#: CONGESTION with no final SIP code renewed it only when it changed (Dial's ``i`` option
+#: reports a carrier's 3xx as BUSY and leaves the cause of an earlier attempt there).
+CAUSE_BEFORE = "ROUTER_CAUSE_BEFORE"
 
 # On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
 RESUME = "ROUTER_RESUME"

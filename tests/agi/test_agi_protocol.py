@@ -554,3 +554,30 @@ def test_set_variable_lines_is_one_line_for_an_ordinary_plan_and_never_passes_th
     assert all(line.split(b" ")[2].count(b",") < 100 for line in lines)  # ARRAY(<= 100 names)
     with pytest.raises(ValueError, match="too long"):
         set_variable_lines([("V", "v" * 3000)])
+
+
+@pytest.mark.parametrize("headers", [
+    header_block("route", ["911234567"], extra={"agi_arg_\u00b2": "x"}),  # int() refuses "²"
+    b"agi_request: agi://[::1/route\nagi_channel: PJSIP/x-1\n\n",  # urlsplit() refuses it
+])
+async def test_headers_that_do_not_parse_end_the_session_without_a_traceback(
+        agi_server: ServerFactory, headers: bytes) -> None:
+    # AgiRequest.from_env() raised before the session's error handling: the exception left
+    # the connection's task, a traceback per connection, counted nowhere (a code review).
+    loop = asyncio.get_running_loop()
+    escaped: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: escaped.append(context))
+    try:
+        served: list[AgiRequest] = []
+
+        async def route(session: AgiSession) -> None:
+            served.append(session.request)
+
+        server = await agi_server({"route": route})
+        ch = await FakeChannel(server.port, headers=headers).run()
+        assert ch.closed_by_server
+        await until(lambda: server.stats.served + server.stats.unknown_script == 1)
+    finally:
+        loop.set_exception_handler(None)
+    assert escaped == []
+    assert [r.args for r in served] in ([("911234567",)], [])  # "²" is no argument number

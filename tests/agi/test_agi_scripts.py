@@ -134,6 +134,24 @@ async def test_480_from_a_trunk_that_never_rang_moves_on(router: AgiServer) -> N
     assert v["ROUTER_NEXT"] == "1"
 
 
+async def test_a_3xx_that_dial_made_busy_is_not_judged_on_an_earlier_attempts_cause(
+        router: AgiServer) -> None:
+    # Dial's `i` option reports a carrier's 302 as BUSY with no SIP code and leaves the
+    # caller's HANGUPCAUSE as an earlier attempt left it: here attempt 1's 19 (a 480 without
+    # ringing, next trunk). Attempt 2 was judged "no answer" on it and the call stopped (a
+    # code review); the dialplan notes HANGUPCAUSE before each Dial.
+    v = await route(router, "911234567")
+    v = await outcome(router, v, 1, "19", "NOANSWER", "SIP 480 Temporarily Unavailable")
+    assert v["ROUTER_NEXT"] == "1"
+    v["ROUTER_CAUSE_BEFORE"] = "19"
+    v = await outcome(router, v, 2, "19", "BUSY", "SIP 180 Ringing", ringtime="800")
+    assert v["ROUTER_RESULT_2"] == "congestion:34" and v["ROUTER_NEXT"] == "1"
+    # A busy callee whose channel could not be told apart still stops (the cause changed).
+    v["ROUTER_CAUSE_BEFORE"] = "34"
+    v = await outcome(router, v, 3, "17", "BUSY")
+    assert v["ROUTER_RESULT_3"] == "busy:17" and v["ROUTER_NEXT"] == "0"
+
+
 async def test_all_attempts_failing_hang_up_with_the_most_meaningful_cause(
         router: AgiServer) -> None:
     v = await route(router, "911234567")
@@ -284,6 +302,20 @@ def test_parse_sip_code(tech: str, code: int | None) -> None:
 ])
 def test_observe(args: tuple[str, str, str, str, str], expected: Observation) -> None:
     assert observe(*args) == expected
+
+
+@pytest.mark.parametrize(("args", "before", "expected"), [
+    # BUSY or CONGESTION without a SIP code: the cause counts only when the Dial changed it
+    (("17", "BUSY", "", "", ""), "0", Observation(cause=17)),
+    (("17", "BUSY", "", "", ""), "17", Observation()),  # a 3xx after a retried busy
+    (("19", "BUSY", "800", "", "SIP 180 Ringing"), "19", Observation(provisional=True)),
+    (("34", "CONGESTION", "", "", ""), "34", Observation()),
+    # a final SIP code: HANGUPCAUSE is that answer's, whatever it was before
+    (("17", "BUSY", "", "", "SIP 486 Busy Here"), "17", Observation(cause=17, sip_code=486)),
+])
+def test_observe_with_the_cause_before_the_dial(args: tuple[str, str, str, str, str],
+                                                before: str, expected: Observation) -> None:
+    assert observe(*args, cause_before=before) == expected
 
 
 async def test_outcome_of_a_late_attempt_reads_the_whole_channel_list(

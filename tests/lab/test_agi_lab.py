@@ -6,15 +6,25 @@ code it gets, and which carriers got an INVITE (from SIPp's own traces).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import random
 import re
 import signal
+import threading
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from agi.scripts import Scripts
+from agi.server import AgiServer, AgiSession, Handler
 from outbound_router import lab as lab_mod
+from outbound_router import topology
+from redis_seed.routes_file import parse_routes
+from routing.snapshot import Snapshot
 
 from .observer import logged_since, wait_for
 from .routes import (
@@ -188,6 +198,51 @@ def test_the_dialplan_judges_alone_while_the_router_stays_down(  # type: ignore[
     assert result.final_code == code
     assert (a.invites(), b.invites()) == (1, b_invites)
     assert router_summary(tiers, before) == summary
+
+
+@contextlib.contextmanager
+def stand_in_agi(handlers: Mapping[str, Handler]) -> Iterator[None]:
+    """A FastAGI server of the test's own at AGI_LISTEN, in a thread (the lab's is stopped)."""
+    loop = asyncio.new_event_loop()
+    server = AgiServer(handlers, host=topology.AGI_HOST, port=topology.AGI_PORT)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(grace=1), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_an_outcome_session_that_ends_without_a_verdict_is_asked_again(  # type: ignore[no-untyped-def]
+        tiers, carrier, agi) -> None:
+    # The session ends before its answer (the service killed or overloaded then): AGISTATUS
+    # is SUCCESS all the same. The dialplan appended what the attempt before had left in
+    # ROUTER_LAST_ATTEMPT and stopped the call with 503 (a code review); it now asks again,
+    # as when the router cannot be reached, and the carrier's own policy decides.
+    scripts = Scripts(lambda: Snapshot.build(parse_routes(TIERS), "v-stand-in"), random.Random())
+    unanswered = []
+
+    async def outcome(session: AgiSession) -> None:
+        if not unanswered:
+            unanswered.append(session.request.arg(1))
+            return  # the connection closes with no verdict
+        await scripts.outcome(session)
+
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    before = log_size(tiers)
+    with tiers.service_stopped("agi"), stand_in_agi({"route": scripts.route,
+                                                      "outcome": outcome}):
+        result = agi.call(NUMBER)
+    assert unanswered == ["1"]
+    assert result.final_code == 200, result.codes
+    assert (a.invites(), b.invites()) == (1, 1)
+    assert router_summary(tiers, before) == (
+        "OK carrier=second trunk=carrier-b "
+        "attempts=carrier-a:congestion:34:503|carrier-b:answered:16:200")
 
 
 def test_a_caller_who_leaves_while_a_failed_attempt_is_judged_keeps_it_in_the_trace(  # type: ignore[no-untyped-def]
