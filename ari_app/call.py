@@ -561,6 +561,12 @@ class Call:
             self.result = await self._route()
         except (AriError, AriUnavailable) as exc:
             self.log.error("call failed on an ARI error: %s", exc)
+            await self._drop_unadopted_resume()
+            self.result = await self._end_in_error()
+        except Exception:
+            # A bug: the caller must not be left in silence, nor a channel or bridge behind.
+            self.log.exception("call failed")
+            await self._drop_unadopted_resume()
             self.result = await self._end_in_error()
         except asyncio.CancelledError:
             await self._settle_dial()
@@ -593,6 +599,17 @@ class Call:
             raise
         await self._cleanup()
         return self.result
+
+    async def _drop_unadopted_resume(self) -> None:
+        """An attempt an earlier instance left, which this call failed before taking over:
+        hung up, as the call ends (it rang on, and an answer met nobody)."""
+        resume = self.resume_leg
+        if resume is None or resume.attempt_gone:
+            return
+        if any(leg.channel_id == resume.channel_id for leg in self.legs):
+            return  # taken over: _cleanup() hangs it up
+        await self._quietly(f"hang up {resume.channel_id}", self.ari.hangup(resume.channel_id))
+        self.registry.unregister(resume.channel_id)
 
     async def _settle_dial(self) -> None:
         """Stopped while an attempt's /dial was on its way: Asterisk may have sent the INVITE
@@ -710,7 +727,7 @@ class Call:
                 # its way to this call, which judges it as usual. The caller holds the same
                 # ROUTER_RESUME (written with each attempt).
                 data = await self._caller_resume_data()
-        except (AriError, ValueError) as exc:
+        except (AriError, AriUnavailable, ValueError) as exc:
             self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
         if resume.attempt_gone:
             return await self._resume_after_lost_attempt(data)
@@ -778,7 +795,7 @@ class Call:
     async def _caller_resume_data(self) -> Resume | None:
         try:
             return await read_resume(self.ari, self.caller_id)
-        except (AriError, ValueError) as exc:
+        except (AriError, AriUnavailable, ValueError) as exc:
             self.log.warning("cannot resume from caller %s either: %s", self.caller_id, exc)
             return None
 
@@ -803,11 +820,14 @@ class Call:
         leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, age - before_ringing))
 
     def _attempts_again(self, data: Resume | None) -> list[Attempt | None]:
-        """The attempts of ``data`` rebuilt from the current routing table (None for those
-        whose route, carrier or trunk is gone)."""
-        if data is None or self.snapshot is None:
+        """The attempts of ``data``: as planned (the resume data holds them whole), or for an
+        older instance's data rebuilt from the current routing table (None for those whose
+        route, carrier or trunk is gone, or with no table loaded)."""
+        if data is None:
             return []
-        return [a.planned or attempt_again(self.snapshot, data.number, *a[:4])
+        snapshot = self.snapshot
+        return [a.planned or (attempt_again(snapshot, data.number, *a[:4])
+                              if snapshot is not None else None)
                 for a in data.attempts]
 
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
@@ -875,7 +895,7 @@ class Call:
                              "going on with %d more attempt(s)", lost_index, lost_trunk,
                              len(later))
             return await self._attempts(later, data.base_vars(), prepared=True)
-        lost = rebuilt[0]
+        lost = rebuilt[0] if rebuilt else None
         judgement = _judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER,
                            answered_unseen=obs.answered)
         self.trace = [*data.trace, TraceEntry(lost_trunk, str(judgement.outcome), obs.cause,

@@ -721,3 +721,23 @@ async def test_finished_calls_let_their_routing_versions_go(lab: Lab) -> None:
     alive = {o.version for o in gc.get_objects() if isinstance(o, Snapshot)}
     assert "v5" in alive and not alive & {"v2", "v3", "v4"}  # (other tests' v1 may be about)
     assert len(lab.app.finished) == 3
+
+
+async def test_a_bug_in_a_call_ends_it_cleanly(lab: Lab, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    # Only ARI errors were caught: any other exception killed the call's task with the caller
+    # in silence in its bridge, and the attempt and bridge left behind (a code review).
+    lab.carriers("a480-noanswer_b200")
+    original = Call._record
+
+    def broken(self: Call, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Call, "_record", broken)
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 0.2")))
+    call = await lab.call(NUMBER)
+    assert call.result is not None and call.result.status is Status.ERROR
+    assert lab.fake.ended[call.caller_id].hangup_reason == "34"
+    assert "call failed" in caplog.text and "RuntimeError: a bug" in caplog.text
+    no_leftovers(lab)

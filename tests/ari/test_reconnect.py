@@ -237,13 +237,16 @@ async def test_an_adopted_call_destroys_its_bridge_even_when_a_hangup_fails(lab:
 
 
 @contextlib.asynccontextmanager
-async def a_new_instance(lab: Lab, *, reconciled: bool = True) -> AsyncIterator[RouterApp]:
+async def a_new_instance(lab: Lab, *, reconciled: bool = True,
+                         routing: bool = True) -> AsyncIterator[RouterApp]:
     """A second instance of the app on the same Asterisk, as after a restart of the service
-    (given once it has reconciled, unless ``reconciled=False``); stopped on leaving."""
+    (given once it has reconciled, unless ``reconciled=False``); stopped on leaving.
+    ``routing=False``: it has no routing table (Redis down or empty when it started)."""
     url = f"http://127.0.0.1:{lab.fake.server.port}"  # type: ignore[union-attr]
     ari = AriClient(url, lab.fake.username, lab.fake.password, lab.fake.app, heartbeat=1.0,
                     backoff=Backoff(initial=0.05, maximum=0.2))
-    app = RouterApp(ari, lambda: lab.snapshots[-1], rng=random.Random(7))
+    app = RouterApp(ari, (lambda: lab.snapshots[-1]) if routing else (lambda: None),
+                    rng=random.Random(7))
     runner = asyncio.create_task(app.run())
     try:
         if reconciled:
@@ -746,3 +749,46 @@ async def test_trunks_that_are_no_endpoint_are_warned_about_once_per_version(
     await wait_for(lambda: lab.fake.ws_connections == 2)
     await lab.app.check_trunks()
     assert len(warnings()) == 1
+
+
+async def test_a_resume_whose_data_cannot_be_read_hangs_the_attempt_up(lab: Lab) -> None:
+    # The new instance's read of the leg's ROUTER_RESUME got no reply (AriUnavailable): the
+    # call ended in ERROR, but the attempt rang on, owned by the ended call, so no later
+    # reconcile hung it up either; an answer met nobody (a code review).
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.dropping[f"GET /channels/{leg}/variable"] = 2  # (the pool retries once)
+    async with a_new_instance(lab) as app:
+        await wait_for(lambda: leg not in lab.fake.channels and not lab.fake.bridges)
+        assert lab.fake.ended[caller].hangup_reason == "34"
+        # the call's end unregisters its channels last
+        await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
+        assert leg not in app.owners and caller not in app.owners
+
+
+async def test_with_no_routing_table_a_caller_left_alone_goes_on_with_its_plan(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    # An instance started while Redis was down: the call task died on an IndexError and the
+    # caller waited in silence in its bridge. The plan is in the caller's ROUTER_RESUME.
+    caller, leg = await ringing_call(lab)  # carrier-a rings; carrier-b would answer
+    await stop(lab.runner, lab.ari)
+    lab.fake.carrier_fails(leg, 34, 503)  # ends while no instance runs
+    async with a_new_instance(lab, routing=False):
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert "crashed" not in caplog.text and "call failed" not in caplog.text
+
+
+async def test_with_no_routing_table_a_ringing_attempt_rings_on(lab: Lab) -> None:
+    # It was hung up ("nothing to resume") and the caller got 503.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    async with a_new_instance(lab, routing=False) as app:
+        call = app.owners[caller]
+        await wait_for(lambda: bool(call.legs))  # it read the leg's ROUTER_RESUME
+        assert leg in lab.fake.channels and caller in lab.fake.channels
+        lab.fake.answer(leg)
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
