@@ -1082,6 +1082,12 @@ class Call:
                               leg.attempt.trunk)
                 leg.answered()
                 return True
+            # The carrier's own final answer may have come during that check (a 486 just as
+            # the setup timer fired): it counts, not the timer (a busy callee was rung again
+            # on the next trunk, a 503 crossing the ring timer taken for no answer).
+            self._drain(leg)
+            if not leg.live:
+                return True
             leg.timed_out(now)
             self.log.info(
                 "attempt %d: %s timer fired", leg.attempt.index,
@@ -1114,7 +1120,8 @@ class Call:
         try:
             await self.ari.remove_channel(self.bridge_id, leg.channel_id)
             state = (await self.ari.get_channel(leg.channel_id)).get("state")
-            if state != ev.ChannelState.UP:
+            self._drain(leg)  # what came during these two requests (an answer, a 486)
+            if state != ev.ChannelState.UP and leg.state is not AttemptState.ANSWERED:
                 return False
             await self.ari.add_channel(self.bridge_id, [leg.channel_id])
             return True

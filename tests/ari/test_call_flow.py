@@ -741,3 +741,46 @@ async def test_a_bug_in_a_call_ends_it_cleanly(lab: Lab, monkeypatch: pytest.Mon
     assert lab.fake.ended[call.caller_id].hangup_reason == "34"
     assert "call failed" in caplog.text and "RuntimeError: a bug" in caplog.text
     no_leftovers(lab)
+
+
+async def test_a_busy_that_comes_while_the_setup_timer_checks_the_attempt_stops_the_call(
+        lab: Lab) -> None:
+    # As the setup timer fires, the attempt leaves the bridge and its state is read (two
+    # requests); a 486 that came meanwhile was overridden: judged a dead trunk, and the next
+    # carrier rang the busy callee (a code review). A 486 queued before the timer counted.
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")  # carrier-a sends no provisional reply at all
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
+    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
+    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    fake.carrier_fails(call.legs[0].channel_id, 17, 486)  # the callee is busy
+    await wait_for(lambda: call.queue.qsize() > 0)  # its events are in, unread
+    gate.set()
+    await lab.finished(caller)
+    assert fake.dials == {"carrier-a": 1}
+    assert call.result is not None and call.result.trace == "carrier-a:busy:17:486"
+    assert fake.ended[caller].hangup_reason == "17"
+    no_leftovers(lab)
+
+
+async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_connects(
+        lab: Lab) -> None:
+    # The same window with the carrier's 200 in it: the attempt is back in the bridge.
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
+    leg = call.legs[0].channel_id
+    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
+    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    fake.answer(leg)
+    await wait_for(lambda: call.queue.qsize() > 0)
+    gate.set()
+    await answered(lab, caller)
+    (bridge,) = fake.bridges.values()
+    assert bridge["channels"] == [caller, leg]
+    assert fake.dials == {"carrier-a": 1}
+    await hang_up_answered(lab, caller)
