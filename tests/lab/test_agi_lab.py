@@ -12,6 +12,7 @@ import os
 import random
 import re
 import signal
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,41 @@ def test_a_call_that_comes_while_the_router_restarts_is_routed_when_it_is_back(
         result = call.result()
     assert result.final_code == 200, result.codes
     assert a.invites() == 1
+
+
+def fill_accept_queue(address: tuple[str, int]) -> list[socket.socket]:
+    """Connections nobody accepts, until the listener's queue is full: a connect then waits
+    (its SYN dropped), as to a host that drops packets."""
+    queued: list[socket.socket] = []
+    while len(queued) < 8:
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect(address)
+        except OSError:  # (TimeoutError too): the queue is full
+            s.close()
+            return queued
+        queued.append(s)
+    raise AssertionError(f"{address}: the accept queue took {len(queued)} connections")
+
+
+def test_a_router_host_that_drops_packets_gives_503_within_seconds(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
+    # Each AGI() then waits 2 s to connect (Asterisk's MAX_AGI_CONNECT): the dialplan's 13
+    # tries took some 29 s of silence before the 503 (a code review). Now 3 s of Asterisk's
+    # clock from the first failure. A listening socket whose queue is full drops the SYNs.
+    a = carrier("a", "answer")
+    with tiers.service_stopped("agi"), socket.socket() as hole:
+        hole.bind((topology.AGI_HOST, topology.AGI_PORT))
+        hole.listen(0)
+        queued = fill_accept_queue((topology.AGI_HOST, topology.AGI_PORT))
+        try:
+            result = agi.call(NUMBER, timeout=60)
+        finally:
+            for s in queued:
+                s.close()
+    assert result.final_code == 503
+    assert a.invites() == 0
+    assert result.duration < 10, result.duration  # 2 s + about 3 s, not ~29 s
 
 
 def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier, agi) -> None:  # type: ignore[no-untyped-def]
