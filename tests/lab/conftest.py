@@ -143,8 +143,8 @@ class Lab:
     def services_running(self) -> list[str]:
         return lab_mod.running_services(lab_mod.load_state(lab_mod.paths()))
 
-    def ari(self, method: str, path: str) -> tuple[int, Any]:
-        return lab_mod.ari_request(path, self.ari_auth, method=method)
+    def ari(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        return lab_mod.ari_request(path, self.ari_auth, method=method, body=body)
 
     def service_stopped(self, name: str) -> contextlib.AbstractContextManager[None]:
         return lab_mod.service_stopped(name)

@@ -3,11 +3,7 @@ run through the ARI phones (127.0.0.10) and the FastAGI phones (127.0.0.20)."""
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,10 +63,10 @@ def test_a_tenant_the_channel_has_wins_over_the_x_tenant_header(lab, carrier, vi
     c = carrier("c", "answer")
     offset = lab.asterisk_log.stat().st_size
     with AriObserver(lab.ari_url, lab.ari_auth):  # the Local channel's other half enters it
-        status, local = _originate(lab, f"Local/00441234567890@from-{via}-phones",
-                                   app=AriObserver.APP, formats="ulaw",
-                                   variables={"__ROUTER_TENANT": "acme"})
-        assert status == 200, local
+        endpoint = urllib.parse.quote(f"Local/00441234567890@from-{via}-phones")
+        status, local = lab.ari("POST", f"/channels?endpoint={endpoint}", {
+            "app": AriObserver.APP, "formats": "ulaw", "variables": {"__ROUTER_TENANT": "acme"}})
+        assert status == 200
         wait_for("carrier-c's INVITE", c.invites)
         wait_for("the call to be answered", lambda: lab.ari(
             "GET", f"/channels/{local['id']}")[1].get("state") == "Up")
@@ -79,20 +75,6 @@ def test_a_tenant_the_channel_has_wins_over_the_x_tenant_header(lab, carrier, vi
     # the header was not read: PJSIP_HEADER() on a channel that is no PJSIP one complains
     # (the observer's websocket closing may log a WARNING of its own)
     assert "requires a PJSIP channel" not in logged_since(lab.asterisk_log, offset)
-
-
-def _originate(lab, endpoint: str, **body: object) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
-    """POST /channels (ARI's originate) with a JSON body: ``variables`` go there only."""
-    token = base64.b64encode(":".join(lab.ari_auth).encode()).decode()
-    req = urllib.request.Request(
-        f"{lab.ari_url}/ari/channels?endpoint={urllib.parse.quote(endpoint)}",
-        data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, {"error": exc.read().decode(errors="replace")}
 
 
 def test_a_tenant_header_with_a_quote_is_passed_on_without_a_dialplan_warning(
