@@ -559,13 +559,11 @@ class Call:
         self.registry.register(self.caller_id, self)
         try:
             self.result = await self._route()
-        except (AriError, AriUnavailable) as exc:
-            self.log.error("call failed on an ARI error: %s", exc)
-            await self._drop_unadopted_resume()
-            self.result = await self._end_in_error()
-        except Exception:
-            # A bug: the caller must not be left in silence, nor a channel or bridge behind.
-            self.log.exception("call failed")
+        except Exception as exc:
+            if isinstance(exc, (AriError, AriUnavailable)):
+                self.log.error("call failed on an ARI error: %s", exc)
+            else:  # a bug: the caller must not be left in silence, nor a channel or bridge
+                self.log.exception("call failed")
             await self._drop_unadopted_resume()
             self.result = await self._end_in_error()
         except asyncio.CancelledError:
