@@ -128,7 +128,7 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     # BUSY and CONGESTION still mean the far end's answer renewed HANGUPCAUSE, so it holds,
     # unless it is the one from before the Dial (a 3xx that Dial's `i` option made BUSY).
     renewed = cause_before is None or hangupcause.strip() != cause_before.strip()
-    fresh = final or (sip is None and status in CAUSE_RENEWING and renewed)
+    fresh = final or (cause_from_far_end(dialstatus, tech) and renewed)
     return Observation(
         cause=_int_or_none(hangupcause) if fresh else None,
         sip_code=sip if final else None,
@@ -140,8 +140,10 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     )
 
 
-#: The DIALSTATUS values that come with the far end's own answer (see :func:`observe`).
-CAUSE_RENEWING = ("BUSY", "CONGESTION")
+def cause_from_far_end(dialstatus: str, tech: str) -> bool:
+    """BUSY or CONGESTION with no final SIP code: ``HANGUPCAUSE`` is the far end's answer,
+    if the Dial changed it (``ROUTER_CAUSE_BEFORE``, see :func:`observe`)."""
+    return parse_sip_code(tech) is None and dialstatus.strip() in ("BUSY", "CONGESTION")
 
 
 #: A Dial that its ^SETUP timer ended lasted at least the timeout; a carrier's own 487 this
@@ -285,7 +287,7 @@ class Scripts:
                 f"${{{V.setup_timeout(n)}}}") + "|||").split("|")[:4]
             early = setup_timer_ruled_out(start, end or now, setup)
         cause_before = None
-        if parse_sip_code(tech) is None and req.arg(3).strip() in CAUSE_RENEWING:
+        if cause_from_far_end(req.arg(3), tech):
             # Rare (a 3xx, or a busy whose channel could not be told apart): one more read.
             cause_before = await session.get_variable(V.CAUSE_BEFORE)
         obs = observe(req.arg(2), req.arg(3), req.arg(4), req.arg(5), tech,
