@@ -860,9 +860,11 @@ def wait_loaded(offsets: dict[Path, int], version: str, timeout: float = 10.0) -
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
                     say: Say = _say, *, wanted: Sequence[str] = topology.SERVICES) -> None:
     services = state.setdefault("services", {})
-    env = {**os.environ, **topology.service_env(
-        redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
+    # The shell's own ARI_PASSWORD and the like are left out: each service gets its own.
+    inherited = {k: v for k, v in os.environ.items() if k not in topology.SERVICE_VARIABLES}
     for name in wanted:
+        env = {**inherited, **topology.service_env(
+            name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
         current = services.get(name) or {}
         if is_service(current.get("pid"), name):
             continue

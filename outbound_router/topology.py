@@ -90,13 +90,22 @@ def carrier(name: str) -> CarrierTrunk:
     raise ValueError(f"unknown carrier {name!r}: use one of {known}")
 
 
-def service_env(*, redis_url: str, ari_username: str, ari_password: str) -> dict[str, str]:
-    """Environment of the router services (SPEC section 6) in this topology."""
-    return {
-        "REDIS_URL": redis_url,
-        "ARI_URL": ARI_URL,
-        "ARI_USERNAME": ari_username,
-        "ARI_PASSWORD": ari_password,
-        "ARI_APP": ARI_APP,
-        "AGI_LISTEN": AGI_LISTEN,
-    }
+#: Every variable of SPEC section 6 that a service's environment may carry.
+SERVICE_VARIABLES: tuple[str, ...] = (
+    "REDIS_URL", "ARI_URL", "ARI_USERNAME", "ARI_PASSWORD", "ARI_APP", "AGI_LISTEN")
+
+
+def service_env(name: str, *, redis_url: str, ari_username: str,
+                ari_password: str) -> dict[str, str]:
+    """Environment of the router service ``name`` (``seed`` or one of SERVICES) in this
+    topology: only what it uses, so the FastAGI server and the seed never hold the ARI
+    password."""
+    env = {"REDIS_URL": redis_url}
+    if name == "ari":
+        env.update(ARI_URL=ARI_URL, ARI_USERNAME=ari_username, ARI_PASSWORD=ari_password,
+                   ARI_APP=ARI_APP)
+    elif name == "agi":
+        env["AGI_LISTEN"] = AGI_LISTEN
+    elif name != "seed":
+        raise ValueError(f"unknown router service {name!r}")
+    return env

@@ -79,10 +79,10 @@ def compose_problems(compose: dict[str, Any]) -> list[str]:
     if (env.get("ARI_USERNAME"), env.get("ARI_PASSWORD")) != (
             topology.LAB_ARI_USERNAME, topology.LAB_ARI_PASSWORD):
         problems.append(f"asterisk: ARI credentials {env} != the lab's")
-    router_env = topology.service_env(redis_url="redis://127.0.0.1:6379/0",
-                                      ari_username=topology.LAB_ARI_USERNAME,
-                                      ari_password=topology.LAB_ARI_PASSWORD)
     for name in ("seed", *topology.SERVICES):
+        router_env = topology.service_env(name, redis_url="redis://127.0.0.1:6379/0",
+                                          ari_username=topology.LAB_ARI_USERNAME,
+                                          ari_password=topology.LAB_ARI_PASSWORD)
         env = {k: resolve(v) for k, v in (services.get(name, {}).get("environment") or {}).items()}
         if env != router_env:
             problems.append(f"{name}: environment {env} != {router_env}")
@@ -224,6 +224,8 @@ def test_every_demo_behaviour_has_a_scenario():
         (lambda d: d["services"]["carrier-b"]["command"].__setitem__(4, "c"), "carrier-b"),
         (lambda d: d["services"]["ari"]["environment"].__setitem__(
             "ARI_URL", "http://127.0.0.1:8089"), "ari"),
+        (lambda d: d["services"]["agi"]["environment"].__setitem__(
+            "ARI_PASSWORD", "${ARI_PASSWORD:-lab-only-secret}"), "agi"),
         (lambda d: d["services"]["asterisk"]["environment"].__setitem__(
             "ARI_PASSWORD", "${ARI_PASSWORD:-other}"), "asterisk"),
         (lambda d: d["services"]["redis"].__setitem__(

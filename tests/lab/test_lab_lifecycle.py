@@ -44,6 +44,12 @@ def _pids(state: dict) -> dict[str, int]:
     return pids
 
 
+def _environment(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.decode().partition("=") for item in f.read().split(b"\0") if item]
+    return {name: value for name, _, value in pairs}
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -106,6 +112,9 @@ def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, re
     pids = _pids(state)
     assert all(_alive(pid) for pid in pids.values()), pids
     assert {f"carrier-{c.letter}" for c in topology.CARRIERS} <= set(pids)
+    # Each service holds only the settings it uses: the FastAGI server no ARI password.
+    assert "ARI_PASSWORD" in _environment(pids["ari"])
+    assert not {"ARI_PASSWORD", "ARI_USERNAME"} & set(_environment(pids["agi"]))
 
     # 2. Again: nothing is built, started or installed a second time.
     second = _lab(fresh_cache, "up")
