@@ -125,6 +125,9 @@ class RouterApp:
         self._held_dropped = 0
         #: (routing version, its trunks that are no endpoint) last warned about
         self._trunks_warned: tuple[str, tuple[str, ...]] | None = None
+        #: One set per reconcile whose lists are on their way: the channels whose call ended
+        #: meanwhile. The lists may still show them; they are nobody's to adopt or resume.
+        self._ended_meanwhile: list[set[str]] = []
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -133,6 +136,8 @@ class RouterApp:
 
     def unregister(self, channel_id: str) -> None:
         self.owners.pop(channel_id, None)
+        for ended in self._ended_meanwhile:
+            ended.add(channel_id)
 
     # -- running -------------------------------------------------------------------------
 
@@ -283,13 +288,20 @@ class RouterApp:
         # the channels known to exist as it is asked for are taken for gone when missing.
         confirmed = {cid for owner in self._distinct_owners()
                      for cid in owner.confirmed_channels()}
-        channels, bridges = await asyncio.gather(
-            self.ari.list_channels(), self.ari.list_bridges()
-        )
+        ended: set[str] = set()
+        self._ended_meanwhile.append(ended)
+        try:
+            channels, bridges = await asyncio.gather(
+                self.ari.list_channels(), self.ari.list_bridges()
+            )
+        finally:
+            self._ended_meanwhile.remove(ended)
         # Nothing awaits from here on: no event can slip in between reading and acting.
         present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
         for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
+        for cid in ended:
+            present.pop(cid, None)
         handled: set[str] = set()
         app = self.ari.app
         for bridge in bridges:
@@ -299,6 +311,8 @@ class RouterApp:
             members = [m for m in bridge.get("channels", []) if isinstance(m, str)]
             if any(m in self.owners for m in members) or self._owns_bridge(bid):
                 continue
+            if members and all(m in ended for m in members):
+                continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
             if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
@@ -396,7 +410,7 @@ class RouterApp:
         finally:
             for cid in adopted.channel_ids:
                 if self.owners.get(cid) is adopted:
-                    del self.owners[cid]
+                    self.unregister(cid)
 
     async def _remove(self, bridge_id: str, channel_ids: list[str]) -> None:
         for cid in channel_ids:

@@ -184,6 +184,30 @@ async def test_bridged_calls_go_on_through_a_drop(lab: Lab) -> None:
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_call_that_ends_while_the_lists_are_on_their_way_is_not_adopted(
+        lab: Lab) -> None:
+    # The lists still showed the bridged call that had ended meanwhile: it was adopted, and
+    # its task and two registry entries waited for events of gone channels until the next
+    # reconnect.
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    before = await cut(lab)
+    lists = hold_the_channel_list(lab)
+    lab.app.reconciled.clear()
+    lab.fake.accepting = True
+    await wait_for(lambda: lab.fake.channel_lists > lists and lab.fake.ws_connections > before)
+    lab.fake.far_end_hangup(call.legs[0].channel_id)
+    await lab.finished(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert lab.fake.hold_channel_list is not None
+    lab.fake.hold_channel_list.set()
+    await lab.app.reconciled.wait()
+    assert lab.app.owners == {}
+    assert not [t.get_name() for t in lab.app.tasks if t.get_name().startswith("adopted-")]
+
+
 async def test_leftovers_of_an_earlier_run_are_cleaned_or_adopted(lab: Lab) -> None:
     lab.carriers("a200")
     before = await cut(lab)
