@@ -149,7 +149,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     settings = _settings(redis_only=True)
     with _redis(settings) as client:
         try:
-            version = publish(client, table, source=args.file,
+            # (a file name that is no UTF-8 is stored with its odd bytes replaced)
+            source = os.fsencode(args.file).decode("utf-8", "replace")
+            version = publish(client, table, source=source,
                               keep=DEFAULT_KEEP if args.keep is None else args.keep,
                               keys=Keys(settings.redis_prefix))
         except VersionStoreError as exc:
@@ -159,12 +161,16 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
+    from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
     from redis_seed.store import list_versions
 
     settings = _settings(redis_only=True)
     with _redis(settings) as client:
-        infos = list_versions(client, keys=Keys(settings.redis_prefix))
+        try:
+            infos = list_versions(client, keys=Keys(settings.redis_prefix))
+        except VersionStoreError as exc:
+            raise CommandError(str(exc)) from None
     if not infos:
         print("no versions in Redis yet: run 'outbound-router seed FILE'", file=sys.stderr)
         return EXIT_OK

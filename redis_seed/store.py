@@ -64,9 +64,12 @@ HISTORY_MAX = 100
 # HISTORY_MAX.
 # Checks that no key is of another type (a foreign key under the prefix: Lua does not undo
 # the writes before an error) and that the version is there whole (its checksum field
-# matches), then switches, persists, lists and announces it, atomically. Mode 'push' (a
-# seed, `rollback VERSION`) adds it to the history; mode 'back' (`rollback`) goes back in the
-# history to it, provided the current version is still the one the target was chosen from.
+# matches), then announces, switches, persists and lists it, atomically. The announcement
+# comes before the first write: a user that may not publish on the channel (Redis 7 gives a
+# new ACL user no channel) fails there with nothing changed, and no reader can read before
+# the script ends anyway. Mode 'push' (a seed, `rollback VERSION`) adds it to the history;
+# mode 'back' (`rollback`) goes back in the history to it, provided the current version is
+# still the one the target was chosen from.
 _SWITCH_LUA = """
 for i, kind in ipairs({'hash', 'hash', 'zset', 'list'}) do
   local found = redis.call('TYPE', KEYS[i]).ok
@@ -78,10 +81,11 @@ local sha = redis.call('HGET', KEYS[2], 'sha256')
 if sha ~= ARGV[2] then
   return redis.error_reply('NOVERSION ' .. ARGV[1])
 end
+if ARGV[5] == 'back' and redis.call('HGET', KEYS[1], 'version') ~= ARGV[6] then
+  return redis.error_reply('CHANGED ' .. ARGV[6])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 if ARGV[5] == 'back' then
-  if redis.call('HGET', KEYS[1], 'version') ~= ARGV[6] then
-    return redis.error_reply('CHANGED ' .. ARGV[6])
-  end
   local at = nil
   for i, v in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
     if v == ARGV[1] then
@@ -102,7 +106,6 @@ end
 redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sha256', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 1
 """
 
@@ -226,6 +229,11 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
             raise VersionStoreError(f"the current version changed from {back_from} while "
                                     "rolling back: nothing was done (see `outbound-router "
                                     "versions`, then roll back again)") from None
+        if "can't publish to the channel" in str(exc):
+            raise VersionStoreError(
+                f"the Redis user of REDIS_URL may not publish on the channel {keys.notify}, "
+                f"which tells the routers of a new version: grant it (ACL SETUSER USER "
+                f"&{keys.notify}); nothing was changed") from None
         raise
 
 
@@ -274,7 +282,12 @@ def _current(client: redis.Redis, keys: Keys) -> tuple[str | None, str | None]:
     current = fields(client.hgetall(keys.current))
     version = current.get(F_VERSION.encode())
     sha = current.get(F_SHA256.encode())
-    return (version.decode() if version else None, sha.decode() if sha else None)
+    try:
+        return (version.decode() if version else None, sha.decode() if sha else None)
+    except UnicodeDecodeError:
+        raise CorruptVersion(f"the Redis key {keys.current} holds no version id: another "
+                             "program writes under this prefix (set REDIS_PREFIX to another "
+                             "prefix, or seed again)") from None
 
 
 def current_version(client: redis.Redis, *, keys: Keys | None = None) -> str | None:

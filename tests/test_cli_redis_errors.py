@@ -107,3 +107,46 @@ def test_settings_of_the_services_do_not_stop_the_redis_commands(redis_server: s
     assert out.returncode == 0 and "v000001" in out.stdout, out.stderr
     assert run("explain", "911234567", **env).returncode == 0
     one_clear_line(run("agi", **env), "AGI_LISTEN")
+
+
+def test_a_user_that_may_not_publish_the_notification_changes_nothing(
+        redis_server: str, redis_client: redis.Redis) -> None:
+    # Redis 7 gives a new ACL user no pub/sub channel: the switch script wrote the new
+    # current version, then failed at its PUBLISH, and the seed said it had failed while
+    # every router loaded the new version at its next poll.
+    first = run("seed", EXAMPLE, REDIS_URL=redis_server)
+    assert first.returncode == 0, first.stderr
+    redis_client.execute_command("ACL", "SETUSER", "seeder", "on", ">seedpw",
+                                 f"~{PREFIX}:*", "+@all")  # keys and commands, no channel
+    url = redis_server.replace("redis://", "redis://seeder:seedpw@")
+    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url),
+                          f"may not publish on the channel {PREFIX}:notify",
+                          f"&{PREFIX}:notify", "nothing was changed")
+    assert "seedpw" not in line
+    assert redis_client.hget(f"{PREFIX}:current", "version") == first.stdout.strip().encode()
+    assert redis_client.lrange(f"{PREFIX}:history", 0, -1) == [first.stdout.strip().encode()]
+    assert redis_client.zcard(f"{PREFIX}:versions") == 1
+
+
+def test_a_current_pointer_that_holds_no_version_id(redis_server: str,
+                                                    redis_client: redis.Redis) -> None:
+    # Bytes of another program that are no UTF-8: a traceback from each command.
+    redis_client.hset(f"{PREFIX}:current", mapping={"version": b"\xff\xfe", "sha256": b"\xff"})
+    for args in (("versions",), ("explain", "911234567"), ("rollback",)):
+        one_clear_line(run(*args, REDIS_URL=redis_server),
+                       f"{PREFIX}:current holds no version id", "REDIS_PREFIX")
+
+
+def test_seed_a_file_whose_name_is_no_utf8(redis_server: str, redis_client: redis.Redis,
+                                           tmp_path: Path) -> None:
+    # (a Latin-1 name from an old system or a share): redis-py refused the source name, a
+    # traceback and exit 1, the status of a bad routes file, after a version id was taken.
+    name = os.fsencode(tmp_path) + b"/routes-\xe9t\xe9.yaml"
+    Path(os.fsdecode(name)).write_bytes(Path(EXAMPLE).read_bytes())
+    out = subprocess.run([sys.executable, "-m", "outbound_router.cli", "seed", name],
+                         env={**os.environ, "REDIS_PREFIX": PREFIX, "REDIS_URL": redis_server},
+                         capture_output=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    assert out.stdout.strip() == b"v000001"
+    source = redis_client.hget(f"{PREFIX}:version:v000001", "source")
+    assert source is not None and source.endswith("routes-\ufffdt\ufffd.yaml".encode())
