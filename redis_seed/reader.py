@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
@@ -120,7 +120,11 @@ class SnapshotReader:
         self._snapshot: Snapshot | None = None
         self._sha256: str | None = None
         self._bad: tuple[str, str | None] | None = None  # a version that failed to load
+        self._missing: tuple[str, str | None] | None = None  # named current, not in Redis
+        self._failures_logged: set[str] = set()  # kinds of unexpected errors logged
         self._empty_logged = False
+        #: The Redis user may not SUBSCRIBE to the notify channel: follow by polling alone.
+        self._poll_only = False
         self._down_since: float | None = None
         self._changed = asyncio.Event()
         self._closing = False
@@ -156,6 +160,8 @@ class SnapshotReader:
             await self._check()
         except REDIS_DOWN as exc:
             self._outage(exc)
+        except Exception as exc:  # noqa: BLE001 (nothing may stop the router's start)
+            self._failed(exc)
         self._task = asyncio.create_task(self._run(), name="routing-snapshot-reader")
 
     async def close(self) -> None:
@@ -202,6 +208,8 @@ class SnapshotReader:
                 await self._follow()
             except REDIS_DOWN as exc:
                 self._outage(exc)
+            except Exception as exc:  # noqa: BLE001 (a bug must not end hot reload for good)
+                self._failed(exc)
             if self._closing:
                 return
             delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis
@@ -210,9 +218,21 @@ class SnapshotReader:
 
     async def _follow(self) -> None:
         assert self._client is not None
+        if self._poll_only:
+            await self._poll()
+            return
         pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self._keys.notify)
+            try:  # the reply to SUBSCRIBE (redis-py does not wait for it)
+                await pubsub.get_message(timeout=self._poll_interval)
+            except NoPermissionError as exc:
+                self._poll_only = True
+                log.warning("the Redis user of %s may not subscribe to %s (%s): new routing "
+                            "versions are found by polling every %g s instead; grant it "
+                            "(ACL SETUSER USER &%s)", self._safe_url, self._keys.notify, exc,
+                            self._poll_interval, self._keys.notify)
+                return  # (to _poll, once this connection is closed)
             # Subscribed first, checked second: a version published in between is not missed.
             await self._check()
             self._recovered()
@@ -236,6 +256,14 @@ class SnapshotReader:
             with contextlib.suppress(*REDIS_DOWN):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _poll(self) -> None:
+        """Follow by reading the current pointer every ``poll_interval`` alone (no pub/sub)."""
+        await self._check()
+        self._recovered()
+        while not self._closing:
+            await asyncio.sleep(self._poll_interval)
+            await self._check()
+
     async def _check(self) -> None:
         """Load the current version if it is not the one held."""
         assert self._client is not None
@@ -249,14 +277,26 @@ class SnapshotReader:
                             "seed FILE`); %s", self._safe_url, self._holding())
             return
         self._empty_logged = False
-        version = raw_version.decode()
-        sha = raw_sha.decode() if raw_sha is not None else None
+        try:
+            version = raw_version.decode()
+            sha = raw_sha.decode() if raw_sha is not None else None
+        except UnicodeDecodeError:
+            version, sha = repr(raw_version), None
         held = self._snapshot
         if held is not None and held.version == version and self._sha256 == sha:
             return
         if self._bad == (version, sha):
             return  # already logged
         stored = fields(await self._client.hgetall(self._keys.version(version)))
+        if not stored:
+            # Not kept (yet): Redis lost its data between the two reads, or a replica has not
+            # got the version yet. Read again at the next poll, logged once.
+            if self._missing != (version, sha):
+                self._missing = (version, sha)
+                log.warning("routing version %s, named current, is not in Redis; %s",
+                            version, self._holding())
+            return
+        self._missing = None
         try:
             table, snapshot = await asyncio.to_thread(_build, stored, version, sha)
         except BAD_VERSION as exc:
@@ -319,6 +359,17 @@ class SnapshotReader:
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
                     "(at most every %.1f s)", self._safe_url, type(exc).__name__, exc,
                     self._holding(), self._max_backoff)
+
+    def _failed(self, exc: Exception) -> None:
+        """An error that is neither Redis unreachable nor a bad version (a bug, or data of
+        another program): logged with its traceback once per kind, then retried."""
+        kind = type(exc).__name__
+        if kind in self._failures_logged:
+            log.debug("routing snapshot reader failed again: %s: %s", kind, exc)
+            return
+        self._failures_logged.add(kind)
+        log.error("the routing snapshot reader failed (%s: %s); %s; trying again with "
+                  "backoff", kind, exc, self._holding(), exc_info=exc)
 
     def _recovered(self) -> None:
         self._backoff = self._initial_backoff

@@ -10,11 +10,15 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from redis_tables import generation_of, generation_table
 
+from redis_seed import reader as reader_module
+from redis_seed.connection import async_client
 from redis_seed.keys import Keys
 from redis_seed.reader import SnapshotReader
 from redis_seed.store import publish
@@ -284,3 +288,91 @@ async def test_a_version_is_built_with_the_garbage_collector_paused(
     assert seen == [False, False] and gc.isenabled()
     assert reader.version != broken and routes_a_call(reader.snapshot) == 1
 
+
+
+async def test_a_user_that_may_not_subscribe_follows_by_polling_and_says_so_once(
+        redis_server: str, client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    # Redis 7 gives a new ACL user no pub/sub channel. The reader's SUBSCRIBE failed at its
+    # first read: "Redis is unavailable", "available again", a new connection, some 13 times
+    # a second for as long as it ran.
+    caplog.set_level(logging.INFO, logger="redis_seed.reader")
+    client.execute_command("ACL", "SETUSER", "router", "on", ">routerpw", "~outbound-router:*",
+                           "+@read", "+@connection", "+@pubsub")  # no &channel
+    await seed(client, 1)
+    url = redis_server.replace("redis://", "redis://router:routerpw@")
+    connections = int(client.info("stats")["total_connections_received"])
+    async with SnapshotReader(url, poll_interval=0.2) as r:
+        for g in (2, 3):
+            version = await seed(client, g)
+            assert generation_of(await r.wait_for_version(version, timeout=2.0)) == g
+        assert r.connected
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if "may not subscribe to outbound-router:notify" in m
+                and "&outbound-router:notify" in m]) == 1, messages
+    assert not [m for m in messages if "unavailable" in m or "available again" in m], messages
+    assert "routerpw" not in "\n".join(messages)
+    # The reader's connection, and those of the two seeds and the stats reads.
+    assert int(client.info("stats")["total_connections_received"]) - connections <= 3
+
+
+async def test_a_version_missing_for_a_moment_is_loaded_once_it_is_there(
+        redis_server: str, client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    # Redis lost its data between the reads of the current pointer and of the version (a
+    # restart without persistence, a failover to a replica behind): the reader marked the
+    # version bad for good, and stayed on the old one after the operator had seeded the
+    # same files again (same ids, same checksums), while every other router moved on.
+    await seed(client, 1)
+    v2_key = Keys().version("v000002").encode()
+    flushed = asyncio.Event()
+
+    def factory(url: str) -> redis.asyncio.Redis:
+        made = async_client(url)
+        real = made.hgetall
+
+        async def hgetall(name: str | bytes) -> Any:
+            if (name.encode() if isinstance(name, str) else name) == v2_key \
+                    and not flushed.is_set():
+                await asyncio.to_thread(client.flushall)  # Redis restarted empty, here
+                flushed.set()
+            return await real(name)
+
+        made.hgetall = hgetall  # type: ignore[method-assign]
+        return made
+
+    async with SnapshotReader(redis_server, poll_interval=0.2, client_factory=factory) as r:
+        assert r.version == "v000001"
+        await seed(client, 2)
+        await flushed.wait()
+        assert await seed(client, 1) == "v000001"
+        assert await seed(client, 2) == "v000002"
+        snapshot = await r.wait_until(lambda s: generation_of(s) == 2, timeout=3.0)
+        assert snapshot.version == "v000002"
+    missing = [rec for rec in caplog.records if "is not in Redis" in rec.getMessage()]
+    assert len(missing) == 1, [rec.getMessage() for rec in caplog.records]
+
+
+async def test_an_unexpected_error_neither_stops_the_start_nor_ends_hot_reload(
+        redis_server: str, client: redis.Redis, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # start() raised on a current pointer of another program (bytes that are no UTF-8): the
+    # ari and agi services died at start. Any error but Redis down or a bad version (a bug)
+    # ended the background task in silence: no more hot reload, even after a good seed.
+    client.hset(Keys().current, mapping={"version": b"\xff\xfe", "sha256": b"\xff"})
+    async with SnapshotReader(redis_server, poll_interval=0.1, max_backoff=0.2) as r:
+        assert r.snapshot is None
+        v1 = await seed(client, 1)  # repairs the pointer
+        assert generation_of(await r.wait_for_version(v1, timeout=2.0)) == 1
+        build = reader_module._build
+        failures = [RuntimeError("a bug")]
+
+        def build_with_a_bug(*args: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return build(*args)
+
+        monkeypatch.setattr(reader_module, "_build", build_with_a_bug)
+        v2 = await seed(client, 2)
+        assert generation_of(await r.wait_for_version(v2, timeout=2.0)) == 2
+    assert not failures
+    errors = [rec for rec in caplog.records if "snapshot reader failed" in rec.getMessage()]
+    assert len(errors) == 1 and errors[0].exc_info is not None, errors  # with its traceback
