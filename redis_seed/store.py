@@ -1,10 +1,11 @@
 """Versions of the routing table in Redis: publish (seed), list, roll back, load (SPEC section 5).
 
-A seed writes the complete new version under its own key (one hash, written by one command, so
-it exists whole or not at all), then one Lua script checks it and switches the current pointer,
-records it in the list of versions and publishes its id on the notify channel: all in one
-atomic step. Until that step, readers keep seeing the previous version; if the seed fails
-before it, the new key expires on its own within an hour and is never listed.
+A seed writes the complete new version under its own key (one hash, written by one script, so
+it exists whole or not at all, and never over another version), then one Lua script checks it,
+publishes its id on the notify channel, switches the current pointer and records it in the
+list of versions: all in one atomic step. Until that step, readers keep seeing the previous
+version; if the seed fails before it, the new key expires on its own within an hour and is
+never listed.
 
 Each version stores a SHA-256 of its data and its route count, so a reader detects a partial or
 corrupted value and keeps what it has. Key names: :mod:`redis_seed.keys`.
@@ -109,6 +110,21 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return 1
 """
 
+
+# KEYS: the new version's hash. ARGV: UNPUBLISHED_TTL, then its fields and values.
+# Writes the version only where no other is (a counter moved back by hand or by a concurrent
+# seed's repair must not write over a version), with the expiry of an unpublished one.
+_WRITE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: Version ids a seed tries before it gives up (each one taken by a version kept or written).
+ID_TRIES = 100
 
 # KEYS: current pointer, versions zset, then the hash of each version in ARGV (same order).
 # Removes those versions, but not the one current when it runs; returns the ids removed.
@@ -250,24 +266,19 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     keys = keys or Keys()
     blob, encoding = encode_table(table, fmt=fmt)
     sha256 = hashlib.sha256(blob).hexdigest()
-    version = format_version(int(client.incr(keys.counter)))
-    key = keys.version(version)
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # No clean-up on failure: an unpublished version expires by itself, and deleting it after
-    # a lost reply could delete a switch that did happen.
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(key, mapping={
-        F_VERSION: version,
-        F_FORMAT: fmt,
-        F_ENCODING: encoding,
-        F_SHA256: sha256,
-        F_ROUTES: len(table.routes),
-        F_CREATED: created,
-        F_SOURCE: source,
-        F_DATA: blob,
-    })
-    pipe.expire(key, UNPUBLISHED_TTL)
-    pipe.execute()
+    write = client.register_script(_WRITE_LUA)
+    for _ in range(ID_TRIES):
+        version = _new_version_id(client, keys)
+        # No clean-up on failure: an unpublished version expires by itself, and deleting it
+        # after a lost reply could delete a switch that did happen.
+        if write(keys=[keys.version(version)], args=[UNPUBLISHED_TTL,
+                 F_VERSION, version, F_FORMAT, fmt, F_ENCODING, encoding, F_SHA256, sha256,
+                 F_ROUTES, len(table.routes), F_CREATED, created, F_SOURCE, source,
+                 F_DATA, blob]):
+            break
+    else:
+        raise _no_free_id(keys)
     _switch(client, keys, version, sha256)
     log.info("published routing version %s (%d routes, from %s)", version, len(table.routes),
              source or "?")
@@ -276,6 +287,30 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     except redis.RedisError as exc:
         log.warning("could not prune old routing versions: %s", exc)
     return version
+
+
+def _new_version_id(client: redis.Redis, keys: Keys) -> str:
+    """The next version id: the counter's, moved up past the versions kept when it is behind
+    them (lost to eviction or a clean-up, or keys restored without it), and past a version
+    hash still there under it (a seed that died before its switch); an id is never reused."""
+    for _ in range(ID_TRIES):
+        number = int(client.incr(keys.counter))
+        top = cast(list[Any], client.zrevrange(keys.versions, 0, 0, withscores=True))
+        if top and number <= int(top[0][1]):
+            log.warning("the version counter %s was behind the versions kept (at %d, the "
+                        "newest is %s): moved past it", keys.counter, number, text(top[0][0]))
+            client.set(keys.counter, int(top[0][1]))
+            continue
+        version = format_version(number)
+        if not client.exists(keys.version(version)):
+            return version
+    raise _no_free_id(keys)
+
+
+def _no_free_id(keys: Keys) -> VersionStoreError:
+    return VersionStoreError(f"no free version id after {ID_TRIES} tries: does another "
+                             f"program write under the prefix {keys.prefix}? (see "
+                             "`outbound-router versions`); nothing was changed")
 
 
 def _current(client: redis.Redis, keys: Keys) -> tuple[str | None, str | None]:

@@ -280,3 +280,42 @@ def test_a_versions_line_says_route_for_one_and_routes_for_more() -> None:
     two = store.VersionInfo("v000002", created, "b.yaml", 2, "", current=False)
     assert str(one) == "* v000001  2026-11-28 01:02:03Z        1 route   a.yaml"
     assert str(two) == "  v000002  2026-11-28 01:02:03Z        2 routes  b.yaml"
+
+
+def test_a_seed_never_writes_over_a_kept_version_when_the_counter_is_behind(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The counter lost (evicted by an allkeys-* maxmemory policy, deleted in a clean-up,
+    # keys restored without it): the next seed took v000001 again and wrote over it, the
+    # current version, with the expiry of an unpublished one; had it died before its switch,
+    # the current version would have changed content and vanished an hour later.
+    for g in (1, 2, 3):
+        publish(client, generation_table(g))
+    rollback(client, "v000001")
+    client.delete(Keys().counter)
+    kept = {v: client.hgetall(Keys().version(v)) for v in ("v000001", "v000002", "v000003")}
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("the seeding host lost Redis here")
+
+    monkeypatch.setattr(store, "_switch", dies)
+    with pytest.raises(redis.ConnectionError):
+        publish(client, generation_table(4))
+    monkeypatch.undo()
+    assert {v: client.hgetall(Keys().version(v)) for v in kept} == kept
+    assert client.ttl(Keys().version("v000001")) == -1
+    assert load_current(client) == ("v000001", generation_table(1))
+    # The next seed takes the next free id: v000004 is the dead seed's (it expires).
+    assert publish(client, generation_table(5)) == "v000005"
+    assert rollback(client, "v000002") == "v000002"
+    assert load_current(client) == ("v000002", generation_table(2))
+
+
+def test_the_write_of_a_version_refuses_an_id_taken_meanwhile(client: redis.Redis) -> None:
+    # Two seeds given one id (a counter set back while they ran): the second write leaves
+    # the first seed's version as it is, and the seed tries the next id.
+    publish(client, generation_table(1))
+    before = client.hgetall(Keys().version("v000001"))
+    write = client.register_script(store._WRITE_LUA)
+    assert write(keys=[Keys().version("v000001")], args=[60, "data", b"other"]) == 0
+    assert client.hgetall(Keys().version("v000001")) == before
+    assert client.ttl(Keys().version("v000001")) == -1
