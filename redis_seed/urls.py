@@ -109,11 +109,14 @@ def mask_url(url: str) -> str:
 
 def _userinfo_spills(path: str, query: str, fragment: str = "") -> bool:
     """True when an ``@`` comes after where a URL parser ends the host part (in the path, the
-    fragment or a query parameter name, where none belongs): the user name or password holds
-    a ``/``, ``?`` or ``#`` that is not percent-encoded, and part of it would be taken for the
-    host, port, path or query."""
-    keys = (item.partition("=")[0] for item in query.split("&"))
-    return "@" in path or "@" in fragment or any("@" in key for key in keys)
+    fragment, a query parameter name, or a value other than a password's, where none
+    belongs): the user name or password holds a ``/``, ``?`` or ``#`` that is not
+    percent-encoded, and part of it would be taken for the host, port, path or query (and
+    quoted in an error as a sentinel address or an option name)."""
+    items = (item.partition("=") for item in query.split("&"))
+    return "@" in path or "@" in fragment or any(
+        "@" in key or ("@" in value and not key.lower().endswith("password"))
+        for key, _, value in items)
 
 
 def _spill_problem(url: str) -> str:

@@ -90,6 +90,12 @@ LEAKY = [
     "redis+sentinel://:s3c@ret@s1,s2/mymaster?sentinel_password=s3cr#et",
     "unix://:s3cr/et@/run/redis.sock",
     "http//u:s3cret@x",
+    # a '?' then a '=' in the password: the part before the '?' was quoted as a sentinel
+    # address, the part after it as an unknown option
+    "redis+sentinel://router:s3cr?et=x@127.0.0.1:26379/mymaster",
+    "redis+sentinel://:s3cr?et=x@127.0.0.1:26379/mymaster",
+    "redis://router:?s3cret=x@127.0.0.1:16399/0",
+    "rediss://router:?s3cret=x@127.0.0.1:16399/0",
 ]
 
 
