@@ -33,9 +33,10 @@ def _common(overrides: dict[str, Any]) -> dict[str, Any]:
 def _sentinel_kwargs(url: str, kwargs: dict[str, Any]) -> tuple[SentinelTarget, dict[str, Any]]:
     """The parsed Sentinel URL and the arguments of a (sync or asyncio) ``Sentinel``."""
     t = parse_sentinel_url(url)
+    tls = {"ssl": True, **dict(t.tls)} if t.sentinel_ssl else {}
     return t, {"sentinel_kwargs": {"password": t.sentinel_password,
                                    "socket_connect_timeout": kwargs["socket_connect_timeout"],
-                                   "socket_timeout": kwargs["socket_timeout"]},
+                                   "socket_timeout": kwargs["socket_timeout"], **tls},
                **kwargs}
 
 
@@ -48,7 +49,8 @@ def sync_client(url: str, **overrides: Any) -> redis.Redis:
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl)
+            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl,
+            **dict(t.tls))
         return cast(redis.Redis, master)
     return redis.Redis.from_url(url, **kwargs)
 
@@ -67,8 +69,10 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
         t, sentinel_kwargs = _sentinel_kwargs(url, kwargs)
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
+        tls: dict[str, Any] = dict(t.tls)
         master = sentinel.master_for(
-            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl)
+            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl,
+            **tls)
         return cast(redis.asyncio.Redis, master)
     return redis.asyncio.Redis.from_url(url, **kwargs)
 

@@ -8,6 +8,8 @@ Sentinel URLs name the sentinels and the monitored service::
     redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]
     rediss+sentinel://...                       (TLS to the master)
     ...?sentinel_password=SECRET                (when the sentinels have their own password)
+    rediss+sentinel://...?ssl_ca_certs=FILE     (the ssl_* options of rediss://, for the master
+                                                 and, with sentinel_ssl=true, the sentinels)
 
 The user and password are the master's; the sentinel port defaults to 26379.
 """
@@ -35,6 +37,10 @@ class SentinelTarget:
     password: str | None = None
     sentinel_password: str | None = None
     ssl: bool = False
+    #: TLS options of the connections (``ssl_ca_certs``...), as redis-py takes them
+    tls: tuple[tuple[str, str | bool], ...] = ()
+    #: TLS to the sentinels too (``sentinel_ssl=true``), with the same options
+    sentinel_ssl: bool = False
 
 
 def url_scheme(url: str) -> str:
@@ -170,15 +176,26 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
             raise ValueError(f"bad database number {segments[1]!r} in {mask_url(url)!r}")
         db = int(segments[1])
     params = parse_qs(query, keep_blank_values=True)
-    unknown = set(params) - {"sentinel_password"}
+    ssl = scheme == "rediss+sentinel"
+    options = {"sentinel_password": (lambda v: True, ""),
+               **({**_TLS_QUERY_OPTIONS, "sentinel_ssl": (_boolean, "true or false")}
+                  if ssl else {})}
+    unknown = set(params) - set(options)
     if unknown:
+        tls = " (the ssl_* options need rediss+sentinel://)" if not ssl and any(
+            name in _TLS_QUERY_OPTIONS or name == "sentinel_ssl" for name in unknown) else ""
         raise ValueError(f"unknown Sentinel URL option(s) {', '.join(sorted(unknown))} in "
-                         f"{mask_url(url)!r}: only sentinel_password is understood")
-    sentinel_password = params.get("sentinel_password", [None])[-1] or None
+                         f"{mask_url(url)!r}: understood are {', '.join(options)}{tls}")
+    _check_values(options, params, url)
+    values = {name: given[-1] for name, given in params.items()}
+    sentinel_password = values.pop("sentinel_password", None) or None
+    sentinel_ssl = _true(values.pop("sentinel_ssl", "false"))
+    tls_options = tuple((name, _true(v) if name == "ssl_check_hostname" else v)
+                        for name, v in sorted(values.items()))
     return SentinelTarget(hosts=tuple(hosts), service_name=segments[0], db=db,
                           username=username, password=password,
-                          sentinel_password=sentinel_password,
-                          ssl=scheme == "rediss+sentinel")
+                          sentinel_password=sentinel_password, ssl=ssl, tls=tls_options,
+                          sentinel_ssl=sentinel_ssl)
 
 
 def check_redis_url(url: str) -> None:
@@ -225,6 +242,10 @@ def _boolean(value: str) -> bool:
     return value.lower() in ("1", "0", "true", "false", "yes", "no", "y", "n", "t", "f")
 
 
+def _true(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "y", "t")
+
+
 def _number(value: str) -> bool:
     try:
         return float(value) >= 0
@@ -265,12 +286,19 @@ def _check_query(scheme: str, query: str, url: str) -> None:
     options = dict(_QUERY_OPTIONS, **(_TLS_QUERY_OPTIONS if scheme == "rediss" else {}))
     if scheme == "unix":
         del options["socket_keepalive"]  # a TCP option
-    for name, values in parse_qs(query, keep_blank_values=True).items():
+    params = parse_qs(query, keep_blank_values=True)
+    for name in params:
         if name not in options:
             tls = " (only with rediss://)" if name in _TLS_QUERY_OPTIONS else ""
             raise ValueError(
                 f"unknown option {name!r}{tls} in the Redis URL {mask_url(url)!r}: understood "
                 f"are {', '.join(options)}")
+    _check_values(options, params, url)
+
+
+def _check_values(options: dict[str, tuple[Callable[[str], bool], str]],
+                  params: dict[str, list[str]], url: str) -> None:
+    for name, values in params.items():
         ok, expected = options[name]
         if not ok(values[-1]):
             shown = _MASK if name.endswith("password") else repr(values[-1])

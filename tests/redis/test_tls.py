@@ -4,6 +4,7 @@ with a certificate for 127.0.0.1 signed by a CA of the test's own (openssl)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,3 +80,49 @@ async def test_a_reader_follows_versions_over_tls(tls_redis: RedisProcess) -> No
             assert generation_of(await reader.wait_for_version(v2, timeout=1.0)) == 2
     finally:
         close_client(seeder)
+
+
+@pytest.mark.parametrize("sentinel_tls", [False, True])
+async def test_a_tls_master_of_a_private_ca_is_reached_through_a_sentinel(
+        tls_redis: RedisProcess, tmp_path: Path, sentinel_tls: bool) -> None:
+    # rediss+sentinel:// took no option but sentinel_password: a master whose certificate
+    # a CA of one's own signed could not be reached through Sentinel at all, and the
+    # sentinels (and their password) were always spoken to in plain text.
+    assert tls_redis.tls is not None
+    files = tls_redis.tls
+    conf = tmp_path / "sentinel" / "sentinel.conf"
+    conf.parent.mkdir()
+    conf.write_text(f"sentinel monitor mymaster 127.0.0.1 {tls_redis.port} 1\n"
+                    f"tls-replication yes\ntls-cert-file {files.cert}\n"
+                    f"tls-key-file {files.key}\ntls-ca-cert-file {files.ca}\n")
+    sentinel = RedisProcess(conf.parent, "--sentinel", config=conf,
+                            tls=files if sentinel_tls else None)
+    sentinel.start()
+    try:
+        url = (f"rediss+sentinel://127.0.0.1:{sentinel.port}/mymaster?ssl_ca_certs={files.ca}"
+               + ("&sentinel_ssl=true" if sentinel_tls else ""))
+        seeded = cli(url, "seed", str(EXAMPLE))
+        assert seeded.returncode == 0, seeded.stderr
+        async with SnapshotReader(url, poll_interval=0.5) as reader:
+            assert reader.version == seeded.stdout.strip()
+        untrusted = cli(url.replace(f"ssl_ca_certs={files.ca}", "ssl_cert_reqs=required"),
+                        "versions")
+        # (redis-py reports a sentinel it cannot reach as "No master found")
+        refused = "No master found" if sentinel_tls else "certificate verify failed"
+        assert untrusted.returncode == 2 and refused in untrusted.stderr, untrusted.stderr
+    finally:
+        sentinel.kill()
+
+
+def test_tls_options_of_a_sentinel_url_are_checked() -> None:
+    from redis_seed.urls import check_redis_url
+
+    for url, says in [
+        ("redis+sentinel://h/m?ssl_ca_certs=/ca.pem", "need rediss+sentinel://"),
+        ("rediss+sentinel://h/m?ssl_cert_reqs=maybe", "none, optional or required"),
+        ("rediss+sentinel://h/m?sentinel_ssl=perhaps", "true or false"),
+        ("rediss+sentinel://h/m?ssl_password=s3cret&nope=1", "unknown Sentinel URL option"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)) as info:
+            check_redis_url(url)
+        assert "s3cret" not in str(info.value)
