@@ -143,7 +143,7 @@ def _count(n: int, what: str) -> str:
 def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import publish
+    from redis_seed.store import eviction_risk, publish
 
     table = _load_file(args.file, writing=True)
     settings = _settings(redis_only=True)
@@ -156,6 +156,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
                               keys=Keys(settings.redis_prefix))
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
+        risk = eviction_risk(client)
+    if risk:
+        print(f"outbound-router seed: warning: {risk}", file=sys.stderr)
     print(version)
     return EXIT_OK
 

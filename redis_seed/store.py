@@ -313,6 +313,23 @@ def _no_free_id(keys: Keys) -> VersionStoreError:
                              "`outbound-router versions`); nothing was changed")
 
 
+def eviction_risk(client: redis.Redis) -> str | None:
+    """What is wrong when Redis may evict the routing keys, which never expire: the current
+    pointer or a version gone under memory pressure (a Redis shared with a cache), a router
+    that starts afterwards has no routes. None when it may not, or cannot be asked (CONFIG is
+    often refused to application users)."""
+    try:
+        reply = cast(dict[str, str], client.config_get("maxmemory-policy"))
+    except redis.RedisError:
+        return None
+    policy = text(next(iter(reply.values()), ""))
+    if not policy.startswith("allkeys"):
+        return None
+    return (f"Redis evicts any key under memory pressure (maxmemory-policy {policy}): the "
+            "current routing version could go, and a router started then would have no "
+            "routes. Use noeviction or a volatile-* policy for the router's Redis.")
+
+
 def _current(client: redis.Redis, keys: Keys) -> tuple[str | None, str | None]:
     current = fields(client.hgetall(keys.current))
     version = current.get(F_VERSION.encode())

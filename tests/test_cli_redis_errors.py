@@ -150,3 +150,15 @@ def test_seed_a_file_whose_name_is_no_utf8(redis_server: str, redis_client: redi
     assert out.stdout.strip() == b"v000001"
     source = redis_client.hget(f"{PREFIX}:version:v000001", "source")
     assert source is not None and source.endswith("routes-\ufffdt\ufffd.yaml".encode())
+
+
+def test_seed_warns_when_redis_may_evict_the_routes(redis_server: str,
+                                                    redis_client: redis.Redis) -> None:
+    # A Redis shared with a cache (allkeys-lru) may evict the current version, which never
+    # expires: a router started then has no routes. Nothing said so.
+    quiet = run("seed", EXAMPLE, REDIS_URL=redis_server)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    warned = run("seed", EXAMPLE, REDIS_URL=redis_server)
+    assert warned.returncode == 0 and warned.stdout.strip() == "v000002"
+    assert "maxmemory-policy allkeys-lru" in warned.stderr and "noeviction" in warned.stderr
