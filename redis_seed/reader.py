@@ -13,12 +13,14 @@ Used by the ARI app and the AGI server::
 How it follows the current version (SPEC section 5):
 
 - it subscribes to the notify channel and, besides, checks the current pointer every
-  ``poll_interval`` seconds, so a missed message costs at most one interval;
+  ``poll_interval`` seconds, so a missed message costs at most one interval (a Redis user
+  that may not subscribe gets polling alone, said once);
 - a new version is read (one immutable hash), checked against its checksum, decoded and indexed
   off the event loop, then swapped in with one assignment: callers see the old snapshot or the
   new one, never a mix; a version that fails to load is logged once and the old one kept;
 - when Redis goes away it logs one warning, keeps routing from the last snapshot, reconnects
-  with capped, jittered exponential backoff, and logs the recovery.
+  with capped, jittered exponential backoff, and logs the recovery; any other error is logged
+  with its traceback once per kind and retried the same way: hot reload never stops.
 """
 
 from __future__ import annotations
