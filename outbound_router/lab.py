@@ -184,11 +184,26 @@ def _worker_of(keeper: int, name: str) -> int | None:
     return None
 
 
-def is_redis(pid: int | None) -> bool:
+def is_redis(pid: int | None, p: Paths) -> bool:
+    """The lab's own redis-server (its data in the lab's directory), not any redis-server
+    that got the PID of a dead one."""
     if not pid:
         return False
     argv = _proc_argv(pid)
-    return bool(argv) and "redis-server" in os.path.basename(argv[0])
+    if not argv or "redis-server" not in os.path.basename(argv[0]):
+        return False
+    try:  # (redis-server rewrites its command line; it works in its --dir)
+        return os.readlink(f"/proc/{pid}/cwd") == str((p.state_dir / "redis").resolve())
+    except OSError:
+        return False
+
+
+def is_lab_carrier(pid: int | None, p: Paths) -> bool:
+    """A demo carrier of the lab (its files in the lab's directory), not any SIPp that got
+    the PID of a dead one (a test's own carrier)."""
+    argv = _proc_argv(pid) if pid else []
+    return (bool(argv) and os.path.basename(argv[0]) == "sipp"
+            and any(a.startswith(f"{p.carriers_dir}/") for a in argv))
 
 
 def asterisks_in(chroot: Path) -> list[int]:
@@ -215,8 +230,11 @@ def locked(p: Paths) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.0) -> bool:
-    """SIGTERM the process if `check(pid)` still holds, then SIGKILL after `timeout`."""
+def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.0,
+                 group: bool = False) -> bool:
+    """SIGTERM the process if `check(pid)` still holds, then SIGKILL after `timeout`: the
+    process alone, or with ``group`` its whole process group (a supervisor, which leads its
+    own session: the service it runs may not have acted on the SIGTERM passed on either)."""
     if not check(pid):
         return False
     with contextlib.suppress(ProcessLookupError):
@@ -226,7 +244,10 @@ def stop_process(pid: int, check: Callable[[int], bool], *, timeout: float = 10.
         time.sleep(0.05)  # polling: another session's process cannot be waited for
     if check(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            if group and os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
         while check(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
     # An exiting process stops looking like itself (its cmdline reads empty) before the
@@ -327,14 +348,31 @@ def chroot_ready(p: Paths) -> bool:
 
 
 def _clean_stale_builds(p: Paths, say: Say) -> None:
+    """Remove what interrupted builds left. Called under the lab's lock, which every build
+    holds: whatever PID a build directory is named after (a PID taken by another process
+    since, after a reboot), no build of it runs. An orphaned debootstrap still working in
+    one (its `lab up` killed) is killed first."""
     for stale in p.cache.glob("chroot.build-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _proc_argv(int(pid)):
-            raise LabError(f"another chroot build is running (pid {pid}, {stale}); wait for it")
+        for pid in _processes_naming(stale):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for point in mounts_under(stale):
             subprocess.run(["umount", "-l", point], check=False)
         say(f"chroot: removing an interrupted build {stale}")
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """PIDs of the processes whose command line holds ``path`` (read as it is: a kernel
+    thread's is empty, and waiting for an exec to fill it would take 0.2 s each)."""
+    needle = os.fsencode(str(path))
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+    return found
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
@@ -599,7 +637,11 @@ def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
             raise AsteriskExited(f"Asterisk exited during start-up; see "
                                  f"{p.state_dir / 'asterisk.out'} and {p.asterisk_log}")
         if not booted:
-            r = _rasterisk(p, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                r = _rasterisk(p, "core waitfullybooted",
+                               timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break  # (a hung Asterisk: its CLI never answers)
             booted = r.returncode == 0 and "fully booted" in r.stdout
         if booted:
             status, info = ari_request("/asterisk/info", auth)
@@ -608,7 +650,9 @@ def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
             if status == 401:
                 raise LabError("ARI refuses the lab's credentials: ari.conf was not reloaded?")
         time.sleep(0.1)  # polling: Asterisk has no readiness event we can await from here
-    raise LabError(f"Asterisk did not finish booting within {timeout:.0f} s; see {p.asterisk_log}")
+    raise LabError(f"Asterisk (pid {pid}) did not finish booting, or does not answer its CLI "
+                   f"and ARI, within {timeout:.0f} s; see {p.asterisk_log} (`outbound-router "
+                   "lab down`, then `lab up` starts it again)")
 
 
 def startup_problems(p: Paths) -> list[str]:
@@ -693,7 +737,7 @@ def _own_redis_address(url: str) -> tuple[int, int, bool]:
 
 def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     own = state.get("redis") or {}
-    if own.get("pid") and is_redis(own["pid"]) and redis_ping(own["url"]):
+    if own.get("pid") and is_redis(own["pid"], p) and redis_ping(own["url"]):
         return str(own["url"])
     # REDIS_URL when given; else the one this lab already uses (services running on it), so
     # that a second `lab up` from another shell does not switch half the lab to another Redis
@@ -873,7 +917,8 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             save_state(p, state)
             say(f"{name}: `outbound-router {name}` is not available yet; not started")
             continue
-        if name == "agi" and tcp_listening(topology.AGI_HOST, topology.AGI_PORT):
+        if name == "agi" and _port_in_use(socket.SOCK_STREAM, topology.AGI_HOST,
+                                          topology.AGI_PORT):
             services[name] = {"pid": None, "note": f"{topology.AGI_LISTEN} already in use"}
             save_state(p, state)
             say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
@@ -903,11 +948,11 @@ def _service_check(name: str) -> Callable[[int], bool]:
 
 
 def stop_services(p: Paths, state: dict[str, Any], names: Sequence[str] = topology.SERVICES,
-                  say: Say = _say) -> None:
+                  say: Say = _say, *, timeout: float = 10.0) -> None:
     services = state.get("services") or {}
     for name in names:
         pid = (services.get(name) or {}).get("pid")
-        if pid and stop_process(pid, _service_check(name)):
+        if pid and stop_process(pid, _service_check(name), group=True, timeout=timeout):
             say(f"{name}: stopped (pid {pid})")
         services.pop(name, None)
     save_state(p, state)
@@ -923,7 +968,7 @@ def ensure_carriers(p: Paths, state: dict[str, Any], want: bool, say: Say = _say
         return
     for trunk in topology.CARRIERS:
         pid = (carriers.get(trunk.letter) or {}).get("pid")
-        if sipp.pid_is_sipp(pid or 0):
+        if is_lab_carrier(pid, p):
             continue
         try:
             c = sipp.start_carrier(trunk.letter, trunk.demo, p.carriers_dir, detach=True)
@@ -942,7 +987,7 @@ def stop_carriers(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
     carriers = state.get("carriers") or {}
     for letter, info in sorted(carriers.items()):
         pid = (info or {}).get("pid")
-        if pid and sipp.pid_is_sipp(pid):
+        if pid and is_lab_carrier(pid, p):
             sipp.stop_pid(pid)
             say(f"carrier-{letter}: stopped (pid {pid})")
     state["carriers"] = {}
@@ -953,7 +998,7 @@ def demo_carriers(p: Paths, state: dict[str, Any]) -> list[sipp.Carrier]:
     out = []
     for trunk in topology.CARRIERS:
         info = (state.get("carriers") or {}).get(trunk.letter)
-        if info and sipp.pid_is_sipp(info.get("pid") or 0):
+        if info and is_lab_carrier(info.get("pid"), p):
             out.append(sipp.Carrier(trunk, sipp.Behaviour.parse(info["behaviour"]),
                                     p.carriers_dir, info["pid"]))
     return out
@@ -973,6 +1018,9 @@ class LabInfo:
     asterisk_version: str
     state_dir: Path
     asterisk_log: Path
+    #: What is not as it should be: a service that did not start, a Stasis app that is not
+    #: registered (`lab up` then says so and exits 1; the rest of the lab is up).
+    problems: tuple[str, ...] = ()
 
 
 def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabInfo:
@@ -1010,7 +1058,8 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
         say("asterisk: configuration changed, reloaded")
     start_asterisk(p, state, say)
     try:
-        ari_info = wait_asterisk(p, state, auth)
+        # (one that runs answers at once: a hung one is not waited for as long as a boot)
+        ari_info = wait_asterisk(p, state, auth, timeout=15.0 if running else 60.0)
     except AsteriskExited:
         if not running:
             raise
@@ -1031,24 +1080,29 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
             say(f"asterisk: start-up ERROR: {line}")
     redis_url = ensure_redis(p, state, say)
     ensure_seeded(p, state, redis_url, say)
+    problems = []
     if services:
         ensure_services(p, state, redis_url, auth, say)
-        wait_app_registered(state, auth, say)
+        problems = [f"{name} not running" for name in topology.SERVICES
+                    if name not in running_services(state)]
+        if not problems and not wait_app_registered(state, auth, say):
+            problems.append(f"the Stasis app {topology.ARI_APP!r} not registered")
     ensure_carriers(p, state, carriers, say)
     state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     save_state(p, state)
     return LabInfo(topology.ARI_URL, auth, redis_url, int(state["asterisk_pid"]), version,
-                   p.state_dir, p.asterisk_log)
+                   p.state_dir, p.asterisk_log, tuple(problems))
 
 
 def wait_app_registered(state: dict[str, Any], auth: tuple[str, str], say: Say = _say,
-                        timeout: float = 15.0) -> None:
+                        timeout: float = 15.0) -> bool:
     """Return once Asterisk knows the Stasis app, so that `lab up` means calls route. The ari
     service may already run while Asterisk was restarted: it reconnects within its backoff
-    (up to a few seconds), and until then Stasis() fails and the phone gets 503."""
+    (up to a few seconds), and until then Stasis() fails and the phone gets 503. False when
+    it is not registered after ``timeout`` (said), or the ari service does not run."""
     ari = (state.get("services") or {}).get("ari") or {}
     if not is_service(ari.get("pid"), "ari"):
-        return
+        return False
     deadline = time.monotonic() + timeout
     while (code := ari_request(f"/applications/{topology.ARI_APP}", auth)[0]) != 200:
         if time.monotonic() > deadline:
@@ -1058,8 +1112,9 @@ def wait_app_registered(state: dict[str, Any], auth: tuple[str, str], say: Say =
             else:
                 say(f"ari: the Stasis app {topology.ARI_APP!r} is not registered in Asterisk "
                     f"after {timeout:g} s; see {paths().state_dir / 'ari.log'}")
-            return
+            return False
         time.sleep(0.05)  # polling: nothing outside the service tells when it reconnected
+    return True
 
 
 def running_info() -> LabInfo | None:
@@ -1096,7 +1151,7 @@ def _down(p: Paths, say: Say) -> bool:
             say(f"asterisk: stopped (pid {pid})")
     state.pop("asterisk_pid", None)
     redis = state.get("redis") or {}
-    if redis.get("pid") and stop_process(redis["pid"], is_redis):
+    if redis.get("pid") and stop_process(redis["pid"], lambda pid: is_redis(pid, p)):
         say(f"redis: stopped own redis-server (pid {redis['pid']})")
     state.pop("redis", None)
     for point in state.get("mounts", []):
@@ -1141,7 +1196,7 @@ def status(say: Say = _say) -> int:
     redis = state.get("redis") or {}
     if redis:
         own = redis.get("pid")
-        kind = ("external" if not own else f"own redis-server (pid {own})" if is_redis(own)
+        kind = ("external" if not own else f"own redis-server (pid {own})" if is_redis(own, p)
                 else f"own redis-server (pid {own}) exited")
         answers = redis_ping(redis["url"])
         say(f"redis      {_mask(redis['url'])} {kind}, "
@@ -1383,7 +1438,11 @@ def _dialled(text: str) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     def go() -> int:
         started = time.monotonic()
-        up(carriers=not args.no_carriers)
+        info = up(carriers=not args.no_carriers)
+        if info.problems:
+            _say(f"lab: up in {time.monotonic() - started:.1f} s, but with "
+                 f"{' and '.join(info.problems)} (see above; `outbound-router lab status`)")
+            return EXIT_FAILED
         _say(f"lab: up in {time.monotonic() - started:.1f} s "
              "(`outbound-router lab status`, `lab call NUMBER`, `lab down`)")
         return EXIT_OK

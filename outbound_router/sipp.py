@@ -493,6 +493,7 @@ def carrier_command(
     return [
         sipp_binary(), "-sf", str(scenario),
         "-i", trunk.address, "-p", str(trunk.port), "-bind_local",
+        "-ci", trunk.address,  # the remote-control socket: on 0.0.0.0 without it
         "-mi", trunk.address, "-mp", str(10000 + 100 * (ord(trunk.letter) - ord("a") + 1)),
         "-aa", "-nostdin", "-skip_rlimit",
         "-trace_msg", "-message_file", str(workdir / f"carrier-{trunk.letter}-messages.log"),
@@ -597,7 +598,7 @@ def _phone_command(
     sip_port = free_udp_port(source)
     cmd = [
         sipp_binary(), f"{topology.SIP_HOST}:{topology.SIP_PORT}", "-sf", str(scenario),
-        "-s", number, "-i", source, "-p", str(sip_port), "-bind_local",
+        "-s", number, "-i", source, "-p", str(sip_port), "-bind_local", "-ci", source,
         "-mi", source, "-mp", str(free_udp_ports(source, avoid=sip_port)),
         "-aa", "-nostdin", "-skip_rlimit", "-trace_msg", "-message_file", str(trace),
         "-trace_err", "-error_file", str(trace.with_suffix(".errors.log")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,17 @@ def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, re
     assert "FAILED: 3 of 7 calls did not go as the example routes promise" in lame.stdout
     assert "agi 911234567: not placed, the agi service is not running (3 calls)" in lame.stdout
     del pids["agi"]
+    # `lab up` cannot start it again while another process holds its port: exit 1, saying
+    # so (it exited 0, and a suite run after `lab up && ...` went on with half a lab).
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((topology.AGI_HOST, topology.AGI_PORT))
+        squatter.listen()
+        half = _lab(fresh_cache, "up")
+    assert half.returncode == lab_mod.EXIT_FAILED, half.stdout
+    assert "already in use by another process; not started" in half.stdout
+    assert half.stdout.rstrip().endswith("but with agi not running (see above; "
+                                         "`outbound-router lab status`)")
 
     # 5. Down: no Asterisk, no SIPp, no mount, no process left in the chroot.
     down = _lab(fresh_cache, "down")

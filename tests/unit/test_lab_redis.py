@@ -53,15 +53,15 @@ def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
     url = f"redis://127.0.0.1:{free_port()}/3"
     monkeypatch.setenv("REDIS_URL", url)
     said: list[str] = []
-    state: dict = {}
-    got = lab.ensure_redis(_paths(tmp_path), state, say=said.append)
+    p, state = _paths(tmp_path), {}
+    got = lab.ensure_redis(p, state, say=said.append)
     try:
         assert got == url
         assert lab.redis_ping(url)
         assert said == [f"redis: nothing answers at {url}; started redis-server there "
                         f"(pid {state['redis']['pid']})"]
     finally:
-        lab.stop_process(state["redis"]["pid"], lab.is_redis)
+        lab.stop_process(state["redis"]["pid"], lambda pid: lab.is_redis(pid, p))
 
 
 def test_the_lab_s_own_redis_keeps_the_routes_over_a_restart(
@@ -79,7 +79,7 @@ def test_the_lab_s_own_redis_keeps_the_routes_over_a_restart(
     lab.ensure_redis(p, state, say=lambda _: None)
     try:
         mine = lab.seed(url, lab.ROUTES_EXAMPLE)
-        lab.stop_process(state["redis"]["pid"], lab.is_redis)  # as `lab down` does
+        lab.stop_process(state["redis"]["pid"], lambda pid: lab.is_redis(pid, p))  # as `lab down`
         assert not lab.redis_ping(url)
         lab.ensure_redis(p, state, say=lambda _: None)
         client = sync_client(url)
@@ -88,7 +88,7 @@ def test_the_lab_s_own_redis_keeps_the_routes_over_a_restart(
         finally:
             client.close()
     finally:
-        lab.stop_process(state["redis"]["pid"], lab.is_redis)
+        lab.stop_process(state["redis"]["pid"], lambda pid: lab.is_redis(pid, p))
 
 
 def test_nothing_at_a_redis_url_the_lab_cannot_start_a_redis_at_is_an_error(

@@ -1,0 +1,141 @@
+"""`lab up` and `lab down` against what a machine may hold: a service that ignores SIGTERM,
+a hung Asterisk, an interrupted chroot build whose PID was taken since, a dual-stack
+listener on the FastAGI port. No running lab needed (root, as the lab itself)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from outbound_router import lab, sipp, topology
+from outbound_router.local_redis import RedisProcess
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OUTBOUND_ROUTER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+#: A service that does not stop on SIGTERM (one that hangs while shutting down); its argv
+#: names `outbound_router.cli agi`, as the lab's does.
+STUBBORN = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(120)")
+
+
+def test_lab_down_leaves_no_service_that_ignored_sigterm(cache: Path) -> None:
+    # The supervisor was SIGKILLed after 10 s, its service lived on (reparented to PID 1,
+    # still on 127.0.0.1:4573) while `lab down` said "agi: stopped", and the next `lab up`
+    # did not start agi: AGI calls hung.
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    log = p.state_dir / "agi.log"
+    supervisor = sipp.spawn_detached(
+        lab.supervised([sys.executable, "-c", STUBBORN, "outbound_router.cli", "agi"]), log)
+    worker = None
+    try:
+        while worker is None or b"ready" not in log.read_bytes():
+            assert sipp.exit_status(supervisor) is None, log.read_text()
+            worker = lab._worker_of(supervisor, "agi")
+            os.sched_yield()
+        said: list[str] = []
+        lab.stop_services(p, {"services": {"agi": {"pid": supervisor}}}, ["agi"], said.append,
+                          timeout=1.0)
+        assert said == [f"agi: stopped (pid {supervisor})"]
+        lab.wait_reaped([worker])
+        assert sipp.proc_argv(worker) == [], f"the service {worker} outlived `lab down`"
+    finally:
+        for pid in (worker, supervisor):
+            if pid and sipp.proc_argv(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hung_asterisk_is_a_lab_error_not_a_traceback(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its CLI never answered: `lab up` waited 60 s in silence, then died with
+    # subprocess.TimeoutExpired.
+    def hung(p: lab.Paths, command: str, timeout: float = 10) -> None:
+        raise subprocess.TimeoutExpired(["asterisk", "-rx", command], timeout)
+
+    monkeypatch.setattr(lab, "_rasterisk", hung)
+    monkeypatch.setattr(lab, "is_asterisk", lambda pid, chroot: True)
+    with pytest.raises(lab.LabError, match="does not answer its CLI and ARI"):
+        lab.wait_asterisk(lab.paths(), {"asterisk_pid": 4242}, ("u", "p"), timeout=1)
+
+
+def test_an_interrupted_build_named_after_a_pid_taken_since_is_cleaned(cache: Path) -> None:
+    # Every build runs under the lab's lock: a build directory found under it is stale,
+    # whatever process has its PID now (after a reboot PIDs come back small). `lab up`
+    # refused for as long as that process ran: "another chroot build is running".
+    p = lab.paths()
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            stale = p.cache / f"chroot.build-{other.pid}"
+            (stale / "etc").mkdir(parents=True)
+            said: list[str] = []
+            lab._clean_stale_builds(p, said.append)
+            assert not stale.exists() and said == [f"chroot: removing an interrupted build "
+                                                   f"{stale}"]
+            assert other.poll() is None  # not ours: left alone
+        finally:
+            other.kill()
+
+
+def test_an_orphaned_debootstrap_of_an_interrupted_build_is_stopped(cache: Path) -> None:
+    p = lab.paths()
+    stale = p.cache / "chroot.build-1"
+    stale.mkdir(parents=True)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                           str(stale)]) as orphan:  # stands for debootstrap
+        try:
+            assert str(stale) in sipp.proc_argv(orphan.pid)  # (its exec is done)
+            lab._clean_stale_builds(p, lambda _: None)
+            assert orphan.wait(timeout=5) == -signal.SIGKILL
+            assert not stale.exists()
+        finally:
+            orphan.kill()
+
+
+def test_a_dual_stack_listener_on_the_fastagi_port_keeps_agi_from_starting(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listener on [::]:PORT (IPV6_V6ONLY off) holds 127.0.0.1:PORT too, and only
+    # /proc/net/tcp6 lists it: agi was started into the taken port and exited at once.
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        squatter.bind(("::", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        monkeypatch.setattr(topology, "AGI_PORT", port)
+        monkeypatch.setattr(lab, "cli_has", lambda name: True)
+        spawned: list[object] = []
+        monkeypatch.setattr(sipp, "spawn_detached", lambda *a, **k: spawned.append(a))
+        said: list[str] = []
+        state: dict[str, object] = {}
+        lab.paths().state_dir.mkdir(parents=True)
+        lab.ensure_services(lab.paths(), state, "redis://127.0.0.1:1/0", ("u", "p"),
+                            said.append, wanted=["agi"])
+    assert spawned == [] and said == [f"agi: {topology.AGI_LISTEN} is already in use by "
+                                      "another process; not started"]
+
+
+def test_lab_down_leaves_a_redis_server_that_got_the_pid_of_its_own(
+        cache: Path, tmp_path: Path) -> None:
+    # A PID in state.json was taken for the lab's own process on the program's name alone:
+    # `lab down` killed a redis-server (or a SIPp) that had got the PID of the lab's dead one.
+    foreign = RedisProcess(tmp_path / "foreign")
+    foreign.start()
+    try:
+        assert foreign.proc is not None
+        lab.save_state(lab.paths(), {"redis": {"pid": foreign.proc.pid,
+                                               "url": "redis://127.0.0.1:1/0"},
+                                     "carriers": {"a": {"pid": foreign.proc.pid}}})
+        lab.down(say=lambda _: None)
+        assert foreign.proc.poll() is None, "lab down killed a redis-server it never started"
+    finally:
+        foreign.kill()
