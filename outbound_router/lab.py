@@ -911,7 +911,13 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
         current = services.get(name) or {}
         if is_service(current.get("pid"), name):
-            continue
+            if current.get("redis_url", redis_url) == redis_url:
+                continue
+            # `lab up` with another REDIS_URL: seed, status and demo use it from now on, and
+            # so must the services, or routes seeded there would never be used.
+            say(f"{name}: restarting it on {_mask(redis_url)} (it ran on "
+                f"{_mask(current['redis_url'])})")
+            stop_services(p, state, [name], say)
         if not cli_has(name):
             services[name] = {"pid": None, "note": "not available yet"}
             save_state(p, state)
@@ -926,7 +932,7 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
         log = p.state_dir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
-        services[name] = {"pid": pid}
+        services[name] = {"pid": pid, "redis_url": redis_url}
         save_state(p, state)
         deadline = time.monotonic() + 15
         code = None

@@ -139,3 +139,37 @@ def test_lab_down_leaves_a_redis_server_that_got_the_pid_of_its_own(
         assert foreign.proc.poll() is None, "lab down killed a redis-server it never started"
     finally:
         foreign.kill()
+
+
+def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # seed, status and demo moved to the new REDIS_URL, the running services stayed on the
+    # old one: routes seeded there were never used ("v000002 not loaded within 10 s").
+    running = {4242}
+    spawned: list[dict[str, str]] = []
+
+    def spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
+        spawned.append(env)
+        running.add(5000 + len(spawned))
+        return 5000 + len(spawned)
+
+    def stop(p: lab.Paths, state: dict, names: list[str], say: lab.Say) -> None:
+        for name in names:
+            running.discard(state["services"].pop(name)["pid"])
+
+    monkeypatch.setattr(lab, "is_service", lambda pid, name: pid in running)
+    monkeypatch.setattr(lab, "stop_services", stop)
+    monkeypatch.setattr(lab, "cli_has", lambda name: True)
+    monkeypatch.setattr(lab, "_service_ready", lambda name, log, offset: True)
+    monkeypatch.setattr(sipp, "spawn_detached", spawn)
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    state = {"services": {"ari": {"pid": 4242, "redis_url": "redis://127.0.0.1:1/0"}}}
+    said: list[str] = []
+    for _ in range(2):  # the second time, nothing to do
+        lab.ensure_services(p, state, "redis://127.0.0.1:2/0", ("u", "p"), said.append,
+                            wanted=["ari"])
+    assert said == ["ari: restarting it on redis://127.0.0.1:2/0 (it ran on "
+                    "redis://127.0.0.1:1/0)", f"ari: started (pid 5001), log {p.state_dir}/ari.log"]
+    assert [env["REDIS_URL"] for env in spawned] == ["redis://127.0.0.1:2/0"]
+    assert state["services"]["ari"] == {"pid": 5001, "redis_url": "redis://127.0.0.1:2/0"}
