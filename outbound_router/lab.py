@@ -593,9 +593,9 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
     proc_dir = p.in_chroot("/proc")
     if not is_mounted(proc_dir):
         subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True)
-        state.setdefault("mounts", [])
-        if str(proc_dir) not in state["mounts"]:
-            state["mounts"].append(str(proc_dir))
+    if str(proc_dir) not in state.setdefault("mounts", []):
+        # (also when it was mounted already: by a lab whose state.json was lost)
+        state["mounts"].append(str(proc_dir))
         save_state(p, state)
     previous = state.get("asterisk_pid")
     if is_asterisk(previous, p.chroot):
@@ -1059,6 +1059,7 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
         for pid in [*strays, *([state["asterisk_pid"]] if running else [])]:
             stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15)
         running = False
+    _stop_strays(_strays(p, state), say)
     if running and changed:
         _rasterisk(p, "core reload")
         say("asterisk: configuration changed, reloaded")
@@ -1135,6 +1136,49 @@ def running_info() -> LabInfo | None:
     return LabInfo(topology.ARI_URL, auth, redis_url, int(pid), "", p.state_dir, p.asterisk_log)
 
 
+def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
+    """(what, PID) of the lab's services and carriers that its state does not name: left by a
+    lab whose state.json was lost (a cleaned cache directory). A service's supervisor is
+    this lab's when it writes to this lab's log of the service, a carrier when its files are
+    in this lab's directory."""
+    known = {info.get("pid") for group in ("services", "carriers")
+             for info in (state.get(group) or {}).values() if info}
+    found = []
+    for pid, argv in _command_lines():
+        if pid in known:
+            continue
+        if "outbound_router.supervise" in argv and argv[-1] in topology.SERVICES:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/1") == str(
+                        (p.state_dir / f"{argv[-1]}.log").resolve()):
+                    found.append((argv[-1], pid))
+        elif os.path.basename(argv[0]) == "sipp" and is_lab_carrier(pid, p):
+            found.append(("carrier", pid))
+    return found
+
+
+def _stop_strays(strays: list[tuple[str, int]], say: Say) -> None:
+    for what, pid in strays:
+        check = (lambda q: sipp.pid_is_sipp(q)) if what == "carrier" else _service_check(what)
+        if stop_process(pid, check, group=what != "carrier"):
+            say(f"{what}: stopped a stray one the lab's state did not name (pid {pid})")
+
+
+def _command_lines() -> Iterator[tuple[int, list[str]]]:
+    """(PID, argv) of every process with a command line (read as it is, without waiting for
+    an exec: kernel threads have none)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw:
+            yield int(entry), [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
 def down(say: Say = _say) -> bool:
     """Stop everything `up` started (by PID) and unmount; True if anything was running."""
     p = paths()
@@ -1144,14 +1188,20 @@ def down(say: Say = _say) -> bool:
 
 def _down(p: Paths, say: Say) -> bool:
     state = load_state(p)
-    if not state and not asterisks_in(p.chroot):
+    proc_dir = p.in_chroot("/proc")
+    strays = _strays(p, state)
+    if not state and not asterisks_in(p.chroot) and not strays and not is_mounted(proc_dir):
         say("lab: not running")
         return False
     stopping = [*(c.get("pid") for c in (state.get("carriers") or {}).values() if c),
                 *(svc.get("pid") for svc in (state.get("services") or {}).values() if svc),
-                state.get("asterisk_pid"), (state.get("redis") or {}).get("pid")]
+                state.get("asterisk_pid"), (state.get("redis") or {}).get("pid"),
+                *(pid for _, pid in strays)]
     stop_carriers(p, state, say)
     stop_services(p, state, say=say)
+    _stop_strays(strays, say)
+    if is_mounted(proc_dir) and str(proc_dir) not in state.setdefault("mounts", []):
+        state["mounts"].append(str(proc_dir))  # mounted by a lab whose state was lost
     for pid in sorted({state.get("asterisk_pid") or 0, *asterisks_in(p.chroot)} - {0}):
         if stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15):
             say(f"asterisk: stopped (pid {pid})")

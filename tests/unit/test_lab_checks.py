@@ -173,3 +173,33 @@ def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
                     "redis://127.0.0.1:1/0)", f"ari: started (pid 5001), log {p.state_dir}/ari.log"]
     assert [env["REDIS_URL"] for env in spawned] == ["redis://127.0.0.1:2/0"]
     assert state["services"]["ari"] == {"pid": 5001, "redis_url": "redis://127.0.0.1:2/0"}
+
+
+SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
+
+
+def test_lab_down_after_its_state_was_lost_stops_its_services_and_no_one_elses(
+        cache: Path, tmp_path: Path) -> None:
+    # state.json gone (a cleaned cache directory): `lab up` started a second ari beside the
+    # first, and `lab down` left the services running and /proc mounted. The lab's own are
+    # told by their log: another lab's (another cache directory) are left alone.
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "other-lab"
+    elsewhere.mkdir()
+    argv = lab.supervised([sys.executable, "-c", SLEEPER, "outbound_router.cli", "agi"])
+    ours = sipp.spawn_detached(argv, p.state_dir / "agi.log")
+    theirs = sipp.spawn_detached(argv, elsewhere / "agi.log")
+    try:
+        for log in (p.state_dir / "agi.log", elsewhere / "agi.log"):
+            while b"ready" not in log.read_bytes():
+                os.sched_yield()
+        said: list[str] = []
+        assert lab.down(say=said.append)
+        assert said == [f"agi: stopped a stray one the lab's state did not name (pid {ours})"]
+        lab.wait_reaped([ours])
+        assert sipp.proc_argv(ours) == [] and sipp.proc_argv(theirs) != []
+    finally:
+        for pid in (ours, theirs):
+            if sipp.proc_argv(pid):
+                os.killpg(pid, signal.SIGKILL)
