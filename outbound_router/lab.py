@@ -363,16 +363,8 @@ def _clean_stale_builds(p: Paths, say: Say) -> None:
 
 
 def _processes_naming(path: Path) -> list[int]:
-    """PIDs of the processes whose command line holds ``path`` (read as it is: a kernel
-    thread's is empty, and waiting for an exec to fill it would take 0.2 s each)."""
-    needle = os.fsencode(str(path))
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
-    return found
+    """PIDs of the processes whose command line holds ``path``."""
+    return [pid for pid, argv in _command_lines() if any(str(path) in a for a in argv)]
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
@@ -1159,7 +1151,7 @@ def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
 
 def _stop_strays(strays: list[tuple[str, int]], say: Say) -> None:
     for what, pid in strays:
-        check = (lambda q: sipp.pid_is_sipp(q)) if what == "carrier" else _service_check(what)
+        check = sipp.pid_is_sipp if what == "carrier" else _service_check(what)
         if stop_process(pid, check, group=what != "carrier"):
             say(f"{what}: stopped a stray one the lab's state did not name (pid {pid})")
 
