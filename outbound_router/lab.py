@@ -219,11 +219,16 @@ def asterisks_in(chroot: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def locked(p: Paths) -> Iterator[None]:
-    """One `lab up` / `lab down` at a time per cache directory (tests and users share a lab)."""
+def locked(p: Paths, say: Say = _say) -> Iterator[None]:
+    """One `lab up` / `lab down` at a time per cache directory (tests and users share a lab);
+    one that has to wait says so (a chroot build takes a minute)."""
     p.cache.mkdir(parents=True, exist_ok=True)
     with open(p.cache / "lab.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"lab: waiting for another `lab up` or `lab down` to finish ({p.cache})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -1026,7 +1031,7 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
     _require_root("lab up")
     Settings.redis_from_env()  # a malformed REDIS_URL: before anything is started
     p = paths()
-    with locked(p):
+    with locked(p, say):
         return _up(p, carriers=carriers, services=services, say=say)
 
 
@@ -1174,7 +1179,7 @@ def _command_lines() -> Iterator[tuple[int, list[str]]]:
 def down(say: Say = _say) -> bool:
     """Stop everything `up` started (by PID) and unmount; True if anything was running."""
     p = paths()
-    with locked(p):
+    with locked(p, say):
         return _down(p, say)
 
 

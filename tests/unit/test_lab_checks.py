@@ -203,3 +203,20 @@ def test_lab_down_after_its_state_was_lost_stops_its_services_and_no_one_elses(
         for pid in (ours, theirs):
             if sipp.proc_argv(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_lab_up_that_waits_for_another_says_so(cache: Path) -> None:
+    # (a chroot build holds the lock for a minute: the second `lab up` sat there in silence)
+    p = lab.paths()
+    said: list[str] = []
+    waiter = [sys.executable, "-c", "import sys; from pathlib import Path\n"
+              "from outbound_router import lab\n"
+              "with lab.locked(lab.Paths(Path(sys.argv[1])), print): pass\n", str(p.cache)]
+    with lab.locked(p, said.append):
+        other = subprocess.Popen(waiter, stdout=subprocess.PIPE, text=True)
+        assert other.stdout is not None
+        line = other.stdout.readline()
+    assert other.wait(timeout=10) == 0
+    other.stdout.close()
+    assert line == f"lab: waiting for another `lab up` or `lab down` to finish ({p.cache})\n"
+    assert said == []
