@@ -161,6 +161,9 @@ def _select(routes: list[Route]) -> tuple[Status, tuple[Tier, ...], Route | None
     return Status.OK, tiers, None, ""
 
 
+_FLOAT_EXACT = 2**53
+
+
 def weighted_order(routes: tuple[Route, ...], rng: random.Random,
                    total: int | None = None) -> list[Route]:
     """Exact weighted sampling without replacement on ``metric`` (SPEC 2.5)."""
@@ -172,7 +175,9 @@ def weighted_order(routes: tuple[Route, ...], rng: random.Random,
     ordered: list[Route] = []
     random_ = rng.random
     while len(remaining) > 1:
-        point = random_() * total
+        # A float holds a total below 2**53 exactly; a bigger one (metrics of a generated
+        # file) would lose exactness, and past 1e308 raise: an integer draw then.
+        point = random_() * total if total < _FLOAT_EXACT else rng.randrange(total)
         chosen = len(remaining) - 1  # if rounding leaves point a hair above 0: the last one
         for i, route in enumerate(remaining):
             point -= route.metric

@@ -222,6 +222,20 @@ def test_second_attempt_is_weighted_among_the_rest() -> None:
     assert abs(pairs[("C3", "C1")] / first_c3 - 1 / 3) < 0.02
 
 
+@pytest.mark.parametrize("big", [2**53, 10**309])
+def test_metrics_past_a_float_are_drawn_exactly(big: int) -> None:
+    # `validate` takes any whole metric >= 1: one of 309 digits (a generated file) made
+    # rng.random() * total raise OverflowError on every call of its tier, while validate,
+    # seed and explain (exact fractions) had found nothing wrong.
+    routes = (route("small", pattern="spain", carrier="S", metric=big),
+              route("big", pattern="spain", carrier="B", metric=3 * big))
+    rng = random.Random(5)
+    firsts = Counter(weighted_order(routes, rng)[0].name for _ in range(8_000))
+    assert abs(firsts["big"] / 8_000 - 3 / 4) < 0.02, firsts
+    snap = snapshot(list(routes))
+    assert plan(snap, ES, rng=rng).status is Status.OK
+
+
 def test_explain_shares_are_exact() -> None:
     snap = snapshot([route("a", pattern="spain", carrier="A", metric=1),
                      route("b", pattern="spain", carrier="B", metric=2),
