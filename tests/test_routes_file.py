@@ -138,10 +138,11 @@ def test_schema_takes_the_unquoted_values_validate_takes() -> None:
 
     text = """\
 defaults: {country_code: 34, international_prefix: 00, national_prefix: 0}
-carriers: {c: {trunks: [t], prefix: 1010}}
-target_patterns: {es: {prefix: +34}}
+carriers: {c: {trunks: [t], prefix: 1010}, on: {trunks: [yes]}}
+target_patterns: {es: {prefix: +34}, no: {prefix: +47}}
 outgoing_routes:
   - {pattern: es, carrier: c, priority: 1, tenant: 0042}
+  - {name: 1.5, pattern: no, carrier: on, priority: 1}
 """
     parse_routes(text, "unquoted.yaml")
     jsonschema.validate(yaml.safe_load(text), json.loads(SCHEMA.read_text()))
@@ -266,7 +267,31 @@ BAD = [
      4, "ring_timeout: write a plain decimal number, not .inf"),
     ("ring_timeout past a day", "  max_attempts: 4\n",
      "  max_attempts: 4\n  ring_timeout: 100000\n", 4,
-     "ring_timeout must be a number of seconds > 0 and at most 86400 (a day), not the int"),
+     "ring_timeout must be a number of seconds from 0.1 to 86400 (a day), not the int"),
+    # (Dial() got 1e-05 on the FastAGI path: a value it does not read as a number)
+    ("setup_timeout of a hundred-thousandth", "  max_attempts: 4\n",
+     "  max_attempts: 4\n  setup_timeout: 0.00001\n", 4,
+     "setup_timeout must be a number of seconds from 0.1 to 86400 (a day), not the float 1e-05"),
+    # a regex of many repeats side by side: 3 s per number for 16 of them
+    ("regex with 7 repeats of variable length", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+34\\d*\\d*\\d*\\d*\\d*\\d*\\d*x$'}", 15,
+     "more than 6 repeats of variable length"),
+    ("regex too big to compile", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^a{99999999999999999999}$'}", 15, "bad regex"),
+    ("failover code in other digits", "retry: [486]", "retry: ['\u0664\u0668\u0666']", 11,
+     "neither a SIP code"),
+    ("failover code with a superscript", "retry: [486]", "retry: ['48\u00b2']", 11,
+     "neither a SIP code"),
+    ("a value with an explicit tag it does not fit", "priority: 1, metric: 1",
+     "priority: 1, metric: !!int abc", 19, "cannot read 'abc' as int"),
+    ("a bool tag on a word", "priority: 1, metric: 1", "priority: 1, metric: !!bool maybe",
+     19, "cannot read 'maybe' as bool"),
+    ("a number of 5,000 digits", "priority: 1, metric: 1",
+     "priority: 1, metric: " + "9" * 5000, 19, "a number of 5000 characters"),
+    ("a control character", "  max_attempts: 4\n", "  max_attempts: 4\x1b[0m\n", 3,
+     "U+001B (a control character) at column 18 is not allowed in YAML"),
+    ("a Unicode line separator", "  max_attempts: 4\n", "  max_attempts: 4 # \u2028x\n", 3,
+     "U+2028 (a Unicode line break) at column 21"),
 ]
 
 
@@ -284,7 +309,8 @@ def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
 
 @pytest.mark.parametrize("regex", [
     r"^\+3490[0-9]{6}$", r"^\+34(6|7)\d{8}$", r"^(\+34)?9[0-9]{8}$", r"^\+1(\d{3})*$",
-    r"^(\d{2})+$", r"^\+(34|33)\d+$", r"^\+(?>\d+)+$", r"^\+(\d++)+$", r"^\+(\d|\d\d)+$"])
+    r"^(\d{2})+$", r"^\+(34|33)\d+$", r"^\+(?>\d+)+$", r"^\+(\d++)+$", r"^\+(\d|\d\d)+$",
+    r"^\+34\d?\d?\d?\d?\d?\d*$", r"^\+34(?>\d*\d*\d*\d*\d*\d*\d*)$"])
 def test_regexes_that_cannot_backtrack_badly_are_accepted(regex: str) -> None:
     table = parse_routes(GOOD.replace(r"^\+3490[0-9]{6}$", regex))
     assert table.patterns["premium"].regex == regex
@@ -507,3 +533,12 @@ def test_a_file_that_aliases_a_huge_list_gets_short_messages() -> None:
     problems = refused.value.problems
     assert any("trunk [[" in p.message for p in problems), problems[:3]
     assert max(len(p.message) for p in problems) < 500
+
+
+def test_a_file_nested_past_any_routes_file_is_refused_at_its_line() -> None:
+    # 500 to 999 levels: libyaml took them, the conversion's recursion raised
+    # RecursionError (a traceback from validate).
+    deep = "defaults:\n  x: " + "[" * 600 + "]" * 600 + "\n"
+    problems = problems_of(deep)
+    assert any(p.line == 2 and "nested more than 50 levels deep" in p.message
+               for p in problems), [str(p) for p in problems]
