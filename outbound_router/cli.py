@@ -120,7 +120,7 @@ def _load_file(path: str, *, writing: bool = False) -> Any:
 
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
     return int(text)
 

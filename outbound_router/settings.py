@@ -23,7 +23,7 @@ def _setting(env: Mapping[str, str], name: str, default: str) -> str:
 
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise SettingsError(f"AGI_LISTEN={value!r}: expected HOST:PORT, e.g. 127.0.0.1:4573")
     return host.strip("[]"), int(port)
 

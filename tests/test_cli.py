@@ -241,3 +241,23 @@ def test_lab_arguments_that_cannot_work_are_refused_up_front(args: tuple[str, ..
     # `lab call ""` waited 31 s for a call with no number; `--calls -3` was taken.
     out = run(*args)
     assert out.returncode == 2 and "error: argument" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0664\u0665\u0667\u0663"])  # ², ٤٥٧٣
+def test_agi_listen_with_digits_that_are_not_ascii_is_a_settings_error(port: str) -> None:
+    # str.isdigit() took them: int() then raised ValueError (a traceback from `agi`), or
+    # read the Arabic-Indic 4573 as a port.
+    from outbound_router.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="AGI_LISTEN"):
+        Settings.from_env({"AGI_LISTEN": f"127.0.0.1:{port}"})
+
+
+def test_seed_keep_takes_ascii_digits_only() -> None:
+    import argparse
+
+    from outbound_router.cli import at_least_one
+
+    assert at_least_one("12") == 12
+    with pytest.raises(argparse.ArgumentTypeError):
+        at_least_one("\u00b2")

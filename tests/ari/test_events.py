@@ -84,3 +84,12 @@ def test_event_without_type_is_rejected() -> None:
 )
 def test_stasis_args_are_read_back_from_app_data(app_data: str, args: tuple | None) -> None:
     assert stasis_args_from_app_data("outbound-router", app_data) == args
+
+
+@pytest.mark.parametrize(("cause", "expected"), [("17", 17), (17, 17), ("\u00b9\u2077", None),
+                                                 ("\u0661\u0667", None), (True, None)])
+def test_a_cause_is_read_from_ascii_digits_only(cause: object, expected: int | None) -> None:
+    # str.isdigit() takes "¹⁷", which int() refuses: the event raised instead of parsing.
+    event = parse_event({"type": "ChannelDestroyed", "cause": cause,
+                         "channel": {"id": "c1", "name": "PJSIP/x-1", "state": "Down"}})
+    assert event.cause == expected

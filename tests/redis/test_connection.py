@@ -226,6 +226,11 @@ def test_usable_redis_urls_pass_the_check(url: str) -> None:
     ("redis://:hunter2@127.0.0.1:port/0", "malformed Redis URL"),
     ("redis://:hunter2@127.0.0.1:99999/0", "malformed Redis URL"),
     ("redis://127.0.0.1/db0", "bad database number"),
+    # (digits str.isdigit takes and int() refuses: a ValueError, not this message)
+    ("redis://127.0.0.1/\u00b2", "bad database number"),
+    ("redis://127.0.0.1/0?db=\u00b2", "bad value"),
+    ("redis://127.0.0.1/0?health_check_interval=\u0663", "bad value"),
+    ("redis+sentinel://s1/m/\u00b2", "bad database number"),
     ("unix://", "names no socket path"),
     ("redis+sentinel://:hunter2@s1", "names no service"),
     ("redis://:hunter2#x@127.0.0.1/0", "percent-encode"),
