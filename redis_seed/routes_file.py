@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import re._constants as sre_constants  # the parse tree of a regex, for _nested_repeat
+import re._constants as sre_constants  # the parse tree of a regex, for _backtracks_badly
 import re._parser as sre_parser
 import reprlib
 from collections.abc import Callable, Iterable
@@ -432,13 +432,14 @@ def _shown(value: Any) -> str:
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 
-def _nested_repeat(regex: str) -> bool:
+def _backtracks_badly(regex: str) -> bool:
     """Whether ``regex`` repeats (``+``, ``*``, ``{2,}``) a part that can match the same text
     in several ways: one with a variable repeat of its own (``(\\d+)+``, ``(\\d{2,3})*``) or
     one that can match nothing (``(a|)+``). Python's ``re`` backtracks through every way of
     splitting a number that does not match among them: ``^(\\+?(\\d?)*)*x$`` took 10 s on
-    one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s. Atomic groups and possessive
-    repeats do not backtrack and are left alone."""
+    one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s. Or more than
+    MAX_VARIABLE_REPEATS variable repeats side by side, which backtrack the same way. Atomic
+    groups and possessive repeats do not backtrack and are left alone."""
     def parts(op: Any, av: Any) -> list[Any]:
         """The item lists inside one item (an atomic group or a possessive repeat never
         backtracks into itself: not looked into)."""
@@ -838,7 +839,7 @@ class _Validator:
             return None
         try:
             re.compile(regex)
-            slow = _nested_repeat(regex)
+            slow = _backtracks_badly(regex)
         except (re.error, OverflowError, RecursionError) as exc:
             self.report(rline, f"bad regex in {what}: {exc}")
             return None
