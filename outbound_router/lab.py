@@ -1027,7 +1027,8 @@ class LabInfo:
 
 
 def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabInfo:
-    """Bring the lab up; what already runs is kept (idempotent)."""
+    """Bring the lab up; what already runs is kept (idempotent), but a service on another
+    Redis than now (restarted on it) and strays a lost state does not name (stopped)."""
     _require_root("lab up")
     Settings.redis_from_env()  # a malformed REDIS_URL: before anything is started
     p = paths()
@@ -1177,7 +1178,8 @@ def _command_lines() -> Iterator[tuple[int, list[str]]]:
 
 
 def down(say: Say = _say) -> bool:
-    """Stop everything `up` started (by PID) and unmount; True if anything was running."""
+    """Stop everything `up` started (by PID, and the strays of a lost state) and unmount;
+    True if anything was running."""
     p = paths()
     with locked(p, say):
         return _down(p, say)

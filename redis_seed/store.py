@@ -256,7 +256,8 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
 def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
             keep: int = DEFAULT_KEEP, keys: Keys | None = None,
             fmt: str = DATA_FORMAT) -> str:
-    """Write ``table`` as a new version, make it current atomically, notify readers, prune.
+    """Write ``table`` as a new version (never over another), then announce it and make it
+    current in one atomic script; prune.
 
     Returns the new version id (``v000042``). On any failure before the switch, the current
     version is unchanged. Pruning happens after the switch; its failure is logged, not raised.

@@ -132,7 +132,8 @@ def _spill_problem(url: str) -> str:
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Parse ``redis+sentinel://[[user]:pass@]h1[:p1][,h2[:p2]]/service[/db][?sentinel_password=]``."""
+    """Parse ``redis[s]+sentinel://[[user]:pass@]h1[:p1][,h2[:p2]]/service[/db]``: options
+    ``sentinel_password`` and, with ``rediss+sentinel://``, ``ssl_*`` and ``sentinel_ssl``."""
     scheme = url_scheme(url)
     if scheme not in SENTINEL_SCHEMES:
         raise ValueError(f"not a Sentinel URL: {mask_url(url)!r}")
