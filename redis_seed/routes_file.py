@@ -340,6 +340,9 @@ def _unreadable(text: str, filename: str) -> list[Problem]:
 
 
 def _parse_routes(text: str, filename: str) -> RoutingTable:
+    # A byte order mark is no character an editor shows, and libyaml's positions leave it
+    # out: kept, it put the column of every error on line 1 and the tab check one off.
+    text = text.removeprefix("\ufeff")
     if unreadable := _unreadable(text, filename):
         raise RoutesFileError(unreadable)
     problems: list[Problem] = []
@@ -682,6 +685,13 @@ class _Validator:
                 self.report(m.key_lines["national_prefix"],
                             f"national_prefix {national!r} is the international_prefix too: "
                             "a number dialled with it cannot be told apart")
+                ok = False
+            elif national and international and national.startswith(international):
+                # international 0, national 00: every national number is read as international
+                self.report(m.key_lines["national_prefix"],
+                            f"national_prefix {national!r} starts with the international_prefix "
+                            f"{international!r}: every number dialled with it would be read as "
+                            "international")
                 ok = False
         return Defaults(**kwargs) if ok else None
 

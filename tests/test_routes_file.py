@@ -197,6 +197,9 @@ BAD = [
     ("national prefix the international one", "  max_attempts: 4\n",
      "  max_attempts: 4\n  national_prefix: \"00\"\n", 4,
      "national_prefix '00' is the international_prefix too"),
+    ("national prefix after the international one", "  max_attempts: 4\n",
+     "  max_attempts: 4\n  national_prefix: \"001\"\n", 4,
+     "national_prefix '001' starts with the international_prefix '00'"),
     ("empty group", "[spain, france]", "[]", 17, "not an empty list"),
     ("pattern with both", '{prefix: "+33"}', '{prefix: "+33", regex: "^x"}', 14,
      "exactly one of 'prefix' or 'regex'"),
@@ -458,6 +461,9 @@ def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     ('defaults:\n\tcountry_code: "34"\noutgoing_routes: []\n', 2,
      "tab character (column 1): YAML indentation must use spaces"),
     ("outgoing_routes:\n  - {pattern: a}\n\t- {pattern: b}\n", 3, "tab character"),
+    # (after a byte order mark the tab went unnamed: libyaml's positions leave the mark out)
+    ('\ufeffdefaults:\n\tcountry_code: "34"\noutgoing_routes: []\n', 2,
+     "tab character (column 1): YAML indentation must use spaces"),
 ])
 @pytest.mark.usefixtures("yaml_loader")
 def test_a_yaml_syntax_error_points_at_the_line_to_fix(text: str, line: int, words: str) -> None:
