@@ -23,6 +23,7 @@ from agi.server import AgiSession, Handler
 from routing import variables as V
 from routing.errors import RoutingError
 from routing.model import DEFAULT_FAILOVER, FailoverPolicy
+from routing.numbers import all_digits
 from routing.plan import Plan, Status, plan
 from routing.policy import (
     Judgement,
@@ -91,7 +92,7 @@ def _int_or_none(text: str) -> int | None:
     """A positive number written in ASCII digits, else None (``str.isdigit`` alone takes
     "²", which ``int`` refuses, and "١", which it reads as 1)."""
     text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+    return int(text) if all_digits(text) and int(text) > 0 else None
 
 
 def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms: str,

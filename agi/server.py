@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from routing.numbers import all_digits
 from routing.variables import assignment
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class AgiRequest:
         numbered = []
         for key, value in env.items():
             # (isdigit() alone takes "²", which int() refuses: the session's task died on it)
-            if key.startswith("agi_arg_") and key[8:].isascii() and key[8:].isdigit():
+            if key.startswith("agi_arg_") and all_digits(key[8:]):
                 numbered.append((int(key[8:]), value))
         numbered.sort()
         return cls(

@@ -20,6 +20,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from routing.numbers import all_digits
+
 
 class EventType(StrEnum):
     STASIS_START = "StasisStart"
@@ -136,7 +138,7 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and all_digits(value):
         return int(value)
     return None
 

@@ -19,6 +19,7 @@ from typing import Any
 from outbound_router.settings import Settings, SettingsError
 from redis_seed.keys import DEFAULT_KEEP
 from redis_seed.urls import has_password, mask_url
+from routing.numbers import all_digits
 
 log = logging.getLogger("outbound_router")
 
@@ -120,7 +121,7 @@ def _load_file(path: str, *, writing: bool = False) -> Any:
 
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not all_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
     return int(text)
 

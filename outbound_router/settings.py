@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from redis_seed.keys import Keys
 from redis_seed.urls import check_redis_url, mask_url
+from routing.numbers import all_digits
 
 
 class SettingsError(ValueError):
@@ -23,7 +24,7 @@ def _setting(env: Mapping[str, str], name: str, default: str) -> str:
 
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    if not sep or not host or not all_digits(port) or not 0 < int(port) < 65536:
         raise SettingsError(f"AGI_LISTEN={value!r}: expected HOST:PORT, e.g. 127.0.0.1:4573")
     return host.strip("[]"), int(port)
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from routing.numbers import all_digits
+
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_SENTINEL_PORT = 26379
@@ -173,7 +175,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
                          "expected /service_name[/db]")
     db = 0
     if len(segments) == 2:
-        if not _digits(segments[1]):
+        if not all_digits(segments[1]):
             raise ValueError(f"bad database number {segments[1]!r} in {mask_url(url)!r}")
         db = int(segments[1])
     params = parse_qs(query, keep_blank_values=True)
@@ -233,15 +235,10 @@ def check_redis_url(url: str) -> None:
             raise ValueError(f"the Redis URL {mask_url(url)!r} names no host: write "
                              f"{scheme}://HOST:PORT/DB, e.g. {scheme}://127.0.0.1:6379/0")
         db = unquote(parts.path).strip("/")
-        if db and not _digits(db):
+        if db and not all_digits(db):
             raise ValueError(f"bad database number {db!r} in {mask_url(url)!r}: "
                              "expected /0, /1...")
     _check_query(scheme, parts.query, url)
-
-
-def _digits(value: str) -> bool:
-    """ASCII digits only (``str.isdigit`` takes "²" and "٣", which int() refuses or reads)."""
-    return value.isascii() and value.isdigit()
 
 
 def _boolean(value: str) -> bool:
@@ -263,14 +260,14 @@ def _number(value: str) -> bool:
 #: of their values (redis-py hands any other name to its connection class, which fails with a
 #: TypeError at the first command, and some bad values with a bare ValueError).
 _QUERY_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {
-    "db": (_digits, "a database number (0, 1...)"),
+    "db": (all_digits, "a database number (0, 1...)"),
     "password": (lambda v: True, ""),
     "username": (lambda v: True, ""),
     "client_name": (lambda v: v.isprintable() and " " not in v, "a name without spaces"),
     "socket_timeout": (_number, "seconds (e.g. 10 or 2.5)"),
     "socket_connect_timeout": (_number, "seconds (e.g. 10 or 2.5)"),
     "socket_keepalive": (_boolean, "true or false"),
-    "health_check_interval": (_digits, "whole seconds (e.g. 30)"),
+    "health_check_interval": (all_digits, "whole seconds (e.g. 30)"),
 }
 #: More options of a ``rediss://`` URL (TLS).
 _TLS_QUERY_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {

@@ -8,8 +8,10 @@ from routing.model import Carrier, Defaults
 MAX_E164_DIGITS = 15
 
 
-def _all_digits(s: str) -> bool:
-    # str.isdigit() alone accepts non-ASCII digits (Arabic-Indic, superscripts...): refuse those.
+def all_digits(s: str) -> bool:
+    """Whether ``s`` is made of the digits 0-9 only: ``str.isdigit()`` alone takes non-ASCII
+    digits too ("٣" Arabic-Indic, "²" superscript), which ``int()`` reads as numbers or
+    refuses with a ValueError. Every place that reads text as a number asks this."""
     return s.isascii() and s.isdigit()
 
 
@@ -35,14 +37,14 @@ def normalise(digits: str, defaults: Defaults) -> str:
         national = raw
         rest = ""
     if national is not None:
-        if not _all_digits(national):
+        if not all_digits(national):
             raise InvalidNumber(digits, "only digits, or + and digits, can be dialled")
         if defaults.national_prefix and national.startswith(defaults.national_prefix):
             national = national[len(defaults.national_prefix):]
         rest = defaults.country_code + national
         if not national:
             raise InvalidNumber(digits, "no digits after the national prefix")
-    if not _all_digits(rest):
+    if not all_digits(rest):
         raise InvalidNumber(digits, "only digits, or + and digits, can be dialled")
     if rest[0] == "0":
         raise InvalidNumber(digits, "an E.164 number cannot start with 0")

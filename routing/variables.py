@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 
 from routing.model import FailoverPolicy
+from routing.numbers import all_digits
 
 # Set by the FastAGI ``route`` script (SPEC section 4).
 STATUS = "ROUTER_STATUS"  # OK, NO_ROUTE, BLOCKED, INVALID, ERROR
@@ -118,7 +119,7 @@ def parse_failover(text: str) -> FailoverPolicy:
         values = fields.get(key)
         if values is None:
             return frozenset()
-        if not all(v.isascii() and v.isdigit() for v in values.split("/")):
+        if not all(map(all_digits, values.split("/"))):
             raise ValueError(f"not a failover policy: {text!r}")
         return frozenset(map(int, values.split("/")))
 
