@@ -30,14 +30,19 @@ def _common(overrides: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _sentinel_kwargs(url: str, kwargs: dict[str, Any]) -> tuple[SentinelTarget, dict[str, Any]]:
-    """The parsed Sentinel URL and the arguments of a (sync or asyncio) ``Sentinel``."""
+def _sentinel_kwargs(url: str, kwargs: dict[str, Any],
+                     ) -> tuple[SentinelTarget, dict[str, Any], dict[str, Any]]:
+    """The parsed Sentinel URL, the arguments of a (sync or asyncio) ``Sentinel``, and those
+    of its ``master_for`` besides the service name."""
     t = parse_sentinel_url(url)
     tls = {"ssl": True, **dict(t.tls)} if t.sentinel_ssl else {}
-    return t, {"sentinel_kwargs": {"password": t.sentinel_password,
-                                   "socket_connect_timeout": kwargs["socket_connect_timeout"],
-                                   "socket_timeout": kwargs["socket_timeout"], **tls},
-               **kwargs}
+    sentinel = {"sentinel_kwargs": {"password": t.sentinel_password,
+                                    "socket_connect_timeout": kwargs["socket_connect_timeout"],
+                                    "socket_timeout": kwargs["socket_timeout"], **tls},
+                **kwargs}
+    master = {"db": t.db, "username": t.username, "password": t.password, "ssl": t.ssl,
+              **dict(t.tls)}
+    return t, sentinel, master
 
 
 def sync_client(url: str, **overrides: Any) -> redis.Redis:
@@ -45,12 +50,11 @@ def sync_client(url: str, **overrides: Any) -> redis.Redis:
     check_redis_url(url)
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t, sentinel_kwargs = _sentinel_kwargs(url, kwargs)
+        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(url, kwargs)
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl,
-            **dict(t.tls))
+            t.service_name, **master_kwargs)
         return cast(redis.Redis, master)
     return redis.Redis.from_url(url, **kwargs)
 
@@ -66,13 +70,10 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
         ExponentialBackoff(cap=0.2, base=0.05), retries=1))
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t, sentinel_kwargs = _sentinel_kwargs(url, kwargs)
+        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(url, kwargs)
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
-        tls: dict[str, Any] = dict(t.tls)
-        master = sentinel.master_for(
-            t.service_name, db=t.db, username=t.username, password=t.password, ssl=t.ssl,
-            **tls)
+        master = sentinel.master_for(t.service_name, **master_kwargs)
         return cast(redis.asyncio.Redis, master)
     return redis.asyncio.Redis.from_url(url, **kwargs)
 
