@@ -201,21 +201,19 @@ def is_redis(pid: int | None, p: Paths) -> bool:
 def is_lab_carrier(pid: int | None, p: Paths) -> bool:
     """A demo carrier of the lab (its files in the lab's directory), not any SIPp that got
     the PID of a dead one (a test's own carrier)."""
-    argv = _proc_argv(pid) if pid else []
+    return _carrier_argv(_proc_argv(pid) if pid else [], p)
+
+
+def _carrier_argv(argv: list[str], p: Paths) -> bool:
     return (bool(argv) and os.path.basename(argv[0]) == "sipp"
             and any(a.startswith(f"{p.carriers_dir}/") for a in argv))
 
 
 def asterisks_in(chroot: Path) -> list[int]:
     """PIDs of Asterisk daemons running in the chroot (remote consoles `-r`/`-rx` excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or _proc_root(int(entry)) != str(chroot):
-            continue
-        argv = _proc_argv(int(entry))
-        if argv and os.path.basename(argv[0]) == "asterisk" and not {"-r", "-rx", "-R"} & set(argv):
-            found.append(int(entry))
-    return sorted(found)
+    return sorted(pid for pid, argv in _command_lines()
+                  if os.path.basename(argv[0]) == "asterisk"
+                  and not {"-r", "-rx", "-R"} & set(argv) and _proc_root(pid) == str(chroot))
 
 
 @contextlib.contextmanager
@@ -1150,7 +1148,7 @@ def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
                 if os.readlink(f"/proc/{pid}/fd/1") == str(
                         (p.state_dir / f"{argv[-1]}.log").resolve()):
                     found.append((argv[-1], pid))
-        elif os.path.basename(argv[0]) == "sipp" and is_lab_carrier(pid, p):
+        elif _carrier_argv(argv, p):
             found.append(("carrier", pid))
     return found
 
@@ -1199,8 +1197,6 @@ def _down(p: Paths, say: Say) -> bool:
     stop_carriers(p, state, say)
     stop_services(p, state, say=say)
     _stop_strays(strays, say)
-    if is_mounted(proc_dir) and str(proc_dir) not in state.setdefault("mounts", []):
-        state["mounts"].append(str(proc_dir))  # mounted by a lab whose state was lost
     for pid in sorted({state.get("asterisk_pid") or 0, *asterisks_in(p.chroot)} - {0}):
         if stop_process(pid, lambda q: is_asterisk(q, p.chroot), timeout=15):
             say(f"asterisk: stopped (pid {pid})")
@@ -1209,7 +1205,8 @@ def _down(p: Paths, say: Say) -> bool:
     if redis.get("pid") and stop_process(redis["pid"], lambda pid: is_redis(pid, p)):
         say(f"redis: stopped own redis-server (pid {redis['pid']})")
     state.pop("redis", None)
-    for point in state.get("mounts", []):
+    # (/proc in the chroot whoever mounted it: a lab whose state was lost, too)
+    for point in dict.fromkeys([*state.get("mounts", []), str(proc_dir)]):
         if is_mounted(Path(point)):
             r = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
             if r.returncode != 0:
