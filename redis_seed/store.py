@@ -270,16 +270,20 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     write = client.register_script(_WRITE_LUA)
     for _ in range(ID_TRIES):
-        version = _new_version_id(client, keys)
-        # No clean-up on failure: an unpublished version expires by itself, and deleting it
-        # after a lost reply could delete a switch that did happen.
-        if write(keys=[keys.version(version)], args=[UNPUBLISHED_TTL,
-                 F_VERSION, version, F_FORMAT, fmt, F_ENCODING, encoding, F_SHA256, sha256,
-                 F_ROUTES, len(table.routes), F_CREATED, created, F_SOURCE, source,
-                 F_DATA, blob]):
+        version = _next_version_id(client, keys)
+        # The script refuses an id whose key exists (a seed that died before its switch, a
+        # counter set back): the next id then. No clean-up on failure: an unpublished version
+        # expires by itself, and deleting it after a lost reply could delete a switch that
+        # did happen.
+        if version is not None and write(keys=[keys.version(version)], args=[
+                UNPUBLISHED_TTL, F_VERSION, version, F_FORMAT, fmt, F_ENCODING, encoding,
+                F_SHA256, sha256, F_ROUTES, len(table.routes), F_CREATED, created, F_SOURCE,
+                source, F_DATA, blob]):
             break
     else:
-        raise _no_free_id(keys)
+        raise VersionStoreError(f"no free version id after {ID_TRIES} tries: does another "
+                                f"program write under the prefix {keys.prefix}? (see "
+                                "`outbound-router versions`); nothing was changed")
     _switch(client, keys, version, sha256)
     log.info("published routing version %s (%d routes, from %s)", version, len(table.routes),
              source or "?")
@@ -290,28 +294,18 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     return version
 
 
-def _new_version_id(client: redis.Redis, keys: Keys) -> str:
-    """The next version id: the counter's, moved up past the versions kept when it is behind
-    them (lost to eviction or a clean-up, or keys restored without it), and past a version
-    hash still there under it (a seed that died before its switch); an id is never reused."""
-    for _ in range(ID_TRIES):
-        number = int(client.incr(keys.counter))
-        top = cast(list[Any], client.zrevrange(keys.versions, 0, 0, withscores=True))
-        if top and number <= int(top[0][1]):
-            log.warning("the version counter %s was behind the versions kept (at %d, the "
-                        "newest is %s): moved past it", keys.counter, number, text(top[0][0]))
-            client.set(keys.counter, int(top[0][1]))
-            continue
-        version = format_version(number)
-        if not client.exists(keys.version(version)):
-            return version
-    raise _no_free_id(keys)
-
-
-def _no_free_id(keys: Keys) -> VersionStoreError:
-    return VersionStoreError(f"no free version id after {ID_TRIES} tries: does another "
-                             f"program write under the prefix {keys.prefix}? (see "
-                             "`outbound-router versions`); nothing was changed")
+def _next_version_id(client: redis.Redis, keys: Keys) -> str | None:
+    """The counter's next version id; None when the counter was behind the versions kept
+    (lost to eviction or a clean-up, or keys restored without it): it is moved past the
+    newest, and the next call gives a fresh id."""
+    number = int(client.incr(keys.counter))
+    top = cast(list[Any], client.zrevrange(keys.versions, 0, 0, withscores=True))
+    if top and number <= int(top[0][1]):
+        log.warning("the version counter %s was behind the versions kept (at %d, the newest "
+                    "is %s): moved past it", keys.counter, number, text(top[0][0]))
+        client.set(keys.counter, int(top[0][1]))
+        return None
+    return format_version(number)
 
 
 def eviction_risk(client: redis.Redis) -> str | None:
