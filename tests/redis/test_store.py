@@ -20,6 +20,7 @@ from redis_seed.keys import Keys
 from redis_seed.routes_file import parse_routes
 from redis_seed.store import list_versions, load_current, prune, publish, rollback
 from routing.explain import explain
+from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
 
@@ -81,13 +82,7 @@ def test_a_seed_that_fails_before_the_switch_leaves_the_current_version(
     good = generation_table(1)
     first = publish(client, good)
 
-    def connection_lost(*args: object, **kwargs: object) -> None:
-        raise redis.ConnectionError("connection lost")
-
-    monkeypatch.setattr(store, "_switch", connection_lost)
-    with pytest.raises(redis.ConnectionError):
-        publish(client, generation_table(2))
-    monkeypatch.undo()
+    publish_dying_before_its_switch(client, generation_table(2), monkeypatch)
 
     assert load_current(client) == (first, good)
     assert [i.version for i in list_versions(client)] == [first]
@@ -294,13 +289,7 @@ def test_a_seed_never_writes_over_a_kept_version_when_the_counter_is_behind(
     client.delete(Keys().counter)
     kept = {v: client.hgetall(Keys().version(v)) for v in ("v000001", "v000002", "v000003")}
 
-    def dies(*args: object, **kwargs: object) -> None:
-        raise redis.ConnectionError("the seeding host lost Redis here")
-
-    monkeypatch.setattr(store, "_switch", dies)
-    with pytest.raises(redis.ConnectionError):
-        publish(client, generation_table(4))
-    monkeypatch.undo()
+    publish_dying_before_its_switch(client, generation_table(4), monkeypatch)
     assert {v: client.hgetall(Keys().version(v)) for v in kept} == kept
     assert client.ttl(Keys().version("v000001")) == -1
     assert load_current(client) == ("v000001", generation_table(1))
@@ -319,3 +308,15 @@ def test_the_write_of_a_version_refuses_an_id_taken_meanwhile(client: redis.Redi
     assert write(keys=[Keys().version("v000001")], args=[60, "data", b"other"]) == 0
     assert client.hgetall(Keys().version("v000001")) == before
     assert client.ttl(Keys().version("v000001")) == -1
+
+
+def publish_dying_before_its_switch(client: redis.Redis, table: RoutingTable,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seed that loses Redis between writing its version and switching to it."""
+    def connection_lost(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(store, "_switch", connection_lost)
+    with pytest.raises(redis.ConnectionError):
+        publish(client, table)
+    monkeypatch.undo()
