@@ -1206,14 +1206,23 @@ def _down(p: Paths, say: Say) -> bool:
         say(f"redis: stopped own redis-server (pid {redis['pid']})")
     state.pop("redis", None)
     # (/proc in the chroot whoever mounted it: a lab whose state was lost, too)
+    stuck = []
     for point in dict.fromkeys([*state.get("mounts", []), str(proc_dir)]):
         if is_mounted(Path(point)):
             r = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
             if r.returncode != 0:
-                subprocess.run(["umount", "-l", point], check=False)
-            say(f"mount: unmounted {point}")
+                r = subprocess.run(["umount", "-l", point], capture_output=True, text=True,
+                                   check=False)
+            if is_mounted(Path(point)):
+                stuck.append(f"{point} ({r.stderr.strip() or f'umount exit {r.returncode}'})")
+            else:
+                say(f"mount: unmounted {point}")
     p.state_file.unlink(missing_ok=True)
     wait_reaped(pid for pid in stopping if isinstance(pid, int) and pid > 0)
+    if stuck:
+        # Said, not hidden behind "unmounted": the next `lab down` tries again.
+        raise LabError("still mounted: " + "; ".join(stuck)
+                       + ". Unmount by hand (umount -l POINT), then `lab down` again")
     return True
 
 

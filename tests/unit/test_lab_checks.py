@@ -220,3 +220,30 @@ def test_a_lab_up_that_waits_for_another_says_so(cache: Path) -> None:
     other.stdout.close()
     assert line == f"lab: waiting for another `lab up` or `lab down` to finish ({p.cache})\n"
     assert said == []
+
+
+def test_lab_down_says_when_the_chroot_s_proc_stays_mounted(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `lab down` said "mount: unmounted" and exited 0 whether or not umount (then umount -l)
+    # had worked.
+    p = lab.paths()
+    proc_dir = str(p.in_chroot("/proc").resolve())
+    real_run = subprocess.run
+    tried: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if argv[0] != "umount":
+            return real_run(argv, **kwargs)  # type: ignore[call-overload, no-any-return]
+        tried.append(argv)
+        return subprocess.CompletedProcess(argv, 32, "", f"umount: {argv[-1]}: target is busy.")
+
+    monkeypatch.setattr(lab, "is_mounted", lambda path: str(path.resolve()) == proc_dir)
+    monkeypatch.setattr(lab.subprocess, "run", run)
+    said: list[str] = []
+    with pytest.raises(lab.LabError) as failed:
+        lab.down(say=said.append)
+    assert tried == [["umount", proc_dir], ["umount", "-l", proc_dir]]
+    assert not any(line.startswith("mount:") for line in said)
+    assert str(failed.value) == (f"still mounted: {proc_dir} (umount: {proc_dir}: target is "
+                                 "busy.). Unmount by hand (umount -l POINT), then `lab down` "
+                                 "again")
