@@ -622,6 +622,23 @@ def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
     return per_call
 
 
+def run_phone(source: str, number: str, template: str, workdir: Path, *,
+              timeout: float = 30.0) -> list[SipMessage]:
+    """One call from the phone address `source` with the phone scenario `template` (a file
+    in SCENARIO_DIR without parameters); the messages of its trace, in order."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="phone-", suffix=".xml", dir=workdir)
+    with os.fdopen(fd, "w") as f:
+        f.write(render(template, {}))
+    scenario = Path(name)
+    trace = scenario.with_suffix(".messages.log")
+    cmd = _phone_command(source, number, scenario, trace, tenant=None,
+                         extra=["-m", "1", "-timeout", f"{int(timeout)}s"])
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd=workdir, check=False, timeout=timeout + 20)
+    return parse_trace(_read(trace))
+
+
 def place_call(
     source: str,
     number: str,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from outbound_router import sipp, topology
+
 from .observer import AriObserver, logged_since, wait_for
 from .routes import (
     FIRST_TRUNK_OUTCOMES,
@@ -285,3 +287,15 @@ def test_each_failure_code_of_the_outcome_table_is_judged_as_the_table_says(
     result = phone(via).call(NUMBER)
     final, invites = SPEC_SECTION_3_CODES[sip_code]
     assert (result.final_code, (a.invites(), b.invites())) == (final, invites), result.codes
+
+
+def test_a_transfer_is_declined_and_the_call_goes_on(lab, carrier, tmp_path, via) -> None:  # type: ignore[no-untyped-def]
+    # A REFER (a phone's blind transfer) got no answer at all: without res_pjsip_refer the
+    # phone retransmitted it for 32 s and may then end the call. It gets 603 Decline
+    # (allow_transfer = no) and the call goes on until the phone's BYE.
+    lab.seed(tiers_routes(ring_timeout=4))
+    a = carrier("a", "answer")
+    messages = sipp.run_phone(topology.phone(via).address, NUMBER, "uac_refer.xml", tmp_path)
+    answers = {m.method: m.status for m in messages if not m.sent and not m.is_request}
+    assert answers == {"INVITE": 200, "REFER": 603, "BYE": 200}
+    assert a.invites() == 1
