@@ -623,13 +623,13 @@ def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
 
 
 def run_phone(source: str, number: str, template: str, workdir: Path, *,
-              timeout: float = 30.0) -> list[SipMessage]:
+              values: dict[str, str] | None = None, timeout: float = 30.0) -> list[SipMessage]:
     """One call from the phone address `source` with the phone scenario `template` (a file
-    in SCENARIO_DIR without parameters); the messages of its trace, in order."""
+    in SCENARIO_DIR, its `@NAME@` parameters in `values`); the messages of its trace."""
     workdir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="phone-", suffix=".xml", dir=workdir)
     with os.fdopen(fd, "w") as f:
-        f.write(render(template, {}))
+        f.write(render(template, values or {}))
     scenario = Path(name)
     trace = scenario.with_suffix(".messages.log")
     cmd = _phone_command(source, number, scenario, trace, tenant=None,

@@ -289,13 +289,29 @@ def test_each_failure_code_of_the_outcome_table_is_judged_as_the_table_says(
     assert (result.final_code, (a.invites(), b.invites())) == (final, invites), result.codes
 
 
-def test_a_transfer_is_declined_and_the_call_goes_on(lab, carrier, tmp_path, via) -> None:  # type: ignore[no-untyped-def]
-    # A REFER (a phone's blind transfer) got no answer at all: without res_pjsip_refer the
-    # phone retransmitted it for 32 s and may then end the call. It gets 603 Decline
-    # (allow_transfer = no) and the call goes on until the phone's BYE.
+#: In-dialog requests of a phone (or a carrier) during a call, and the answer each gets. Asterisk
+#: answered none of them (its session layer takes every in-dialog request, and no module
+#: loaded then answered these): the sender retransmitted for
+#: 32 s, a carrier's OPTIONS keepalive (Kamailio's and OpenSIPS's dialog pings) ends the call
+#: then, and a BYE sent meanwhile got 500, leaving both legs and the bridge up.
+IN_DIALOG = [
+    # a blind transfer: declined (allow_transfer = no), the call goes on
+    ("REFER", "Refer-To: <sip:600@127.0.0.1:5060>", "", 603),
+    ("OPTIONS", "Accept: application/sdp", "", 200),  # keepalive (res_pjsip_dlg_options)
+    ("INFO", "Content-Type: application/dtmf-relay", "Signal=5\nDuration=160", 200),
+    ("INFO", "X-Keepalive: yes", "", 200),  # an empty INFO: keepalive (res_pjsip_empty_info)
+]
+
+
+@pytest.mark.parametrize(("method", "header", "body", "code"), IN_DIALOG,
+                         ids=["refer", "options", "info-dtmf", "info-empty"])
+def test_an_in_dialog_request_is_answered_and_the_call_goes_on(
+        lab, carrier, tmp_path, via, method, header, body, code) -> None:  # type: ignore[no-untyped-def]
     lab.seed(tiers_routes(ring_timeout=4))
     a = carrier("a", "answer")
-    messages = sipp.run_phone(topology.phone(via).address, NUMBER, "uac_refer.xml", tmp_path)
+    messages = sipp.run_phone(topology.phone(via).address, NUMBER, "uac_in_dialog.xml",
+                              tmp_path, values={"METHOD": method, "HEADER": header,
+                                                "BODY": body})
     answers = {m.method: m.status for m in messages if not m.sent and not m.is_request}
-    assert answers == {"INVITE": 200, "REFER": 603, "BYE": 200}
+    assert answers == {"INVITE": 200, method: code, "BYE": 200}
     assert a.invites() == 1
