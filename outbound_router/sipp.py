@@ -580,11 +580,15 @@ class LoadResult:
 
 
 def _phone_scenario(workdir: Path, *, tenant: str | None, answer_ms: int, talk_ms: int) -> Path:
-    text = render(
+    return _scenario_file(workdir, render(
         "uac_call.xml",
         {"ANSWER_TIMEOUT_MS": str(max(answer_ms, 1)), "TALK_MS": str(max(talk_ms, 1))},
         drop_lines=() if tenant else ("X-Tenant:",),
-    )
+    ))
+
+
+def _scenario_file(workdir: Path, text: str) -> Path:
+    """A phone scenario of its own in `workdir` (its trace is named after it)."""
     fd, name = tempfile.mkstemp(prefix="phone-", suffix=".xml", dir=workdir)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -627,10 +631,7 @@ def run_phone(source: str, number: str, template: str, workdir: Path, *,
     """One call from the phone address `source` with the phone scenario `template` (a file
     in SCENARIO_DIR, its `@NAME@` parameters in `values`); the messages of its trace."""
     workdir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="phone-", suffix=".xml", dir=workdir)
-    with os.fdopen(fd, "w") as f:
-        f.write(render(template, values or {}))
-    scenario = Path(name)
+    scenario = _scenario_file(workdir, render(template, values or {}))
     trace = scenario.with_suffix(".messages.log")
     cmd = _phone_command(source, number, scenario, trace, tenant=None,
                          extra=["-m", "1", "-timeout", f"{int(timeout)}s"])

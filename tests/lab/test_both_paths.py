@@ -289,11 +289,12 @@ def test_each_failure_code_of_the_outcome_table_is_judged_as_the_table_says(
     assert (result.final_code, (a.invites(), b.invites())) == (final, invites), result.codes
 
 
-#: In-dialog requests of a phone (or a carrier) during a call, and the answer each gets. Asterisk
-#: answered none of them (its session layer takes every in-dialog request, and no module
-#: loaded then answered these): the sender retransmitted for
-#: 32 s, a carrier's OPTIONS keepalive (Kamailio's and OpenSIPS's dialog pings) ends the call
-#: then, and a BYE sent meanwhile got 500, leaving both legs and the bridge up.
+#: In-dialog requests of a phone during a call (a carrier's get the same: the modules that
+#: answer them are Asterisk's, not an endpoint's), and the answer each gets. Asterisk answered
+#: none of them (its session layer takes every in-dialog request, and no module loaded then
+#: answered these): the sender retransmitted for 32 s, a carrier's OPTIONS keepalive
+#: (Kamailio's and OpenSIPS's dialog pings) ends the call then, and a BYE sent meanwhile got
+#: 500, leaving both legs and the bridge up.
 IN_DIALOG = [
     # a blind transfer: declined (allow_transfer = no), the call goes on
     ("REFER", "Refer-To: <sip:600@127.0.0.1:5060>", "", 603),
