@@ -632,12 +632,19 @@ def run_phone(source: str, number: str, template: str, workdir: Path, *,
     in SCENARIO_DIR, its `@NAME@` parameters in `values`); the messages of its trace."""
     workdir.mkdir(parents=True, exist_ok=True)
     scenario = _scenario_file(workdir, render(template, values or {}))
+    trace = _call_once(source, number, scenario, workdir, tenant=None, timeout=timeout)
+    return parse_trace(_read(trace))
+
+
+def _call_once(source: str, number: str, scenario: Path, workdir: Path, *,
+               tenant: str | None, timeout: float) -> Path:
+    """Run the phone `scenario` for one call, SIPp giving up after `timeout` s; its trace."""
     trace = scenario.with_suffix(".messages.log")
-    cmd = _phone_command(source, number, scenario, trace, tenant=None,
+    cmd = _phone_command(source, number, scenario, trace, tenant=tenant,
                          extra=["-m", "1", "-timeout", f"{int(timeout)}s"])
     subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=workdir, check=False, timeout=timeout + 20)
-    return parse_trace(_read(trace))
+    return trace
 
 
 def place_call(
@@ -661,15 +668,9 @@ def place_call(
     scenario = _phone_scenario(
         workdir, tenant=tenant, answer_ms=round(answer_s * 1000), talk_ms=round(talk_s * 1000)
     )
-    trace = scenario.with_suffix(".messages.log")
-    cmd = _phone_command(
-        source, number, scenario, trace, tenant=tenant,
-        extra=["-m", "1", "-timeout", f"{int(timeout + talk_s + 10)}s"],
-    )
     started = time.monotonic()
-    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, cwd=workdir, check=False,
-                   timeout=timeout + talk_s + 30)
+    trace = _call_once(source, number, scenario, workdir, tenant=tenant,
+                       timeout=timeout + talk_s + 10)
     elapsed = time.monotonic() - started
     messages = parse_trace(_read(trace))
     codes = next(iter(_invite_responses(messages).values()), [])
