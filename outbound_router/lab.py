@@ -1167,12 +1167,11 @@ def _command_lines() -> Iterator[tuple[int, list[str]]]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                raw = f.read()
+            argv = sipp.read_cmdline(entry)
         except OSError:
             continue
-        if raw:
-            yield int(entry), [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        if argv:
+            yield int(entry), argv
 
 
 def down(say: Say = _say) -> bool:

@@ -296,13 +296,19 @@ def proc_argv(pid: int) -> list[str]:
         if proc_state(pid) in (None, "Z"):
             return []
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            argv = read_cmdline(pid)
         except (FileNotFoundError, ProcessLookupError):
             return []
         if argv or time.monotonic() > deadline:
             return argv
         time.sleep(0.002)
+
+
+def read_cmdline(pid: int | str) -> list[str]:
+    """``/proc/PID/cmdline`` as it is now ([] for a kernel thread or a process before its
+    exec); raises OSError when there is no such process."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
 
 
 def pid_is_sipp(pid: int) -> bool:
