@@ -633,21 +633,30 @@ def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
 
 
 def run_phone(source: str, number: str, template: str, workdir: Path, *,
-              values: dict[str, str] | None = None, timeout: float = 30.0) -> list[SipMessage]:
+              values: dict[str, str] | None = None, timeout: float = 30.0,
+              retransmit: bool = True) -> list[SipMessage]:
     """One call from the phone address `source` with the phone scenario `template` (a file
-    in SCENARIO_DIR, its `@NAME@` parameters in `values`); the messages of its trace."""
+    in SCENARIO_DIR, its `@NAME@` parameters in `values`); the messages of its trace.
+
+    `retransmit=False` runs SIPp with `-nr`: a request that gets no answer is sent once, so
+    the scenario's own timeout takes over. With retransmissions, SIPp keeps resending it
+    past that timeout and, once they are spent, aborts the call with a BYE of its own that
+    reuses the unanswered request's CSeq, which Asterisk refuses (`500 Invalid CSeq`): a
+    call left up by SIPp, not by anything a phone does.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     scenario = _scenario_file(workdir, render(template, values or {}))
-    trace = _call_once(source, number, scenario, workdir, tenant=None, timeout=timeout)
+    trace = _call_once(source, number, scenario, workdir, tenant=None, timeout=timeout,
+                       extra=() if retransmit else ("-nr",))
     return parse_trace(_read(trace))
 
 
 def _call_once(source: str, number: str, scenario: Path, workdir: Path, *,
-               tenant: str | None, timeout: float) -> Path:
+               tenant: str | None, timeout: float, extra: Sequence[str] = ()) -> Path:
     """Run the phone `scenario` for one call, SIPp giving up after `timeout` s; its trace."""
     trace = scenario.with_suffix(".messages.log")
     cmd = _phone_command(source, number, scenario, trace, tenant=tenant,
-                         extra=["-m", "1", "-timeout", f"{int(timeout)}s"])
+                         extra=["-m", "1", "-timeout", f"{int(timeout)}s", *extra])
     subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=workdir, check=False, timeout=timeout + 20)
     return trace
