@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a routes file",
                        description="Check a routes file: exit 0, or exit 1 with a FILE:LINE: "
-                                   "message line for every problem found.")
+                                   "message line for every problem found (FILE: message "
+                                   "for one about the whole file, such as a missing file).")
     p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
     p.set_defaults(func=cmd_validate)
 
@@ -278,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollback", help="make an older version current again")
     p.add_argument("version", nargs="?", default=None,
-                   help="version id (default: the one before the current one)")
+                   help="version id (default: one step back in the history of switches, "
+                        "the version current before the last seed or rollback)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("explain", help="show the routing decision for a number")

@@ -2,7 +2,10 @@
 
 A pure function of the attempt's hangup cause (Q.850), its SIP code when known, and what the
 attempt saw before failing (a provisional reply, early media, our own timers). Both the ARI app
-and the FastAGI ``outcome`` script call :func:`judge`; neither looks at ``DIALSTATUS``.
+and the FastAGI ``outcome`` script call :func:`judge`; the judgement never rests on
+``DIALSTATUS``. (The ``outcome`` script reads it to fill in the observation where Dial hides
+what happened: which of Dial's timers fired, whether the caller cancelled, and whether a
+BUSY or CONGESTION without a SIP code renewed ``HANGUPCAUSE``; see agi/scripts.py.)
 """
 
 from __future__ import annotations
