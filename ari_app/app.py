@@ -7,6 +7,14 @@ call never stalls another), starts a :class:`~ari_app.call.Call` for each caller
 calls in progress learn the current state of their channels, bridged calls left by an earlier
 run are adopted (they go on; the other side is hung up when one leaves), and attempt channels
 and bridges nobody owns any more are removed.
+
+Asterisk sends an application's events to the websocket that connected for it last. When
+another one connects for the same app (a second ``outbound-router ari`` on this Asterisk, as a
+deploy that starts the new service before it stops the old does), this one gets
+``ApplicationReplaced`` and no event after it, while the other has already adopted or resumed
+its calls in its own reconcile. Acting on them without their events (a ring timer that
+fires, the next attempt dialled) would ring callees twice: the app leaves them alone, touches
+nothing in Asterisk, and :meth:`RouterApp.run` returns (the service exits with 0).
 """
 
 from __future__ import annotations
@@ -128,6 +136,8 @@ class RouterApp:
         #: One set per reconcile whose lists are on their way: the channels whose call ended
         #: meanwhile. The lists may still show them; they are nobody's to adopt or resume.
         self._ended_meanwhile: list[set[str]] = []
+        #: Set when another websocket took the application over (ApplicationReplaced).
+        self.replaced = asyncio.Event()
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -142,10 +152,20 @@ class RouterApp:
     # -- running -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled; then tear down the calls in progress."""
+        """Run until cancelled, then stop the calls in progress; or until another websocket
+        takes the application over, then leave them to it (see the module's docstring)."""
+        events = asyncio.create_task(self.ari.run_events(self.on_event, self.on_connected),
+                                     name="ari-events")
+        replaced = asyncio.create_task(self.replaced.wait(), name="ari-replaced")
         try:
-            await self.ari.run_events(self.on_event, self.on_connected)
+            done, _ = await asyncio.wait({events, replaced},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if events in done:
+                events.result()  # its error (it returns no other way)
         finally:
+            for task in (events, replaced):
+                task.cancel()
+            await asyncio.gather(events, replaced, return_exceptions=True)
             await self.stop()
 
     async def stop(self) -> None:
@@ -175,6 +195,9 @@ class RouterApp:
             return
         if event.application not in (None, self.ari.app):
             return
+        if event.type == EventType.APPLICATION_REPLACED:
+            self._leave_to_the_new_owner()
+            return
         owner = self.owners.get(event.channel_id or "")
         if owner is not None:
             owner.deliver(event)
@@ -191,6 +214,21 @@ class RouterApp:
             self._spawn(self._hangup(event.channel_id), f"hangup-{event.channel_id}")
             return
         self.start_call(event.channel_id, event.args)
+
+    def _leave_to_the_new_owner(self) -> None:
+        """ApplicationReplaced: the calls are the other websocket's now; stop."""
+        if self.replaced.is_set():
+            return
+        owners = self._distinct_owners()
+        log.warning(
+            "another connection took over the ARI application %r (a second `outbound-router "
+            "ari` with this ARI_APP on this Asterisk; Asterisk sends the app's events to the "
+            "newest only): leaving its %d call(s) to it and stopping. Run one `outbound-router "
+            "ari` per Asterisk and ARI_APP", self.ari.app, len(owners))
+        for owner in owners:
+            if isinstance(owner, Call):
+                owner.detach()
+        self.replaced.set()
 
     def start_call(self, caller_id: str, args: tuple[str, ...],
                    resume: ResumeLeg | None = None) -> Call:

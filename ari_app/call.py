@@ -421,6 +421,8 @@ class Call:
     resume_leg: ResumeLeg | None = None
     #: What the last attempt's ROUTER_RESUME was made of (number, version, trace, attempts).
     _resume_args: tuple[str, str, str, tuple[Attempt, ...]] | None = None
+    #: Another instance took the application over (and the call): see :meth:`detach`.
+    detached: bool = False
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -433,6 +435,11 @@ class Call:
 
     def channel_ids(self) -> list[str]:
         return [self.caller_id, *(leg.channel_id for leg in self.legs)]
+
+    def detach(self) -> None:
+        """Another instance of the app took the call over (ApplicationReplaced): once its task
+        is cancelled, the call ends here without a request to Asterisk."""
+        self.detached = True
 
     async def _next(self, deadline: float | None) -> Event | None:
         """The next event, or None when ``deadline`` (loop time) passed first."""
@@ -567,6 +574,11 @@ class Call:
             await self._drop_unadopted_resume()
             self.result = await self._end_in_error()
         except asyncio.CancelledError:
+            if self.detached:  # another instance has it: nothing in Asterisk is ours to touch
+                self.log.info("left to the instance that took the application over")
+                for cid in self.channel_ids():
+                    self.registry.unregister(cid)
+                raise
             await self._settle_dial()
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
             # next instance adopts it after its reconcile). So does a dialled attempt: hanging

@@ -33,6 +33,9 @@ class EventType(StrEnum):
     CHANNEL_ENTERED_BRIDGE = "ChannelEnteredBridge"
     CHANNEL_LEFT_BRIDGE = "ChannelLeftBridge"
     BRIDGE_DESTROYED = "BridgeDestroyed"
+    # Sent to a websocket of the app when a newer one connects for the same app: from then on
+    # Asterisk sends the app's events to the newer one only.
+    APPLICATION_REPLACED = "ApplicationReplaced"
     # Not sent by Asterisk: made by the app when it reconciles after a websocket drop.
     RECONCILED = "RouterReconciled"
 
@@ -45,6 +48,7 @@ NEEDED_EVENTS: tuple[str, ...] = (
     EventType.CHANNEL_STATE_CHANGE,
     EventType.CHANNEL_HANGUP_REQUEST,
     EventType.CHANNEL_DESTROYED,
+    EventType.APPLICATION_REPLACED,  # the event filter would drop it too
 )
 
 

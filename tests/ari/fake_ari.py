@@ -151,6 +151,8 @@ class FakeAsterisk:
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, dict[str, Any]] = {}
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
+        #: Older websockets of the app, sent ApplicationReplaced: they get no event any more.
+        self.replaced: set[web.WebSocketResponse] = set()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.dials: Counter[str] = Counter()  # trunk -> INVITEs sent
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
@@ -335,9 +337,10 @@ class FakeAsterisk:
         return event
 
     def _emit(self, event: Raw) -> None:
-        text = json.dumps(event)
-        for queue in self.sockets.values():
-            queue.put_nowait(text)  # one sender per socket keeps the order
+        # As Asterisk does: the app's events go to the websocket that connected last, and to
+        # none once that one is gone (an older one stays replaced).
+        if self.sockets and (ws := list(self.sockets)[-1]) not in self.replaced:
+            self.sockets[ws].put_nowait(json.dumps(event))  # a sender per socket keeps order
 
     def _record_response(self, ch: Channel, tech: str) -> None:
         """As chan_pjsip does: a SIP response of ``ch`` goes into its hangup-cause hash and
@@ -457,6 +460,12 @@ class FakeAsterisk:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         queue: asyncio.Queue[str] = asyncio.Queue()
+        for older, older_queue in self.sockets.items():  # the newest websocket takes the app
+            if older not in self.replaced:
+                self.replaced.add(older)
+                older_queue.put_nowait(json.dumps({
+                    "type": "ApplicationReplaced", "application": self.app,
+                    "timestamp": self.now().isoformat()}))
         self.sockets[ws] = queue
         self.ws_connections += 1
         self.connected.set()
@@ -473,6 +482,7 @@ class FakeAsterisk:
         finally:
             sender.cancel()
             self.sockets.pop(ws, None)
+            self.replaced.discard(ws)
             if not self.sockets:
                 self.connected.clear()
         return ws

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -316,6 +318,42 @@ def test_a_crashed_service_comes_back_and_hangs_up_the_carrier_of_a_call_it_left
     wait_for("carrier-a to get the BYE", lambda: byes(a) == 1, timeout=10)
     assert lab_mod.service_worker("ari") not in (None, worker)
     assert ari.call(NUMBER).final_code == 200
+
+
+def test_a_second_router_taking_the_app_over_gets_the_calls_and_the_first_stops(
+        tiers, carrier, ari, background, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A deploy that starts the new `outbound-router ari` before it stops the old: Asterisk
+    # sends the app's events to the newest websocket only, ApplicationReplaced to the old one
+    # (which its event filter dropped). The old one went on acting on its calls blind: its
+    # ring timer hung up an attempt the new one had resumed, which took that hang-up for a
+    # failure and rang the next trunk (a no-answer that should have stopped the call).
+    from outbound_router import lab as lab_mod
+
+    a, b = carrier("a", "ring"), carrier("b", "answer")  # ring_timeout 3 s: no answer, stop
+    supervisor = _service_pid("ari")
+    log = tiers.state_dir / "ari.log"
+    offset = log.stat().st_size
+    call: Future[sipp.CallResult] = background.submit(ari.call, NUMBER)
+    wait_for("carrier-a to ring", lambda: a.invites() == 1)
+    env = {**os.environ, "REDIS_URL": tiers.redis_url, "ARI_URL": tiers.ari_url,
+           "ARI_USERNAME": tiers.ari_auth[0], "ARI_PASSWORD": tiers.ari_auth[1]}
+    second_log = tmp_path / "second-ari.log"
+    with second_log.open("w") as out:
+        second = subprocess.Popen([sys.executable, "-m", "outbound_router.cli", "ari"],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the lab's ari service to stop by itself",
+                 lambda: not lab_mod.is_service(supervisor, "ari"))
+        assert "another connection took over the ARI application" in logged_since(log, offset)
+        result = call.result()
+        assert result.final_code == 480, result.codes  # rang out: stopped, as without the swap
+        assert (a.invites(), cancels(a), b.invites()) == (1, 1, 0)
+        assert "resumed attempt 1 on carrier-a" in second_log.read_text()
+    finally:
+        second.terminate()
+        second.wait(timeout=10)
+        lab_mod.up(carriers=False, say=lambda _: None)  # the lab's own ari again, newest
+    assert ari.call(NUMBER).final_code == 480  # routed by it: carrier-a rings out again
 
 
 def test_after_asterisk_restarts_the_app_is_back_by_itself_and_the_next_call_fails_over(
