@@ -1,0 +1,78 @@
+"""The deployment files in deploy/: systemd units systemd itself accepts, and environment
+files that name only what the services read, with values the services accept."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from outbound_router.settings import Settings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+SERVICES = ("ari", "agi")
+#: What each service reads from its environment (outbound_router/settings.py).
+READ = {
+    "ari": {"REDIS_URL", "REDIS_PREFIX", "ARI_URL", "ARI_USERNAME", "ARI_PASSWORD", "ARI_APP"},
+    "agi": {"REDIS_URL", "REDIS_PREFIX", "AGI_LISTEN", "AGI_ALLOW"},
+}
+
+
+def unit(service: str) -> str:
+    return (DEPLOY / "systemd" / f"outbound-router-{service}.service").read_text()
+
+
+def env_file(service: str, *, commented: bool = False) -> dict[str, str]:
+    """The KEY=VALUE lines of deploy/SERVICE.env.example (with ``commented``: also those
+    commented out, the alternatives it shows)."""
+    values = {}
+    for line in (DEPLOY / f"{service}.env.example").read_text().splitlines():
+        line = line.strip()
+        if commented and line.startswith("# ") and "=" in line and line[2:3].isupper():
+            line = line[2:]
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{service}.env.example: not KEY=VALUE: {line!r}"
+            values[key] = value
+    return values
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_systemd_accepts_the_unit(service: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # verify wants ExecStart to exist: the console script of this checkout's venv stands in
+    # for the deployment's /opt/outbound-router/venv/bin/outbound-router.
+    script = Path(sys.executable).parent / "outbound-router"
+    text = unit(service)
+    assert "ExecStart=/opt/outbound-router/venv/bin/outbound-router " + service in text
+    path = tmp_path / f"outbound-router-{service}.service"
+    path.write_text(text.replace("/opt/outbound-router/venv/bin/outbound-router", str(script)))
+    done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_environment_file_names_only_what_the_service_reads(service: str) -> None:
+    names = set(env_file(service, commented=True))
+    assert names <= READ[service], names - READ[service]
+    assert f"EnvironmentFile=/etc/outbound-router/{service}.env" in unit(service)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("commented", [False, True], ids=["as-is", "alternatives"])
+def test_the_environment_file_holds_values_the_service_accepts(service: str,
+                                                               commented: bool) -> None:
+    settings = Settings.from_env(env_file(service, commented=commented))
+    if service == "ari":
+        settings.require_ari_credentials()
+
+
+def test_only_the_ari_service_gets_the_ari_password() -> None:
+    assert "ARI_PASSWORD" in env_file("ari")
+    assert "ARI_PASSWORD" not in env_file("agi", commented=True)
