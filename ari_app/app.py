@@ -138,6 +138,7 @@ class RouterApp:
         self._ended_meanwhile: list[set[str]] = []
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
+        self._events: asyncio.Task[None] | None = None  # run()'s events websocket
 
     # -- Registry (used by Call) --------------------------------------------------------
 
@@ -154,18 +155,15 @@ class RouterApp:
     async def run(self) -> None:
         """Run until cancelled, then stop the calls in progress; or until another websocket
         takes the application over, then leave them to it (see the module's docstring)."""
-        events = asyncio.create_task(self.ari.run_events(self.on_event, self.on_connected),
-                                     name="ari-events")
-        replaced = asyncio.create_task(self.replaced.wait(), name="ari-replaced")
+        events = self._events = asyncio.create_task(
+            self.ari.run_events(self.on_event, self.on_connected), name="ari-events")
         try:
-            done, _ = await asyncio.wait({events, replaced},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if events in done:
-                events.result()  # its error (it returns no other way)
+            await events  # it ends only by an error or by being cancelled
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.replaced.is_set() or (task is not None and task.cancelling()):
+                raise  # stopped (SIGTERM): not taken over
         finally:
-            for task in (events, replaced):
-                task.cancel()
-            await asyncio.gather(events, replaced, return_exceptions=True)
             await self.stop()
 
     async def stop(self) -> None:
@@ -177,6 +175,8 @@ class RouterApp:
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
+        if self.replaced.is_set():  # (a reconcile still on its way): nothing is ours to do
+            task.cancel()
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -229,6 +229,12 @@ class RouterApp:
             if isinstance(owner, Call):
                 owner.detach()
         self.replaced.set()
+        # At once, not after the websocket's closing handshake: a timer firing meanwhile
+        # would act on a call that is the other instance's now.
+        for task in self.tasks:
+            task.cancel()
+        if self._events is not None:
+            self._events.cancel()  # run() returns, and the websocket is not made again
 
     def start_call(self, caller_id: str, args: tuple[str, ...],
                    resume: ResumeLeg | None = None) -> Call:
