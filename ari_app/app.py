@@ -193,8 +193,8 @@ class RouterApp:
         except ValueError as exc:
             log.warning("ignored an ARI message: %s", exc)
             return
-        if event.application not in (None, self.ari.app):
-            return
+        if event.application not in (None, self.ari.app) or self.replaced.is_set():
+            return  # (after ApplicationReplaced: nothing is ours, not even a new caller)
         if event.type == EventType.APPLICATION_REPLACED:
             self._leave_to_the_new_owner()
             return
@@ -225,6 +225,7 @@ class RouterApp:
             "ari` with this ARI_APP on this Asterisk; Asterisk sends the app's events to the "
             "newest only): leaving its %d call(s) to it and stopping. Run one `outbound-router "
             "ari` per Asterisk and ARI_APP", self.ari.app, len(owners))
+        self.ari.retire()  # the one gate every request passes, orphaned futures' included
         for owner in owners:
             if isinstance(owner, Call):
                 owner.detach()
@@ -340,6 +341,8 @@ class RouterApp:
             )
         finally:
             self._ended_meanwhile.remove(ended)
+        if self.replaced.is_set():
+            return  # taken over while the lists were on their way
         # Nothing awaits from here on: no event can slip in between reading and acting.
         present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
         for owner in self._distinct_owners():

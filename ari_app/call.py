@@ -576,6 +576,10 @@ class Call:
         except asyncio.CancelledError:
             if self.detached:  # another instance has it: nothing in Asterisk is ours to touch
                 self.log.info("left to the instance that took the application over")
+                for pending in (self._vars_written, self._bridge_created,
+                                *(leg.dial_request for leg in self.legs)):
+                    if pending is not None and not pending.done():
+                        pending.cancel()
                 for cid in self.channel_ids():
                     self.registry.unregister(cid)
                 raise
@@ -1213,6 +1217,10 @@ class Call:
         if self._vars_written is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._vars_written  # (it logs its own failure)
+        if self.detached:  # taken over meanwhile (its cancellation went into the await above)
+            for cid in self.channel_ids():
+                self.registry.unregister(cid)
+            return
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
                 await self._hangup_leg(leg)

@@ -186,6 +186,11 @@ class AriClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def retire(self) -> None:
+        """Another connection took the application over: no REST request goes out from now on
+        (one already on the wire is not undone)."""
+        self.http.retire()
+
     async def drop_connection(self) -> None:
         """Close the events websocket (it reconnects): for tests and operators."""
         if self._ws is not None:
@@ -349,7 +354,7 @@ class AriClient:
         where = public_url(url)
         next_delay = self._backoff.delays(self._rng)
         outage_logged = False
-        while True:
+        while not self.http.retired:  # (taken over: never connect again, see retire())
             # A connection that was up a while and dropped is made again at once: until it
             # is, Stasis() cannot hand calls over. Backoff after that, and after a connection
             # that closed at once (Asterisk shutting down, or refusing the app).

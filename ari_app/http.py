@@ -237,6 +237,17 @@ class HttpPool:
         self._open = 0  # connections open or being opened, idle ones included
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.connections_made = 0  # for tests and metrics
+        #: Set by retire(): no request is written any more (one already written is not undone).
+        self.retired = False
+
+    def retire(self) -> None:
+        """From now on every request fails before it is written, those already waiting for a
+        connection included."""
+        self.retired = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def request(self, method: str, target: str, body: bytes | None = None) -> Response:
         """Send one request (``target``: path and query, already encoded) and read its answer
@@ -258,7 +269,12 @@ class HttpPool:
 
     async def _exchange(self, raw: bytes) -> Response:
         for attempt in range(2):
+            if self.retired:
+                raise HttpError("not sent: the pool is retired")
             conn = await self._acquire(fresh=attempt > 0)
+            if self.retired:
+                self._release(conn)
+                raise HttpError("not sent: the pool is retired")
             reused = conn.used > 0  # the second attempt always has a new one
             try:
                 response = await conn.exchange(raw)
@@ -279,6 +295,8 @@ class HttpPool:
 
     async def _acquire(self, *, fresh: bool) -> _Connection:
         while True:
+            if self.retired:
+                raise HttpError("not sent: the pool is retired")
             if not fresh and (conn := self._take_idle()) is not None:
                 return conn
             if self._open < self._limit:

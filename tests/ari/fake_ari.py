@@ -153,6 +153,10 @@ class FakeAsterisk:
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
         #: Older websockets of the app, sent ApplicationReplaced: they get no event any more.
         self.replaced: set[web.WebSocketResponse] = set()
+        #: PUT /applications/APP/eventFilter "allowed" types (None: all), per app as in
+        #: Asterisk: applied to every message it sends the app, ApplicationReplaced included
+        #: (ari_websocket_send_event -> stasis_app_event_allowed).
+        self.event_filter: set[str] | None = None
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.dials: Counter[str] = Counter()  # trunk -> INVITEs sent
         self.ended: dict[str, Channel] = {}  # destroyed channels, by id (their "CDR")
@@ -204,6 +208,7 @@ class FakeAsterisk:
         r.add_post("/ari/bridges/{id}/removeChannel", self._remove_channel)
         r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
         r.add_get("/ari/applications/{app}", self._application)
+        r.add_put("/ari/applications/{app}/eventFilter", self._set_event_filter)
         r.add_get("/ari/endpoints/{tech}", self._endpoints)
         self.server = TestServer(web_app, host="127.0.0.1")
         await self.server.start_server()
@@ -339,6 +344,8 @@ class FakeAsterisk:
     def _emit(self, event: Raw) -> None:
         # As Asterisk does: the app's events go to the websocket that connected last, and to
         # none once that one is gone (an older one stays replaced).
+        if self.event_filter is not None and event.get("type") not in self.event_filter:
+            return
         if self.sockets and (ws := list(self.sockets)[-1]) not in self.replaced:
             self.sockets[ws].put_nowait(json.dumps(event))  # a sender per socket keeps order
 
@@ -463,6 +470,9 @@ class FakeAsterisk:
         for older, older_queue in self.sockets.items():  # the newest websocket takes the app
             if older not in self.replaced:
                 self.replaced.add(older)
+                if self.event_filter is not None and \
+                        "ApplicationReplaced" not in self.event_filter:
+                    continue  # dropped by the app's filter, as on the lab before 8be11a6
                 older_queue.put_nowait(json.dumps({
                     "type": "ApplicationReplaced", "application": self.app,
                     "timestamp": self.now().isoformat()}))
@@ -640,6 +650,12 @@ class FakeAsterisk:
             return web.json_response([])
         return web.json_response([{"technology": "PJSIP", "resource": name, "state": "online",
                                    "channel_ids": []} for name in self.endpoints])
+
+    async def _set_event_filter(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.event_filter = {a["type"] for a in body.get("allowed", [])} or None
+        return web.json_response({"name": request.match_info["app"],
+                                  "events_allowed": body.get("allowed", [])})
 
     async def _application(self, request: web.Request) -> web.Response:
         return web.json_response({"name": request.match_info["app"]})

@@ -671,38 +671,6 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
-async def test_an_instance_whose_application_is_taken_over_leaves_its_calls_to_the_other(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Two instances on one Asterisk with one ARI_APP (a deploy that starts the new service
-    # before it stops the old): Asterisk sends the app's events to the newest websocket only,
-    # and ApplicationReplaced to the older. On the lab the older one went on acting on its
-    # calls without their events: its ring timer hung up an attempt the newer one had
-    # resumed (which took that for a failure and dialled the next trunk), and it created the
-    # next attempt of the plan too.
-    caller, leg = await ringing_call(lab)
-    old_requests: list[tuple[str, str]] = []
-    request = lab.ari._request
-
-    async def recorded(method: str, path: str, *args: object, **kwargs: object) -> object:
-        old_requests.append((method, path))
-        return await request(method, path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(lab.ari, "_request", recorded)
-    async with a_new_instance(lab) as app:
-        await wait_for(lab.runner.done)  # the older instance stopped by itself
-        assert lab.runner.exception() is None and lab.app.owners == {}
-        assert old_requests == []  # and did nothing to the call on its way out
-        resumed = app.owners[caller]
-        assert isinstance(resumed, Call)
-        await wait_for(lambda: bool(resumed.legs))
-        assert resumed.legs[0].channel_id == leg
-        lab.fake.answer(leg)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-        assert lab.fake.dials == {"carrier-a": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
-
-
 async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: Lab) -> None:
     # A channel's state says Ringing after a 180 but nothing after a 183: the attempt was
     # resumed under the setup timer, which cut the callee's early media after a few seconds
