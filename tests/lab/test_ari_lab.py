@@ -325,8 +325,8 @@ def test_a_second_router_taking_the_app_over_gets_the_calls_and_the_first_stops(
     # A deploy that starts the new `outbound-router ari` before it stops the old: Asterisk
     # sends the app's events to the newest websocket only, ApplicationReplaced to the old one
     # (which its event filter dropped). The old one went on acting on its calls blind: its
-    # ring timer hung up an attempt the new one had resumed, which took that hang-up for a
-    # failure and rang the next trunk (a no-answer that should have stopped the call).
+    # ring timer hung up an attempt the new one had resumed, which judged that hang-up
+    # (cause 16) a congestion failure and went on to the next trunk, where a no-answer stops.
     from outbound_router import lab as lab_mod
 
     a, b = carrier("a", "ring"), carrier("b", "answer")  # ring_timeout 3 s: no answer, stop
