@@ -216,9 +216,8 @@ class RouterApp:
         self.start_call(event.channel_id, event.args)
 
     def _leave_to_the_new_owner(self) -> None:
-        """ApplicationReplaced: the calls are the other websocket's now; stop."""
-        if self.replaced.is_set():
-            return
+        """ApplicationReplaced (once: on_event ignores every event after it): the calls are the
+        other websocket's now; stop."""
         owners = self._distinct_owners()
         log.warning(
             "another connection took over the ARI application %r (a second `outbound-router "

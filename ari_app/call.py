@@ -436,6 +436,11 @@ class Call:
     def channel_ids(self) -> list[str]:
         return [self.caller_id, *(leg.channel_id for leg in self.legs)]
 
+    def _unregister(self) -> None:
+        """The call's channels are no longer routed to it (its end, or left to another)."""
+        for cid in self.channel_ids():
+            self.registry.unregister(cid)
+
     def detach(self) -> None:
         """Another instance of the app took the call over (ApplicationReplaced): once its task
         is cancelled, the call ends here without a request to Asterisk."""
@@ -580,8 +585,7 @@ class Call:
                                 *(leg.dial_request for leg in self.legs)):
                     if pending is not None and not pending.done():
                         pending.cancel()
-                for cid in self.channel_ids():
-                    self.registry.unregister(cid)
+                self._unregister()
                 raise
             await self._settle_dial()
             # The app is shutting down. A bridged call goes on in Asterisk without us (the
@@ -608,8 +612,7 @@ class Call:
                 # the next instance would resume the attempt before and ring it again.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._vars_written, VARS_WAIT_AT_STOP)
-            for cid in self.channel_ids():
-                self.registry.unregister(cid)
+            self._unregister()
             raise
         await self._cleanup()
         return self.result
@@ -1218,8 +1221,7 @@ class Call:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._vars_written  # (it logs its own failure)
         if self.detached:  # taken over meanwhile (its cancellation went into the await above)
-            for cid in self.channel_ids():
-                self.registry.unregister(cid)
+            self._unregister()
             return
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
@@ -1231,8 +1233,7 @@ class Call:
                 await self._bridge_created  # (its error, if any, was the call's or is moot)
         if self.bridge_id is not None:
             await self._quietly("destroy bridge", self.ari.destroy_bridge(self.bridge_id))
-        for cid in self.channel_ids():
-            self.registry.unregister(cid)
+        self._unregister()
 
     # -- after a websocket reconnect --------------------------------------------------
 

@@ -269,10 +269,8 @@ class HttpPool:
 
     async def _exchange(self, raw: bytes) -> Response:
         for attempt in range(2):
-            if self.retired:
-                raise HttpError("not sent: the pool is retired")
-            conn = await self._acquire(fresh=attempt > 0)
-            if self.retired:
+            conn = await self._acquire(fresh=attempt > 0)  # (it fails once retired)
+            if self.retired:  # meanwhile, while a new connection was being made
                 self._release(conn)
                 raise HttpError("not sent: the pool is retired")
             reused = conn.used > 0  # the second attempt always has a new one
