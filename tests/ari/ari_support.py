@@ -91,3 +91,13 @@ async def hang_up_answered(lab: Lab, caller: str) -> None:
     await lab.finished(caller)
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
     assert call.result is not None
+
+
+async def answer_resumed(lab: Lab, caller: str, leg: str) -> None:
+    """The attempt ``leg``, resumed by a new instance, answers: the caller is connected with
+    carrier-a INVITEd once (the callee rang once), and the phone's hang-up leaves nothing."""
+    lab.fake.answer(leg)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.dials == {"carrier-a": 1}
+    lab.fake.caller_hangup(caller)
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
+from ari_support import ROUTES, Lab, answer_resumed, hang_up_answered, snapshot_of, wait_for
 from fake_ari import Behaviour
 
 from ari_app.app import RouterApp
@@ -34,8 +34,10 @@ async def restore(lab: Lab, before: int) -> None:
     await lab.app.reconciled.wait()
 
 
-async def ringing_call(lab: Lab) -> tuple[str, str]:
-    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+async def ringing_call(lab: Lab, ring_timeout: str = "30") -> tuple[str, str]:
+    """A call whose first attempt (carrier-a) rings; (caller, that attempt's channel)."""
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5",
+                                                    f"ring_timeout: {ring_timeout}")))
     lab.carriers("a480-noanswer_b200")
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
@@ -556,11 +558,7 @@ async def test_an_instance_stopped_while_resuming_leaves_the_call_for_the_next(
         call = app.owners[caller]
         assert isinstance(call, Call)
         await wait_for(lambda: bool(call.legs))
-        lab.fake.answer(leg)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-        assert lab.fake.dials == {"carrier-a": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        await answer_resumed(lab, caller, leg)
 
 
 async def test_a_resumed_ring_timer_ends_by_the_attempts_creation_plus_setup_plus_ring(
@@ -664,11 +662,7 @@ async def test_a_call_stopped_while_its_dial_is_answered_does_not_ring_the_trunk
         assert isinstance(resumed, Call)
         await wait_for(lambda: bool(resumed.legs))
         assert resumed.legs[0].channel_id == leg
-        lab.fake.answer(leg)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-        assert lab.fake.dials == {"carrier-a": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        await answer_resumed(lab, caller, leg)
 
 
 async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: Lab) -> None:

@@ -8,7 +8,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from ari_support import ROUTES, Lab, snapshot_of, wait_for
+from ari_support import ROUTES, Lab, answer_resumed, snapshot_of, wait_for
 from fake_ari import Behaviour
 from test_reconnect import NUMBER, a_new_instance, ringing_call
 
@@ -34,17 +34,10 @@ async def test_an_instance_whose_application_is_taken_over_leaves_its_calls_to_t
     # before it stops the old): Asterisk sends the app's events to the newest websocket only,
     # and ApplicationReplaced to the older. On the lab the older one went on acting on its
     # calls without their events: its ring timer hung up an attempt the newer one had
-    # resumed (which took that for a failure and dialled the next trunk), and it created the
-    # next attempt of the plan too.
+    # resumed (which judged that hang-up a congestion failure and went on to the next trunk),
+    # and it created the next attempt of the plan too.
     caller, leg = await ringing_call(lab)
-    old_requests: list[tuple[str, str]] = []
-    request = lab.ari._request
-
-    async def recorded(method: str, path: str, *args: object, **kwargs: object) -> object:
-        old_requests.append((method, path))
-        return await request(method, path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(lab.ari, "_request", recorded)
+    old_requests = record_requests(lab, monkeypatch)
     async with a_new_instance(lab) as app:
         await wait_for(lab.runner.done)  # the older instance stopped by itself
         assert lab.runner.exception() is None and lab.app.owners == {}
@@ -53,11 +46,7 @@ async def test_an_instance_whose_application_is_taken_over_leaves_its_calls_to_t
         assert isinstance(resumed, Call)
         await wait_for(lambda: bool(resumed.legs))
         assert resumed.legs[0].channel_id == leg
-        lab.fake.answer(leg)
-        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
-        assert lab.fake.dials == {"carrier-a": 1}
-        lab.fake.caller_hangup(caller)
-        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+        await answer_resumed(lab, caller, leg)
 
 
 # -- a timer due while the replaced websocket closes -------------------------------------------
@@ -68,11 +57,7 @@ async def test_a_ring_timer_due_while_the_replaced_websocket_closes_sends_nothin
     # closing handshake answered late, a send buffer that drains slowly: stood in for by a
     # close() held 3 s). The ring timer (1.5 s) falls due meanwhile. The old instance must
     # not act on it: the call is the new instance's.
-    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 1.5")))
-    lab.carriers("a480-noanswer_b200")
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    await ringing_call(lab, ring_timeout="1.5")
     old_ws = lab.ari._ws
     assert old_ws is not None
     real_close = aiohttp.ClientWebSocketResponse.close
@@ -168,11 +153,7 @@ async def test_a_dial_waiting_for_a_connection_is_not_sent_after_the_takeover(
 
 async def test_a_sigterm_coming_with_the_takeover_is_still_a_cancellation(
         lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    caller = lab.fake.new_caller(NUMBER)
-    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
-    lab.carriers("a480-noanswer_b200")
-    call = await lab.started(caller)
-    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    await ringing_call(lab)
     leave = lab.app._leave_to_the_new_owner
 
     def leave_then_sigterm() -> None:
@@ -190,11 +171,7 @@ async def test_a_sigterm_coming_with_the_takeover_is_still_a_cancellation(
 async def test_a_sigterm_during_the_leaving_is_still_a_cancellation(
         lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     # Taken over, then SIGTERM while run() waits for the websocket task to end.
-    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
-    lab.carriers("a480-noanswer_b200")
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
+    await ringing_call(lab)
     old_ws = lab.ari._ws
     real_close = aiohttp.ClientWebSocketResponse.close
     closing = asyncio.Event()
