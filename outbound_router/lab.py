@@ -47,6 +47,8 @@ DEBIAN_SUITE = "sid"
 DEBOOTSTRAP_PACKAGES = ("asterisk", "asterisk-modules")
 CHROOT_MARKER = ".outbound-router-chroot.json"
 ASTERISK = "/usr/sbin/asterisk"
+#: The Asterisk major version the lab is made for (SPEC section 7).
+ASTERISK_MAJOR = "22"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -451,6 +453,19 @@ def build_chroot(p: Paths, say: Say = _say) -> float:
     build.rename(p.chroot)
     say(f"chroot: built in {seconds:.0f} s ({version})")
     return seconds
+
+
+def asterisk_version_warning(version: str) -> str | None:
+    """What to say when the lab's Asterisk (ARI's ``system.version``, "22.10.1") is not of the
+    major version SPEC section 7 names: debootstrap takes whatever Debian sid ships that day."""
+    if version.split(".", 1)[0] == ASTERISK_MAJOR:
+        return None
+    return (f"this is Asterisk {version or '(version unknown)'}, the lab and its tests are made "
+            f"for Asterisk {ASTERISK_MAJOR} (SPEC section 7): Debian {DEBIAN_SUITE} has moved "
+            f"on; its behaviour may differ. For Asterisk {ASTERISK_MAJOR} again, remove the "
+            f"chroot's {CHROOT_MARKER} (the next `lab up` builds it again) and point "
+            "OUTBOUND_ROUTER_DEBIAN_MIRROR at an archive that still ships it (snapshot.debian.org "
+            "keeps dated copies of sid)")
 
 
 def chroot_info(p: Paths) -> dict[str, Any]:
@@ -1081,6 +1096,8 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
             f"({boot:.1f} s)")
         for line in problems:
             say(f"asterisk: start-up ERROR: {line}")
+        if warning := asterisk_version_warning(version):
+            say(f"asterisk: WARNING: {warning}")
     redis_url = ensure_redis(p, state, say)
     ensure_seeded(p, state, redis_url, say)
     problems = []

@@ -247,3 +247,16 @@ def test_lab_down_says_when_the_chroot_s_proc_stays_mounted(
     assert str(failed.value) == (f"still mounted: {proc_dir} (umount: {proc_dir}: target is "
                                  "busy.). Unmount by hand (umount -l POINT), then `lab down` "
                                  "again")
+
+
+@pytest.mark.parametrize("version", ["22.10.1", "22.0.0-rc1", "22"])
+def test_asterisk_22_of_any_release_gets_no_warning(version: str) -> None:
+    assert lab.asterisk_version_warning(version) is None
+
+
+@pytest.mark.parametrize("version", ["23.0.0", "2.10.1", "220.1", ""])
+def test_another_major_version_is_named_in_a_warning(version: str) -> None:
+    warning = lab.asterisk_version_warning(version)
+    assert warning is not None
+    assert f"this is Asterisk {version or '(version unknown)'}," in warning
+    assert "made for Asterisk 22" in warning and "OUTBOUND_ROUTER_DEBIAN_MIRROR" in warning
