@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from outbound_router.settings import Settings, SettingsError
 from redis_seed.keys import DEFAULT_KEEP
@@ -102,20 +102,22 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
 
 
 
-def _load_file(path: str, *, writing: bool = False) -> Any:
+def _load_file(path: str, *, writing: bool = False, report: TextIO | None = None) -> Any:
     """The validated table, or exit 1 with one ``FILE:LINE: message`` line per problem (and,
-    when the command was to write it, a last line saying that nothing was)."""
+    when the command was to write it, a last line saying that nothing was). The lines go to
+    ``report``: stderr, as errors of a command that needed the file, or stdout for
+    ``validate``, whose report they are (as a linter's)."""
     from redis_seed.errors import RoutesFileError
     from redis_seed.routes_file import load_routes_file
 
+    report = report or sys.stderr
     try:
         return load_routes_file(path)
     except RoutesFileError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(problem, file=report)
         if writing:
-            print(f"{path}: {len(exc.problems)} problem(s); nothing was written",
-                  file=sys.stderr)
+            print(f"{path}: {len(exc.problems)} problem(s); nothing was written", file=report)
         raise SystemExit(EXIT_INVALID) from None
 
 
@@ -129,7 +131,7 @@ def at_least_one(text: str) -> int:
 # -- subcommands ---------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    table = _load_file(args.file)
+    table = _load_file(args.file, report=sys.stdout)
     counts = ", ".join(_count(n, what) for n, what in (
         (len(table.routes), "route"), (len(table.carriers), "carrier"),
         (len(table.patterns), "pattern"), (len(table.groups), "group")))
@@ -259,15 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a routes file",
                        description="Check a routes file: exit 0, or exit 1 with a FILE:LINE: "
-                                   "message line for every problem found (FILE: message "
-                                   "for one about the whole file, such as a missing file).")
+                                   "message line on stdout for every problem found (FILE: "
+                                   "message for one about the whole file, such as a missing "
+                                   "file).")
     p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("seed", help="validate a routes file and publish it to Redis",
                        description="Validate a routes file and publish it to Redis (REDIS_URL) "
                                    "as a new current version; print the version. A bad file "
-                                   "writes nothing.")
+                                   "writes nothing: exit 1 with validate's FILE:LINE: message "
+                                   "lines, on stderr here.")
     p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
     p.add_argument("--keep", type=at_least_one, default=None, metavar="N",
                    help=f"versions kept in Redis, older ones are removed (default: "

@@ -47,11 +47,11 @@ def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> 
     )
     out = run("validate", str(bad))
     assert out.returncode == 1
-    lines = out.stderr.splitlines()
+    lines = out.stdout.splitlines()  # validate's report, as a linter's, on stdout
     assert all(re.match(rf"{re.escape(str(bad))}:\d+: \S", line) for line in lines), lines
-    assert any(line.startswith(f"{bad}:4:") for line in lines), out.stderr
-    assert sum(line.startswith(f"{bad}:6:") for line in lines) >= 2, out.stderr
-    assert out.stdout == ""
+    assert any(line.startswith(f"{bad}:4:") for line in lines), out.stdout
+    assert sum(line.startswith(f"{bad}:6:") for line in lines) >= 2, out.stdout
+    assert out.stderr == ""
 
 
 def test_explain_json_from_a_file_gives_exact_shares() -> None:
@@ -101,7 +101,9 @@ def test_a_bad_file_is_not_seeded(redis_server: str, tmp_path: Path) -> None:
     bad.write_text(EXAMPLE.read_text().replace("trunks: [carrier-a]", "trunks: ['a&b']"))
     out = run("seed", str(bad), redis_url=redis_server)
     assert out.returncode == 1
-    assert "nothing was written" in out.stderr
+    # seed's stdout is only ever a version: the problems are errors, on stderr
+    assert re.search(rf"^{re.escape(str(bad))}:\d+: ", out.stderr, re.M), out.stderr
+    assert "nothing was written" in out.stderr and out.stdout == ""
     listing = run("versions", redis_url=redis_server, check=True).stdout.splitlines()
     assert listing[-1].split()[:2] == ["*", v1]
 
