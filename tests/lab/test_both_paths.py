@@ -342,3 +342,35 @@ def _in_dialog_call(via: str, method: str, header: str, body: str,
                               workdir, values={"METHOD": method, "HEADER": header,
                                                "BODY": body}, retransmit=False)
     return {m.method: m.status for m in messages if not m.sent and not m.is_request}
+
+
+def test_a_cancel_crossing_the_carrier_s_answer_leaves_nothing_up(
+        lab, carrier, tmp_path, via) -> None:  # type: ignore[no-untyped-def]
+    """carrier-a answers 0.3 s after its 180 and the phone CANCELs 0.26 to 0.34 s after it:
+    from a CANCEL well before the answer, through a CANCEL and a 200 crossing each other, to
+    an answer before the CANCEL. Whichever reaches Asterisk first, the phone gets 487 or a
+    200 (which it ACKs and ends with a BYE), carrier-a's leg ends by CANCEL or BYE, and no
+    channel or bridge is left once the phone is done (each call is checked, not only the
+    last)."""
+    lab.seed(tiers_routes(ring_timeout=4))
+    a = carrier("a", "answer_after:0.3")
+    outcomes = []
+    for cancel_ms in range(260, 341, 10):
+        known = {m.call_id for m in a.messages()}
+        phone = sipp.run_phone(topology.phone(via).address, NUMBER, "uac_cancel_race.xml",
+                               tmp_path, values={"CANCEL_MS": str(cancel_ms)})
+        final = next((m.status for m in phone if not m.sent and not m.is_request
+                      and m.method == "INVITE" and (m.status or 0) >= 200), None)
+        assert final in (200, 487), (cancel_ms, [m.raw.splitlines()[0] for m in phone])
+        wait_for(f"no channel or bridge left after the call at {cancel_ms} ms", lambda: not any(
+            lab.ari("GET", path)[1] for path in ("/channels", "/bridges")))
+
+        def carrier_leg_ended(known: set[str] = known) -> str | None:
+            got = {m.method for m in a.messages()
+                   if m.call_id not in known and m.is_request and not m.sent}
+            return "CANCEL" if "CANCEL" in got else "BYE" if "BYE" in got else None
+
+        outcomes.append((final, wait_for("carrier-a's leg to end", carrier_leg_ended)))
+    assert a.invites() == len(outcomes)
+    # the two ends of the sweep are no race: cancelled before the answer, answered before it
+    assert outcomes[0] == (487, "CANCEL") and outcomes[-1] == (200, "BYE"), outcomes
