@@ -462,10 +462,10 @@ def asterisk_version_warning(version: str) -> str | None:
         return None
     return (f"this is Asterisk {version or '(version unknown)'}, the lab and its tests are made "
             f"for Asterisk {ASTERISK_MAJOR} (SPEC section 7): Debian {DEBIAN_SUITE} has moved "
-            f"on; its behaviour may differ. For Asterisk {ASTERISK_MAJOR} again, remove the "
-            f"chroot's {CHROOT_MARKER} (the next `lab up` builds it again) and point "
-            "OUTBOUND_ROUTER_DEBIAN_MIRROR at an archive that still ships it (snapshot.debian.org "
-            "keeps dated copies of sid)")
+            f"on; its behaviour may differ. For Asterisk {ASTERISK_MAJOR} again: `lab down`, "
+            f"remove the chroot's {CHROOT_MARKER}, point OUTBOUND_ROUTER_DEBIAN_MIRROR at an "
+            "archive that still ships it (snapshot.debian.org keeps dated copies of sid), and "
+            "`lab up` builds the chroot again")
 
 
 def chroot_info(p: Paths) -> dict[str, Any]:
