@@ -632,6 +632,12 @@ def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
     return per_call
 
 
+def invite_codes(messages: Iterable[SipMessage]) -> list[int]:
+    """Every response the INVITE of a one-call phone trace got, in order, retransmissions
+    once."""
+    return next(iter(_invite_responses(messages).values()), [])
+
+
 def run_phone(source: str, number: str, template: str, workdir: Path, *,
               values: dict[str, str] | None = None, timeout: float = 30.0,
               retransmit: bool = True) -> list[SipMessage]:
@@ -688,7 +694,7 @@ def place_call(
                        timeout=timeout + talk_s + 10)
     elapsed = time.monotonic() - started
     messages = parse_trace(_read(trace))
-    codes = next(iter(_invite_responses(messages).values()), [])
+    codes = invite_codes(messages)
     final = next((c for c in codes if c >= 200), None)
     cancelled = any(m.sent and m.is_request and m.method == "CANCEL" for m in messages)
     return CallResult(number, final, tuple(codes), cancelled, elapsed, trace)

@@ -146,6 +146,12 @@ class Lab:
     def ari(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         return lab_mod.ari_request(path, self.ari_auth, method=method, body=body)
 
+    def leftovers(self) -> tuple[list[Any], list[Any]]:
+        """The channels and the bridges ARI shows now."""
+        _, channels = self.ari("GET", "/channels")
+        _, bridges = self.ari("GET", "/bridges")
+        return list(channels or []), list(bridges or [])
+
     def service_stopped(self, name: str) -> contextlib.AbstractContextManager[None]:
         return lab_mod.service_stopped(name)
 
@@ -212,12 +218,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"  {count:5} x {kind[:200]}")
 
 
-def _leftovers(lab: Lab) -> tuple[list[Any], list[Any]]:
-    _, channels = lab.ari("GET", "/channels")
-    _, bridges = lab.ari("GET", "/bridges")
-    return list(channels or []), list(bridges or [])
-
-
 @pytest.fixture(autouse=True)
 def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
     if "lab" not in request.fixturenames:
@@ -226,10 +226,10 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
     lab: Lab = request.getfixturevalue("lab")
     yield
     deadline = time.monotonic() + LEAK_DEADLINE
-    channels, bridges = _leftovers(lab)
+    channels, bridges = lab.leftovers()
     while (channels or bridges) and time.monotonic() < deadline:
         time.sleep(0.05)  # polling: teardown takes a few ms and has no event to await here
-        channels, bridges = _leftovers(lab)
+        channels, bridges = lab.leftovers()
     if channels or bridges:
         for ch in channels:
             lab.ari("DELETE", f"/channels/{ch['id']}")
