@@ -29,7 +29,7 @@ from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUna
 from ari_app.events import Event, EventType
 from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from routing import variables as var
-from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, Carrier, FailoverPolicy, Route
+from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, Carrier, Route
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import (
     Judgement,
@@ -207,6 +207,7 @@ class AttemptLeg:
             provisional=self.provisional,
             early_media=self.early_media,
             answered=self.state is AttemptState.ANSWERED or self.answered_unseen,
+            unconnected=self.answered_unseen,
             setup_timeout=self.setup_timeout,
             ring_timeout=self.ring_timeout,
             caller_gone=self.caller_gone,
@@ -276,16 +277,6 @@ class ResumeLeg:
     channel_name: str | None = None
     #: When Asterisk created the attempt channel (Unix time), from its ``creationtime``.
     created: float | None = None
-
-
-def _judge(obs: Observation, failover: FailoverPolicy, *, answered_unseen: bool) -> Judgement:
-    """:func:`routing.policy.judge`, except for an attempt that answered while nobody
-    listened and is gone: there is nothing to connect, so it stops (another trunk would ring
-    the callee who just picked up) and the caller hears a normal clearing."""
-    judgement = judge(obs, failover)
-    if judgement.verdict is Verdict.DONE and answered_unseen:
-        return Judgement(Outcome.ANSWERED, Verdict.STOP, ev.CAUSE_NORMAL)
-    return judgement
 
 
 def _channel_sequence(name: str) -> int:
@@ -864,8 +855,7 @@ class Call:
                 if self.caller_gone:
                     break
                 leg = await self._try(attempt, attempts[i + 1:], base_vars)
-            last = _judge(leg.observation(), attempt.carrier.failover,
-                          answered_unseen=leg.answered_unseen)
+            last = judge(leg.observation(), attempt.carrier.failover)
             self._record(leg, last, last_one=i == len(attempts) - 1)
             if last.verdict is Verdict.DONE:
                 return await self._connected(leg, base_vars)
@@ -913,8 +903,7 @@ class Call:
                              len(later))
             return await self._attempts(later, data.base_vars(), prepared=True)
         lost = rebuilt[0] if rebuilt else None
-        judgement = _judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER,
-                           answered_unseen=obs.answered)
+        judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
         self.trace = [*data.trace, TraceEntry(lost_trunk, str(judgement.outcome), obs.cause,
                                               200 if obs.answered else obs.sip_code)]
         self.log.info("attempt %d on %s ended while no router listened (last response %r): "

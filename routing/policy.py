@@ -51,6 +51,9 @@ class Observation:
     provisional: bool = False  # 180/183 (RINGING / PROGRESS) seen
     early_media: bool = False  # 183 with media seen
     answered: bool = False
+    #: Answered, but gone before anyone could connect it (it answered while no router
+    #: listened): nothing to connect, and another trunk would ring the callee who picked up.
+    unconnected: bool = False
     setup_timeout: bool = False  # our setup timer fired before any provisional reply
     ring_timeout: bool = False  # our ring timer fired after ringing started
     caller_gone: bool = False  # the caller hung up while this attempt was in progress
@@ -79,14 +82,16 @@ _REJECTED_CAUSES = frozenset({1, 21, 22, 28, 58})
 _CONGESTION_CAUSES = frozenset({3, 18, 20, 27, 34, 38, 41, 42, 44, 47, 66, 102})
 
 #: When everything failed, the caller hears the most meaningful outcome (busy beats congestion).
+#: An answer in that list is one nothing could connect: the callee picked up, so the caller
+#: hears a normal clearing, never a code that invites a retry that would ring them again.
 _RANK = {
+    Outcome.ANSWERED: 6,
     Outcome.BUSY: 5,
     Outcome.NO_ANSWER: 4,
     Outcome.REJECTED: 3,
     Outcome.CONGESTION: 2,
     Outcome.UNREACHABLE: 2,
     Outcome.CANCELLED: 1,
-    Outcome.ANSWERED: 0,
 }
 
 
@@ -186,7 +191,8 @@ def unwatched(tech: str) -> Observation | None:
     channel (``tech``, as read with ``HANGUPCAUSE(<channel>,tech)``; "" when none):
 
     - a final answer (300-699) is judged as such; whether a 180/183 came before it is lost;
-    - 2xx: the callee answered, and the call ended before anyone connected it (answered);
+    - 2xx: the callee answered, and the call ended before anyone connected it (answered,
+      unconnected);
     - a 180 or 183 with nothing after it: Asterisk's own dial timeout ended the ringing
       (its CANCEL's 487 comes after the channel is gone): no answer;
     - nothing, or only 100/181/182: the trunk never alerted, as after our setup timer;
@@ -201,7 +207,7 @@ def unwatched(tech: str) -> Observation | None:
     if code in (180, 183):
         return Observation(provisional=True, early_media=code == 183, ring_timeout=True)
     if 200 <= code < 300:
-        return Observation(answered=True)
+        return Observation(answered=True, unconnected=True)
     if code < 300:
         return Observation(setup_timeout=True)
     return Observation(sip_code=code)
@@ -211,6 +217,8 @@ def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judg
     """Decide what to do after an attempt ended (SPEC section 3)."""
     outcome = classify(obs)
     verdict = _DEFAULT_VERDICT[outcome]
+    if outcome is Outcome.ANSWERED and obs.unconnected:
+        verdict = Verdict.STOP
     if outcome is not Outcome.ANSWERED and not obs.caller_gone:
         cause, sip = _codes(obs)
         if sip in failover.stop or cause in failover.stop:
@@ -226,8 +234,8 @@ def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judg
 def caller_cause(judgements: Sequence[Judgement]) -> int:
     """The cause to hang the caller up with when no attempt answered.
 
-    The most meaningful outcome wins (busy, then no answer, then a rejection, then
-    congestion); among equals, the earliest attempt's.
+    The most meaningful outcome wins (an answer nothing could connect, busy, then no answer,
+    then a rejection, then congestion); among equals, the earliest attempt's.
     """
     best: Judgement | None = None
     for j in judgements:

@@ -522,6 +522,31 @@ async def test_a_callee_who_answered_and_hung_up_while_no_instance_listened_is_n
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_callee_who_answered_and_hung_up_during_a_drop_after_a_failover_hears_16(
+        lab: Lab) -> None:
+    # carrier-a turned the call down (503), carrier-b rang, and during a websocket cut its
+    # callee picked up and hung up. Nothing is left to connect and nothing more is tried; the
+    # caller was hung up with the 503's cause (a SIP 503, which a phone or proxy may retry,
+    # ringing the callee again), not a normal clearing.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a503_b200", **{"carrier-b": Behaviour.recorded("a480-noanswer_b200",
+                                                                 "carrier-a")})
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].state is AttemptState.RINGING)
+    leg = call.legs[1].channel_id
+    before = await cut(lab)
+    lab.fake.answer(leg)
+    lab.fake.far_end_hangup(leg)
+    await restore(lab, before)
+    await lab.finished(caller)
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    assert lab.fake.ended[caller].hangup_reason == "16"
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_a_failed_reconcile_is_tried_again(lab: Lab) -> None:
     # It was logged and never tried again: a caller left ringing by the earlier instance got
     # no answer until the phone gave up.

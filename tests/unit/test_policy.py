@@ -22,6 +22,8 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
     ("obs", "outcome", "verdict", "cause"),
     [
         (O(answered=True), Outcome.ANSWERED, Verdict.DONE, 16),
+        # answered while no router listened, and gone: nothing to connect, and no other trunk
+        (O(answered=True, unconnected=True), Outcome.ANSWERED, Verdict.STOP, 16),
         # ChannelDestroyed cause / tech_cause as recorded in shared/reference
         (O(17, 486), Outcome.BUSY, Verdict.STOP, 17),
         (O(17, 600), Outcome.BUSY, Verdict.STOP, 17),
@@ -119,6 +121,10 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
         ([O(1, 404), O(21, 603, provisional=True)], 1),  # equal rank: the first one
         ([O(34, 503), O(127, 487)], 34),  # a carrier's own 487 ranks below the others
         ([O(127, 487)], 127),
+        # the callee picked up, and nothing could connect it: a normal clearing, whatever
+        # failed before (a 503 would invite the phone to retry and ring the callee again)
+        ([O(34, 503), O(answered=True, unconnected=True)], 16),
+        ([O(1, 404), O(19, 480), O(answered=True, unconnected=True)], 16),
         ([], 34),
     ],
 )
@@ -150,7 +156,7 @@ def test_sip_response_reads_the_code_of_hangupcause_tech(tech: str, code: int | 
     ("SIP 182 Queued", Outcome.UNREACHABLE, Verdict.RETRY),
     # answered, and ended before anyone connected the caller: another trunk would ring the
     # callee who just picked up
-    ("SIP 200 OK", Outcome.ANSWERED, Verdict.DONE),
+    ("SIP 200 OK", Outcome.ANSWERED, Verdict.STOP),
 ])
 def test_an_unwatched_attempt_is_judged_on_its_last_response(
         tech: str, outcome: Outcome, verdict: Verdict) -> None:
