@@ -3,16 +3,19 @@ files that name only what the services read, with values the services accept."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from outbound_router.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+GUIDE = DEPLOY.parent / "docs" / "deploy.md"
 SERVICES = ("ari", "agi")
 #: What each service reads from its environment (outbound_router/settings.py).
 READ = {
@@ -76,3 +79,16 @@ def test_the_environment_file_holds_values_the_service_accepts(service: str,
 def test_only_the_ari_service_gets_the_ari_password() -> None:
     assert "ARI_PASSWORD" in env_file("ari")
     assert "ARI_PASSWORD" not in env_file("agi", commented=True)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_environment_file_with_a_password_is_installed_for_root_only(service: str) -> None:
+    # agi.env was installed 0644 although its REDIS_URL holds the Redis password: any local
+    # user could read it (and, with the seeding user's password, rewrite the routing table).
+    values = env_file(service, commented=True)
+    secret = "ARI_PASSWORD" in values or urlsplit(values["REDIS_URL"]).password is not None
+    assert secret
+    (mode,) = re.findall(rf"install -m (0[0-7]{{3}}) deploy/{service}\.env\.example ",
+                         GUIDE.read_text())
+    assert mode == "0600"
+    assert "Mode 0600" in (DEPLOY / f"{service}.env.example").read_text()
