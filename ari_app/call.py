@@ -29,7 +29,14 @@ from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUna
 from ari_app.events import Event, EventType
 from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from routing import variables as var
-from routing.model import DEFAULT_FAILOVER, TRUNK_NAME_RE, Carrier, Route
+from routing.model import (
+    DEFAULT_FAILOVER,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    TRUNK_NAME_RE,
+    Carrier,
+    Route,
+)
 from routing.plan import Attempt, Status, attempt_again, plan
 from routing.policy import (
     Judgement,
@@ -372,7 +379,7 @@ def _resume_attempt(item: Sequence[Any]) -> ResumeAttempt:
     if not (isinstance(dial_number, str) and _DIAL_NUMBER_RE.fullmatch(dial_number)):
         raise ValueError(f"not a dial number: {dial_number!r}")
     setup, ring = float(setup), float(ring)
-    if not (0 < setup < 3600 and 0 < ring < 86400):
+    if not (TIMEOUT_MIN <= setup <= TIMEOUT_MAX and TIMEOUT_MIN <= ring <= TIMEOUT_MAX):
         raise ValueError(f"not timeouts: {setup!r}, {ring!r}")
     attempt = Attempt(index, Route(route, 0, carrier),
                       Carrier(carrier, (trunk,), failover=var.parse_failover(str(failover))),

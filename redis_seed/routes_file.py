@@ -25,6 +25,8 @@ from routing.model import (
     E164_PREFIX_RE,
     NUMBER_FORMATS,
     TECH_PREFIX_RE,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
     TRUNK_NAME_RE,
     Carrier,
     Defaults,
@@ -660,10 +662,10 @@ class _Validator:
                 value = m[key]
                 if self.leading_zero(m, key, key):
                     kwargs[key] = None
-                elif not _is_number(value) or not 0.1 <= value <= 86400:
+                elif not _is_number(value) or not TIMEOUT_MIN <= value <= TIMEOUT_MAX:
                     self.report(m.key_lines[key],
-                                f"{key} must be a number of seconds from 0.1 to 86400 "
-                                f"(a day), not {_describe(value)}")
+                                f"{key} must be a number of seconds from {TIMEOUT_MIN:g} to "
+                                f"{TIMEOUT_MAX:g} (a day), not {_describe(value)}")
                     kwargs[key] = None
                 else:
                     kwargs[key] = float(value)

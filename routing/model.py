@@ -22,6 +22,9 @@ TECH_PREFIX_RE = re.compile(r"^[0-9*#+]{0,16}\Z")
 #: A target pattern's E.164 prefix.
 E164_PREFIX_RE = re.compile(r"^\+[1-9][0-9]{0,14}\Z")  # no country code starts with 0
 
+#: The setup and ring timeouts a routes file may give, in seconds (a day at most).
+TIMEOUT_MIN, TIMEOUT_MAX = 0.1, 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Defaults:

@@ -13,8 +13,10 @@ from ari_support import ROUTES, Lab, answer_resumed, hang_up_answered, snapshot_
 from fake_ari import Behaviour
 
 from ari_app.app import RouterApp
-from ari_app.call import AttemptState, Call
+from ari_app.call import AttemptState, Call, parse_resume, resume_data
 from ari_app.client import AriClient, Backoff
+from routing.model import Carrier, Route
+from routing.plan import Attempt
 
 NUMBER = "911234567"
 
@@ -711,6 +713,26 @@ async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: 
         assert resumed.legs[0].ring_started is not None
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+@pytest.mark.parametrize(("setup", "ring"), [(0.1, 0.1), (3600.0, 86400.0), (86400.0, 45.0)])
+def test_resume_data_holds_every_timeout_a_routes_file_may_give(setup: float, ring: float) -> None:
+    # A setup timeout of an hour or more, or a ring timeout of a whole day, passed validation
+    # but not the resume check: a call left ringing across a restart was hung up (cause 34).
+    attempt = Attempt(2, Route("r", 1, "alpha"), Carrier("alpha", ("carrier-a",)), "carrier-a",
+                      "+34911234567", setup, ring)
+    (resumed,) = parse_resume(resume_data("+34911234567", "v1", "", [attempt])).attempts
+    assert resumed.planned is not None
+    assert (resumed.planned.setup_timeout, resumed.planned.ring_timeout) == (setup, ring)
+
+
+@pytest.mark.parametrize(("setup", "ring"), [(0.0, 45.0), (5.0, 86401.0), (float("nan"), 45.0)])
+def test_resume_data_with_timeouts_no_routes_file_gives_is_refused(setup: float,
+                                                                   ring: float) -> None:
+    attempt = Attempt(1, Route("r", 1, "alpha"), Carrier("alpha", ("carrier-a",)), "carrier-a",
+                      "+34911234567", setup, ring)
+    with pytest.raises(ValueError, match="not timeouts"):
+        parse_resume(resume_data("+34911234567", "v1", "", [attempt]))
 
 
 async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
