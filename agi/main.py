@@ -7,6 +7,7 @@ import errno
 import logging
 import random
 import signal
+import sys
 
 import uvloop
 
@@ -66,3 +67,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await server.close()
         await reader.close()
     return 0
+
+
+if __name__ == "__main__":  # the same as `outbound-router agi`: its settings, errors and logs
+    from outbound_router.cli import main as cli_main
+
+    raise SystemExit(cli_main(["agi", *sys.argv[1:]]))

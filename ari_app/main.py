@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 import uvloop
 
@@ -75,6 +76,7 @@ def run(settings: Settings) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    raise SystemExit(run(Settings.from_env()))
+if __name__ == "__main__":  # the same as `outbound-router ari`: its settings, errors and logs
+    from outbound_router.cli import main as cli_main
+
+    raise SystemExit(cli_main(["ari", *sys.argv[1:]]))

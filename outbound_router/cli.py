@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from outbound_router.settings import Settings, SettingsError
@@ -32,9 +32,11 @@ class CommandError(Exception):
     """An error the user can fix; the message says what to do."""
 
 
-def _settings(*, redis_only: bool = False) -> Settings:
+def _settings(read: Callable[[], Settings] = Settings.redis_from_env) -> Settings:
+    """``read`` (one of Settings' ``*_from_env``/``for_*``), with its error as a
+    :class:`CommandError`."""
     try:
-        return Settings.redis_from_env() if redis_only else Settings.from_env()
+        return read()
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
 
@@ -149,7 +151,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.store import eviction_risk, publish
 
     table = _load_file(args.file, writing=True)
-    settings = _settings(redis_only=True)
+    settings = _settings()
     with _redis(settings) as client:
         try:
             # (a file name that is no UTF-8 is stored with its odd bytes replaced)
@@ -171,7 +173,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
     from redis_seed.store import list_versions
 
-    settings = _settings(redis_only=True)
+    settings = _settings()
     with _redis(settings) as client:
         try:
             infos = list_versions(client, keys=Keys(settings.redis_prefix))
@@ -190,7 +192,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from redis_seed.keys import Keys
     from redis_seed.store import rollback
 
-    settings = _settings(redis_only=True)
+    settings = _settings()
     with _redis(settings) as client:
         try:
             version = rollback(client, args.version, keys=Keys(settings.redis_prefix))
@@ -212,7 +214,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from redis_seed.keys import Keys
         from redis_seed.store import load_current
 
-        settings = _settings(redis_only=True)
+        settings = _settings()
         with _redis(settings) as client:
             try:
                 version, table = load_current(client, keys=Keys(settings.redis_prefix))
@@ -231,13 +233,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_ari(args: argparse.Namespace) -> int:
     from ari_app.main import run
 
-    return int(run(_settings()))
+    return int(run(_settings(Settings.for_ari)))
 
 
 def cmd_agi(args: argparse.Namespace) -> int:
     from agi.main import run
 
-    return int(run(_settings()))
+    return int(run(_settings(Settings.for_agi)))
 
 
 # -- parser --------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from redis_seed.keys import Keys
-from redis_seed.urls import check_redis_url, mask_url
+from redis_seed.urls import check_redis_url
 from routing.numbers import all_digits
 
 
@@ -29,16 +29,24 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _is_http_url(url: str) -> bool:
-    """``http(s)://HOST[:PORT][/path]``, as the ARI client reads it (an ``@`` after the host
-    part means a user name or password with a '/', '?' or '#' that is not percent-encoded)."""
+def _check_ari_url(url: str) -> None:
+    """``http(s)://HOST[:PORT][/path]``, as the ARI client reads it, with no credentials: the
+    client would drop them without a word and ask for ARI_USERNAME and ARI_PASSWORD."""
+    if "@" in url:
+        # Not echoed: a password with a '/', '?' or '#' in it is not where urlsplit looks.
+        raise SettingsError(
+            "ARI_URL: a user name or password does not go in the URL ('@' found): set "
+            "ARI_USERNAME and ARI_PASSWORD, and ARI_URL=http://HOST:PORT")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (parsing it is the check: "abc", 99999 raise ValueError)
     except ValueError:
-        return False
-    return (parts.scheme in ("http", "https") and bool(parts.hostname)
-            and "@" not in parts.path + parts.query + parts.fragment)
+        ok = False
+    else:
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    if not ok:
+        raise SettingsError(f"ARI_URL={url!r}: expected http://HOST:PORT or https://..., "
+                            "e.g. http://127.0.0.1:8088")
 
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -78,17 +86,14 @@ class Settings:
         return cls(redis_url=redis_url, redis_prefix=redis_prefix)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def for_ari(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """What the ``ari`` service reads (REDIS_*, ARI_*), checked; AGI_* is not its
+        business: a typo there, in an environment file both services share, must not stop
+        it."""
         env = os.environ if env is None else env
         redis = cls.redis_from_env(env)
-        host, port = parse_listen(_setting(env, "AGI_LISTEN", DEFAULT_AGI_LISTEN))
         ari_url = _setting(env, "ARI_URL", DEFAULT_ARI_URL).rstrip("/")
-        if not _is_http_url(ari_url):
-            raise SettingsError(
-                f"ARI_URL={mask_url(ari_url)!r}: expected http://HOST:PORT or https://..., e.g. "
-                "http://127.0.0.1:8088 (a '/', '?' or '#' in a user name or password is "
-                "percent-encoded: %2F, %3F, %23)")
-        allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
+        _check_ari_url(ari_url)
         return cls(
             redis_url=redis.redis_url,
             redis_prefix=redis.redis_prefix,
@@ -96,10 +101,25 @@ class Settings:
             ari_username=env.get("ARI_USERNAME", ""),
             ari_password=env.get("ARI_PASSWORD", ""),
             ari_app=_setting(env, "ARI_APP", DEFAULT_ARI_APP),
-            agi_host=host,
-            agi_port=port,
-            agi_allow=allow,
         )
+
+    @classmethod
+    def for_agi(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """What the ``agi`` service reads (REDIS_*, AGI_*), checked; ARI_* is not its
+        business."""
+        env = os.environ if env is None else env
+        redis = cls.redis_from_env(env)
+        host, port = parse_listen(_setting(env, "AGI_LISTEN", DEFAULT_AGI_LISTEN))
+        allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
+        return cls(redis_url=redis.redis_url, redis_prefix=redis.redis_prefix,
+                   agi_host=host, agi_port=port, agi_allow=allow)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every setting, checked (both services' together)."""
+        ari, agi = cls.for_ari(env), cls.for_agi(env)
+        return replace(ari, agi_host=agi.agi_host, agi_port=agi.agi_port,
+                       agi_allow=agi.agi_allow)
 
     def require_ari_credentials(self) -> None:
         if not self.ari_username or not self.ari_password:

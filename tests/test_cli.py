@@ -263,3 +263,51 @@ def test_seed_keep_takes_ascii_digits_only() -> None:
     assert at_least_one("12") == 12
     with pytest.raises(argparse.ArgumentTypeError):
         at_least_one("\u00b2")
+
+
+@pytest.mark.parametrize("url", ["http://u:secret@127.0.0.1:8088",
+                                 "http://u:sec/ret@127.0.0.1:8088"])
+def test_credentials_in_ari_url_are_refused_and_not_echoed(url: str) -> None:
+    # They were taken, then dropped by the client without a word: the service asked for
+    # ARI_USERNAME and ARI_PASSWORD, or used those and ignored the URL's pair.
+    out = run("ari", ARI_URL=url, ARI_USERNAME="u", ARI_PASSWORD="pw")
+    assert out.returncode == 2, out.stderr
+    assert "ARI_USERNAME and ARI_PASSWORD" in out.stderr and "ret" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("service", "other"), [
+    ("ari", {"AGI_LISTEN": "nonsense", "AGI_ALLOW": "x/99"}),
+    ("agi", {"ARI_URL": "localhost:8088"}),
+])
+def test_a_service_does_not_check_the_other_service_s_settings(
+        service: str, other: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # With one environment file for both, a typo in AGI_LISTEN stopped `ari`, and a bad
+    # ARI_URL stopped `agi`.
+    import importlib
+
+    from outbound_router import cli
+    from outbound_router.settings import Settings
+
+    started: list[Settings] = []
+    module = importlib.import_module("ari_app.main" if service == "ari" else "agi.main")
+    monkeypatch.setattr(module, "run", lambda settings: started.append(settings) or 0)
+    for name, value in other.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert cli.main([service]) == 0
+    assert len(started) == 1
+
+
+@pytest.mark.parametrize(("module", "env"), [
+    ("ari_app.main", {"ARI_URL": "ftp://x"}),
+    ("agi.main", {"AGI_LISTEN": "nonsense"}),
+])
+def test_python_dash_m_of_a_service_is_the_console_script(module: str, env: dict[str, str]) -> None:
+    # `python -m ari_app.main` printed a traceback on a bad setting; `python -m agi.main`
+    # exited 0 at once, doing nothing.
+    out = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0",
+                                          **env})
+    name = module.partition(".")[0].removesuffix("_app")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"outbound-router {name}: {next(iter(env))}"), out.stderr
