@@ -43,7 +43,7 @@ def main() -> None:
     pid = int(lab_mod.load_state(lab_mod.paths())["asterisk_pid"])
     before, version = bench_ari_calls.seed_bench_routes(info.redis_url)
     try:
-        bench_ari_calls.wait_loaded(version, info.state_dir / "ari.log")
+        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"{args.via}: Asterisk VmRSS {rss_mb(pid):.1f} MB before any call", flush=True)
         answered = 0
         with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
@@ -54,7 +54,7 @@ def main() -> None:
                 print(f"{args.via}: {answered:6d} calls answered ({step.result.failed} failed "
                       f"in this block): Asterisk VmRSS {rss_mb(pid):.1f} MB", flush=True)
     finally:
-        bench_ari_calls.restore_routes(info.redis_url, before)
+        callrate.restore_routes(info.redis_url, before)
 
 
 if __name__ == "__main__":

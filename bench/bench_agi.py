@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -226,37 +225,14 @@ outgoing_routes:
 """
 
 
-def seed_lab(routes: str, label: str) -> None:
-    """Publish routes (YAML text) to the lab's Redis; wait until the agi service loaded them."""
-    from outbound_router import lab
-    from redis_seed.connection import sync_client
-    from redis_seed.routes_file import parse_routes
-    from redis_seed.store import publish
-
-    info = lab.running_info()
-    if info is None:
-        sys.exit("the lab is not running: outbound-router lab up")
-    client = sync_client(info.redis_url)
-    try:
-        version = publish(client, parse_routes(routes, label), source=label)
-    finally:
-        client.close()
-    agi_log = Path(info.state_dir) / "agi.log"
-    deadline = time.monotonic() + 10
-    while f"routing version {version} loaded" not in agi_log.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            sys.exit(f"the lab's agi service did not load {version} (see {agi_log})")
-        time.sleep(0.05)
-    print(f"routes {version}: {label}")
-
-
 def bench_calls(args: argparse.Namespace) -> None:
     import callrate
 
-    if shutil.which("sipp") is None:
-        sys.exit("sipp not found: apt-get install sip-tester")
-    seed_lab(BENCH_ROUTES, "+34 to carrier-a alone, the baseline's trunk (answers)")
+    info = callrate.running_lab()  # (it checks for sipp too)
+    before, version = callrate.seed_routes(info.redis_url, BENCH_ROUTES, "bench-agi")
     try:
+        callrate.wait_loaded(version, info.state_dir / "agi.log")
+        print(f"routes {version}: +34 to carrier-a alone, the baseline's trunk (answers)")
         with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
             print(f"call rate sweep (1 s talk, {args.seconds:g} s of calls per step; kept up: "
                   f"setup p95 <= {args.max_setup_ms:g} ms):")
@@ -264,7 +240,7 @@ def bench_calls(args: argparse.Namespace) -> None:
                                   max_rate=args.max_rate, seconds=args.seconds,
                                   refine=args.refine, max_setup_ms=args.max_setup_ms)
     finally:
-        seed_lab(EXAMPLE_ROUTES.read_text(), "the lab's example routes again")
+        callrate.restore_routes(info.redis_url, before)
     print("highest call rate (target: AGI path >= 0.9x the baseline):")
     print(callrate.summary(best, {"baseline": "static Dial()", "agi": "AGI path"}))
 

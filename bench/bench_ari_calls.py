@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import callrate
@@ -46,41 +44,7 @@ outgoing_routes:
 
 def seed_bench_routes(redis_url: str) -> tuple[str | None, str]:
     """Publish ROUTES; returns (the version current before, the new one)."""
-    from redis_seed.connection import sync_client
-    from redis_seed.routes_file import parse_routes
-    from redis_seed.store import current_version, publish
-
-    client = sync_client(redis_url)
-    try:
-        before = current_version(client)
-        return before, publish(client, parse_routes(ROUTES, "<bench routes>"), source="bench")
-    finally:
-        client.close()
-
-
-def restore_routes(redis_url: str, version: str | None) -> None:
-    from redis_seed.connection import sync_client
-    from redis_seed.errors import NoSuchVersion
-    from redis_seed.store import rollback
-
-    if version is None:
-        return
-    client = sync_client(redis_url)
-    try:
-        rollback(client, version)
-    except NoSuchVersion:
-        print(f"the routes current before ({version}) are no longer kept in Redis: seed the "
-              "routes file again (outbound-router seed FILE)")
-    finally:
-        client.close()
-
-
-def wait_loaded(version: str, log: Path, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while f"routing version {version} loaded" not in log.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            sys.exit(f"the ari service did not load {version} within {timeout} s ({log})")
-        time.sleep(0.05)
+    return callrate.seed_routes(redis_url, ROUTES, "bench")
 
 
 def latency(calls: int, work: Path) -> dict[str, list[float]]:
@@ -107,7 +71,7 @@ def main() -> None:
     info = callrate.running_lab()
     before, version = seed_bench_routes(info.redis_url)
     try:
-        wait_loaded(version, info.state_dir / "ari.log")
+        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"routes {version}: +34 -> carrier-a (answers), one attempt per call")
         with tempfile.TemporaryDirectory(prefix="bench-ari-") as tmp:
             work = Path(tmp)
@@ -127,7 +91,7 @@ def main() -> None:
                                   max_rate=args.max_rate, seconds=args.seconds,
                                   refine=args.refine, max_setup_ms=args.max_setup_ms)
     finally:
-        restore_routes(info.redis_url, before)
+        callrate.restore_routes(info.redis_url, before)
     print("highest call rate (target: ARI router >= 0.7x the baseline):")
     print(callrate.summary(best, {"baseline": "static Dial()", "ari": "ARI router"}))
 

@@ -165,6 +165,55 @@ def running_lab() -> LabInfo:
     return info
 
 
+def seed_routes(redis_url: str, routes: str, label: str) -> tuple[str | None, str]:
+    """Publish ``routes`` (YAML text) under the lab's REDIS_PREFIX; returns (the version
+    current before, the new one) for :func:`restore_routes`."""
+    from outbound_router import lab
+    from redis_seed.connection import sync_client
+    from redis_seed.keys import Keys
+    from redis_seed.routes_file import parse_routes
+    from redis_seed.store import current_version, publish
+
+    keys = Keys(lab.redis_prefix())
+    client = sync_client(redis_url)
+    try:
+        before = current_version(client, keys=keys)
+        return before, publish(client, parse_routes(routes, f"<{label}>"), source=label,
+                               keys=keys)
+    finally:
+        client.close()
+
+
+def restore_routes(redis_url: str, version: str | None) -> None:
+    """Make ``version`` (what :func:`seed_routes` found) current again."""
+    from outbound_router import lab
+    from redis_seed.connection import sync_client
+    from redis_seed.errors import NoSuchVersion
+    from redis_seed.keys import Keys
+    from redis_seed.store import rollback
+
+    if version is None:
+        return
+    client = sync_client(redis_url)
+    try:
+        rollback(client, version, keys=Keys(lab.redis_prefix()))
+    except NoSuchVersion:
+        print(f"the routes current before ({version}) are no longer kept in Redis: seed the "
+              "routes file again (outbound-router seed FILE)")
+    finally:
+        client.close()
+
+
+def wait_loaded(version: str, log: Path, timeout: float = 5.0) -> None:
+    """Until the service writing ``log`` says it loaded ``version``."""
+    deadline = time.monotonic() + timeout
+    while f"routing version {version} loaded" not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            sys.exit(f"{log.stem}: routing version {version} not loaded within {timeout} s "
+                     f"({log})")
+        time.sleep(0.05)  # polling: the services say it only in their logs
+
+
 def machine_busy(window: float = 0.5) -> float:
     """Fraction of all CPUs' time not idle over the next ``window`` seconds (/proc/stat)."""
 

@@ -110,7 +110,7 @@ def main() -> None:
     before, version = bench_ari_calls.seed_bench_routes(info.redis_url)
     results: dict[str, list[dict[str, float]]] = {via: [] for via in vias}
     try:
-        bench_ari_calls.wait_loaded(version, info.state_dir / "ari.log")
+        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"routes {version}: +34 -> carrier-a (answers), one attempt per call; "
               f"{args.rate} calls/s for {args.seconds:g} s a step, 1 s talk")
         print("CPU ms per answered call (idle use taken off):")
@@ -126,7 +126,7 @@ def main() -> None:
                     print(f"  {via:8} run {run + 1}: {step.result.successful:4d} answered, "
                           f"{step.result.failed} failed: {cells}", flush=True)
     finally:
-        bench_ari_calls.restore_routes(info.redis_url, before)
+        callrate.restore_routes(info.redis_url, before)
     print("median over the runs, CPU ms per call:")
     for via, runs in results.items():
         medians = {name: statistics.median(r[name] for r in runs) for name in runs[0]}

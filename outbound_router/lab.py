@@ -914,6 +914,7 @@ def wait_loaded(offsets: dict[Path, int], version: str, timeout: float = 10.0) -
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
                     say: Say = _say, *, wanted: Sequence[str] = topology.SERVICES) -> None:
     services = state.setdefault("services", {})
+    prefix = redis_prefix()  # inherited by the services with the rest of the environment
     # The shell's own ARI_PASSWORD and the like are left out: each service gets its own.
     inherited = {k: v for k, v in os.environ.items() if k not in topology.SERVICE_VARIABLES}
     for name in wanted:
@@ -921,12 +922,15 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
         current = services.get(name) or {}
         if is_service(current.get("pid"), name):
-            if current.get("redis_url", redis_url) == redis_url:
+            if (current.get("redis_url", redis_url), current.get("redis_prefix", prefix)) == (
+                    redis_url, prefix):
                 continue
-            # `lab up` with another REDIS_URL: seed, status and demo use it from now on, and
-            # so must the services, or routes seeded there would never be used.
-            say(f"{name}: restarting it on {_mask(redis_url)} (it ran on "
-                f"{_mask(current['redis_url'])})")
+            # `lab up` with another REDIS_URL or REDIS_PREFIX: seed, status and demo use it
+            # from now on, and so must the services, or routes seeded there would never be
+            # used.
+            say(f"{name}: restarting it on {_mask(redis_url)}, prefix {prefix!r} (it ran on "
+                f"{_mask(current.get('redis_url', redis_url))}, prefix "
+                f"{current.get('redis_prefix', prefix)!r})")
             stop_services(p, state, [name], say)
         if not cli_has(name):
             services[name] = {"pid": None, "note": "not available yet"}
@@ -942,7 +946,7 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
         log = p.state_dir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
-        services[name] = {"pid": pid, "redis_url": redis_url}
+        services[name] = {"pid": pid, "redis_url": redis_url, "redis_prefix": prefix}
         save_state(p, state)
         deadline = time.monotonic() + 15
         code = None
@@ -1340,17 +1344,24 @@ def stasis_app_status(code: int) -> tuple[str, str | None]:
             f"see {paths().state_dir / 'ari.log'}", "the Stasis app not registered")
 
 
+def redis_prefix() -> str:
+    """REDIS_PREFIX, as `seed` and the services (which inherit it) read it: the lab's checks
+    of what Redis holds must look under the same keys."""
+    return Settings.redis_from_env().redis_prefix
+
+
 def routes_version(redis_url: str) -> str | None:
-    """The routing version Redis holds now (None: no routes); LabError when it cannot be
-    read."""
+    """The routing version Redis holds now under REDIS_PREFIX (None: no routes); LabError
+    when it cannot be read."""
     import redis as redis_py
 
     from redis_seed.connection import sync_client
+    from redis_seed.keys import Keys
     from redis_seed.store import current_version
 
     client = sync_client(redis_url)
     try:
-        return current_version(client)
+        return current_version(client, keys=Keys(redis_prefix()))
     except (redis_py.RedisError, OSError) as exc:
         raise LabError(f"the current routes cannot be read ({exc})") from None
     finally:

@@ -160,6 +160,20 @@ def test_lab_up_seeds_the_example_routes_only_into_a_redis_without_routes(
     assert said == ["seed: Redis held no routes: redis_seed/routes.example.yaml -> v000001"]
 
 
+def test_lab_up_looks_for_routes_under_the_redis_prefix_seed_and_the_services_use(
+        tmp_path: Path, redis_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With REDIS_PREFIX set, `lab up` found the default prefix's routes and seeded nothing,
+    while its services (which inherit REDIS_PREFIX) read the empty prefix: every call ERROR."""
+    p, said = _paths(tmp_path), []
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
+    lab.seed(redis_server, lab.ROUTES_EXAMPLE)  # routes under the default prefix
+    monkeypatch.setenv("REDIS_PREFIX", "other-platform")
+    assert lab.routes_version(redis_server) is None
+    lab.ensure_seeded(p, {}, redis_server, say=said.append)
+    assert said == ["seed: Redis held no routes: redis_seed/routes.example.yaml -> v000001"]
+    assert lab.routes_version(redis_server) == "v000001"
+
+
 def test_the_lab_state_holding_the_redis_password_is_readable_by_its_owner_only(
         tmp_path: Path) -> None:
     p = _paths(tmp_path)
