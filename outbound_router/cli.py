@@ -180,7 +180,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
     if not infos:
-        print("no versions in Redis yet: run 'outbound-router seed FILE'", file=sys.stderr)
+        print(f"no versions in Redis under REDIS_PREFIX {settings.redis_prefix!r} yet: run "
+              "'outbound-router seed FILE'", file=sys.stderr)
         return EXIT_OK
     for info in infos:
         print(info)
@@ -252,10 +253,27 @@ def _version() -> str:
         return "(not installed)"
 
 
+_EPILOG = """\
+environment:
+  REDIS_URL      redis://, rediss:// or redis+sentinel:// (default redis://127.0.0.1:6379/0)
+  REDIS_PREFIX   the keys' prefix (default outbound-router)
+  ARI_URL, ARI_USERNAME, ARI_PASSWORD, ARI_APP
+                 the `ari` service's (default http://127.0.0.1:8088, app outbound-router)
+  AGI_LISTEN, AGI_ALLOW
+                 the `agi` service's (default 127.0.0.1:4573; AGI_ALLOW: peers allowed)
+
+exit status: 0 done (explain: whatever the decision); 1 a bad routes file, nothing
+written; 2 the environment is wrong (Redis, a setting, an unknown version), or a usage
+error; one line on stderr says what to do. See README.md and docs/.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outbound-router",
         description="Outbound call routing for Asterisk: priorities, weights and failover.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -266,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "message line on stdout for every problem found (FILE: "
                                    "message for one about the whole file, such as a missing "
                                    "file).")
-    p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
+    p.add_argument("file", help="the routes file (YAML; README.md, 'The routes file')")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("seed", help="validate a routes file and publish it to Redis",
@@ -274,13 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "as a new current version; print the version. A bad file "
                                    "writes nothing: exit 1 with validate's FILE:LINE: message "
                                    "lines, on stderr here.")
-    p.add_argument("file", help="the routes file (YAML, SPEC section 1)")
+    p.add_argument("file", help="the routes file (YAML; README.md, 'The routes file')")
     p.add_argument("--keep", type=at_least_one, default=None, metavar="N",
                    help=f"versions kept in Redis, older ones are removed (default: "
                         f"{DEFAULT_KEEP})")
     p.set_defaults(func=cmd_seed)
 
-    p = sub.add_parser("versions", help="list the versions kept in Redis")
+    p = sub.add_parser("versions", help="list the versions kept in Redis",
+                       description="The versions kept in Redis (REDIS_URL, REDIS_PREFIX), one "
+                                   "a line, oldest first; '*' marks the current one.")
     p.set_defaults(func=cmd_versions)
 
     p = sub.add_parser("rollback", help="make an older version current again")
@@ -293,13 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number", help="the dialled number, as the dialplan passes it")
     p.add_argument("--tenant", default=None, help="the caller's tenant (default: none)")
     p.add_argument("--config", metavar="FILE", help="use a routes file instead of Redis")
-    p.add_argument("--json", action="store_true", help="one JSON object (SPEC section 6)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: status, number, tiers [{priority, routes [{route, "
+                        "carrier, metric, share}]}]")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("ari", help="run the Stasis (ARI) application")
+    p = sub.add_parser("ari", help="run the Stasis (ARI) application",
+                       description="Run the Stasis application ARI_APP against ARI_URL with "
+                                   "ARI_USERNAME and ARI_PASSWORD (an ari.conf user), routing "
+                                   "with the current version in Redis (REDIS_URL, "
+                                   "REDIS_PREFIX). Until SIGTERM or SIGINT. See docs/ari.md.")
     p.set_defaults(func=cmd_ari)
 
-    p = sub.add_parser("agi", help="run the FastAGI server")
+    p = sub.add_parser("agi", help="run the FastAGI server",
+                       description="Serve FastAGI on AGI_LISTEN (only to the peers of "
+                                   "AGI_ALLOW, when set), routing with the current version in "
+                                   "Redis (REDIS_URL, REDIS_PREFIX). Until SIGTERM or SIGINT. "
+                                   "See docs/agi.md.")
     p.set_defaults(func=cmd_agi)
 
     from outbound_router import lab

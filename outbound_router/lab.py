@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from outbound_router import sipp, topology
-from outbound_router.settings import Settings, SettingsError
+from outbound_router.settings import DEFAULT_REDIS_PREFIX, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_SRC = REPO / "asterisk_conf"
@@ -461,7 +461,7 @@ def asterisk_version_warning(version: str) -> str | None:
     if version.split(".", 1)[0] == ASTERISK_MAJOR:
         return None
     return (f"this is Asterisk {version or '(version unknown)'}, the lab and its tests are made "
-            f"for Asterisk {ASTERISK_MAJOR} (SPEC section 7): Debian {DEBIAN_SUITE} has moved "
+            f"for Asterisk {ASTERISK_MAJOR}: Debian {DEBIAN_SUITE} has moved "
             f"on; its behaviour may differ. For Asterisk {ASTERISK_MAJOR} again: `lab down`, "
             f"remove the chroot's {CHROOT_MARKER}, point OUTBOUND_ROUTER_DEBIAN_MIRROR at an "
             "archive that still ships it (snapshot.debian.org keeps dated copies of sid), and "
@@ -911,6 +911,12 @@ def wait_loaded(offsets: dict[Path, int], version: str, timeout: float = 10.0) -
             time.sleep(0.02)  # polling: the services say it only in their logs
 
 
+def _redis_place(url: str, prefix: str) -> str:
+    if prefix == DEFAULT_REDIS_PREFIX:
+        return _mask(url)
+    return f"{_mask(url)} under REDIS_PREFIX {prefix!r}"
+
+
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
                     say: Say = _say, *, wanted: Sequence[str] = topology.SERVICES) -> None:
     services = state.setdefault("services", {})
@@ -922,15 +928,14 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
         current = services.get(name) or {}
         if is_service(current.get("pid"), name):
-            if (current.get("redis_url", redis_url), current.get("redis_prefix", prefix)) == (
-                    redis_url, prefix):
+            was = (current.get("redis_url", redis_url), current.get("redis_prefix", prefix))
+            if was == (redis_url, prefix):
                 continue
             # `lab up` with another REDIS_URL or REDIS_PREFIX: seed, status and demo use it
             # from now on, and so must the services, or routes seeded there would never be
             # used.
-            say(f"{name}: restarting it on {_mask(redis_url)}, prefix {prefix!r} (it ran on "
-                f"{_mask(current.get('redis_url', redis_url))}, prefix "
-                f"{current.get('redis_prefix', prefix)!r})")
+            say(f"{name}: restarting it on {_redis_place(redis_url, prefix)} (it ran on "
+                f"{_redis_place(*was)})")
             stop_services(p, state, [name], say)
         if not cli_has(name):
             services[name] = {"pid": None, "note": "not available yet"}
@@ -1570,7 +1575,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("call", help="place one call and show the trunks tried")
     p.add_argument("number", type=_dialled, help="what the phone dials (the R-URI user part)")
-    p.add_argument("--via", choices=[ph.via for ph in topology.PHONES], default="ari")
+    p.add_argument("--via", choices=[ph.via for ph in topology.PHONES], default="ari",
+                   help="the phone's path: the ARI app, the FastAGI dialplan, or a static "
+                        "Dial() to carrier-a (default ari)")
     p.add_argument("--tenant", default=None, help="sent as SIP header X-Tenant")
     p.set_defaults(func=cmd_call)
     p = sub.add_parser("demo", help="calls showing load balancing and failover")

@@ -275,8 +275,9 @@ class SnapshotReader:
         if raw_version is None:
             if not self._empty_logged:
                 self._empty_logged = True
-                log.warning("Redis at %s holds no routing version yet (run `outbound-router "
-                            "seed FILE`); %s", self._safe_url, self._holding())
+                log.warning("Redis at %s holds no routing version yet under REDIS_PREFIX %r "
+                            "(run `outbound-router seed FILE`); %s", self._safe_url,
+                            self._keys.prefix, self._holding())
             return
         self._empty_logged = False
         try:

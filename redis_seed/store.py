@@ -421,8 +421,8 @@ def rollback(client: redis.Redis, version: str | None = None, *,
     if version is None:
         back_from = current_version(client, keys=keys)
         if back_from is None:
-            raise NoCurrentVersion("Redis holds no routing version yet: "
-                                   "run `outbound-router seed FILE`")
+            raise NoCurrentVersion(f"Redis holds no routing version yet under REDIS_PREFIX "
+                                   f"{keys.prefix!r}: run `outbound-router seed FILE`")
         kept = {text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))}
         version = _back_target(client, keys, back_from, kept)
         if version is None:
@@ -455,8 +455,8 @@ def load_current(client: redis.Redis, *, keys: Keys | None = None) -> tuple[str,
     for _ in range(3):  # the current version may be pruned between the two reads: re-read
         version, sha = _current(client, keys)
         if version is None:
-            raise NoCurrentVersion("Redis holds no routing version yet: "
-                                   "run `outbound-router seed FILE`")
+            raise NoCurrentVersion(f"Redis holds no routing version yet under REDIS_PREFIX "
+                                   f"{keys.prefix!r}: run `outbound-router seed FILE`")
         stored = fields(client.hgetall(keys.version(version)))
         if stored:
             return version, decode_version(stored, version, sha)

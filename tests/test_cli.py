@@ -311,3 +311,26 @@ def test_python_dash_m_of_a_service_is_the_console_script(module: str, env: dict
     name = module.partition(".")[0].removesuffix("_app")
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith(f"outbound-router {name}: {next(iter(env))}"), out.stderr
+
+
+def test_an_empty_prefix_is_named_where_no_version_is_found(redis_server: str) -> None:
+    # "no versions in Redis yet" sent an operator with a mistyped REDIS_PREFIX to seed again.
+    run("seed", str(EXAMPLE), redis_url=redis_server, check=True)
+    for command in (("versions",), ("rollback",), ("explain", "+34911234567")):
+        out = run(*command, redis_url=redis_server, REDIS_PREFIX="cli-test-typo")
+        assert "'cli-test-typo'" in out.stderr, (command, out.stderr)
+
+
+def test_help_names_the_environment_and_the_exit_statuses() -> None:
+    # `--help` showed only -h for ari, agi and versions; the environment and exit statuses
+    # were in the README alone, and the help cited a SPEC that is not shipped.
+    top = run("--help", check=True).stdout
+    for word in ("REDIS_URL", "REDIS_PREFIX", "ARI_PASSWORD", "AGI_LISTEN", "AGI_ALLOW",
+                 "exit status"):
+        assert word in top, word
+    helps = {c: run(c, "--help", check=True).stdout
+             for c in ("validate", "seed", "versions", "explain", "ari", "agi")}
+    assert "'*' marks the current one" in " ".join(helps["versions"].split())
+    assert "ARI_USERNAME" in helps["ari"] and "AGI_LISTEN" in helps["agi"]
+    assert all("SPEC" not in text for text in helps.values())
+    assert "(default ari)" in run("lab", "call", "--help", check=True).stdout

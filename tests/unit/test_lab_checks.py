@@ -145,6 +145,7 @@ def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
         cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # seed, status and demo moved to the new REDIS_URL, the running services stayed on the
     # old one: routes seeded there were never used ("v000002 not loaded within 10 s").
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
     running = {4242}
     spawned: list[dict[str, str]] = []
 
@@ -172,7 +173,18 @@ def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
     assert said == ["ari: restarting it on redis://127.0.0.1:2/0 (it ran on "
                     "redis://127.0.0.1:1/0)", f"ari: started (pid 5001), log {p.state_dir}/ari.log"]
     assert [env["REDIS_URL"] for env in spawned] == ["redis://127.0.0.1:2/0"]
-    assert state["services"]["ari"] == {"pid": 5001, "redis_url": "redis://127.0.0.1:2/0"}
+    assert state["services"]["ari"] == {"pid": 5001, "redis_url": "redis://127.0.0.1:2/0",
+                                        "redis_prefix": "outbound-router"}
+    # the same with another REDIS_PREFIX (the services inherit it, and seed uses it)
+    monkeypatch.setenv("REDIS_PREFIX", "other-platform")
+    said.clear()
+    for _ in range(2):
+        lab.ensure_services(p, state, "redis://127.0.0.1:2/0", ("u", "p"), said.append,
+                            wanted=["ari"])
+    assert said == ["ari: restarting it on redis://127.0.0.1:2/0 under REDIS_PREFIX "
+                    "'other-platform' (it ran on redis://127.0.0.1:2/0)",
+                    f"ari: started (pid 5002), log {p.state_dir}/ari.log"]
+    assert spawned[-1]["REDIS_PREFIX"] == "other-platform"
 
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
