@@ -49,7 +49,7 @@ class Observation:
     cause: int | None = None  # ChannelDestroyed.cause / HANGUPCAUSE
     sip_code: int | None = None  # tech_cause / HANGUPCAUSE(chan,tech)
     provisional: bool = False  # 180/183 (RINGING / PROGRESS) seen
-    early_media: bool = False  # 183 with media seen
+    early_media: bool = False  # 183 seen (with or without SDP: Asterisk does not tell)
     answered: bool = False
     #: Answered, but gone before anyone could connect it (it answered while no router
     #: listened): nothing to connect, and another trunk would ring the callee who picked up.
