@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agi.server import AgiSession, Handler
+from routing import causes
 from routing import variables as V
 from routing.errors import RoutingError
 from routing.model import DEFAULT_FAILOVER, FailoverPolicy
@@ -38,9 +39,6 @@ from routing.snapshot import Snapshot
 from routing.trace import TraceEntry
 
 log = logging.getLogger(__name__)
-
-#: Q.850 cause the caller gets when the router cannot decide (no table loaded, a bad request).
-CAUSE_ROUTER_ERROR = 34
 
 SnapshotSource = Callable[[], Snapshot | None]
 
@@ -76,7 +74,7 @@ def route_variables(p: Plan, version: str | None) -> list[tuple[str, str]]:
 
 
 def error_variables() -> list[tuple[str, str]]:
-    return [(V.COUNT, "0"), (V.CALLER_CAUSE, str(CAUSE_ROUTER_ERROR)),
+    return [(V.COUNT, "0"), (V.CALLER_CAUSE, str(causes.ROUTER_ERROR)),
             (V.STATUS, str(Status.ERROR))]
 
 
@@ -267,7 +265,7 @@ class Scripts:
             # judge an attempt that was not planned.
             session.log.error("outcome: attempt index %r is not one of 1..%d (ROUTER_COUNT)",
                               req.arg(1), count)
-            await session.set_variables([(V.HANGUP_CAUSE, str(CAUSE_ROUTER_ERROR)),
+            await session.set_variables([(V.HANGUP_CAUSE, str(causes.ROUTER_ERROR)),
                                          (V.NEXT, "0")])
             return
         # The keys may arrive split over several args when the dialplan did not QUOTE() them.

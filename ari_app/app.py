@@ -30,6 +30,7 @@ from ari_app import events as ev
 from ari_app.call import Call, CallLogger, ResumeLeg, read_resume
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
+from routing import causes
 from routing import variables as var
 from routing.policy import Outcome
 from routing.snapshot import Snapshot
@@ -80,7 +81,8 @@ class AdoptedCall:
                 break
         for cid in self.channel_ids:
             if cid != event.channel_id:
-                await quietly(f"hang up {cid}", self.ari.hangup(cid, ev.CAUSE_NORMAL), self.log)
+                await quietly(f"hang up {cid}", self.ari.hangup(cid, causes.NORMAL_CLEARING),
+                              self.log)
         await quietly(f"destroy bridge {self.bridge_id}", self.ari.destroy_bridge(self.bridge_id),
                       self.log)
 
@@ -97,7 +99,7 @@ class AdoptedCall:
                 caller_id, {var.ATTEMPTS_ABANDONED: ""}), self.log)
             return
         carrier, trunk = data.attempts[0].carrier, data.attempts[0].trunk
-        trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), ev.CAUSE_NORMAL, 200)]
+        trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), causes.NORMAL_CLEARING, 200)]
         values = {**data.base_vars(), var.CARRIER: carrier, var.TRUNK: trunk,
                   var.ATTEMPTS: format_trace(trace)}
         await quietly("record the outcome", self.ari.set_variables(caller_id,
@@ -396,7 +398,7 @@ class RouterApp:
                 self.start_call(cid, args)
             else:
                 log.info("hanging up caller %s left without a call", cid)
-                self._spawn(self._hangup(cid, ev.CAUSE_NORMAL), f"hangup-{cid}")
+                self._spawn(self._hangup(cid, causes.NORMAL_CLEARING), f"hangup-{cid}")
 
     def _distinct_owners(self) -> list[Owner]:
         """Each call or adopted call once (``owners`` maps every channel to its owner)."""
@@ -460,5 +462,5 @@ class RouterApp:
 
     async def _remove(self, bridge_id: str, channel_ids: list[str]) -> None:
         for cid in channel_ids:
-            await self._hangup(cid, ev.CAUSE_CONGESTION)
+            await self._hangup(cid, causes.CONGESTION)
         await quietly(f"destroying bridge {bridge_id}", self.ari.destroy_bridge(bridge_id), log)

@@ -28,6 +28,7 @@ from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
 from ari_app.events import Event, EventType
 from ari_app.http import STALL_GRACE, HttpError, stall_extended
+from routing import causes
 from routing import variables as var
 from routing.model import (
     DEFAULT_FAILOVER,
@@ -510,8 +511,8 @@ class Call:
         """The router cannot go on with the call: ROUTER_STATUS ERROR on the caller (and its
         CDR: it said OK, written before the first attempt), hung up with congestion (503)."""
         await self._set_variables({var.STATUS: Status.ERROR})
-        await self._hangup_caller(ev.CAUSE_CONGESTION)
-        return CallResult(Status.ERROR, caller_cause=ev.CAUSE_CONGESTION,
+        await self._hangup_caller(causes.CONGESTION)
+        return CallResult(Status.ERROR, caller_cause=causes.CONGESTION,
                           trace=format_trace(self.trace))
 
     async def _hangup_caller(self, cause: int) -> None:
@@ -1208,7 +1209,7 @@ class Call:
         else:
             self.log.info("%s hung up: hanging up the caller", leg.attempt.trunk)
             leg.hangup_sent = True  # it is going away by itself
-            await self._hangup_caller(ev.CAUSE_NORMAL)
+            await self._hangup_caller(causes.NORMAL_CLEARING)
         return CallResult(Status.OK, Outcome.ANSWERED, None, trace)
 
     async def _cleanup(self) -> None:

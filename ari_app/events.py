@@ -68,14 +68,6 @@ class ChannelState(StrEnum):
     UP = "Up"
 
 
-#: Q.850 causes the app sends (``DELETE /channels/{id}?reason_code=N``); the SIP answer the
-#: phone gets was checked on the lab: 34 -> 503, 1 -> 404, 17 -> 486, 3 -> 404, 28 -> 484,
-#: 21 -> 403.
-CAUSE_NORMAL = 16
-CAUSE_BUSY = 17
-CAUSE_CONGESTION = 34
-CAUSE_TEMPORARY_FAILURE = 41
-
 #: StasisStart args of an outbound leg the app created (``appArgs`` of ``/channels/create``).
 #: Never a valid number, so a leg can not be taken for a new caller even if its id is unknown.
 ATTEMPT_ARG = "router-attempt"

@@ -14,15 +14,11 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import NamedTuple
 
+from routing import causes
 from routing.errors import InvalidNumber
 from routing.model import Carrier, Route
 from routing.numbers import format_for_carrier, normalise
 from routing.snapshot import MEMO_LIMIT, Snapshot
-
-# Q.850 causes the caller is hung up with when there is nothing to dial.
-CAUSE_INVALID_NUMBER_FORMAT = 28  # SIP 484
-CAUSE_NO_ROUTE_DESTINATION = 3  # SIP 404
-CAUSE_CALL_REJECTED = 21  # SIP 403
 
 
 class Status(StrEnum):
@@ -34,10 +30,10 @@ class Status(StrEnum):
 
 
 _CALLER_CAUSE = {
-    Status.INVALID: CAUSE_INVALID_NUMBER_FORMAT,
-    Status.NO_ROUTE: CAUSE_NO_ROUTE_DESTINATION,
-    Status.BLOCKED: CAUSE_CALL_REJECTED,
-    Status.ERROR: 34,
+    Status.INVALID: causes.INVALID_NUMBER_FORMAT,
+    Status.NO_ROUTE: causes.NO_ROUTE_DESTINATION,
+    Status.BLOCKED: causes.CALL_REJECTED,
+    Status.ERROR: causes.ROUTER_ERROR,
 }
 
 

@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from routing.causes import (
+    CALL_REJECTED,
+    CONGESTION,
+    INTERWORKING,
+    NO_ANSWER,
+    NO_USER_RESPONSE,
+    NORMAL_CLEARING,
+    USER_BUSY,
+)
 from routing.model import DEFAULT_FAILOVER, FailoverPolicy
-
-# Q.850 causes used here (Asterisk's AST_CAUSE_* values).
-NORMAL_CLEARING = 16
-USER_BUSY = 17
-NO_USER_RESPONSE = 18
-NO_ANSWER = 19
-CONGESTION = 34
-INTERWORKING = 127
 
 
 class Outcome(StrEnum):
@@ -147,7 +148,7 @@ def _caller_cause(outcome: Outcome, obs: Observation) -> int:
             return _REJECTED_SIP[obs.sip_code]
         if obs.cause in _REJECTED_CAUSES:
             return obs.cause
-        return 21
+        return CALL_REJECTED
     if outcome is Outcome.CANCELLED and not obs.caller_gone:
         return INTERWORKING  # the carrier's 487: SIP 500 to the caller (Asterisk's mapping)
     if outcome is Outcome.ANSWERED or outcome is Outcome.CANCELLED:
