@@ -157,9 +157,10 @@ class AttemptLeg:
         if self.live:
             self.state = AttemptState.ANSWERED
 
-    def timed_out(self, now: float) -> None:
-        """Our own timer fired: setup (no provisional reply) or ring (no answer)."""
-        if self.provisional:
+    def timed_out(self, now: float, *, ring: bool) -> None:
+        """Our own timer fired: ``ring`` (rang, no answer), else setup (no provisional
+        reply). Which one is the deadline's, not what came in since it fired."""
+        if ring:
             self.ring_timeout = True
         else:
             self.setup_timeout = True
@@ -225,6 +226,10 @@ class AttemptLeg:
         if event.type == EventType.STASIS_START:
             self.entered_stasis()
         elif event.answered:
+            if self.state is AttemptState.FAILED and self.setup_timeout and not self.destroyed:
+                # The 200 crossed our setup timer's hangup: the callee picked up and gets a
+                # BYE. Nothing to connect, and no next trunk (it would ring them again).
+                self.answered_unseen = True
             self.answered()
         elif event.provisional:
             self.alerted(now, media=event.early_media)
@@ -238,6 +243,8 @@ class AttemptLeg:
         elif event.type == EventType.CHANNEL_DESTROYED:
             self.gone(now, event.cause, event.tech_cause)
         elif event.type == EventType.RECONCILED:
+            if event.in_app and not self.in_stasis:
+                self.entered_stasis()  # its StasisStart was lost in the cut
             if event.channel_state is None:
                 # Not gone() with no cause (congestion: a busy callee was rung again): the
                 # call reads how it ended (its last SIP response) before judging it.
@@ -947,7 +954,7 @@ class Call:
         obs = leg.observation()
         sip = 200 if obs.answered else leg.sip_code
         cause = 16 if obs.answered else leg.cause
-        if obs.setup_timeout:
+        if obs.setup_timeout and not obs.answered:
             sip = None
         self.trace.append(TraceEntry(leg.attempt.trunk, str(judgement.outcome), cause, sip))
         elapsed = (leg.ended or self.clock()) - leg.started
@@ -1091,6 +1098,7 @@ class Call:
                 event = await self._next(leg.grace_until)
                 now = self.clock()
         if event is None:
+            ring_timer = leg.ring_started is not None
             if await self._answered_as_the_timer_fired(leg):
                 self.log.info("attempt %d: %s answered as its timer fired", leg.attempt.index,
                               leg.attempt.trunk)
@@ -1102,7 +1110,16 @@ class Call:
             self._drain(leg)
             if not leg.live:
                 return True
-            leg.timed_out(now)
+            if not ring_timer and leg.provisional:
+                # Its 180/183 came during the check: the trunk is alive and rings on, under
+                # the ring timer from now (else a ring timeout without any ringing time: the
+                # call stopped with "no answer" at the setup time, the rest of the plan
+                # untried).
+                self.log.info("attempt %d: %s alerted as its setup timer fired: it rings on",
+                              leg.attempt.index, leg.attempt.trunk)
+                await self._rejoin(leg)
+                return True
+            leg.timed_out(now, ring=ring_timer)
             self.log.info(
                 "attempt %d: %s timer fired", leg.attempt.index,
                 "ring" if leg.ring_timeout else "setup",
@@ -1134,7 +1151,9 @@ class Call:
         try:
             await self.ari.remove_channel(self.bridge_id, leg.channel_id)
             state = (await self.ari.get_channel(leg.channel_id)).get("state")
-            self._drain(leg)  # what came during these two requests (an answer, a 486)
+            self._drain(leg)  # what came during these two requests (an answer, a 486, a 180)
+            if state == ev.ChannelState.RINGING and not leg.provisional and leg.live:
+                leg.alerted(self.clock(), media=False)  # its event is still on its way
             if state != ev.ChannelState.UP and leg.state is not AttemptState.ANSWERED:
                 return False
             await self.ari.add_channel(self.bridge_id, [leg.channel_id])
@@ -1143,6 +1162,16 @@ class Call:
             self.log.info("attempt %d: checking it as its timer fired: %s",
                           leg.attempt.index, exc)
             return False
+
+    async def _rejoin(self, leg: AttemptLeg) -> None:
+        """Put a leg that :meth:`_answered_as_the_timer_fired` took out back in the call's
+        bridge (its ringback and early media reach the caller again)."""
+        if self.bridge_id is None:
+            return
+        try:
+            await self.ari.add_channel(self.bridge_id, [leg.channel_id])
+        except (AriError, AriUnavailable) as exc:  # gone meanwhile: its events tell the rest
+            self.log.info("attempt %d: back into the bridge: %s", leg.attempt.index, exc)
 
     async def _missed_provisional(self, leg: AttemptLeg) -> None:
         """A reconcile found the dialled leg there, neither up nor ringing. A 183 sets no
@@ -1249,4 +1278,8 @@ class Call:
             if channel is None and cid not in confirmed:
                 continue
             state = channel.get("state") if channel else None
-            self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None))
+            dialplan = (channel or {}).get("dialplan") or {}
+            in_app = dialplan.get("app_name") == "Stasis" and ev.stasis_args_from_app_data(
+                self.ari.app, str(dialplan.get("app_data", ""))) is not None
+            self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None,
+                                       in_app=in_app))

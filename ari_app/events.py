@@ -95,6 +95,8 @@ class Event:
     dialstatus: str | None = None
     bridge_id: str | None = None
     application: str | None = None
+    #: RECONCILED: ``GET /channels`` shows the channel in this app's Stasis.
+    in_app: bool = False
 
     @property
     def provisional(self) -> bool:
@@ -193,10 +195,12 @@ def creation_time(value: Any) -> float | None:
         return None
 
 
-def reconciled(channel_id: str, state: str | None) -> Event:
+def reconciled(channel_id: str, state: str | None, *, in_app: bool = False) -> Event:
     """A made-up event telling a call what ``GET /channels`` showed after a reconnect:
-    the channel's current state, or ``state=None`` when the channel is gone."""
-    return Event(type=EventType.RECONCILED, channel_id=channel_id, channel_state=state)
+    the channel's current state, or ``state=None`` when the channel is gone, and whether it
+    is in this app's Stasis (``in_app``)."""
+    return Event(type=EventType.RECONCILED, channel_id=channel_id, channel_state=state,
+                 in_app=in_app)
 
 
 def split_app_data(app_data: str) -> list[str]:

@@ -288,6 +288,14 @@ class FakeAsterisk:
                     "channel": ch.json()})
         self._destroy(ch, cause, sip_code)
 
+    def ring(self, cid: str) -> None:
+        """The carrier sends 180 now (a Dial RINGING and the channel's state Ringing)."""
+        ch = self.channels[cid]
+        ch.state = "Ringing"
+        self._record_response(ch, "SIP 180 Ringing")
+        self._emit({"type": "Dial", "dialstatus": "RINGING", "peer": ch.json()})
+        self._emit({"type": "ChannelStateChange", "channel": ch.json()})
+
     def early_media(self, cid: str) -> None:
         """The carrier sends 183 with media now: chan_pjsip sets no channel state for it."""
         ch = self.channels[cid]

@@ -765,6 +765,61 @@ async def test_a_busy_that_comes_while_the_setup_timer_checks_the_attempt_stops_
     no_leftovers(lab)
 
 
+@pytest.mark.parametrize("provisional", ["180", "183"])
+async def test_a_provisional_reply_that_comes_while_the_setup_timer_checks_the_attempt_rings_on(
+        lab: Lab, provisional: str) -> None:
+    # It was judged a ring timeout, though the ring timer never ran: "no answer", the phone
+    # got 480 at the setup time, the rest of the plan was never tried, and the callee about
+    # to pick up was CANCELled. The same 180 a moment earlier rang the full ring timeout.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 5")))
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")  # carrier-a silent until it is made to alert
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
+    leg = call.legs[0].channel_id
+    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
+    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    fake.ring(leg) if provisional == "180" else fake.early_media(leg)
+    await wait_for(lambda: call.queue.qsize() > 0)
+    add = f"/bridges/{call.bridge_id}/addChannel"
+    added = fake.paths("POST").count(add)
+    gate.set()
+    await wait_for(lambda: fake.paths("POST").count(add) > added or not call.legs[0].live)
+    # back in the bridge (ringback or early media reach the caller again), ringing on
+    assert list(fake.bridges.values())[0]["channels"] == [caller, leg]
+    assert call.legs[0].live and not call.legs[0].setup_timeout
+    fake.answer(leg)  # within the ring timeout
+    await answered(lab, caller)
+    assert fake.dials == {"carrier-a": 1}
+    await hang_up_answered(lab, caller)
+
+
+async def test_an_answer_that_crosses_the_setup_timer_s_hangup_stops_the_call(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check found the attempt not up, and the carrier's 200 reached Asterisk just before
+    # the app's DELETE: the callee picked up and got a BYE. Its answer events, seen while the
+    # app waited for the attempt's end, were ignored: judged a dead trunk, and carrier-b rang
+    # the callee again.
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")
+    hangup = lab.ari.hangup
+
+    async def answer_first(channel_id: str, reason_code: int | None = None) -> None:
+        ch = fake.channels.get(channel_id)
+        if ch is not None and ch.name.startswith("PJSIP/carrier-a-") and ch.state != "Up":
+            fake.answer(channel_id)  # the 200 reaches Asterisk just before the DELETE
+            await asyncio.sleep(0.02)
+        await hangup(channel_id, reason_code)
+
+    monkeypatch.setattr(lab.ari, "hangup", answer_first)
+    call = await lab.call(NUMBER)
+    assert fake.dials == {"carrier-a": 1}
+    assert call.result is not None and call.result.trace == "carrier-a:answered:16:200"
+    assert fake.ended[call.caller_id].hangup_reason == "16"
+    no_leftovers(lab)
+
+
 async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_connects(
         lab: Lab) -> None:
     # The same window with the carrier's 200 in it: the attempt is back in the bridge.

@@ -7,6 +7,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from ari_support import ROUTES, Lab, answer_resumed, hang_up_answered, snapshot_of, wait_for
@@ -547,6 +548,34 @@ async def test_a_callee_who_answered_and_hung_up_during_a_drop_after_a_failover_
     assert lab.fake.ended[caller].hangup_reason == "16"
     assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_attempt_whose_stasis_start_was_lost_in_a_cut_is_dialled(lab: Lab) -> None:
+    # The attempt's channel entered Stasis as the websocket dropped: the reconcile lists it
+    # in the app, but the call waited on for its StasisStart, and the setup timer judged the
+    # trunk, which never got an INVITE, unreachable: the call went on to carrier-b.
+    fake = lab.fake
+    lab.snapshots.append(snapshot_of(ROUTES.replace("setup_timeout: 0.5", "setup_timeout: 1")))
+    lab.carriers("a200", **{"carrier-b": Behaviour.recorded("a503_b200", "carrier-b")})
+    emit, lost = fake._emit, []
+
+    def lose_the_stasis_start(event: dict[str, Any]) -> None:
+        name = str((event.get("channel") or {}).get("name", ""))
+        if event.get("type") == "StasisStart" and name.startswith("PJSIP/carrier-a-") \
+                and not lost:
+            lost.append(name)
+            asyncio.get_running_loop().create_task(fake.drop_websockets())
+            return
+        emit(event)
+
+    fake._emit = lose_the_stasis_start  # type: ignore[method-assign]
+    caller = fake.new_caller(NUMBER)
+    await wait_for(lambda: caller in fake.channels and fake.channels[caller].state == "Up")
+    assert lost and fake.dials == {"carrier-a": 1}
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
+    fake.caller_hangup(caller)
+    await lab.finished(caller)
+    await wait_for(lambda: fake.leftovers() == ([], []))
 
 
 async def test_a_failed_reconcile_is_tried_again(lab: Lab) -> None:
