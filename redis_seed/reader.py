@@ -316,15 +316,22 @@ class SnapshotReader:
         await self._swap(snapshot, sha, routes)
 
     async def _ids_started_again(self, held: str, version: str) -> bool:
-        """A version numbered at or below the one held, which Redis no longer lists: not a
-        rollback (its target is kept), but a Redis that lost its data (one read, only then)."""
+        """A version numbered at or below the one held, which Redis no longer lists, with the
+        id counter below it too: not a rollback (its target is kept), nor two seeds switching
+        out of id order (the counter is past both), but a Redis that lost its data (two
+        reads, only then)."""
         assert self._client is not None
         try:
-            if version_number(version) > version_number(held):
+            held_number = version_number(held)
+            if version_number(version) > held_number:
                 return False
         except ValueError:
             return False
-        return await self._client.zscore(self._keys.versions, held) is None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zscore(self._keys.versions, held)
+        pipe.get(self._keys.counter)
+        score, counter = await pipe.execute()
+        return score is None and (counter is None or int(counter) < held_number)
 
     async def _swap(self, snapshot: Snapshot, sha: str | None, routes: int) -> None:
         previous = self._snapshot

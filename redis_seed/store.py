@@ -275,7 +275,7 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
         # counter set back): the next id then. No clean-up on failure: an unpublished version
         # expires by itself, and deleting it after a lost reply could delete a switch that
         # did happen.
-        if version is not None and write(keys=[keys.version(version)], args=[
+        if write(keys=[keys.version(version)], args=[
                 UNPUBLISHED_TTL, F_VERSION, version, F_FORMAT, fmt, F_ENCODING, encoding,
                 F_SHA256, sha256, F_ROUTES, len(table.routes), F_CREATED, created, F_SOURCE,
                 source, F_DATA, blob]):
@@ -294,17 +294,29 @@ def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",
     return version
 
 
-def _next_version_id(client: redis.Redis, keys: Keys) -> str | None:
-    """The counter's next version id; None when the counter was behind the versions kept
-    (lost to eviction or a clean-up, or keys restored without it): it is moved past the
-    newest, and the next call gives a fresh id."""
-    number = int(client.incr(keys.counter))
-    top = cast(list[Any], client.zrevrange(keys.versions, 0, 0, withscores=True))
-    if top and number <= int(top[0][1]):
-        log.warning("the version counter %s was behind the versions kept (at %d, the newest "
-                    "is %s): moved past it", keys.counter, number, text(top[0][0]))
-        client.set(keys.counter, int(top[0][1]))
-        return None
+# KEYS: the counter, the versions zset. The next id, and the id the counter stood at when it
+# was behind the newest version kept (0 when not). In one step, so that the counter only
+# ever moves forward: checked after the INCR, a concurrent seed's newer version took it for
+# a counter left behind and set it back (under ids other seeds had taken).
+_NEXT_ID_LUA = """
+local n = redis.call('INCR', KEYS[1])
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if top[2] ~= nil and n <= tonumber(top[2]) then
+  redis.call('SET', KEYS[1], top[2])
+  return {redis.call('INCR', KEYS[1]), n}
+end
+return {n, 0}
+"""
+
+
+def _next_version_id(client: redis.Redis, keys: Keys) -> str:
+    """The counter's next version id. A counter behind the versions kept (lost to eviction
+    or a clean-up, or keys restored without it) is moved past the newest first."""
+    number, behind = (int(x) for x in client.register_script(_NEXT_ID_LUA)(
+        keys=[keys.counter, keys.versions]))
+    if behind:
+        log.warning("the version counter %s was behind the versions kept (at %d): moved past "
+                    "the newest", keys.counter, behind)
     return format_version(number)
 
 

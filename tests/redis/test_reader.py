@@ -238,6 +238,23 @@ async def test_a_rollback_is_not_taken_for_lost_data(
     assert "started again" not in caplog.text
 
 
+async def test_a_newer_version_pruned_under_an_older_one_is_not_taken_for_lost_data(
+        client: redis.Redis, reader: SnapshotReader) -> None:
+    # Seeds running at once switch out of id order, and one's prune can remove the newer
+    # version a router holds while an older one becomes current: the routers said Redis had
+    # lost its data and version ids had started again. The id counter is past the held id
+    # then; after a real loss it is not.
+    from redis_seed.keys import Keys
+
+    for g in (1, 2, 3):
+        await seed(client, g)
+    await reader.start()
+    await asyncio.to_thread(client.zrem, Keys().versions, "v000003")  # another seed's prune
+    assert not await reader._ids_started_again("v000003", "v000002")
+    await asyncio.to_thread(client.set, Keys().counter, 2)  # the counter lost with the data
+    assert await reader._ids_started_again("v000003", "v000002")
+
+
 async def test_on_change_is_called_with_each_new_snapshot(client: redis.Redis,
                                                           redis_server: str) -> None:
     changes: list[str] = []
