@@ -444,20 +444,41 @@ def _backtracks_badly(regex: str) -> bool:
     in several ways: one with a variable repeat of its own (``(\\d+)+``, ``(\\d{2,3})*``) or
     one that can match nothing (``(a|)+``). Python's ``re`` backtracks through every way of
     splitting a number that does not match among them: ``^(\\+?(\\d?)*)*x$`` took 10 s on
-    one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s. Or more than
-    MAX_VARIABLE_REPEATS variable repeats side by side, which backtrack the same way. Atomic
-    groups and possessive repeats do not backtrack and are left alone."""
-    def parts(op: Any, av: Any) -> list[Any]:
-        """The item lists inside one item (an atomic group or a possessive repeat never
-        backtracks into itself: not looked into)."""
+    one 16-character number, ``^\\+34(\\d+)+0$`` 0.4 s; alternatives that are the same
+    (``(\\d|\\d|\\d|\\d)+``: 4 s on 13 digits). Or more than MAX_VARIABLE_REPEATS variable repeats
+    side by side, which backtrack the same way. Lookarounds, atomic groups, possessive
+    repeats and conditionals are looked into: what they hold backtracks while it matches."""
+    def parts(op: Any, av: Any, *, one_way_too: bool = True) -> list[Any]:
+        """The item lists inside one item; with ``one_way_too=False`` not those of an atomic
+        group or a possessive repeat, which match in one way only once they have matched
+        (what they hold backtracks while it matches, though: walk() looks into them)."""
         if op in _REPEATS:
             return [av[2]]
         if op is sre_constants.SUBPATTERN:
             return [av[3]]
-        return list(av[1]) if op is sre_constants.BRANCH else []
+        if op is sre_constants.BRANCH:
+            return list(av[1])
+        if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            return [av[1]]
+        if op is sre_constants.GROUPREF_EXISTS:
+            return [branch for branch in av[1:] if branch is not None]
+        if not one_way_too:
+            return []
+        if op is sre_constants.POSSESSIVE_REPEAT:
+            return [av[2]]
+        return [av] if op is sre_constants.ATOMIC_GROUP else []
+
+    def ambiguous(op: Any, av: Any) -> bool:
+        """Alternatives of which two can match nothing: what is left of alternatives that
+        are the same (the parser moves their common start out: ``\\d|\\d`` is
+        ``\\d(?:|)``)."""
+        return op is sre_constants.BRANCH and sum(
+            1 for alt in av[1] if sre_parser.SubPattern(sre_parser.State(), alt).getwidth()[0]
+            == 0) > 1
 
     def variable(items: Any) -> bool:
-        return any(op in _REPEATS and av[0] != av[1] or any(map(variable, parts(op, av)))
+        return any(op in _REPEATS and av[0] != av[1] or ambiguous(op, av)
+                   or any(map(variable, parts(op, av, one_way_too=False)))
                    for op, av in items)
 
     def walk(items: Any) -> bool:
@@ -467,7 +488,8 @@ def _backtracks_badly(regex: str) -> bool:
                    for op, av in items)
 
     def count(items: Any) -> int:
-        return sum((op in _REPEATS and av[0] != av[1]) + sum(map(count, parts(op, av)))
+        return sum((op in _REPEATS and av[0] != av[1])
+                   + sum(map(count, parts(op, av, one_way_too=False)))
                    for op, av in items)
 
     tree = sre_parser.parse(regex)
@@ -859,8 +881,10 @@ class _Validator:
             return None
         if slow:
             self.report(rline, f"regex of {what} repeats a part that can itself match in "
-                               "several ways (a repeat inside a repeat, as in (\\d+)+, or a "
-                               "part that can match nothing, as in (\\d?)*), or has more than "
+                               "several ways (a repeat inside a repeat, as in (\\d+)+, a "
+                               "part that can match nothing, as in (\\d?)*, or alternatives "
+                               "that are the same, as in (\\d|\\d)+; also inside a lookahead "
+                               "or an atomic group), or has more than "
                                f"{MAX_VARIABLE_REPEATS} repeats of variable length (* + ? "
                                "{2,5}): one number can then take seconds to match, and every "
                                "call is matched against it; write it without the nesting "

@@ -194,6 +194,18 @@ BAD = [
      "{regex: '^\\+34(\\d+)+0$'}", 15, "write it without the nesting"),
     ("regex repeating what can match nothing", "{regex: '^\\+3490[0-9]{6}$'}",
      "{regex: '^\\+34(9|)*$'}", 15, "a part that can match nothing"),
+    # the same hidden where an earlier check did not look, or as alternatives that are the
+    # same: 2 to 21 s on one 14-character number, on every call
+    ("regex with nested repeats in a lookahead", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '(?=^(\\+?(\\d?)*)*x$)'}", 15, "also inside a lookahead"),
+    ("regex with nested repeats in a negative lookahead", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '(?!^(\\+?(\\d?)*)*x$)'}", 15, "also inside a lookahead"),
+    ("regex with nested repeats in an atomic group", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^(?>(\\+?(\\d?)*)*x)$'}", 15, "also inside a lookahead"),
+    ("regex with nested repeats in a conditional", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^(\\+)?(?(1)((\\d?)*)*x|y)$'}", 15, "also inside a lookahead"),
+    ("regex repeating alternatives that are the same", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+(\\d|\\d|\\d|\\d)+x$'}", 15, "alternatives that are the same"),
     ("national prefix the international one", "  max_attempts: 4\n",
      "  max_attempts: 4\n  national_prefix: \"00\"\n", 4,
      "national_prefix '00' is the international_prefix too"),
