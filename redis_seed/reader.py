@@ -102,7 +102,9 @@ class SnapshotReader:
         prefix: str = DEFAULT_PREFIX,
         poll_interval: float = 0.5,
         initial_backoff: float = 0.1,
-        max_backoff: float = 2.0,
+        #: Redis back (restarted, failed over), a seed is often made at once: SPEC's "every
+        #: router sees a new version within 1 s" holds only if the reader is back by then.
+        max_backoff: float = 0.5,
         on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
         client_factory: ClientFactory = async_client,
     ) -> None:
