@@ -171,20 +171,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_versions(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import list_versions
+    from redis_seed.store import current_version, list_versions
 
     settings = _settings()
+    keys = Keys(settings.redis_prefix)
     with _redis(settings) as client:
         try:
-            infos = list_versions(client, keys=Keys(settings.redis_prefix))
+            infos = list_versions(client, keys=keys)
+            current = current_version(client, keys=keys)
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
-    if not infos:
+    if not infos and current is None:
         print(f"no versions in Redis under REDIS_PREFIX {settings.redis_prefix!r} yet: run "
               "'outbound-router seed FILE'", file=sys.stderr)
         return EXIT_OK
     for info in infos:
         print(info)
+    if current is not None and not any(info.current for info in infos):
+        # Routers that start now get no routes (those running keep theirs).
+        print(f"the current version {current} is not in Redis (evicted, or deleted): "
+              "`outbound-router rollback VERSION` to a kept one, or seed again",
+              file=sys.stderr)
     return EXIT_OK
 
 

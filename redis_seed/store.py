@@ -472,4 +472,6 @@ def load_current(client: redis.Redis, *, keys: Keys | None = None) -> tuple[str,
         stored = fields(client.hgetall(keys.version(version)))
         if stored:
             return version, decode_version(stored, version, sha)
-    raise NoSuchVersion(f"the current version {version} vanished while being read")
+    raise NoSuchVersion(f"the current version {version} is not in Redis (evicted, or deleted: "
+                        "keep Redis from evicting the routing keys): `outbound-router "
+                        "rollback VERSION` to a kept one, or seed again")

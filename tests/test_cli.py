@@ -334,3 +334,21 @@ def test_help_names_the_environment_and_the_exit_statuses() -> None:
     assert "ARI_USERNAME" in helps["ari"] and "AGI_LISTEN" in helps["agi"]
     assert all("SPEC" not in text for text in helps.values())
     assert "(default ari)" in run("lab", "call", "--help", check=True).stdout
+
+
+def test_a_current_version_gone_from_redis_is_named(redis_server: str) -> None:
+    # Evicted (a Redis shared with a cache) or deleted by hand: `versions` showed no current
+    # version without a word, `explain` said it "vanished while being read"; routers that
+    # start then get no routes.
+    import redis
+
+    run("seed", str(EXAMPLE), redis_url=redis_server, check=True)
+    gone = run("seed", str(EXAMPLE), redis_url=redis_server, check=True).stdout.strip()
+    redis.Redis.from_url(redis_server).delete(f"cli-test:version:{gone}")
+    listed = run("versions", redis_url=redis_server)
+    assert listed.returncode == 0 and "*" not in listed.stdout
+    assert f"the current version {gone} is not in Redis" in listed.stderr
+    assert "rollback VERSION" in listed.stderr
+    explained = run("explain", "+34911234567", redis_url=redis_server)
+    assert explained.returncode == 2
+    assert f"the current version {gone} is not in Redis" in explained.stderr
