@@ -55,6 +55,21 @@ log = logging.getLogger(__name__)
 #: Errors that mean "Redis cannot be used right now" (connection refused or lost, timeouts,
 #: authentication, a key of the wrong type...): keep the last snapshot and back off.
 REDIS_DOWN = (RedisError, OSError)
+
+
+def _lost_connection(exc: BaseException) -> BaseException | None:
+    """An error raised while redis-py handled a lost connection: under uvloop, its reconnect
+    can write to the transport the server just closed, and a RuntimeError ("unable to perform
+    operation on <TCPTransport closed=True ...>") comes out with the ConnectionError as its
+    context. The outage it is part of (that error, returned), not a failure of the reader."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, REDIS_DOWN):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 #: Errors of a stored version that cannot be turned into a snapshot.
 BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
 
@@ -165,7 +180,10 @@ class SnapshotReader:
         except REDIS_DOWN as exc:
             self._outage(exc)
         except Exception as exc:  # noqa: BLE001 (nothing may stop the router's start)
-            self._failed(exc)
+            if (lost := _lost_connection(exc)) is not None:
+                self._outage(lost)
+            else:
+                self._failed(exc)
         self._task = asyncio.create_task(self._run(), name="routing-snapshot-reader")
 
     async def close(self) -> None:
@@ -213,7 +231,10 @@ class SnapshotReader:
             except REDIS_DOWN as exc:
                 self._outage(exc)
             except Exception as exc:  # noqa: BLE001 (a bug must not end hot reload for good)
-                self._failed(exc)
+                if (lost := _lost_connection(exc)) is not None:
+                    self._outage(lost)
+                else:
+                    self._failed(exc)
             if self._closing:
                 return
             delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis

@@ -178,6 +178,34 @@ async def test_redis_killed_the_reader_keeps_routing_then_catches_up(
     assert routes_a_call(reader.snapshot) == 3
 
 
+async def test_an_error_raised_while_a_lost_connection_is_handled_is_the_outage(
+        client: redis.Redis, reader: SnapshotReader, caplog: pytest.LogCaptureFixture) -> None:
+    # Under uvloop, redis-py's reconnect of the pub/sub connection wrote to the transport the
+    # server had just closed: a RuntimeError, with the ConnectionError as its context, logged
+    # as a failure of the reader with its traceback (seen on the lab as Redis was killed).
+    follow, raised = reader._follow, []
+
+    async def lost_then_follow() -> None:
+        if not raised:
+            raised.append(1)
+            try:
+                raise redis.ConnectionError("Connection closed by server.")
+            except redis.ConnectionError:
+                raise RuntimeError("unable to perform operation on <TCPTransport closed=True "
+                                   "reading=False>; the handler is closed") from None
+        await follow()
+
+    reader._follow = lost_then_follow  # type: ignore[method-assign]
+    await seed(client, 1)
+    await reader.start()
+    await asyncio.wait_for(_until(lambda: reader.failed_attempts >= 1), timeout=5.0)
+    version = await seed(client, 2)
+    await reader.wait_for_version(version, timeout=1.0)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == ["WARNING"]
+    assert "is unavailable (ConnectionError: Connection closed by server.)" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 async def test_redis_down_at_start_then_up(redis_proc, client: redis.Redis,  # type: ignore[no-untyped-def]
                                            reader: SnapshotReader) -> None:
     redis_proc.kill()
