@@ -211,26 +211,42 @@ def test_a_failed_attempt_is_judged_by_the_router_once_it_is_back(tiers, carrier
         "OK carrier= trunk= attempts=carrier-d:congestion:34:503")
 
 
-@pytest.mark.parametrize(("behaviour", "code", "b_invites", "summary"), [
+NEXT_ANSWERS = ("OK carrier=second trunk=carrier-b "
+                "attempts=carrier-a:unjudged::|carrier-b:answered:16:200")
+
+
+@pytest.mark.parametrize(("behaviour", "routes", "code", "b_invites", "summary"), [
     # A dead trunk fails over (CHANUNAVAIL) although the router cannot judge it.
-    pytest.param("silent", 200, 1, "OK carrier=second trunk=carrier-b "
-                 "attempts=carrier-a:unjudged::|carrier-b:answered:16:200", id="silent-next"),
+    pytest.param("silent", TIERS, 200, 1, NEXT_ANSWERS, id="silent-next"),
+    # The same when Dial's ring timer, shorter than the setup timer, ended it (NOANSWER that
+    # never rang): it stopped the call with 480.
+    pytest.param("silent", tiers_routes(ring_timeout=2, setup_timeout=3), 200, 1, NEXT_ANSWERS,
+                 id="silent-ring-shorter-next"),
+    # A 3xx (Dial's BUSY, with no new HANGUPCAUSE): it stopped the call with 486.
+    pytest.param("redirect", TIERS, 200, 1, NEXT_ANSWERS, id="redirect-next"),
     # A ring timeout stops with no answer (480), not with the cause an earlier attempt left
     # in HANGUPCAUSE, or 0 (which chan_pjsip sent as 603).
-    pytest.param("ring", 480, 0, "OK carrier= trunk= attempts=carrier-a:unjudged::",
+    pytest.param("ring", TIERS, 480, 0, "OK carrier= trunk= attempts=carrier-a:unjudged::",
                  id="ring-timeout-480"),
+    pytest.param("busy", TIERS, 486, 0, "OK carrier= trunk= attempts=carrier-a:unjudged:17:",
+                 id="busy-486"),
 ])
 def test_the_dialplan_judges_alone_while_the_router_stays_down(  # type: ignore[no-untyped-def]
-        tiers, carrier, agi, behaviour, code, b_invites, summary) -> None:
-    # carrier-a's Dial ends while the agi service is down, and it stays down past the 3 s the
-    # dialplan asks again: section 3's defaults, read from DIALSTATUS.
+        tiers, carrier, agi, behaviour, routes, code, b_invites, summary) -> None:
+    # The router routes the call, then cannot judge carrier-a's attempt for longer than the
+    # 3 s the dialplan asks again (here every outcome session ends without a verdict):
+    # section 3's defaults, read from DIALSTATUS.
+    scripts = Scripts(lambda: Snapshot.build(parse_routes(routes), "v-stand-in"),
+                      random.Random())
+
+    async def no_verdict(session: AgiSession) -> None:
+        return
+
     a, b = carrier("a", behaviour), carrier("b", "answer")
     before = log_size(tiers)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        call = pool.submit(agi.call, NUMBER)
-        wait_for_invite(a)
-        with tiers.service_stopped("agi"):
-            result = call.result()
+    with tiers.service_stopped("agi"), stand_in_agi({"route": scripts.route,
+                                                      "outcome": no_verdict}):
+        result = agi.call(NUMBER)
     assert result.final_code == code
     assert (a.invites(), b.invites()) == (1, b_invites)
     assert router_summary(tiers, before) == summary
