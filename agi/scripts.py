@@ -245,7 +245,9 @@ class Scripts:
         """The policy of attempt n's carrier in the version the call was routed with (a
         seed while the attempt rang must not change how it is judged); "" or nothing: the
         default. Unreadable (a dialplan of one's own wrote it): the carrier's policy now."""
-        text = await session.get_variable(V.failover(n)) or ""
+        # GET FULL VARIABLE: GET VARIABLE answers 1,023 characters at most, and a long
+        # policy cut there still parses (its stop list lost without a word).
+        text = await session.get_full_variable(V.failover(n))
         try:
             return V.parse_failover(text)
         except ValueError:

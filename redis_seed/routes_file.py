@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from routing.model import (
     E164_PREFIX_RE,
+    MAX_FAILOVER_CODES,
     NUMBER_FORMATS,
     TECH_PREFIX_RE,
     TIMEOUT_MAX,
@@ -827,6 +828,12 @@ class _Validator:
                 else:
                     codes.add(code)
             sets[key] = frozenset(codes)
+        listed = len(sets.get("retry", ())) + len(sets.get("stop", ()))
+        if listed > MAX_FAILOVER_CODES:
+            self.report(carrier.key_lines["failover"], f"failover of {what} lists {listed} "
+                        f"codes: at most {MAX_FAILOVER_CODES} (retry and stop together); list "
+                        "only what differs from the default policy")
+            ok = False
         both = sets.get("retry", frozenset()) & sets.get("stop", frozenset())
         if both:
             self.report(m.key_lines["stop"], f"failover of {what} lists "

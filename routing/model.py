@@ -24,6 +24,10 @@ E164_PREFIX_RE = re.compile(r"^\+[1-9][0-9]{0,14}\Z")  # no country code starts 
 
 #: The setup and ring timeouts a routes file may give, in seconds (a day at most).
 TIMEOUT_MIN, TIMEOUT_MAX = 0.1, 86400.0
+#: SIP codes and causes one carrier's failover override may list (retry and stop together):
+#: the FastAGI path carries the policy in one channel variable, set by one AGI command of at
+#: most 2,047 bytes (about 4 bytes a code).
+MAX_FAILOVER_CODES = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,10 @@ BAD = [
     ("early media given twice", "    prefix: \"1010\"\n",
      "    prefix: \"1010\"\n    retry_after_early_media: true\n", 12, "given twice"),
     ("failover code text", "retry: [486]", "retry: [busy]", 11, "neither a SIP code"),
+    # The FastAGI path carries the policy in one channel variable, set by one AGI command.
+    ("failover too long", "retry: [486]",
+     f"retry: {[c for c in range(300, 700) if c != 503]}", 11,
+     "lists 401 codes: at most 400"),
     ("prefix without +", '{prefix: "+33"}', '{prefix: "33"}', 14, "'+' and 1 to 15 digits"),
     ("prefix with letters", '{prefix: "+33"}', '{prefix: "+33a"}', 14, "'+' and 1 to 15 digits"),
     ("bad regex", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+3490[0-9'}", 15, "bad regex"),

@@ -212,6 +212,26 @@ async def test_the_default_policy_of_the_routed_version_holds_after_a_seed_that_
     assert v["ROUTER_NEXT"] == "1"
 
 
+async def test_the_longest_policy_a_routes_file_may_give_is_set_and_judged_whole(
+        agi_server: ServerFactory) -> None:
+    # Read back with GET VARIABLE (1,023 characters), a long policy was cut and what was
+    # left still parsed: its stop list lost, the 503 failed over. Longer still, it did not
+    # fit one AGI command and every route session to that carrier died.
+    from routing.model import MAX_FAILOVER_CODES
+
+    retry = [c for c in range(400, 700) if c != 503]
+    retry += list(range(1, MAX_FAILOVER_CODES - len(retry)))  # 400 codes with stop's 503
+    routes = ROUTES.replace("    failover: {retry: [486], stop: [503]}\n",
+                            f"    failover: {{retry: {retry}, stop: [503]}}\n")
+    snap = Snapshot.build(parse_routes(routes, "long.yaml"), "v-long")
+    server = await agi_server(Scripts(lambda: snap, random.Random(7)).handlers())
+    v = await route(server, "0033123456789")
+    assert v["ROUTER_STATUS"] == "OK" and v["ROUTER_CARRIER_1"] == "picky"
+    assert len(v["ROUTER_FAILOVER_1"]) > 1023
+    v = await outcome(server, v, 1, "34", "CONGESTION", "SIP 503 Service Unavailable")
+    assert v["ROUTER_NEXT"] == "0" and v["ROUTER_HANGUP_CAUSE"] == "34"
+
+
 async def test_an_unreadable_policy_falls_back_to_the_carriers_current_one(
         router: AgiServer) -> None:
     v = await route(router, "0033123456789")
