@@ -953,7 +953,7 @@ class Call:
         it, so a retry verdict says there is none left (as the FastAGI log says "stop")."""
         obs = leg.observation()
         sip = 200 if obs.answered else leg.sip_code
-        cause = 16 if obs.answered else leg.cause
+        cause = causes.NORMAL_CLEARING if obs.answered else leg.cause
         if obs.setup_timeout and not obs.answered:
             sip = None
         self.trace.append(TraceEntry(leg.attempt.trunk, str(judgement.outcome), cause, sip))

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: Errors that mean "Redis cannot be used right now" (connection refused or lost, timeouts,
 #: authentication, a key of the wrong type...): keep the last snapshot and back off.
 REDIS_DOWN = (RedisError, OSError)
+#: Errors of a stored version that cannot be turned into a snapshot.
+BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
+
+ClientFactory = Callable[[str], redis.asyncio.Redis]
 
 
 def _lost_connection(exc: BaseException) -> BaseException | None:
@@ -70,10 +74,6 @@ def _lost_connection(exc: BaseException) -> BaseException | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
-#: Errors of a stored version that cannot be turned into a snapshot.
-BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
-
-ClientFactory = Callable[[str], redis.asyncio.Redis]
 
 
 def _malloc_trim() -> Callable[[], None]:
