@@ -200,6 +200,21 @@ def parse_result(text: str | None) -> Judgement | None:
         return None
 
 
+#: Earlier verdicts read per GET FULL VARIABLE: an AGI command line holds 2,047 bytes.
+RESULTS_PER_READ = 50
+
+
+async def _earlier_results(session: AgiSession, n: int) -> list[Judgement]:
+    """The verdicts of attempts 1..n-1 (``ROUTER_RESULT_k``, "outcome:cause": no "|" in
+    them), RESULTS_PER_READ to a round trip rather than one each."""
+    found: list[Judgement] = []
+    for first in range(1, n, RESULTS_PER_READ):
+        names = range(first, min(first + RESULTS_PER_READ, n))
+        text = await session.expand("|".join("${" + V.result(k) + "}" for k in names))
+        found += [j for t in text.split("|") if (j := parse_result(t)) is not None]
+    return found
+
+
 def format_result(j: Judgement) -> str:
     return f"{j.outcome}:{j.cause}"
 
@@ -312,11 +327,7 @@ class Scripts:
         entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)
         pairs = [(V.result(n), format_result(j)), (V.LAST_ATTEMPT, str(entry))]
         if not go_on:
-            # One round trip for all the earlier verdicts ("outcome:cause", no "|" in them).
-            text = await session.expand("|".join(
-                "${" + V.result(k) + "}" for k in range(1, n))) if n > 1 else ""
-            earlier = [parse_result(t) for t in text.split("|")] if text else []
-            judgements = [e for e in earlier if e is not None] + [j]
+            judgements = [*await _earlier_results(session, n), j]
             pairs.append((V.HANGUP_CAUSE, str(caller_cause(judgements))))
         pairs.append((V.NEXT, "1" if go_on else "0"))
         await session.set_variables(pairs)

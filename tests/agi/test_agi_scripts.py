@@ -164,6 +164,27 @@ async def test_all_attempts_failing_hang_up_with_the_most_meaningful_cause(
     assert v["ROUTER_LAST_ATTEMPT"] == f"{v['ROUTER_TRUNK_3']}:congestion:34:503"
 
 
+async def test_the_caller_cause_weighs_every_attempt_of_a_long_plan(
+        agi_server: ServerFactory) -> None:
+    # The earlier verdicts are read RESULTS_PER_READ at a time: a 404 in the second batch
+    # still beats the 503s.
+    trunks = [f"trunk-{i}" for i in range(1, 71)]
+    routes = (ROUTES.replace("  peering: {trunks: [carrier-a, carrier-b]}",
+                             f"  peering: {{trunks: [{', '.join(trunks)}]}}")
+              .replace("max_attempts: 6", "max_attempts: 70"))
+    snap = Snapshot.build(parse_routes(routes, "long.yaml"), "v-long")
+    server = await agi_server(Scripts(lambda: snap, random.Random(7)).handlers())
+    v = await route(server, "911234567")
+    assert v["ROUTER_COUNT"] == "70"
+    for n in range(1, 71):
+        rejected = n == 55
+        v = await outcome(server, v, n, "1" if rejected else "34",
+                          "CHANUNAVAIL" if rejected else "CONGESTION",
+                          "SIP 404 Not Found" if rejected else "SIP 503 Service Unavailable")
+        assert v["ROUTER_NEXT"] == ("1" if n < 70 else "0")
+    assert v["ROUTER_HANGUP_CAUSE"] == "1"
+
+
 async def test_a_carriers_own_failover_policy_applies(router: AgiServer) -> None:
     v = await route(router, "0033123456789")  # france: picky (retry 486, stop 503) first
     assert v["ROUTER_CARRIER_1"] == "picky"
