@@ -743,19 +743,28 @@ async def test_a_bug_in_a_call_ends_it_cleanly(lab: Lab, monkeypatch: pytest.Mon
     no_leftovers(lab)
 
 
+async def held_in_the_setup_timer_s_check(lab: Lab) -> tuple[str, Call, str, asyncio.Event]:
+    """A call whose carrier-a attempt got no provisional reply, held where the setup timer
+    took it out of the bridge to read its state; (caller, call, attempt, the gate that lets
+    the check go on)."""
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")  # carrier-a silent until the test makes it answer
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
+    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
+    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    return caller, call, call.legs[0].channel_id, gate
+
+
 async def test_a_busy_that_comes_while_the_setup_timer_checks_the_attempt_stops_the_call(
         lab: Lab) -> None:
     # As the setup timer fires, the attempt leaves the bridge and its state is read (two
     # requests); a 486 that came meanwhile was overridden: judged a dead trunk, and the next
     # carrier rang the busy callee (a code review). A 486 queued before the timer counted.
     fake = lab.fake
-    lab.carriers("a-unreachable_b200")  # carrier-a sends no provisional reply at all
-    caller = fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
-    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
-    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
-    fake.carrier_fails(call.legs[0].channel_id, 17, 486)  # the callee is busy
+    caller, call, leg, gate = await held_in_the_setup_timer_s_check(lab)
+    fake.carrier_fails(leg, 17, 486)  # the callee is busy
     await wait_for(lambda: call.queue.qsize() > 0)  # its events are in, unread
     gate.set()
     await lab.finished(caller)
@@ -773,13 +782,7 @@ async def test_a_provisional_reply_that_comes_while_the_setup_timer_checks_the_a
     # to pick up was CANCELled. The same 180 a moment earlier rang the full ring timeout.
     lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 5")))
     fake = lab.fake
-    lab.carriers("a-unreachable_b200")  # carrier-a silent until it is made to alert
-    caller = fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
-    leg = call.legs[0].channel_id
-    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
-    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    caller, call, leg, gate = await held_in_the_setup_timer_s_check(lab)
     fake.ring(leg) if provisional == "180" else fake.early_media(leg)
     await wait_for(lambda: call.queue.qsize() > 0)
     add = f"/bridges/{call.bridge_id}/addChannel"
@@ -824,13 +827,7 @@ async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_con
         lab: Lab) -> None:
     # The same window with the carrier's 200 in it: the attempt is back in the bridge.
     fake = lab.fake
-    lab.carriers("a-unreachable_b200")
-    caller = fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.DIALLING)
-    leg = call.legs[0].channel_id
-    gate = fake.gates[f"POST /bridges/{call.bridge_id}/removeChannel"] = asyncio.Event()
-    await wait_for(lambda: any(p.endswith("/removeChannel") for p in fake.paths("POST")))
+    caller, call, leg, gate = await held_in_the_setup_timer_s_check(lab)
     fake.answer(leg)
     await wait_for(lambda: call.queue.qsize() > 0)
     gate.set()
