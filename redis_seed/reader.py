@@ -46,7 +46,7 @@ from routing.snapshot import Snapshot
 from .connection import async_client, close_async_client
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
-from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields, version_number
+from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields, text, version_number
 from .store import decode_version
 from .urls import mask_url
 
@@ -59,6 +59,9 @@ REDIS_DOWN = (RedisError, OSError)
 BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
 
 ClientFactory = Callable[[str], redis.asyncio.Redis]
+#: Kept versions, newest first, a reader with nothing loaded tries when the current one
+#: cannot be read.
+FALL_BACK_TRIES = 5
 
 
 def _lost_connection(exc: BaseException) -> BaseException | None:
@@ -319,15 +322,18 @@ class SnapshotReader:
             # got the version yet. Read again at the next poll, logged once.
             if self._missing != (version, sha):
                 self._missing = (version, sha)
-                log.warning("routing version %s, named current, is not in Redis; %s",
-                            version, self._holding())
+                if held is not None or not await self._fall_back(version, "not in Redis"):
+                    log.warning("routing version %s, named current, is not in Redis; %s",
+                                version, self._holding())
             return
         self._missing = None
         try:
             table, snapshot = await asyncio.to_thread(_build, stored, version, sha)
         except BAD_VERSION as exc:
-            self._bad = (version, sha)
-            log.warning("routing version %s not loaded, %s: %s", version, self._holding(), exc)
+            if held is not None or not await self._fall_back(version, exc):
+                log.warning("routing version %s not loaded, %s: %s", version, self._holding(),
+                            exc)
+            self._bad = (version, sha)  # not read again until the pointer moves: logged once
             return
         routes = len(table.routes)
         del table, stored
@@ -337,6 +343,31 @@ class SnapshotReader:
                         "CDRs may now name two tables; keep Redis persistent)",
                         version, held.version)
         await self._swap(snapshot, sha, routes)
+
+    async def _fall_back(self, bad: str, why: object) -> bool:
+        """Nothing is loaded and the current version cannot be (a newer release's data
+        format, damaged data, evicted): load the newest kept version that can, as a router that was
+        already running keeps the one it holds. Otherwise this router, restarted during a
+        rolling upgrade, turned every call away (ERROR) while its siblings routed them.
+        False when no kept version can be read either."""
+        assert self._client is not None
+        newest = await self._client.zrevrange(self._keys.versions, 0, FALL_BACK_TRIES - 1)
+        for version in (text(v) for v in newest):
+            if version == bad:
+                continue
+            stored = fields(await self._client.hgetall(self._keys.version(version)))
+            try:
+                table, snapshot = await asyncio.to_thread(_build, stored, version, None)
+            except BAD_VERSION:
+                continue
+            log.warning("routing version %s not loaded: %s; routing from version %s, the "
+                        "newest kept version this router can read, until %s can be read "
+                        "(upgrade the router) or another version is seeded", bad, why,
+                        version, bad)
+            sha = text(stored[F_SHA256.encode()])
+            await self._swap(snapshot, sha, len(table.routes))
+            return True
+        return False
 
     async def _ids_started_again(self, held: str, version: str) -> bool:
         """A version numbered at or below the one held, which Redis no longer lists, with the

@@ -144,6 +144,44 @@ async def test_a_corrupted_version_is_not_loaded_and_the_old_one_kept(
     assert caplog.text.count("v000099 not loaded") == 1  # logged once, not at every poll
 
 
+async def test_a_reader_started_on_an_unreadable_version_routes_with_the_newest_readable(
+        client: redis.Redis, reader: SnapshotReader,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A newer release seeded a data format this router cannot read (a rolling upgrade), and
+    # this router restarts: it turned every call away (ERROR, no routing version loaded)
+    # while the routers that kept running routed them with the version they held.
+    await seed(client, 1)
+    readable = await seed(client, 2)
+    keys = Keys()
+    newer = await seed(client, 3)
+    client.hset(keys.version(newer), "format", "99")  # what this router cannot read
+    await reader.start()
+    assert reader.version == readable
+    assert routes_a_call(reader.snapshot) == 2
+    assert (f"routing version {newer} not loaded: version {newer} has data format 99") in (
+        caplog.text)
+    assert f"routing from version {readable}, the newest kept version" in caplog.text
+    version = await seed(client, 4)  # a version it can read: the current one again
+    await reader.wait_for_version(version, timeout=1.0)
+    assert caplog.text.count(f"{newer} not loaded") == 1
+
+
+async def test_a_reader_started_while_the_current_version_is_gone_routes_with_the_newest_kept(
+        client: redis.Redis, reader: SnapshotReader,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Evicted, or not replicated yet: the same, until the current one is there.
+    readable = await seed(client, 1)
+    gone = await seed(client, 2)
+    stored = client.hgetall(Keys().version(gone))
+    client.delete(Keys().version(gone))
+    await reader.start()
+    assert reader.version == readable
+    assert f"routing version {gone} not loaded: not in Redis; routing from version {readable}" \
+        in caplog.text
+    client.hset(Keys().version(gone), mapping=stored)  # it comes (a replica catching up)
+    await reader.wait_for_version(gone, timeout=2.0)
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Poll a condition that has no event to await (a log line, a counter)."""
     while not condition():  # noqa: ASYNC110
