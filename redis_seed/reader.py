@@ -346,10 +346,10 @@ class SnapshotReader:
 
     async def _fall_back(self, bad: str, why: object) -> bool:
         """Nothing is loaded and the current version cannot be (a newer release's data
-        format, damaged data, evicted): load the newest kept version that can, as a router that was
-        already running keeps the one it holds. Otherwise this router, restarted during a
-        rolling upgrade, turned every call away (ERROR) while its siblings routed them.
-        False when no kept version can be read either."""
+        format, damaged data, evicted): load the newest kept version that can, as a router
+        that was already running keeps the one it holds. Otherwise this router, restarted
+        during a rolling upgrade, turned every call away (ERROR) while its siblings routed
+        them. False when no kept version can be read either."""
         assert self._client is not None
         newest = await self._client.zrevrange(self._keys.versions, 0, FALL_BACK_TRIES - 1)
         for version in (text(v) for v in newest):
@@ -361,8 +361,8 @@ class SnapshotReader:
             except BAD_VERSION:
                 continue
             log.warning("routing version %s not loaded: %s; routing from version %s, the "
-                        "newest kept version this router can read, until %s can be read "
-                        "(upgrade the router) or another version is seeded", bad, why,
+                        "newest kept version this router can read, until %s can be read or "
+                        "another version is seeded", bad, why,
                         version, bad)
             sha = text(stored[F_SHA256.encode()])
             await self._swap(snapshot, sha, len(table.routes))
