@@ -386,9 +386,8 @@ class RouterApp:
         for cid, channel in present.items():
             if cid in self.owners or cid in handled:
                 continue
-            dialplan = channel.get("dialplan") or {}
-            args = ev.stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
-            if args is None or dialplan.get("app_name") != "Stasis":
+            args = ev.stasis_args(channel, app)
+            if args is None:
                 continue
             if ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
@@ -406,8 +405,7 @@ class RouterApp:
 
     def _args(self, channel_id: str, present: Mapping[str, Any]) -> tuple[str, ...] | None:
         """The Stasis args of a channel in this app (None: not in it)."""
-        dialplan = present[channel_id].get("dialplan") or {}
-        return ev.stasis_args_from_app_data(self.ari.app, str(dialplan.get("app_data", "")))
+        return ev.stasis_args(present[channel_id], self.ari.app)
 
     def _caller_and_attempt(self, members: list[str], present: Mapping[str, Any],
                             ) -> tuple[str, str] | None:

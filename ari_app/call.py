@@ -1278,8 +1278,6 @@ class Call:
             if channel is None and cid not in confirmed:
                 continue
             state = channel.get("state") if channel else None
-            dialplan = (channel or {}).get("dialplan") or {}
-            in_app = dialplan.get("app_name") == "Stasis" and ev.stasis_args_from_app_data(
-                self.ari.app, str(dialplan.get("app_data", ""))) is not None
+            in_app = channel is not None and ev.stasis_args(channel, self.ari.app) is not None
             self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None,
                                        in_app=in_app))

@@ -236,6 +236,15 @@ def stasis_args_from_app_data(app: str, app_data: str) -> tuple[str, ...] | None
     return tuple(parts[1:])
 
 
+def stasis_args(channel: Mapping[str, Any], app: str) -> tuple[str, ...] | None:
+    """The Stasis args of a channel as ``GET /channels`` shows it, or None when it is not in
+    ``app``'s Stasis (its dialplan application is another, or Stasis of another app)."""
+    dialplan = channel.get("dialplan") or {}
+    if dialplan.get("app_name") != "Stasis":
+        return None
+    return stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
+
+
 def is_attempt(channel_id: str, args: Sequence[str]) -> bool:
     """A channel the router created for a trunk attempt (not a caller)."""
     return channel_id.startswith(ATTEMPT_ID_PREFIX) and args[:1] == (ATTEMPT_ARG,)
