@@ -64,11 +64,12 @@ ClientFactory = Callable[[str], redis.asyncio.Redis]
 FALL_BACK_TRIES = 5
 
 
-def _lost_connection(exc: BaseException) -> BaseException | None:
-    """An error raised while redis-py handled a lost connection: under uvloop, its reconnect
-    can write to the transport the server just closed, and a RuntimeError ("unable to perform
-    operation on <TCPTransport closed=True ...>") comes out with the ConnectionError as its
-    context. The outage it is part of (that error, returned), not a failure of the reader."""
+def _redis_down(exc: BaseException) -> BaseException | None:
+    """The REDIS_DOWN error ``exc`` is, or was raised while handling: under uvloop, redis-py's
+    reconnect can write to the transport the server just closed, and a RuntimeError ("unable
+    to perform operation on <TCPTransport closed=True ...>") comes out with the
+    ConnectionError as its context. None: not Redis trouble (a bug, another program's
+    data)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
@@ -180,13 +181,8 @@ class SnapshotReader:
         self._client = self._client_factory(self._url)
         try:
             await self._check()
-        except REDIS_DOWN as exc:
-            self._outage(exc)
         except Exception as exc:  # noqa: BLE001 (nothing may stop the router's start)
-            if (lost := _lost_connection(exc)) is not None:
-                self._outage(lost)
-            else:
-                self._failed(exc)
+            self._trouble(exc)
         self._task = asyncio.create_task(self._run(), name="routing-snapshot-reader")
 
     async def close(self) -> None:
@@ -231,13 +227,8 @@ class SnapshotReader:
         while not self._closing:
             try:
                 await self._follow()
-            except REDIS_DOWN as exc:
-                self._outage(exc)
             except Exception as exc:  # noqa: BLE001 (a bug must not end hot reload for good)
-                if (lost := _lost_connection(exc)) is not None:
-                    self._outage(lost)
-                else:
-                    self._failed(exc)
+                self._trouble(exc)
             if self._closing:
                 return
             delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis
@@ -413,6 +404,14 @@ class SnapshotReader:
         if self._snapshot is None:
             return "no routing version loaded: calls get ERROR until one is"
         return f"routing continues from version {self._snapshot.version}"
+
+    def _trouble(self, exc: Exception) -> None:
+        """Whatever stopped a read: an outage when Redis is the cause, else a failure."""
+        down = _redis_down(exc)
+        if down is not None:
+            self._outage(down)
+        else:
+            self._failed(exc)
 
     def _outage(self, exc: BaseException) -> None:
         self.failed_attempts += 1
