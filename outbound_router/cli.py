@@ -177,8 +177,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
     keys = Keys(settings.redis_prefix)
     with _redis(settings) as client:
         try:
-            infos = list_versions(client, keys=keys)
-            current = current_version(client, keys=keys)
+            infos = list_versions(client, keys=keys)  # marks the current one, when it is kept
+            current = None if any(info.current for info in infos) else current_version(
+                client, keys=keys)
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
     if not infos and current is None:
@@ -187,8 +188,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
         return EXIT_OK
     for info in infos:
         print(info)
-    if current is not None and not any(info.current for info in infos):
-        # Routers that start now get no routes (those running keep theirs).
+    if current is not None:
+        # Routers that start now route with the newest kept version (redis_seed/reader.py).
         print(f"the current version {current} is not in Redis (evicted, or deleted): "
               "`outbound-router rollback VERSION` to a kept one, or seed again",
               file=sys.stderr)
