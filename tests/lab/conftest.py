@@ -72,9 +72,13 @@ _LOGS_AT: dict[Path, int] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests that use the lab are real-Asterisk tests, marked or not.
+    # Tests that use the lab are real-Asterisk tests, marked or not. Only this directory's:
+    # tests/ari has a fixture of its own named ``lab`` (the fake Asterisk), and a hook of a
+    # conftest sees every collected item, so those were marked too and `-m "not lab"` left
+    # the ARI protocol tests out whenever tests/lab was collected with them.
+    here = Path(__file__).parent
     for item in items:
-        if "lab" in getattr(item, "fixturenames", ()):
+        if "lab" in getattr(item, "fixturenames", ()) and item.path.is_relative_to(here):
             item.add_marker(pytest.mark.lab)
     # The lifecycle test brings up and takes down a lab of its own on the fixed addresses:
     # it runs before the session lab exists.
