@@ -23,7 +23,18 @@ def test_lab_up_again_keeps_the_redis_the_running_lab_uses(
     """Brought up with REDIS_URL=X, the lab's services read X; a second `lab up` from a
     shell without REDIS_URL (to restart a service, to add the carriers) must not start the
     missing ones on the default Redis (127.0.0.1:6379, which answers on this machine kind)."""
+    from outbound_router import topology
+    from outbound_router.local_redis import free_port
+
     monkeypatch.delenv("REDIS_URL", raising=False)
+    # Should it go to the default after all: not the machine's 6379 (a PING, or a detached
+    # redis-server of the lab's own left running there when nothing answers).
+    monkeypatch.setattr(topology, "DEFAULT_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+
+    def spawned(*_: object, **__: object) -> None:
+        raise AssertionError("ensure_redis started a redis-server instead of the recorded one")
+
+    monkeypatch.setattr(lab.sipp, "spawn_detached", spawned)
     p = _paths(tmp_path)
     state = {"redis": {"url": redis_server, "pid": None}}
     assert lab.ensure_redis(p, state, say=lambda _: None) == redis_server
