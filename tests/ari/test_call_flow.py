@@ -812,7 +812,6 @@ async def test_an_answer_that_crosses_the_setup_timer_s_hangup_stops_the_call(
         ch = fake.channels.get(channel_id)
         if ch is not None and ch.name.startswith("PJSIP/carrier-a-") and ch.state != "Up":
             fake.answer(channel_id)  # the 200 reaches Asterisk just before the DELETE
-            await asyncio.sleep(0.02)
         await hangup(channel_id, reason_code)
 
     monkeypatch.setattr(lab.ari, "hangup", answer_first)
