@@ -236,6 +236,9 @@ class HttpPool:
         self._idle: deque[_Connection] = deque()
         self._open = 0  # connections open or being opened, idle ones included
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Waiters woken (a connection or a slot was freed for each) that have not run yet: a
+        #: new request queues behind them instead of taking what was freed for them.
+        self._woken = 0
         self.connections_made = 0  # for tests and metrics
         #: Set by retire(): no request is written any more (one already written is not undone).
         self.retired = False
@@ -248,6 +251,7 @@ class HttpPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
 
     async def request(self, method: str, target: str, body: bytes | None = None) -> Response:
         """Send one request (``target``: path and query, already encoded) and read its answer
@@ -292,25 +296,38 @@ class HttpPool:
         raise AssertionError("unreachable")
 
     async def _acquire(self, *, fresh: bool) -> _Connection:
+        # First come, first served: a request that finds others waiting queues behind them,
+        # else a task sending requests back to back took every freed connection before the
+        # woken waiter ran, and the waiters timed out.
+        turn = False
         while True:
             if self.retired:
                 raise HttpError("not sent: the pool is retired")
-            if not fresh and (conn := self._take_idle()) is not None:
-                return conn
-            if self._open < self._limit:
-                return await self._connect()
-            if fresh and self._idle:  # full of idle connections: make room for a new one
-                self._idle.popleft().close()
-                self._open -= 1
-                continue
+            if turn or not (self._waiters or self._woken):
+                if not fresh and (conn := self._take_idle()) is not None:
+                    return conn
+                if self._open < self._limit:
+                    return await self._connect()
+                if fresh and self._idle:  # full of idle connections: make room for a new one
+                    self._idle.popleft().close()
+                    self._open -= 1
+                    continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
+                    self._woken -= 1
                     self._wake()  # pass the turn on
+                else:
+                    if waiter in self._waiters:  # (_wake() may have dropped it already)
+                        self._waiters.remove(waiter)
+                    if self._idle or self._open < self._limit:
+                        self._wake()  # one queued behind it meanwhile may go now
                 raise
+            self._woken -= 1
+            turn = True
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
@@ -349,6 +366,7 @@ class HttpPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 return
 
     async def close(self) -> None:

@@ -224,3 +224,29 @@ async def test_a_bad_content_length_is_an_error_not_a_crash(serve) -> None:
     _, pool = await serve(lambda req, n: b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n")
     with pytest.raises(HttpError, match="not an HTTP answer"):
         await pool.request("GET", "/ari/a")
+
+
+async def test_a_request_waiting_for_a_connection_is_not_overtaken_for_ever(serve) -> None:
+    # The pool is full (Asterisk slow, many calls): a call whose request waits for a free
+    # connection must get one. Calls that send their requests back to back (create, dial,
+    # set variables...) took every freed connection before the waiting one woke up: it
+    # timed out (the call failed) while those behind it went through.
+    server, pool = await serve(lambda req, n: ok(), limit=2, timeout=1.0)
+    stop = asyncio.Event()
+    done = 0
+
+    async def busy_call() -> None:
+        nonlocal done
+        while not stop.is_set():
+            await pool.request("POST", "/ari/busy")
+            done += 1
+
+    busy = [asyncio.create_task(busy_call()) for _ in range(4)]
+    await asyncio.sleep(0.05)
+    try:
+        resp = await pool.request("POST", "/ari/waiting")  # TimeoutError when starved
+        assert resp.status == 200
+    finally:
+        stop.set()
+        await asyncio.gather(*busy, return_exceptions=True)
+    assert done > 0
