@@ -371,7 +371,6 @@ class AriClient:
                     self._ws = ws
                     self.connections += 1
                     connected_at = time.monotonic()
-                    next_delay = self._backoff.delays(self._rng)
                     log.info("ARI events connected to %s (app %s)", where, self.app)
                     outage_logged = False
                     self.connected.set()
@@ -386,6 +385,8 @@ class AriClient:
                         if connected_task is not None and not connected_task.done():
                             connected_task.cancel()
                     again_at_once = time.monotonic() - connected_at >= RECONNECT_AT_ONCE_AFTER
+                    if again_at_once:  # it was up a while: a new outage starts from the top
+                        next_delay = self._backoff.delays(self._rng)
                     log.warning(
                         "ARI events websocket closed (code %s); reconnecting", ws.close_code
                     )

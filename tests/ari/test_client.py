@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 
 import pytest
@@ -179,6 +181,74 @@ async def test_a_websocket_that_was_up_is_made_again_at_once_after_a_drop_else_a
         await ari.close()
     gap = connects[1] - dropped
     assert gap < 0.3 if up_for == 0.0 else gap >= 0.5, gap
+
+
+async def test_a_websocket_closed_at_once_every_time_is_made_again_ever_later(
+        fake: FakeAsterisk, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Asterisk, or a proxy in front of it, takes the upgrade and closes at once, again and
+    # again: the backoff started over at every upgrade, so the app reconnected (reconciled,
+    # logged two lines) at its first delay for ever, about 5 times a second.
+    import ari_app.client
+
+    monkeypatch.setattr(ari_app.client, "RECONNECT_AT_ONCE_AFTER", 1000.0)  # never up long
+    assert fake.server is not None
+    ari = AriClient(f"http://127.0.0.1:{fake.server.port}", fake.username, fake.password,
+                    fake.app, backoff=Backoff(initial=0.05, maximum=0.4, jitter=0.0))
+    loop = asyncio.get_running_loop()
+    connects: list[float] = []
+    drops: list[float] = []
+
+    async def on_connected() -> None:
+        connects.append(loop.time())
+
+    task = asyncio.create_task(ari.run_events(lambda raw: None, on_connected))
+    try:
+        for n in range(1, 5):
+            await wait_for(lambda: len(connects) == n)  # noqa: B023 (n is this round's)
+            drops.append(loop.time())
+            await fake.drop_websockets()
+        await wait_for(lambda: len(connects) == 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+    gaps = [again - dropped for dropped, again in zip(drops, connects[1:], strict=True)]
+    assert all(gap >= delay for gap, delay in zip(gaps, [0.05, 0.1, 0.2, 0.4], strict=True)), gaps
+
+
+async def test_a_websocket_gone_silent_after_the_upgrade_is_made_again() -> None:
+    # The far end took the upgrade, then nothing more ever comes (the host went away without
+    # a reset, a stuck proxy): the heartbeat notices it and the app connects again.
+    connections = 0
+    done = asyncio.Event()
+
+    async def silent_after_upgrade(reader: asyncio.StreamReader,
+                                   writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent_after_upgrade, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "app", heartbeat=0.3,
+                    backoff=Backoff(initial=0.01, maximum=0.01))
+    task = asyncio.create_task(ari.run_events(lambda raw: None))
+    try:
+        await wait_for(lambda: connections >= 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+        done.set()
+        server.close()
 
 
 async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(
