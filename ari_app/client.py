@@ -38,6 +38,11 @@ from routing.variables import assignment
 log = logging.getLogger(__name__)
 
 
+def _one_line(text: str) -> str:
+    """An HTML or text page as one short log line."""
+    return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
+
+
 class AriError(Exception):
     """A REST call failed: Asterisk answered with an error status."""
 
@@ -224,10 +229,18 @@ class AriClient:
             except ValueError:
                 # Not ARI's JSON (Asterisk's HTTP server shutting down answers an HTML page):
                 # one log line, not the page.
-                message = " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
+                message = _one_line(text)
             cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
             raise cls(method, path, resp.status, message)
-        return json.loads(resp.body) if resp.body else None
+        try:
+            return json.loads(resp.body) if resp.body else None
+        except ValueError as exc:
+            # A success that is not ARI's (a proxy's page): an ARI error the calls handle, not
+            # a ValueError that ends the call's task.
+            text = resp.body.decode("utf-8", "replace")
+            raise AriError(
+                method, path, resp.status, "not ARI's JSON: " + _one_line(text)
+            ) from exc
 
     async def create_channel(
         self,

@@ -80,6 +80,30 @@ async def test_an_error_page_that_is_not_json_becomes_one_short_line(fake: FakeA
     assert err.value.status == 400 and err.value.message == "Request line too long"
 
 
+async def test_a_success_that_is_not_json_is_an_ari_error() -> None:
+    # A proxy in front of Asterisk answering 200 with its own page: the ValueError of the
+    # JSON parser escaped the calls' `except AriError` and ended the call's task.
+    page = b"<html><body><h1>Welcome</h1> to the proxy</body></html>"
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(page), page))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AriClient(f"http://127.0.0.1:{port}", "u", "p", "app") as ari:
+            with pytest.raises(AriError) as err:
+                await ari.list_channels()
+    finally:
+        server.close()
+    assert err.value.status == 200
+    assert err.value.message == "not ARI's JSON: Welcome to the proxy"
+
+
 async def test_wrong_password_is_an_error_that_does_not_show_the_password(
     fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:
