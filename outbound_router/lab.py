@@ -20,6 +20,7 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from outbound_router import sipp, topology
 from outbound_router.settings import DEFAULT_REDIS_PREFIX, Settings, SettingsError
@@ -161,11 +163,28 @@ def is_asterisk(pid: int | None, chroot: Path) -> bool:
     return os.path.basename(argv[0]) == "asterisk" and _proc_root(pid) == str(chroot)
 
 
-def is_service(pid: int | None, name: str) -> bool:
+def is_service(pid: int | None, name: str, log: Path | None = None) -> bool:
+    """PID is a lab's `name` service (its supervisor, or the service it runs): the argv of
+    one, writing to a lab's log of it (``log``, when given: that very file). A PID taken since
+    by another `outbound_router.cli NAME` (a developer's, logging to a terminal or a file of
+    its own) is not."""
     if not pid:
         return False
     argv = _proc_argv(pid)
-    return "outbound_router.cli" in argv and name in argv
+    if not ("outbound_router.cli" in argv and name in argv):
+        return False
+    out = _stdout_of(pid)
+    if log is not None:
+        return out == str(log.resolve())
+    return out is not None and os.path.basename(out) == f"{name}.log"
+
+
+def _stdout_of(pid: int) -> str | None:
+    """The file PID writes its standard output to (a lab service: its log)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return None
 
 
 def service_worker(name: str) -> int | None:
@@ -728,8 +747,6 @@ def _own_redis_address(url: str) -> tuple[int, int, bool]:
     free port on this machine's loopback without a password (then `outbound-router seed`
     with the same REDIS_URL, or none at all, reaches it: True), else a free port and db 0
     (False)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     try:
         port, db = parts.port or 6379, int(parts.path.strip("/") or 0)
@@ -745,13 +762,37 @@ def _own_redis_address(url: str) -> tuple[int, int, bool]:
     return port, 0, False
 
 
+def _same_local_server(a: str, b: str) -> bool:
+    """Both URLs name the same redis-server on this machine's loopback (any database)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    loopback = ("127.0.0.1", "localhost")
+    try:
+        return (pa.scheme == pb.scheme == "redis" and pa.hostname in loopback
+                and pb.hostname in loopback and (pa.port or 6379) == (pb.port or 6379))
+    except ValueError:
+        return False
+
+
 def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     own = state.get("redis") or {}
-    if own.get("pid") and is_redis(own["pid"], p) and redis_ping(own["url"]):
-        return str(own["url"])
     # REDIS_URL when given; else the one this lab already uses (services running on it), so
     # that a second `lab up` from another shell does not switch half the lab to another Redis
     given = os.environ.get("REDIS_URL")
+    if own.get("pid") and is_redis(own["pid"], p) and redis_ping(own["url"]):
+        if not given or given == own["url"]:
+            return str(own["url"])
+        if _same_local_server(given, own["url"]) and redis_ping(given):
+            state["redis"] = {"url": given, "pid": own["pid"]}
+            save_state(p, state)
+            return given
+        # Another Redis named: the services move there (ensure_services), and nothing would
+        # track the own redis-server any more.
+        say(f"redis: REDIS_URL names {_mask(given)}; stopping the lab's own redis-server at "
+            f"{_mask(own['url'])} (pid {own['pid']})")
+        stop_process(own["pid"], lambda pid: is_redis(pid, p))
+        own = {}
+        state["redis"] = {}
+        save_state(p, state)
     url = given or own.get("url") or topology.DEFAULT_REDIS_URL
     error = redis_error(url)
     if error is None:
@@ -927,15 +968,22 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
         env = {**inherited, **topology.service_env(
             name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
         current = services.get(name) or {}
+        digest = _credentials_digest(auth) if name == "ari" else None
         if is_service(current.get("pid"), name):
             was = (current.get("redis_url", redis_url), current.get("redis_prefix", prefix))
-            if was == (redis_url, prefix):
+            same_auth = current.get("ari_auth", digest) == digest
+            if was == (redis_url, prefix) and same_auth:
                 continue
-            # `lab up` with another REDIS_URL or REDIS_PREFIX: seed, status and demo use it
-            # from now on, and so must the services, or routes seeded there would never be
-            # used.
-            say(f"{name}: restarting it on {_redis_place(redis_url, prefix)} (it ran on "
-                f"{_redis_place(*was)})")
+            if was != (redis_url, prefix):
+                # `lab up` with another REDIS_URL or REDIS_PREFIX: seed, status and demo use
+                # it from now on, and so must the services, or routes seeded there would
+                # never be used.
+                say(f"{name}: restarting it on {_redis_place(redis_url, prefix)} (it ran on "
+                    f"{_redis_place(*was)})")
+            else:
+                # ari.conf was rewritten with other ARI_USERNAME / ARI_PASSWORD and Asterisk
+                # reloaded: the running service's requests would all get 401.
+                say(f"{name}: restarting it with the new ARI credentials")
             stop_services(p, state, [name], say)
         if not cli_has(name):
             services[name] = {"pid": None, "note": "not available yet"}
@@ -952,6 +1000,8 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
         offset = log.stat().st_size if log.exists() else 0
         pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
         services[name] = {"pid": pid, "redis_url": redis_url, "redis_prefix": prefix}
+        if digest is not None:
+            services[name]["ari_auth"] = digest
         save_state(p, state)
         deadline = time.monotonic() + 15
         code = None
@@ -968,8 +1018,16 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             say(f"{name}: started (pid {pid}), log {log}")
 
 
-def _service_check(name: str) -> Callable[[int], bool]:
-    return lambda pid: is_service(pid, name)
+def _credentials_digest(auth: tuple[str, str]) -> str:
+    """What the state keeps of the ARI credentials a service runs with: enough to tell a
+    change, not the password."""
+    return hashlib.sha256(f"{auth[0]}\0{auth[1]}".encode()).hexdigest()[:16]
+
+
+def _service_check(name: str, p: Paths | None = None) -> Callable[[int], bool]:
+    """Before a signal: the lab's own (``p``'s log of the service), not any lab's."""
+    log = None if p is None else p.state_dir / f"{name}.log"
+    return lambda pid: is_service(pid, name, log)
 
 
 def stop_services(p: Paths, state: dict[str, Any], names: Sequence[str] = topology.SERVICES,
@@ -977,7 +1035,7 @@ def stop_services(p: Paths, state: dict[str, Any], names: Sequence[str] = topolo
     services = state.get("services") or {}
     for name in names:
         pid = (services.get(name) or {}).get("pid")
-        if pid and stop_process(pid, _service_check(name), group=True, timeout=timeout):
+        if pid and stop_process(pid, _service_check(name, p), group=True, timeout=timeout):
             say(f"{name}: stopped (pid {pid})")
         services.pop(name, None)
     save_state(p, state)
@@ -1170,10 +1228,8 @@ def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
         if pid in known:
             continue
         if "outbound_router.supervise" in argv and argv[-1] in topology.SERVICES:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/1") == str(
-                        (p.state_dir / f"{argv[-1]}.log").resolve()):
-                    found.append((argv[-1], pid))
+            if _stdout_of(pid) == str((p.state_dir / f"{argv[-1]}.log").resolve()):
+                found.append((argv[-1], pid))
         elif _carrier_argv(argv, p):
             found.append(("carrier", pid))
     return found

@@ -141,6 +141,31 @@ def test_lab_down_leaves_a_redis_server_that_got_the_pid_of_its_own(
         foreign.kill()
 
 
+def test_lab_down_leaves_alone_an_agi_that_got_the_pid_of_the_lab_s(
+        cache: Path, tmp_path: Path) -> None:
+    # The state names a service supervisor by PID only; after a reboot (state.json is in
+    # ~/.cache) that PID may be anybody's. Any process whose argv holds
+    # "outbound_router.cli" and "agi" (a developer's `python -m outbound_router.cli agi`, a
+    # `lab call N --via agi`, another cache directory's lab) passed for the lab's and was
+    # SIGTERMed, its whole process group SIGKILLed after 10 s.
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "someone-else"
+    elsewhere.mkdir()
+    theirs = sipp.spawn_detached([sys.executable, "-c", STUBBORN, "outbound_router.cli", "agi"],
+                                 elsewhere / "agi.log")
+    try:
+        while b"ready" not in (elsewhere / "agi.log").read_bytes():
+            os.sched_yield()
+        lab.save_state(p, {"services": {"agi": {"pid": theirs}}})
+        lab.down(say=lambda _: None)
+        assert sipp.proc_argv(theirs) != [], "lab down killed a process that is not the lab's"
+    finally:
+        if sipp.proc_argv(theirs):
+            os.killpg(theirs, signal.SIGKILL)
+        sipp.exit_status(theirs)
+
+
 def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
         cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # seed, status and demo moved to the new REDIS_URL, the running services stayed on the
@@ -174,7 +199,8 @@ def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
                     "redis://127.0.0.1:1/0)", f"ari: started (pid 5001), log {p.state_dir}/ari.log"]
     assert [env["REDIS_URL"] for env in spawned] == ["redis://127.0.0.1:2/0"]
     assert state["services"]["ari"] == {"pid": 5001, "redis_url": "redis://127.0.0.1:2/0",
-                                        "redis_prefix": "outbound-router"}
+                                        "redis_prefix": "outbound-router",
+                                        "ari_auth": lab._credentials_digest(("u", "p"))}
     # the same with another REDIS_PREFIX (the services inherit it, and seed uses it)
     monkeypatch.setenv("REDIS_PREFIX", "other-platform")
     said.clear()
@@ -272,3 +298,38 @@ def test_another_major_version_is_named_in_a_warning(version: str) -> None:
     assert warning is not None
     assert f"this is Asterisk {version or '(version unknown)'}," in warning
     assert "made for Asterisk 22" in warning and "OUTBOUND_ROUTER_DEBIAN_MIRROR" in warning
+
+
+def test_lab_up_with_other_ari_credentials_restarts_the_ari_service(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # install_config() rewrites ari.conf and `core reload`s Asterisk; the running ari service
+    # kept the old password: every ARI request of every call got 401 while `lab up` and
+    # `lab status` said "up" (the caller waited for nothing).
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
+    running: set[int] = set()
+    spawned: list[dict[str, str]] = []
+
+    def spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
+        spawned.append(env)
+        running.add(6000 + len(spawned))
+        return 6000 + len(spawned)
+
+    def stop(p: lab.Paths, state: dict, names: list[str], say: lab.Say) -> None:
+        for name in names:
+            running.discard(state["services"].pop(name)["pid"])
+
+    monkeypatch.setattr(lab, "is_service", lambda pid, name: pid in running)
+    monkeypatch.setattr(lab, "stop_services", stop)
+    monkeypatch.setattr(lab, "cli_has", lambda name: True)
+    monkeypatch.setattr(lab, "_service_ready", lambda name, log, offset: True)
+    monkeypatch.setattr(sipp, "spawn_detached", spawn)
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    state: dict = {}
+    url = "redis://127.0.0.1:2/0"
+    lab.ensure_services(p, state, url, ("outbound-router", "old"), lambda _: None,
+                        wanted=["ari"])
+    lab.ensure_services(p, state, url, ("outbound-router", "new"), lambda _: None,
+                        wanted=["ari"])
+    assert [env["ARI_PASSWORD"] for env in spawned] == ["old", "new"]
+    assert "new" not in (p.state_file.read_text())  # no password in the state file

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from outbound_router import lab
-from outbound_router.local_redis import RedisProcess
+from outbound_router import lab, topology
+from outbound_router.local_redis import RedisProcess, free_port
 
 
 def _paths(tmp_path: Path) -> lab.Paths:
@@ -23,9 +23,6 @@ def test_lab_up_again_keeps_the_redis_the_running_lab_uses(
     """Brought up with REDIS_URL=X, the lab's services read X; a second `lab up` from a
     shell without REDIS_URL (to restart a service, to add the carriers) must not start the
     missing ones on the default Redis (127.0.0.1:6379, which answers on this machine kind)."""
-    from outbound_router import topology
-    from outbound_router.local_redis import free_port
-
     monkeypatch.delenv("REDIS_URL", raising=False)
     # Should it go to the default after all: not the machine's 6379 (a PING, or a detached
     # redis-server of the lab's own left running there when nothing answers).
@@ -53,6 +50,30 @@ def test_redis_url_given_wins_over_the_one_recorded(
         assert said == [f"redis: using {other.url} (answers PING)"]
     finally:
         other.kill()
+
+
+def test_redis_url_given_wins_over_the_lab_s_own_running_redis(
+        tmp_path: Path, redis_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Brought up where nothing answered (own redis-server started), a later
+    # `REDIS_URL=<another Redis> lab up` kept the own one without a word: `seed` with
+    # REDIS_URL wrote where no service reads ("REDIS_URL given wins" held only when the
+    # recorded Redis was an external one).
+    p = _paths(tmp_path)
+    nothing_there = f"redis://127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("REDIS_URL", nothing_there)
+    state: dict = {}
+    assert lab.ensure_redis(p, state, say=lambda _: None) == nothing_there
+    own = state["redis"]["pid"]
+    try:
+        monkeypatch.setenv("REDIS_URL", redis_server)
+        said: list[str] = []
+        assert lab.ensure_redis(p, state, say=said.append) == redis_server
+        assert state["redis"]["url"] == redis_server
+        # and the own redis-server the state no longer names is not left running untracked
+        lab.wait_reaped([own])
+        assert not lab.is_redis(own, p)
+    finally:
+        lab.stop_process(own, lambda pid: lab.is_redis(pid, p))
 
 
 def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
