@@ -62,6 +62,10 @@ class LabError(RuntimeError):
     """The lab cannot do what was asked; the message says why and what to do."""
 
 
+class LabSettingError(LabError):
+    """A setting to fix (REDIS_URL...): exit status 2, as the other commands."""
+
+
 class AsteriskExited(LabError):
     """The Asterisk the lab waited for exited."""
 
@@ -804,15 +808,15 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     if not _nothing_answers(error):
         # A Redis answered and refused: a Redis of the lab's own elsewhere would route calls
         # from the example routes while `seed` with REDIS_URL fails against that one.
-        raise LabError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of its own "
+        raise LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of its own "
                        "only where nothing answers.)")
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(server):
-        raise LabError(f"Redis does not answer at {_mask(url)} and redis-server is not "
+        raise LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is not "
                        "installed: apt-get install redis-server, or set REDIS_URL")
     port, db, there = _own_redis_address(url)
     if given and not there:
-        raise LabError(
+        raise LabSettingError(
             f"nothing answers at {_mask(url)} (REDIS_URL), and the lab can start a Redis of "
             "its own only where `outbound-router seed` with that REDIS_URL reaches it: a free "
             "port on 127.0.0.1, no password, no TLS or Sentinel. Start the Redis of REDIS_URL, "
@@ -1119,13 +1123,17 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
 def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     p.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    state = load_state(p)
+    first = not state
+    # Redis first: a REDIS_URL to fix (a password refused) stops `lab up` before a chroot
+    # build or an Asterisk is started for nothing.
+    redis_url = ensure_redis(p, state, say)
     if chroot_ready(p):
         info = chroot_info(p)
-        if not load_state(p):
+        if first:
             say(f"chroot: cached at {p.chroot} ({info.get('asterisk', 'asterisk')})")
     else:
         build_chroot(p, say)
-    state = load_state(p)
     state["chroot"] = str(p.chroot)
     auth = ari_credentials()
     changed = install_config(p, say)
@@ -1165,7 +1173,6 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
             say(f"asterisk: start-up ERROR: {line}")
         if warning := asterisk_version_warning(version):
             say(f"asterisk: WARNING: {warning}")
-    redis_url = ensure_redis(p, state, say)
     ensure_seeded(p, state, redis_url, say)
     problems = []
     if services:
@@ -1570,12 +1577,12 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
 def _run(fn: Callable[[], int]) -> int:
     try:
         return fn()
+    except (LabSettingError, SettingsError) as exc:
+        print(f"outbound-router lab: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except (LabError, sipp.SippError) as exc:
         print(f"outbound-router lab: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except SettingsError as exc:
-        print(f"outbound-router lab: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
 
 
 def _dialled(text: str) -> str:

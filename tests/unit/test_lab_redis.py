@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import time
 from pathlib import Path
@@ -161,6 +162,16 @@ def test_a_redis_that_refuses_the_credentials_is_an_error_not_a_reason_for_anoth
         assert "starts a Redis of its own only where nothing answers" in str(info.value)
         assert "wrong" not in str(info.value)
         assert state == {}
+        # `lab up` says so before it builds a chroot or starts an Asterisk (it left one
+        # running, /proc mounted), and exits 2: a setting to fix, as the other commands.
+        monkeypatch.setenv("OUTBOUND_ROUTER_CACHE", str(tmp_path / "up"))
+
+        def started(*_: object, **__: object) -> None:
+            raise AssertionError("lab up went on with a Redis that refuses it")
+
+        monkeypatch.setattr(lab, "build_chroot", started)
+        monkeypatch.setattr(lab, "start_asterisk", started)
+        assert lab.cmd_up(argparse.Namespace(no_carriers=True)) == lab.EXIT_ENVIRONMENT
     finally:
         guarded.kill()
         guarded.wait()
