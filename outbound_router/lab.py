@@ -1478,6 +1478,26 @@ def _code_text(code: int | None) -> str:
     return f"{code} {'OK' if code == 200 else sipp.REASONS.get(code, '')}".strip()
 
 
+#: The phone traces of the last calls `lab call` and `lab demo` keep (three files a call).
+CALL_TRACES_KEPT = 100
+
+
+def call_traces(p: Paths, keep: int = CALL_TRACES_KEPT) -> Path:
+    """The directory of the phone traces, with room for the next call: the files of all but
+    the ``keep`` - 1 newest calls are removed (they only ever grew, over every lab up/down)."""
+    calls: dict[str, float] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for f in p.calls_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                name = f.name.split(".", 1)[0]
+                calls[name] = max(calls.get(name, 0.0), f.stat().st_mtime)
+    old = set(sorted(calls, key=calls.__getitem__, reverse=True)[max(keep - 1, 0):])
+    for f in list(p.calls_dir.iterdir()) if old else ():
+        if f.name.split(".", 1)[0] in old:
+            f.unlink(missing_ok=True)
+    return p.calls_dir
+
+
 def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say = _say,
          hangup_after: float = 1.0, cancel_after: float | None = None) -> sipp.CallResult:
     p = paths()
@@ -1487,7 +1507,7 @@ def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say =
     phone = topology.phone(via)
     carriers = demo_carriers(p, state)
     before = _seen_call_ids(carriers)
-    result = sipp.place_call(phone.address, number, p.calls_dir, tenant=tenant,
+    result = sipp.place_call(phone.address, number, call_traces(p), tenant=tenant,
                              hangup_after=hangup_after, cancel_after=cancel_after)
     attempts = _attempts_since(carriers, before)
     who = f" tenant {tenant}" if tenant else ""
@@ -1540,7 +1560,7 @@ def demo(*, calls: int = 9, say: Say = _say) -> int:
             wrong.append(f"{via} {number}: not placed, the {via} service is not running")
             continue
         before = _seen_call_ids(carriers)
-        result = sipp.place_call(topology.phone(via).address, number, p.calls_dir,
+        result = sipp.place_call(topology.phone(via).address, number, call_traces(p),
                                  hangup_after=0.3, timeout=60)
         attempts = _attempts_since(carriers, before)
         path = " -> ".join(f"{a.carrier}({a.answer or '-'})" for a in attempts) or "no trunk"

@@ -333,3 +333,19 @@ def test_lab_up_with_other_ari_credentials_restarts_the_ari_service(
                         wanted=["ari"])
     assert [env["ARI_PASSWORD"] for env in spawned] == ["old", "new"]
     assert "new" not in (p.state_file.read_text())  # no password in the state file
+
+
+def test_the_phone_traces_of_old_calls_are_removed(cache: Path) -> None:
+    # Every `lab call` and demo call left three files in calls/, over every lab up/down.
+    p = lab.paths()
+    p.calls_dir.mkdir(parents=True)
+    for n in range(5):
+        for suffix in (".xml", ".messages.log", ".messages.errors.log"):
+            f = p.calls_dir / f"phone-{n}{suffix}"
+            f.write_text("x")
+            os.utime(f, (1000.0 + n, 1000.0 + n))
+    assert lab.call_traces(p, keep=3) == p.calls_dir
+    assert sorted(f.name for f in p.calls_dir.iterdir()) == sorted(
+        f"phone-{n}{suffix}" for n in (3, 4)
+        for suffix in (".xml", ".messages.log", ".messages.errors.log"))
+    assert lab.call_traces(lab.Paths(cache / "elsewhere")) == cache / "elsewhere/lab/calls"
