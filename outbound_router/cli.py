@@ -148,17 +148,24 @@ def _count(n: int, what: str) -> str:
 def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import eviction_risk, publish
+    from redis_seed.store import current_version, eviction_risk, publish
 
     table = _load_file(args.file, writing=True)
     settings = _settings()
+    keys = Keys(settings.redis_prefix)
     with _redis(settings) as client:
         try:
+            if args.if_empty and (current := current_version(client, keys=keys)) is not None:
+                print(f"outbound-router seed: Redis holds routes (version {current} is current "
+                      f"under REDIS_PREFIX {settings.redis_prefix!r}); {args.file} not "
+                      "seeded (--if-empty)", file=sys.stderr)
+                print(current)
+                return EXIT_OK
             # (a file name that is no UTF-8 is stored with its odd bytes replaced)
             source = os.fsencode(args.file).decode("utf-8", "replace")
             version = publish(client, table, source=source,
                               keep=DEFAULT_KEEP if args.keep is None else args.keep,
-                              keys=Keys(settings.redis_prefix))
+                              keys=keys)
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
         risk = eviction_risk(client)
@@ -304,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=at_least_one, default=None, metavar="N",
                    help=f"versions kept in Redis, older ones are removed (default: "
                         f"{DEFAULT_KEEP})")
+    p.add_argument("--if-empty", action="store_true",
+                   help="publish only when Redis holds no current version (a first start's "
+                        "routes: never replaces what an operator seeded); else print the "
+                        "current version. The file is validated either way")
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("versions", help="list the versions kept in Redis",

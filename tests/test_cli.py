@@ -95,6 +95,25 @@ def test_seed_explain_versions_rollback_against_redis(redis_server: str, tmp_pat
     assert shares() == [1 / 3, 2 / 3]
 
 
+def test_seed_if_empty_seeds_a_first_time_only(redis_server: str, tmp_path: Path) -> None:
+    # A first start's routes (docker-compose's one-shot seed) must never replace what an
+    # operator seeded since: each `docker compose up` seeded the example again.
+    v1 = run("seed", "--if-empty", str(EXAMPLE), redis_url=redis_server, check=True)
+    assert "not seeded" not in v1.stderr
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(EXAMPLE.read_text().replace("metric: 1", "metric: 3"))
+    v2 = run("seed", str(mine), redis_url=redis_server, check=True).stdout.strip()
+    again = run("seed", "--if-empty", str(EXAMPLE), redis_url=redis_server, check=True)
+    assert again.stdout.strip() == v2
+    assert f"Redis holds routes (version {v2} is current" in again.stderr
+    listing = run("versions", redis_url=redis_server, check=True).stdout.splitlines()
+    assert [line.split()[0] for line in listing] == [v1.stdout.strip(), "*"]
+    # the file is validated either way
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("trunks: [carrier-a]", "trunks: ['a&b']"))
+    assert run("seed", "--if-empty", str(bad), redis_url=redis_server).returncode == 1
+
+
 def test_a_bad_file_is_not_seeded(redis_server: str, tmp_path: Path) -> None:
     v1 = run("seed", str(EXAMPLE), redis_url=redis_server, check=True).stdout.strip()
     bad = tmp_path / "bad.yaml"
