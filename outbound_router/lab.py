@@ -852,13 +852,15 @@ def _mask(url: str) -> str:
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "outbound_router.cli", *args]
+    # -P: the services run this installation's code, not an `outbound_router` that happens
+    # to be in the directory `lab up` was run from (another checkout).
+    return [sys.executable, "-P", "-m", "outbound_router.cli", *args]
 
 
 def supervised(argv: Sequence[str]) -> list[str]:
     """``argv`` restarted when it crashes (outbound_router/supervise.py); the PID the lab
     keeps is the supervisor's, which stops the service with it."""
-    return [sys.executable, "-m", "outbound_router.supervise", *argv]
+    return [sys.executable, "-P", "-m", "outbound_router.supervise", *argv]
 
 
 def cli_has(subcommand: str) -> bool:

@@ -349,3 +349,18 @@ def test_the_phone_traces_of_old_calls_are_removed(cache: Path) -> None:
         f"phone-{n}{suffix}" for n in (3, 4)
         for suffix in (".xml", ".messages.log", ".messages.errors.log"))
     assert lab.call_traces(lab.Paths(cache / "elsewhere")) == cache / "elsewhere/lab/calls"
+
+
+def test_the_services_run_this_installation_s_code_from_any_directory(tmp_path: Path) -> None:
+    # `lab up` run from inside another checkout started that checkout's services: `python -m`
+    # puts the current directory first on sys.path.
+    other = tmp_path / "outbound_router"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    (other / "cli.py").write_text("print('another checkout')\n")
+    (other / "supervise.py").write_text("print('another checkout')\n")
+    for argv in (lab.cli_command("--version"), lab.supervised([sys.executable, "-c", "1"])):
+        out = subprocess.run(argv, cwd=other.parent, capture_output=True, text=True,
+                             timeout=30, check=False)
+        assert "another checkout" not in out.stdout, argv
+        assert out.returncode == 0, out.stderr
