@@ -43,6 +43,13 @@ def _one_line(text: str) -> str:
     return " ".join(re.sub(r"<[^>]*>", " ", text).split())[:200]
 
 
+def _log_if_failed(task: asyncio.Task[None]) -> None:
+    """What runs after a connect (the reconcile) failing on something else than ARI: logged
+    when it happens, not as "Task exception was never retrieved" whenever it is collected."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("after connecting to ARI: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+
 class AriError(Exception):
     """A REST call failed: Asterisk answered with an error status."""
 
@@ -390,6 +397,8 @@ class AriClient:
                     connected_task = (
                         asyncio.create_task(on_connected()) if on_connected else None
                     )
+                    if connected_task is not None:
+                        connected_task.add_done_callback(_log_if_failed)
                     try:
                         await self._read(ws, on_event)
                     finally:

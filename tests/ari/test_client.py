@@ -301,6 +301,27 @@ async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(
     assert fake.password not in caplog.text
 
 
+async def test_a_failure_after_connecting_is_logged_when_it_happens(
+        fake: FakeAsterisk, caplog: pytest.LogCaptureFixture) -> None:
+    # The reconcile failing on something else than an ARI error (a reply of an unexpected
+    # shape) showed only as "Task exception was never retrieved" when the task was collected.
+    ari = client_for(fake)
+    failed = asyncio.Event()
+
+    async def on_connected() -> None:
+        failed.set()
+        raise KeyError("id")
+
+    task = asyncio.create_task(ari.run_events(lambda raw: None, on_connected))
+    try:
+        await failed.wait()
+        await wait_for(lambda: "after connecting to ARI: KeyError: 'id'" in caplog.text)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+
+
 async def test_a_failing_event_handler_does_not_stop_the_reader(fake: FakeAsterisk) -> None:
     ari = client_for(fake)
     seen: list[str] = []
