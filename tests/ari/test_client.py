@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from ari_support import wait_for
@@ -148,6 +151,26 @@ async def test_unreachable_asterisk_raises_unavailable() -> None:
     await ari.close()
 
 
+@contextlib.asynccontextmanager
+async def events_from(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    **client: Any,
+) -> AsyncIterator[int]:
+    """The client's events websocket against a server of the test's own; yields its port."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "app",
+                    backoff=Backoff(initial=0.01, maximum=0.01), **client)
+    task = asyncio.create_task(ari.run_events(lambda raw: None))
+    try:
+        yield port
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+        server.close()
+
+
 async def test_an_events_handshake_that_never_comes_back_is_retried_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -161,18 +184,8 @@ async def test_an_events_handshake_that_never_comes_back_is_retried_and_logged(
         await reader.read()  # until the client gives up and closes
         writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "app", connect_timeout=0.2,
-                    backoff=Backoff(initial=0.01, maximum=0.01))
-    task = asyncio.create_task(ari.run_events(lambda raw: None))
-    try:
+    async with events_from(silent, connect_timeout=0.2) as port:
         await wait_for(lambda: connections >= 2)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await ari.close()
-        server.close()
     assert (f"ARI not reachable at http://127.0.0.1:{port}/ari/events "
             "(no answer within 0.2 s); retrying with backoff") in caplog.text
 
@@ -260,19 +273,11 @@ async def test_a_websocket_gone_silent_after_the_upgrade_is_made_again() -> None
         await done.wait()
         writer.close()
 
-    server = await asyncio.start_server(silent_after_upgrade, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "app", heartbeat=0.3,
-                    backoff=Backoff(initial=0.01, maximum=0.01))
-    task = asyncio.create_task(ari.run_events(lambda raw: None))
     try:
-        await wait_for(lambda: connections >= 2)
+        async with events_from(silent_after_upgrade, heartbeat=0.3):
+            await wait_for(lambda: connections >= 2)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await ari.close()
         done.set()
-        server.close()
 
 
 async def test_events_websocket_reconnects_after_a_drop_and_calls_on_connected(

@@ -152,7 +152,7 @@ def test_lab_down_leaves_alone_an_agi_that_got_the_pid_of_the_lab_s(
     p.state_dir.mkdir(parents=True)
     elsewhere = tmp_path / "someone-else"
     elsewhere.mkdir()
-    theirs = sipp.spawn_detached([sys.executable, "-c", STUBBORN, "outbound_router.cli", "agi"],
+    theirs = sipp.spawn_detached([sys.executable, "-c", SLEEPER, "outbound_router.cli", "agi"],
                                  elsewhere / "agi.log")
     try:
         while b"ready" not in (elsewhere / "agi.log").read_bytes():
@@ -166,12 +166,9 @@ def test_lab_down_leaves_alone_an_agi_that_got_the_pid_of_the_lab_s(
         sipp.exit_status(theirs)
 
 
-def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
-        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # seed, status and demo moved to the new REDIS_URL, the running services stayed on the
-    # old one: routes seeded there were never used ("v000002 not loaded within 10 s").
-    monkeypatch.delenv("REDIS_PREFIX", raising=False)
-    running = {4242}
+def fake_services(monkeypatch: pytest.MonkeyPatch, running: set[int]) -> list[dict[str, str]]:
+    """Services that start and stop without a process: PIDs 5001, 5002... in ``running``;
+    returns the environments they were started with."""
     spawned: list[dict[str, str]] = []
 
     def spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
@@ -188,6 +185,15 @@ def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
     monkeypatch.setattr(lab, "cli_has", lambda name: True)
     monkeypatch.setattr(lab, "_service_ready", lambda name, log, offset: True)
     monkeypatch.setattr(sipp, "spawn_detached", spawn)
+    return spawned
+
+
+def test_lab_up_with_another_redis_url_restarts_the_services_on_it(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # seed, status and demo moved to the new REDIS_URL, the running services stayed on the
+    # old one: routes seeded there were never used ("v000002 not loaded within 10 s").
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
+    spawned = fake_services(monkeypatch, running={4242})
     p = lab.paths()
     p.state_dir.mkdir(parents=True)
     state = {"services": {"ari": {"pid": 4242, "redis_url": "redis://127.0.0.1:1/0"}}}
@@ -306,23 +312,7 @@ def test_lab_up_with_other_ari_credentials_restarts_the_ari_service(
     # kept the old password: every ARI request of every call got 401 while `lab up` and
     # `lab status` said "up" (the caller waited for nothing).
     monkeypatch.delenv("REDIS_PREFIX", raising=False)
-    running: set[int] = set()
-    spawned: list[dict[str, str]] = []
-
-    def spawn(argv: list[str], log: Path, env: dict[str, str]) -> int:
-        spawned.append(env)
-        running.add(6000 + len(spawned))
-        return 6000 + len(spawned)
-
-    def stop(p: lab.Paths, state: dict, names: list[str], say: lab.Say) -> None:
-        for name in names:
-            running.discard(state["services"].pop(name)["pid"])
-
-    monkeypatch.setattr(lab, "is_service", lambda pid, name: pid in running)
-    monkeypatch.setattr(lab, "stop_services", stop)
-    monkeypatch.setattr(lab, "cli_has", lambda name: True)
-    monkeypatch.setattr(lab, "_service_ready", lambda name, log, offset: True)
-    monkeypatch.setattr(sipp, "spawn_detached", spawn)
+    spawned = fake_services(monkeypatch, running=set())
     p = lab.paths()
     p.state_dir.mkdir(parents=True)
     state: dict = {}
