@@ -808,12 +808,12 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     if not _nothing_answers(error):
         # A Redis answered and refused: a Redis of the lab's own elsewhere would route calls
         # from the example routes while `seed` with REDIS_URL fails against that one.
-        raise LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of its own "
-                       "only where nothing answers.)")
+        raise LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of "
+                              "its own only where nothing answers.)")
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(server):
-        raise LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is not "
-                       "installed: apt-get install redis-server, or set REDIS_URL")
+        raise LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is "
+                              "not installed: apt-get install redis-server, or set REDIS_URL")
     port, db, there = _own_redis_address(url)
     if given and not there:
         raise LabSettingError(
