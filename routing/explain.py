@@ -33,7 +33,11 @@ def to_json(selection: Selection, snapshot: Snapshot) -> dict[str, Any]:
                     for route, share in zip(tier.routes, shares, strict=True)
                 ],
             }
-            for tier, shares in zip(selection.tiers, selection.shares(), strict=True)
+            for tier, shares in zip(
+                selection.tiers,
+                selection.shares(snapshot.carriers, snapshot.defaults.max_attempts),
+                strict=True,
+            )
         ],
     }
 
@@ -48,7 +52,8 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
     if selection.status is Status.OK:
         defaults = snapshot.defaults
         limit = defaults.max_attempts
-        for tier, shares, (before, own) in zip(selection.tiers, selection.shares(),
+        for tier, shares, (before, own) in zip(selection.tiers,
+                                               selection.shares(snapshot.carriers, limit),
                                                selection.attempts(snapshot.carriers),
                                                strict=True):
             if before >= limit:

@@ -294,6 +294,24 @@ def test_explain_text_says_which_tiers_max_attempts_cuts(max_attempts: int,
     assert set(attempts) == {min(max_attempts, 4)}
 
 
+def test_explain_share_is_zero_in_a_tier_max_attempts_never_reaches() -> None:
+    # "The exact probability that the route is the first attempt of its tier": a tier the
+    # cut never reaches has no first attempt. Its routes showed 1.0 (as if it were tried),
+    # while a route skipped for a carrier tried before already showed 0.0.
+    snap = snapshot([route("a", pattern="spain", carrier="A"),
+                     route("b", pattern="spain", carrier="B", metric=3),
+                     route("d", pattern="spain", carrier="D", priority=2)],
+                    carriers=[carrier("A"), carrier("B", "b1", "b2"), carrier("D")],
+                    defaults=Defaults(max_attempts=2))  # tier 1 is cut: 2 of its 3 attempts
+    out = explain(snap, ES)
+    assert [[(r["route"], r["share"]) for r in t["routes"]] for t in out["tiers"]] == [
+        [("a", 0.25), ("b", 0.75)], [("d", 0.0)]]
+    assert "d                        carrier D                metric 1    share   0.0%" in (
+        to_text(select(snap, ES), snap, ES))
+    assert not any(a.route.name == "d" for seed in range(50)
+                   for a in plan(snap, ES, rng=random.Random(seed)).attempts)
+
+
 # -- properties ----------------------------------------------------------------------------
 
 route_specs = st.lists(
