@@ -440,6 +440,31 @@ def _shown(value: Any) -> str:
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 
+def _misses_the_plus(regex: str) -> bool:
+    """Whether ``regex`` is anchored at the start (``^``, ``\\A``) and then requires a first
+    character that is no ``+`` (a digit, ``\\d``, ``[0-9]``): numbers are matched in E.164
+    with their ``+``, so ``^34`` never matches any. Only these plain cases are judged."""
+    items = list(sre_parser.parse(regex))
+    if len(items) < 2 or items[0][0] is not sre_constants.AT or items[0][1] not in (
+            sre_constants.AT_BEGINNING, sre_constants.AT_BEGINNING_STRING):
+        return False
+    op, av = items[1]
+    plus = ord("+")
+    if op is sre_constants.LITERAL:
+        return bool(av != plus)
+    if op is not sre_constants.IN:
+        return False
+    for what, value in av:
+        if what is sre_constants.LITERAL and value != plus:
+            continue
+        if what is sre_constants.RANGE and not value[0] <= plus <= value[1]:
+            continue
+        if what is sre_constants.CATEGORY and value is sre_constants.CATEGORY_DIGIT:
+            continue
+        return False  # '+' may be in the class (or a negation, a category): not judged
+    return True
+
+
 def _backtracks_badly(regex: str) -> bool:
     """Whether ``regex`` repeats (``+``, ``*``, ``{2,}``) a part that can match the same text
     in several ways: one with a variable repeat of its own (``(\\d+)+``, ``(\\d{2,3})*``) or
@@ -885,6 +910,11 @@ class _Validator:
             slow = _backtracks_badly(regex)
         except (re.error, OverflowError, RecursionError) as exc:
             self.report(rline, f"bad regex in {what}: {exc}")
+            return None
+        if _misses_the_plus(regex):
+            self.report(rline, f"regex of {what} can never match: numbers are matched in "
+                               "E.164 with their '+' (+34911234567), and it requires another "
+                               "first character; write '^\\+34...', not '^34...'")
             return None
         if slow:
             self.report(rline, f"regex of {what} repeats a part that can itself match in "

@@ -295,6 +295,11 @@ BAD = [
     ("regex with 7 repeats of variable length", "{regex: '^\\+3490[0-9]{6}$'}",
      "{regex: '^\\+34\\d*\\d*\\d*\\d*\\d*\\d*\\d*x$'}", 15,
      "more than 6 repeats of variable length"),
+    # numbers are matched with their '+': these never matched any, without a word
+    ("regex anchored on a digit", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^3490[0-9]{6}$'}", 15, "can never match: numbers are matched in E.164"),
+    ("regex anchored on a digit class", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '\\A[0-9]\\d+$'}", 15, "write '^\\+34...', not '^34...'"),
     ("regex too big to compile", "{regex: '^\\+3490[0-9]{6}$'}",
      "{regex: '^a{99999999999999999999}$'}", 15, "bad regex"),
     ("failover code in other digits", "retry: [486]", "retry: ['\u0664\u0668\u0666']", 11,
@@ -329,7 +334,8 @@ def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
 @pytest.mark.parametrize("regex", [
     r"^\+3490[0-9]{6}$", r"^\+34(6|7)\d{8}$", r"^(\+34)?9[0-9]{8}$", r"^\+1(\d{3})*$",
     r"^(\d{2})+$", r"^\+(34|33)\d+$", r"^\+(?>\d+)+$", r"^\+(\d++)+$", r"^\+(\d|\d\d)+$",
-    r"^\+34\d?\d?\d?\d?\d?\d*$", r"^\+34(?>\d*\d*\d*\d*\d*\d*\d*)$"])
+    r"^\+34\d?\d?\d?\d?\d?\d*$", r"^\+34(?>\d*\d*\d*\d*\d*\d*\d*)$",
+    r"^[+]34\d+$", r"^\+?34", r"^[^0]", r"^.34", r"34\d+$"])
 def test_regexes_that_cannot_backtrack_badly_are_accepted(regex: str) -> None:
     table = parse_routes(GOOD.replace(r"^\+3490[0-9]{6}$", regex))
     assert table.patterns["premium"].regex == regex
