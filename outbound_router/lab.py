@@ -1124,7 +1124,6 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
 
 def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     p.state_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     state = load_state(p)
     first = not state
     # Redis first: a REDIS_URL to fix (a password refused) stops `lab up` before a chroot
@@ -1136,6 +1135,7 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
             say(f"chroot: cached at {p.chroot} ({info.get('asterisk', 'asterisk')})")
     else:
         build_chroot(p, say)
+    started = time.monotonic()  # (the boot time said below leaves the build out)
     state["chroot"] = str(p.chroot)
     auth = ari_credentials()
     changed = install_config(p, say)
