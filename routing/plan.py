@@ -71,16 +71,16 @@ class Selection(NamedTuple):
             yield tier, frozenset(tried)
             tried.update(r.carrier for r in tier.routes if r.carrier is not None)
 
-    def shares(self, carriers: Mapping[str, Carrier] | None = None,
-               max_attempts: int | None = None) -> list[tuple[Fraction, ...]]:
-        """Each tier's :meth:`Tier.shares`, its earlier tiers' carriers skipped. Given the
-        carriers and ``max_attempts``: a tier the cut never reaches has no first attempt, so
-        each of its routes has share 0."""
-        shares = [tier.shares(tried) for tier, tried in self._tried_before()]
-        if carriers is None or max_attempts is None:
-            return shares
-        return [share if before < max_attempts else tuple(Fraction(0) for _ in share)
-                for share, (before, _) in zip(shares, self.attempts(carriers), strict=True)]
+    def shares(self, carriers: Mapping[str, Carrier],
+               max_attempts: int) -> list[tuple[Fraction, ...]]:
+        """Each tier's :meth:`Tier.shares`, its earlier tiers' carriers skipped; a tier the
+        cut at ``max_attempts`` never reaches has no first attempt: share 0 for its routes."""
+        result = []
+        for (tier, tried), (before, _) in zip(self._tried_before(), self.attempts(carriers),
+                                              strict=True):
+            shares = tier.shares(tried)
+            result.append(shares if before < max_attempts else tuple(Fraction(0) for _ in shares))
+        return result
 
     def attempts(self, carriers: Mapping[str, Carrier]) -> list[tuple[int, int]]:
         """Per tier, before the cut at ``max_attempts``: the attempts every call makes before
