@@ -1002,7 +1002,7 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             save_state(p, state)
             say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
             continue
-        log = p.state_dir / f"{name}.log"
+        log = _service_log(p, name)
         offset = log.stat().st_size if log.exists() else 0
         pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
         services[name] = {"pid": pid, "redis_url": redis_url, "redis_prefix": prefix}
@@ -1022,6 +1022,21 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             say(f"{name}: exited at start-up with {code}; see {log}")
         else:
             say(f"{name}: started (pid {pid}), log {log}")
+
+
+#: A service's log is started afresh (the one before kept as NAME.log.previous) when the
+#: service is started and its log has grown past this: a line per call and per attempt,
+#: appended over every lab up/down, only ever grew.
+SERVICE_LOG_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _service_log(p: Paths, name: str) -> Path:
+    """The log of the service ``name``, about to be started (nothing writes to it now)."""
+    log = p.state_dir / f"{name}.log"
+    with contextlib.suppress(FileNotFoundError):
+        if log.stat().st_size > SERVICE_LOG_MAX_BYTES:
+            log.rename(log.with_suffix(".log.previous"))
+    return log
 
 
 def _credentials_digest(auth: tuple[str, str]) -> str:

@@ -354,3 +354,21 @@ def test_the_services_run_this_installation_s_code_from_any_directory(tmp_path: 
                              timeout=30, check=False)
         assert "another checkout" not in out.stdout, argv
         assert out.returncode == 0, out.stderr
+
+
+def test_a_service_log_past_its_bound_starts_afresh_when_the_service_starts(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ari.log and agi.log were appended to over every lab up/down, a line per call and per
+    # attempt, and only ever grew.
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
+    monkeypatch.setattr(lab, "SERVICE_LOG_MAX_BYTES", 10)
+    fake_services(monkeypatch, running=set())
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    (p.state_dir / "ari.log").write_text("an old line past the bound\n")
+    (p.state_dir / "agi.log").write_text("short\n")
+    lab.ensure_services(p, {}, "redis://127.0.0.1:2/0", ("u", "p"), lambda _: None)
+    assert (p.state_dir / "ari.log.previous").read_text() == "an old line past the bound\n"
+    assert not (p.state_dir / "ari.log").exists()  # (the fake service writes nothing)
+    assert (p.state_dir / "agi.log").read_text() == "short\n"
+    assert not (p.state_dir / "agi.log.previous").exists()
