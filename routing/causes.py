@@ -8,7 +8,6 @@ The SIP answer a phone gets for each cause it is hung up with was checked on the
 
 from __future__ import annotations
 
-UNALLOCATED_NUMBER = 1
 NO_ROUTE_DESTINATION = 3
 NORMAL_CLEARING = 16
 USER_BUSY = 17
@@ -17,7 +16,6 @@ NO_ANSWER = 19
 CALL_REJECTED = 21
 INVALID_NUMBER_FORMAT = 28
 CONGESTION = 34
-TEMPORARY_FAILURE = 41
 INTERWORKING = 127
 
 #: The router cannot decide (no routing table loaded, a bad request): congestion, a SIP 503,
