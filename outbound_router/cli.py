@@ -33,7 +33,7 @@ class CommandError(Exception):
 
 
 def _settings(read: Callable[[], Settings] = Settings.redis_from_env) -> Settings:
-    """``read`` (one of Settings' ``*_from_env``/``for_*``), with its error as a
+    """``read`` (``Settings.redis_from_env`` or a ``Settings.for_*``), with its error as a
     :class:`CommandError`."""
     try:
         return read()

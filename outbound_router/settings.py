@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redis_seed.keys import Keys
@@ -113,13 +113,6 @@ class Settings:
         allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
         return cls(redis_url=redis.redis_url, redis_prefix=redis.redis_prefix,
                    agi_host=host, agi_port=port, agi_allow=allow)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Every setting, checked (both services' together)."""
-        ari, agi = cls.for_ari(env), cls.for_agi(env)
-        return replace(ari, agi_host=agi.agi_host, agi_port=agi.agi_port,
-                       agi_allow=agi.agi_allow)
 
     def require_ari_credentials(self) -> None:
         if not self.ari_username or not self.ari_password:

@@ -225,8 +225,9 @@ def test_empty_variables_count_as_unset() -> None:
     from outbound_router.settings import Settings
 
     names = ("REDIS_URL", "REDIS_PREFIX", "ARI_URL", "ARI_APP", "AGI_LISTEN")
-    assert Settings.from_env(dict.fromkeys(names, "")) == Settings.from_env({})
-    assert Settings.from_env({}) == Settings()
+    for read in (Settings.for_ari, Settings.for_agi):
+        assert read(dict.fromkeys(names, "")) == read({})
+        assert read({}) == Settings()
 
 
 def test_an_unreachable_rediss_url_points_at_tls() -> None:
@@ -272,7 +273,7 @@ def test_agi_listen_with_digits_that_are_not_ascii_is_a_settings_error(port: str
     from outbound_router.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError, match="AGI_LISTEN"):
-        Settings.from_env({"AGI_LISTEN": f"127.0.0.1:{port}"})
+        Settings.for_agi({"AGI_LISTEN": f"127.0.0.1:{port}"})
 
 
 def test_seed_keep_takes_ascii_digits_only() -> None:

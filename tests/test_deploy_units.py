@@ -71,7 +71,8 @@ def test_the_environment_file_names_only_what_the_service_reads(service: str) ->
 @pytest.mark.parametrize("commented", [False, True], ids=["as-is", "alternatives"])
 def test_the_environment_file_holds_values_the_service_accepts(service: str,
                                                                commented: bool) -> None:
-    settings = Settings.from_env(env_file(service, commented=commented))
+    read = {"ari": Settings.for_ari, "agi": Settings.for_agi}[service]
+    settings = read(env_file(service, commented=commented))
     if service == "ari":
         settings.require_ari_credentials()
 
