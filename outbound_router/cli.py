@@ -178,7 +178,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_versions(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import current_version, list_versions
+    from redis_seed.store import current_gone, current_version, list_versions
 
     settings = _settings()
     keys = Keys(settings.redis_prefix)
@@ -197,9 +197,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         print(info)
     if current is not None:
         # Routers that start now route with the newest kept version (redis_seed/reader.py).
-        print(f"the current version {current} is not in Redis (evicted, or deleted): "
-              "`outbound-router rollback VERSION` to a kept one, or seed again",
-              file=sys.stderr)
+        print(current_gone(current), file=sys.stderr)
     return EXIT_OK
 
 

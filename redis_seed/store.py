@@ -433,8 +433,7 @@ def rollback(client: redis.Redis, version: str | None = None, *,
     if version is None:
         back_from = current_version(client, keys=keys)
         if back_from is None:
-            raise NoCurrentVersion(f"Redis holds no routing version yet under REDIS_PREFIX "
-                                   f"{keys.prefix!r}: run `outbound-router seed FILE`")
+            raise _nothing_seeded(keys)
         kept = {text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))}
         version = _back_target(client, keys, back_from, kept)
         if version is None:
@@ -461,17 +460,27 @@ def rollback(client: redis.Redis, version: str | None = None, *,
     return version
 
 
+def _nothing_seeded(keys: Keys) -> NoCurrentVersion:
+    return NoCurrentVersion(f"Redis holds no routing version yet under REDIS_PREFIX "
+                            f"{keys.prefix!r}: run `outbound-router seed FILE`")
+
+
+def current_gone(version: str) -> str:
+    """What to say of a current version that is not in Redis, and what to do."""
+    return (f"the current version {version} is not in Redis (evicted, or deleted: keep Redis "
+            "from evicting the routing keys): `outbound-router rollback VERSION` to a kept "
+            "one, or seed again")
+
+
 def load_current(client: redis.Redis, *, keys: Keys | None = None) -> tuple[str, RoutingTable]:
     """The current version and its table (for ``explain`` without a file)."""
     keys = keys or Keys()
     for _ in range(3):  # the current version may be pruned between the two reads: re-read
         version, sha = _current(client, keys)
         if version is None:
-            raise NoCurrentVersion(f"Redis holds no routing version yet under REDIS_PREFIX "
-                                   f"{keys.prefix!r}: run `outbound-router seed FILE`")
+            raise _nothing_seeded(keys)
         stored = fields(client.hgetall(keys.version(version)))
         if stored:
             return version, decode_version(stored, version, sha)
-    raise NoSuchVersion(f"the current version {version} is not in Redis (evicted, or deleted: "
-                        "keep Redis from evicting the routing keys): `outbound-router "
-                        "rollback VERSION` to a kept one, or seed again")
+    assert version is not None  # (the loop raised on None)
+    raise NoSuchVersion(current_gone(version))
