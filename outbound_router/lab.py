@@ -102,6 +102,10 @@ class Paths:
     def calls_dir(self) -> Path:
         return self.state_dir / "calls"
 
+    def service_log(self, name: str) -> Path:
+        """The log the lab's service ``name`` (its supervisor, and the service) writes to."""
+        return self.state_dir / f"{name}.log"
+
     def in_chroot(self, path: str) -> Path:
         return self.chroot / path.lstrip("/")
 
@@ -941,7 +945,7 @@ def running_services(state: dict[str, Any]) -> list[str]:
 
 def service_log_offsets(p: Paths, state: dict[str, Any]) -> dict[Path, int]:
     """Where the running router services' logs end now (for :func:`wait_loaded`)."""
-    logs = [p.state_dir / f"{name}.log" for name in running_services(state)]
+    logs = [p.service_log(name) for name in running_services(state)]
     return {log: log.stat().st_size if log.exists() else 0 for log in logs}
 
 
@@ -1032,7 +1036,7 @@ SERVICE_LOG_MAX_BYTES = 64 * 1024 * 1024
 
 def _service_log(p: Paths, name: str) -> Path:
     """The log of the service ``name``, about to be started (nothing writes to it now)."""
-    log = p.state_dir / f"{name}.log"
+    log = p.service_log(name)
     with contextlib.suppress(FileNotFoundError):
         if log.stat().st_size > SERVICE_LOG_MAX_BYTES:
             log.rename(log.with_suffix(".log.previous"))
@@ -1047,7 +1051,7 @@ def _credentials_digest(auth: tuple[str, str]) -> str:
 
 def _service_check(name: str, p: Paths | None = None) -> Callable[[int], bool]:
     """Before a signal: the lab's own (``p``'s log of the service), not any lab's."""
-    log = None if p is None else p.state_dir / f"{name}.log"
+    log = None if p is None else p.service_log(name)
     return lambda pid: is_service(pid, name, log)
 
 
@@ -1252,7 +1256,7 @@ def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
         if pid in known:
             continue
         if "outbound_router.supervise" in argv and argv[-1] in topology.SERVICES:
-            if _stdout_of(pid) == str((p.state_dir / f"{argv[-1]}.log").resolve()):
+            if _stdout_of(pid) == str(p.service_log(argv[-1]).resolve()):
                 found.append((argv[-1], pid))
         elif _carrier_argv(argv, p):
             found.append(("carrier", pid))
@@ -1380,7 +1384,7 @@ def status(say: Say = _say) -> int:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
             worker = _worker_of(s["pid"], name)
-            log = p.state_dir / (name + ".log")
+            log = p.service_log(name)
             if worker is None:  # crashed: its supervisor starts it again in a moment
                 say(f"{name:<10} restarting after a crash (kept up by pid {s['pid']}), log {log}")
                 if asterisk_up:
@@ -1502,15 +1506,16 @@ CALL_TRACES_KEPT = 100
 def call_traces(p: Paths, keep: int = CALL_TRACES_KEPT) -> Path:
     """The directory of the phone traces, with room for the next call: the files of all but
     the ``keep`` - 1 newest calls are removed (they only ever grew, over every lab up/down)."""
-    calls: dict[str, float] = {}
+    files: dict[str, list[Path]] = {}  # a call's files, by the name they share
+    newest: dict[str, float] = {}
     with contextlib.suppress(FileNotFoundError):
         for f in p.calls_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 name = f.name.split(".", 1)[0]
-                calls[name] = max(calls.get(name, 0.0), f.stat().st_mtime)
-    old = set(sorted(calls, key=calls.__getitem__, reverse=True)[max(keep - 1, 0):])
-    for f in list(p.calls_dir.iterdir()) if old else ():
-        if f.name.split(".", 1)[0] in old:
+                newest[name] = max(newest.get(name, 0.0), f.stat().st_mtime)
+                files.setdefault(name, []).append(f)
+    for name in sorted(newest, key=newest.__getitem__, reverse=True)[max(keep - 1, 0):]:
+        for f in files[name]:
             f.unlink(missing_ok=True)
     return p.calls_dir
 
