@@ -756,12 +756,12 @@ def _own_redis_address(url: str) -> tuple[int, int, bool]:
     with the same REDIS_URL, or none at all, reaches it: True), else a free port and db 0
     (False)."""
     parts = urlsplit(url)
+    port = _loopback_port(url)
     try:
-        port, db = parts.port or 6379, int(parts.path.strip("/") or 0)
+        db = int(parts.path.strip("/") or 0)
     except ValueError:
-        port, db = 0, 0
-    if (parts.scheme == "redis" and parts.hostname in ("127.0.0.1", "localhost")
-            and not parts.password and not parts.query and port
+        port = None
+    if (port and not parts.password and not parts.query
             and not _port_in_use(socket.SOCK_STREAM, "127.0.0.1", port)):
         return port, db, True
     port = sipp.free_udp_port("127.0.0.1")
@@ -770,15 +770,22 @@ def _own_redis_address(url: str) -> tuple[int, int, bool]:
     return port, 0, False
 
 
+def _loopback_port(url: str) -> int | None:
+    """The port of a plain ``redis://`` URL on this machine's loopback, else None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        return None
+    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    return port
+
+
 def _same_local_server(a: str, b: str) -> bool:
     """Both URLs name the same redis-server on this machine's loopback (any database)."""
-    pa, pb = urlsplit(a), urlsplit(b)
-    loopback = ("127.0.0.1", "localhost")
-    try:
-        return (pa.scheme == pb.scheme == "redis" and pa.hostname in loopback
-                and pb.hostname in loopback and (pa.port or 6379) == (pb.port or 6379))
-    except ValueError:
-        return False
+    port = _loopback_port(a)
+    return port is not None and port == _loopback_port(b)
 
 
 def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
