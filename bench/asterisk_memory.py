@@ -43,7 +43,6 @@ def main() -> None:
     pid = int(lab_mod.load_state(lab_mod.paths())["asterisk_pid"])
     before, version = bench_ari_calls.seed_bench_routes(info.redis_url)
     try:
-        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"{args.via}: Asterisk VmRSS {rss_mb(pid):.1f} MB before any call", flush=True)
         answered = 0
         with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:

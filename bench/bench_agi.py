@@ -231,7 +231,6 @@ def bench_calls(args: argparse.Namespace) -> None:
     info = callrate.running_lab()  # (it checks for sipp too)
     before, version = callrate.seed_routes(info.redis_url, BENCH_ROUTES, "bench-agi")
     try:
-        callrate.wait_loaded(version, info.state_dir / "agi.log")
         print(f"routes {version}: +34 to carrier-a alone, the baseline's trunk (answers)")
         with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
             print(f"call rate sweep (1 s talk, {args.seconds:g} s of calls per step; kept up: "

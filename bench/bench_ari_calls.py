@@ -71,7 +71,6 @@ def main() -> None:
     info = callrate.running_lab()
     before, version = seed_bench_routes(info.redis_url)
     try:
-        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"routes {version}: +34 -> carrier-a (answers), one attempt per call")
         with tempfile.TemporaryDirectory(prefix="bench-ari-") as tmp:
             work = Path(tmp)

@@ -166,22 +166,32 @@ def running_lab() -> LabInfo:
 
 
 def seed_routes(redis_url: str, routes: str, label: str) -> tuple[str | None, str]:
-    """Publish ``routes`` (YAML text) under the lab's REDIS_PREFIX; returns (the version
-    current before, the new one) for :func:`restore_routes`."""
+    """Publish ``routes`` (YAML text) under the lab's REDIS_PREFIX and wait until every
+    running router service loaded it; returns (the version current before, the new one) for
+    :func:`restore_routes` (made current again here when a service did not load it)."""
     from outbound_router import lab
     from redis_seed.connection import sync_client
     from redis_seed.keys import Keys
     from redis_seed.routes_file import parse_routes
     from redis_seed.store import current_version, publish
 
+    p = lab.paths()
+    # What the services' logs say from now on: version ids start again after a Redis lost
+    # its data, and a whole log still held an older run's "routing version v000002 loaded".
+    offsets = lab.service_log_offsets(p, lab.load_state(p))
     keys = Keys(lab.redis_prefix())
     client = sync_client(redis_url)
     try:
         before = current_version(client, keys=keys)
-        return before, publish(client, parse_routes(routes, f"<{label}>"), source=label,
-                               keys=keys)
+        version = publish(client, parse_routes(routes, f"<{label}>"), source=label, keys=keys)
     finally:
         client.close()
+    try:
+        lab.wait_loaded(offsets, version, timeout=5.0)
+    except lab.LabError as exc:
+        restore_routes(redis_url, before)
+        sys.exit(str(exc))
+    return before, version
 
 
 def restore_routes(redis_url: str, version: str | None) -> None:
@@ -202,16 +212,6 @@ def restore_routes(redis_url: str, version: str | None) -> None:
               "routes file again (outbound-router seed FILE)")
     finally:
         client.close()
-
-
-def wait_loaded(version: str, log: Path, timeout: float = 5.0) -> None:
-    """Until the service writing ``log`` says it loaded ``version``."""
-    deadline = time.monotonic() + timeout
-    while f"routing version {version} loaded" not in log.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            sys.exit(f"{log.stem}: routing version {version} not loaded within {timeout} s "
-                     f"({log})")
-        time.sleep(0.05)  # polling: the services say it only in their logs
 
 
 def machine_busy(window: float = 0.5) -> float:

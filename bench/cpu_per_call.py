@@ -110,7 +110,6 @@ def main() -> None:
     before, version = bench_ari_calls.seed_bench_routes(info.redis_url)
     results: dict[str, list[dict[str, float]]] = {via: [] for via in vias}
     try:
-        callrate.wait_loaded(version, info.state_dir / "ari.log")
         print(f"routes {version}: +34 -> carrier-a (answers), one attempt per call; "
               f"{args.rate} calls/s for {args.seconds:g} s a step, 1 s talk")
         print("CPU ms per answered call (idle use taken off):")
