@@ -174,6 +174,18 @@ class SipMessage:
         return ";tag=" in self.headers.get("to", "")
 
 
+def header_values(message: SipMessage, name: str) -> list[str]:
+    """Every value of the header `name` in `message`, in order (`headers` keeps the first)."""
+    values = []
+    for line in message.raw.split("\n")[1:]:
+        if not line.strip():
+            break
+        header, _, value = line.partition(":")
+        if header.strip().lower() == name.lower():
+            values.append(value.strip())
+    return values
+
+
 _SEPARATOR = re.compile(r"^-{40,} ?(.*)$", re.M)
 _DIRECTION = re.compile(r"^\w+ message (sent|received)\b.*$", re.M)
 
@@ -463,6 +475,11 @@ class Carrier:
     def request_uris(self) -> list[str]:
         return [m.request_uri for m in self._initial_invites()]
 
+    def invite_header(self, name: str) -> list[list[str]]:
+        """Every value of the header `name` in each initial INVITE of :meth:`invites`, in
+        order (a header that came twice has two values; one that never came, none)."""
+        return [header_values(m, name) for m in self._initial_invites()]
+
     def requests(self, method: str) -> int:
         """``method`` requests (CANCEL, BYE...) received in the calls of :meth:`invites`, each
         transaction once: the CANCEL of a stray INVITE and retransmissions are not counted."""
@@ -585,11 +602,16 @@ class LoadResult:
         return self.calls - self.successful
 
 
-def _phone_scenario(workdir: Path, *, tenant: str | None, answer_ms: int, talk_ms: int) -> Path:
+def _phone_scenario(workdir: Path, *, tenant: str | None, answer_ms: int, talk_ms: int,
+                    max_forwards: int | None = 70) -> Path:
+    drop = [] if tenant else ["X-Tenant:"]
+    if max_forwards is None:
+        drop.append("Max-Forwards: @MAX_FORWARDS@")
     return _scenario_file(workdir, render(
         "uac_call.xml",
-        {"ANSWER_TIMEOUT_MS": str(max(answer_ms, 1)), "TALK_MS": str(max(talk_ms, 1))},
-        drop_lines=() if tenant else ("X-Tenant:",),
+        {"ANSWER_TIMEOUT_MS": str(max(answer_ms, 1)), "TALK_MS": str(max(talk_ms, 1)),
+         "MAX_FORWARDS": str(max_forwards)},
+        drop_lines=drop,
     ))
 
 
@@ -677,17 +699,20 @@ def place_call(
     hangup_after: float | None = None,
     cancel_after: float | None = None,
     timeout: float = 60.0,
+    max_forwards: int | None = 70,
 ) -> CallResult:
     """One call from the phone address `source` to Asterisk; returns what the phone saw.
 
     `hangup_after`: talk time after the answer before the phone sends BYE (default 0.5 s).
     `cancel_after`: the phone CANCELs if there is no final answer by then.
+    `max_forwards`: the INVITE's Max-Forwards (None: no such header).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     answer_s = cancel_after if cancel_after is not None else timeout
     talk_s = hangup_after if hangup_after is not None else 0.5
     scenario = _phone_scenario(
-        workdir, tenant=tenant, answer_ms=round(answer_s * 1000), talk_ms=round(talk_s * 1000)
+        workdir, tenant=tenant, answer_ms=round(answer_s * 1000), talk_ms=round(talk_s * 1000),
+        max_forwards=max_forwards,
     )
     started = time.monotonic()
     trace = _call_once(source, number, scenario, workdir, tenant=tenant,

@@ -27,12 +27,14 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
   without SDP, 503 after 1 s), ``silent`` (no response), ``trying`` (100, then nothing),
   ``answer_after:N`` (200 after N s of ringing), ``error:CODE``, ``ring_then:CODE[:SECONDS]`` (180,
   then CODE after 0.5 s or SECONDS). ``.invites()``,
-  ``.request_uris()``, ``.requests("CANCEL"|"BYE"...)`` come from SIPp's own message trace;
+  ``.request_uris()``, ``.invite_header(name)`` (each INVITE's values of that header),
+  ``.requests("CANCEL"|"BYE"...)`` come from SIPp's own message trace;
   ``.stop()``; stopped after each test.
 - ``phone(via="ari"|"agi"|"baseline")``: ``.call(number, *, tenant=None, hangup_after=None,
-  cancel_after=None, timeout=30) -> CallResult`` (``final_code``, ``codes``, ``answered``,
-  ``cancelled``, ``duration``, ``trace``) and ``.load(number, calls=N, rate=R, concurrent=None)
-  -> LoadResult`` (``final_codes`` {code: count}, ``successful``, ``failed``, ``elapsed``).
+  cancel_after=None, timeout=30, max_forwards=70) -> CallResult`` (``final_code``, ``codes``,
+  ``answered``, ``cancelled``, ``duration``, ``trace``) and ``.load(number, calls=N, rate=R,
+  concurrent=None) -> LoadResult`` (``final_codes`` {code: count}, ``successful``, ``failed``,
+  ``elapsed``).
 - A test that lets Asterisk INVITE a silent or absent carrier leaves that INVITE retransmitted
   until pjsip's timer B (32 s); a carrier started on that address meanwhile gets the
   retransmissions. ``invites()`` / ``request_uris()`` / ``requests()`` leave them and their
@@ -268,10 +270,11 @@ class Phone:
     workdir: Path
 
     def call(self, number: str, *, tenant: str | None = None, hangup_after: float | None = None,
-             cancel_after: float | None = None, timeout: float = 30.0) -> sipp.CallResult:
+             cancel_after: float | None = None, timeout: float = 30.0,
+             max_forwards: int | None = 70) -> sipp.CallResult:
         return sipp.place_call(self.address, number, self.workdir, tenant=tenant,
                                hangup_after=hangup_after, cancel_after=cancel_after,
-                               timeout=timeout)
+                               timeout=timeout, max_forwards=max_forwards)
 
     def load(self, number: str, *, calls: int, rate: float, concurrent: int | None = None,
              tenant: str | None = None, talk: float = 0.5) -> sipp.LoadResult:

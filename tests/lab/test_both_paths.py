@@ -381,3 +381,30 @@ def test_a_cancel_crossing_the_carrier_s_answer_leaves_nothing_up(
     assert a.invites() == len(outcomes)
     # the two ends of the sweep are no race: cancelled before the answer, answered before it
     assert outcomes[0] == (487, "CANCEL") and outcomes[-1] == (200, "BYE"), outcomes
+
+
+@pytest.mark.parametrize(("phone_sent", "carrier_got"), [
+    pytest.param(70, ["69"], id="70-becomes-69"),
+    pytest.param(5, ["4"], id="5-becomes-4"),
+    pytest.param(1, ["0"], id="1-becomes-0"),
+    pytest.param(None, ["70"], id="none-is-asterisk-s-70"),
+])
+def test_the_carrier_gets_the_phone_s_max_forwards_less_one(
+        lab, carrier, phone, via, phone_sent, carrier_got) -> None:  # type: ignore[no-untyped-def]
+    # Asterisk starts every outgoing INVITE at 70 by itself: a trunk leading back into the
+    # platform would loop for ever. Each attempt of a failover carries it (the second one is
+    # a channel of its own, created after the first failed).
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = carrier("a", "unavailable"), carrier("b", "answer")
+    assert phone(via).call(NUMBER, max_forwards=phone_sent).final_code == 200
+    assert (a.invite_header("Max-Forwards"), b.invite_header("Max-Forwards")) == (
+        [carrier_got], [carrier_got])
+
+
+def test_a_call_whose_max_forwards_is_spent_gets_483_and_reaches_no_carrier(
+        lab, carrier, phone, via) -> None:  # type: ignore[no-untyped-def]
+    lab.seed(tiers_routes(ring_timeout=4))
+    a = carrier("a", "answer")
+    result = phone(via).call(NUMBER, max_forwards=0)
+    assert result.final_code == 483, result.codes
+    assert a.invites() == 0

@@ -88,3 +88,18 @@ def test_a_silent_carrier_tells_its_own_invite_from_a_stray_retransmission(
     monkeypatch.setattr(sipp.time, "sleep", lambda s: pytest.fail("no wait needed"))
     clock[0] = stamp + 2.0
     assert c.invites() == 0  # 2 s and no retransmission: not an INVITE sent to this carrier
+
+
+def test_header_values_gives_every_copy_of_a_header_and_none_from_the_body() -> None:
+    # `headers` keeps a header's first value only: two Max-Forwards in one INVITE (one of
+    # Asterisk's and one added) must show as two.
+    raw = ("INVITE sip:+34911234567@127.0.0.11:5060 SIP/2.0\n"
+           "Via: SIP/2.0/UDP 127.0.0.1:5060\n"
+           "Max-Forwards: 69\n"
+           "max-forwards :70\n"
+           "Content-Length: 22\n"
+           "\n"
+           "Max-Forwards: 1\n")
+    invite = sipp.SipMessage(False, "", raw.split("\n", 1)[0], {}, raw)
+    assert sipp.header_values(invite, "Max-Forwards") == ["69", "70"]
+    assert sipp.header_values(invite, "X-Tenant") == []
