@@ -874,12 +874,6 @@ def supervised(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-P", "-m", "outbound_router.supervise", *argv]
 
 
-def cli_has(subcommand: str) -> bool:
-    r = subprocess.run(cli_command(subcommand, "--help"), capture_output=True, check=False,
-                       timeout=30, cwd=REPO)
-    return r.returncode == 0
-
-
 def seed(redis_url: str, routes: Path | str) -> str:
     """Publish a routes file with `outbound-router seed`; returns the new version."""
     r = subprocess.run(cli_command("seed", str(routes)), capture_output=True, text=True,
@@ -901,12 +895,6 @@ def seed_and_wait(p: Paths, state: dict[str, Any], routes: Path) -> str:
 
 
 def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _say) -> None:
-    if not ROUTES_EXAMPLE.exists():
-        say(f"seed: {ROUTES_EXAMPLE.relative_to(REPO)} not there yet; no routes seeded")
-        return
-    if not cli_has("seed"):
-        say("seed: `outbound-router seed` is not available yet; no routes seeded")
-        return
     # Only into a Redis with no routes: never over routes someone seeded (a `lab down` and
     # `lab up` keeps them), and again when Redis lost them (a restart without persistence).
     try:
@@ -1002,11 +990,6 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
                 # reloaded: the running service's requests would all get 401.
                 say(f"{name}: restarting it with the new ARI credentials")
             stop_services(p, state, [name], say)
-        if not cli_has(name):
-            services[name] = {"pid": None, "note": "not available yet"}
-            save_state(p, state)
-            say(f"{name}: `outbound-router {name}` is not available yet; not started")
-            continue
         if name == "agi" and _port_in_use(socket.SOCK_STREAM, topology.AGI_HOST,
                                           topology.AGI_PORT):
             services[name] = {"pid": None, "note": f"{topology.AGI_LISTEN} already in use"}

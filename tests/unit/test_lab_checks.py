@@ -112,7 +112,6 @@ def test_a_dual_stack_listener_on_the_fastagi_port_keeps_agi_from_starting(
         squatter.listen()
         port = squatter.getsockname()[1]
         monkeypatch.setattr(topology, "AGI_PORT", port)
-        monkeypatch.setattr(lab, "cli_has", lambda name: True)
         spawned: list[object] = []
         monkeypatch.setattr(sipp, "spawn_detached", lambda *a, **k: spawned.append(a))
         said: list[str] = []
@@ -182,7 +181,6 @@ def fake_services(monkeypatch: pytest.MonkeyPatch, running: set[int]) -> list[di
 
     monkeypatch.setattr(lab, "is_service", lambda pid, name: pid in running)
     monkeypatch.setattr(lab, "stop_services", stop)
-    monkeypatch.setattr(lab, "cli_has", lambda name: True)
     monkeypatch.setattr(lab, "_service_ready", lambda name, log, offset: True)
     monkeypatch.setattr(sipp, "spawn_detached", spawn)
     return spawned
