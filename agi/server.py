@@ -73,6 +73,11 @@ class Limits:
     #: peers that never finish can make the server hold (64 MB; 400 such peers held 880 MB
     #: before, and most of it stayed afterwards).
     max_beginning: int = 1000
+    #: ...but only one that has been sending them this long: calls that connect while the
+    #: loop is busy wait in the backlog with their headers sent, and are all accepted before
+    #: any is read (a burst past max_beginning closed that many calls). Until the oldest is
+    #: this old, a newer connection comes in past max_beginning.
+    evict_after: float = 1.0
     max_reply_lines: int = 512  # lines in one multi-line (520) reply
     log_burst: int = 10  # warnings of one kind about bad connections logged per window...
     log_window: float = 10.0  # ...of this many seconds; the rest are counted in one line
@@ -624,7 +629,9 @@ class AgiServer:
             self.log_budget.warning("connections refused (not in AGI_ALLOW)",
                                     "FastAGI connection from %s refused: not in AGI_ALLOW", peer)
             return
-        if len(self._beginning) >= self.limits.max_beginning:
+        if len(self._beginning) >= self.limits.max_beginning and (
+                time.monotonic() - next(iter(self._beginning.values()))[1]
+                >= self.limits.evict_after):
             # The oldest goes: Asterisk sends its headers at once, so the connections that
             # have waited longest are those that will not finish (closing the newest instead
             # let a local peer holding 1,000 idle connections keep every call out).
