@@ -62,9 +62,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     try:
         await stop.wait()
     finally:
-        log.info("FastAGI stopping: %d sessions served, %d dropped, %d refused",
-                 server.stats.served, server.stats.dropped, server.stats.refused)
+        log.info("FastAGI stopping: %d session(s) running", server.running)
         await server.close()
+        # the figures once the running sessions finished (or were cut)
+        log.info("FastAGI stopped: %d sessions served, %d dropped, %d refused",
+                 server.stats.served, server.stats.dropped, server.stats.refused)
         await reader.close()
     return 0
 

@@ -546,6 +546,11 @@ class AgiServer:
         assert self._server is not None
         await self._server.serve_forever()
 
+    @property
+    def running(self) -> int:
+        """Sessions accepted and not finished yet."""
+        return len(self._tasks)
+
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, give running sessions ``grace`` seconds, then cancel them."""
         if self._server is not None:

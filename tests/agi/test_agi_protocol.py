@@ -626,3 +626,36 @@ async def test_headers_that_do_not_parse_end_the_session_without_a_traceback(
         loop.set_exception_handler(None)
     assert escaped == []
     assert [r.args for r in served] in ([("911234567",)], [])  # "²" is no argument number
+
+
+async def test_the_service_s_last_figures_count_the_sessions_it_let_finish(
+        redis_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    # SIGTERM while a call's route session waits for Asterisk's reply: that session is let
+    # finish (up to 5 s), and the "stopped" line counts it ("0 sessions served" before: the
+    # figures were logged before the running sessions were waited for).
+    from agi.main import serve
+    from outbound_router.settings import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="agi")
+    service = asyncio.create_task(serve(
+        Settings(redis_url=redis_server, agi_host="127.0.0.1", agi_port=port), stop))
+    async with asyncio.timeout(10):
+        while "FastAGI listening" not in caplog.text:  # serve() tells nothing else
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(header_block("route", ["911234567"]))
+        line = await reader.readline()  # the session waits for this command's reply now
+        stop.set()
+        while "FastAGI stopping" not in caplog.text:
+            await asyncio.sleep(0.01)
+        while line:
+            writer.write(b"200 result=1\n")
+            line = await reader.readline()
+        writer.close()
+        assert await service == 0
+    assert "FastAGI stopping: 1 session(s) running" in caplog.text
+    assert "FastAGI stopped: 1 sessions served, 0 dropped, 0 refused" in caplog.text
