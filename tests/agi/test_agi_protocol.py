@@ -641,21 +641,37 @@ async def test_the_service_s_last_figures_count_the_sessions_it_let_finish(
         port = probe.getsockname()[1]
     stop = asyncio.Event()
     caplog.set_level(logging.INFO, logger="agi")
-    service = asyncio.create_task(serve(
-        Settings(redis_url=redis_server, agi_host="127.0.0.1", agi_port=port), stop))
-    async with asyncio.timeout(10):
-        while "FastAGI listening" not in caplog.text:  # serve() tells nothing else
-            await asyncio.sleep(0.01)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(header_block("route", ["911234567"]))
-        line = await reader.readline()  # the session waits for this command's reply now
-        stop.set()
-        while "FastAGI stopping" not in caplog.text:
-            await asyncio.sleep(0.01)
-        while line:
-            writer.write(b"200 result=1\n")
-            line = await reader.readline()
-        writer.close()
-        assert await service == 0
+    heard = _Heard("FastAGI listening", "FastAGI stopping")  # serve() tells nothing else
+    logging.getLogger("agi").addHandler(heard)
+    try:
+        service = asyncio.create_task(serve(
+            Settings(redis_url=redis_server, agi_host="127.0.0.1", agi_port=port), stop))
+        async with asyncio.timeout(10):
+            await heard.events["FastAGI listening"].wait()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(header_block("route", ["911234567"]))
+            line = await reader.readline()  # the session waits for this command's reply now
+            stop.set()
+            await heard.events["FastAGI stopping"].wait()
+            while line:
+                writer.write(b"200 result=1\n")
+                line = await reader.readline()
+            writer.close()
+            assert await service == 0
+    finally:
+        logging.getLogger("agi").removeHandler(heard)
     assert "FastAGI stopping: 1 session(s) running" in caplog.text
     assert "FastAGI stopped: 1 sessions served, 0 dropped, 0 refused" in caplog.text
+
+
+class _Heard(logging.Handler):
+    """An event per text, set once a log message holds it."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.events = {text: asyncio.Event() for text in texts}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for text, event in self.events.items():
+            if text in record.getMessage():
+                event.set()
