@@ -14,11 +14,24 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.backoff import ExponentialBackoff
 
-from .urls import SentinelTarget, check_redis_url, is_sentinel_url, parse_sentinel_url
+from .urls import (
+    SentinelTarget,
+    check_redis_url,
+    is_sentinel_url,
+    parse_sentinel_url,
+    url_scheme,
+)
 
 #: Fail fast: the reader has its own backoff, and a seed should say "unreachable" quickly.
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
+
+
+def _for_redis_py(url: str) -> str:
+    """``url`` with its scheme in lower case: the check takes ``REDIS://`` (schemes are
+    case-insensitive, RFC 3986), redis-py's ``from_url`` only ``redis://``."""
+    scheme = url_scheme(url)
+    return scheme + url[len(scheme):]
 
 
 def _common(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +69,7 @@ def sync_client(url: str, **overrides: Any) -> redis.Redis:
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
             t.service_name, **master_kwargs)
         return cast(redis.Redis, master)
-    return redis.Redis.from_url(url, **kwargs)
+    return redis.Redis.from_url(_for_redis_py(url), **kwargs)
 
 
 def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
@@ -75,7 +88,7 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
             list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(t.service_name, **master_kwargs)
         return cast(redis.asyncio.Redis, master)
-    return redis.asyncio.Redis.from_url(url, **kwargs)
+    return redis.asyncio.Redis.from_url(_for_redis_py(url), **kwargs)
 
 
 def _sentinels(client: redis.Redis | redis.asyncio.Redis) -> list[Any]:

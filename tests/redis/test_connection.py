@@ -213,6 +213,23 @@ async def test_sentinel_url_makes_a_master_client_without_connecting() -> None:
         sync.close()
 
 
+@pytest.mark.parametrize("url", ["REDIS://:pw@127.0.0.1:6390/2", "Redis://:pw@127.0.0.1:6390/2",
+                                 "UNIX:///run/redis.sock?db=2&password=pw"])
+async def test_a_url_whose_scheme_is_in_capitals_makes_clients(url: str) -> None:
+    # the check takes any case (schemes are case-insensitive, RFC 3986 3.1); redis-py's
+    # from_url only the lower case, with a traceback for `REDIS://`
+    check_redis_url(url)
+    sync = sync_client(url)
+    aio = async_client(url)
+    try:
+        for client in (sync, aio):
+            kwargs = client.connection_pool.connection_kwargs
+            assert (kwargs["db"], kwargs["password"]) == (2, "pw")
+    finally:
+        sync.close()
+        await aio.aclose()
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379"])
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
