@@ -71,9 +71,16 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
                     "in REDIS_URL (redis://[user]:password@host:port/db).")
         return (f"Redis at {where} refused the credentials: {reason}. Put the right user "
                 "and password in REDIS_URL (redis://[user]:password@host:port/db).")
-    if isinstance(exc, redis.exceptions.NoPermissionError):
-        return (f"the Redis user of REDIS_URL may not do this: {reason}. Grant it read and "
-                f"write on the keys {settings.redis_prefix}:* (seed and rollback write).")
+    # (a command refused inside a script is no NoPermissionError: "The user executing the
+    # script can't run this command or subcommand script: ...")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or (
+            "user executing the script can't" in reason):
+        prefix = settings.redis_prefix
+        return (f"the Redis user of REDIS_URL may not do this: {reason}. Grant it read on the "
+                f"keys {prefix}:*; to seed or roll back, also write on them, the commands "
+                f"EVALSHA and SCRIPT LOAD, and PUBLISH on {prefix}:notify (ACL SETUSER USER "
+                f"~{prefix}:* &{prefix}:notify +@connection +@read +@write +evalsha "
+                "+script|load +publish).")
     if isinstance(exc, redis.ReadOnlyError):
         return (f"Redis at {where} is a read-only replica: {reason}. Point REDIS_URL at the "
                 "master, or at the Sentinels (redis+sentinel://).")

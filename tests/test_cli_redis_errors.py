@@ -59,6 +59,31 @@ def test_a_user_that_may_only_read_cannot_seed(redis_server: str,
     assert redis_client.keys(f"{PREFIX}:*") == []
 
 
+def test_a_user_that_may_run_scripts_but_only_read_is_told_what_to_grant(
+        redis_server: str, redis_client: redis.Redis) -> None:
+    # The switch and write scripts ran, and their first write was refused inside the script:
+    # "answered with an error: The user executing the script can't run this command...",
+    # with nothing about what to do.
+    redis_client.execute_command("ACL", "SETUSER", "scripter", "on", ">scriptpw", "~*", "&*",
+                                 "+@read", "+@connection", "+@scripting")
+    url = redis_server.replace("redis://", "redis://scripter:scriptpw@")
+    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this",
+                          "write on them", f"{PREFIX}:*")
+    assert "scriptpw" not in line
+    assert redis_client.keys(f"{PREFIX}:*") == []
+
+
+def test_a_user_that_may_read_and_write_but_not_run_scripts_is_told_so(
+        redis_server: str, redis_client: redis.Redis) -> None:
+    # It was told to get "read and write on the keys", which it had.
+    redis_client.execute_command("ACL", "SETUSER", "writer", "on", ">writepw", "~*", "&*",
+                                 "+@read", "+@write", "+@connection")
+    url = redis_server.replace("redis://", "redis://writer:writepw@")
+    one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this", "'evalsha'",
+                   "EVALSHA and SCRIPT LOAD")
+    assert redis_client.keys(f"{PREFIX}:*") == []
+
+
 def test_redis_out_of_memory(redis_server: str, redis_client: redis.Redis) -> None:
     redis_client.config_set("maxmemory", 1)
     try:
