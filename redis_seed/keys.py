@@ -36,6 +36,12 @@ def format_version(number: int) -> str:
     return f"v{number:06d}"
 
 
+def is_version_id(value: str) -> bool:
+    """Whether ``value`` is a version id (``v000042``): a member of another program in the
+    set of versions is none."""
+    return _VERSION_RE.match(value) is not None
+
+
 def version_number(version: str) -> int:
     """``v000042`` -> ``42``; ValueError for anything that is not a version id."""
     if not _VERSION_RE.match(version):

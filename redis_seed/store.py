@@ -42,6 +42,7 @@ from .keys import (
     Keys,
     fields,
     format_version,
+    is_version_id,
     text,
     version_number,
 )
@@ -357,7 +358,7 @@ def prune(client: redis.Redis, keep: int = DEFAULT_KEEP, *, keys: Keys | None = 
     """Remove versions beyond the newest ``keep``; return them. Never the current one, nor
     the one `rollback` would go back to (the version a seed just replaced, however old)."""
     keys = keys or Keys()
-    ids = [text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))]  # oldest first
+    ids = _kept_ids(client, keys)  # oldest first
     current = current_version(client, keys=keys)
     spared = {current, _back_target(client, keys, current, set(ids)) if current else None}
     doomed = [v for v in ids[: max(0, len(ids) - keep)] if v not in spared]
@@ -371,6 +372,14 @@ def prune(client: redis.Redis, keep: int = DEFAULT_KEEP, *, keys: Keys | None = 
         if doomed:
             log.info("pruned routing versions %s", ", ".join(doomed))
     return doomed
+
+
+def _kept_ids(client: redis.Redis, keys: Keys) -> list[str]:
+    """The ids in the set of kept versions, oldest first; not a member another program put
+    there (``foo``): compared by number, it stopped the prune after a seed's switch (a
+    traceback) and every `rollback`."""
+    return [v for v in (text(m) for m in cast(list[Any], client.zrange(keys.versions, 0, -1)))
+            if is_version_id(v)]
 
 
 def list_versions(client: redis.Redis, *, keys: Keys | None = None) -> list[VersionInfo]:
@@ -434,7 +443,7 @@ def rollback(client: redis.Redis, version: str | None = None, *,
         back_from = current_version(client, keys=keys)
         if back_from is None:
             raise _nothing_seeded(keys)
-        kept = {text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))}
+        kept = set(_kept_ids(client, keys))
         version = _back_target(client, keys, back_from, kept)
         if version is None:
             raise NoSuchVersion(f"no version before {back_from} is kept: nothing to roll "

@@ -348,3 +348,18 @@ def test_a_seed_running_beside_another_never_sets_the_counter_back(
         assert int(client.get(Keys().counter)) >= taken[0]
     assert "behind" not in caplog.text
     assert mine == "v000002"
+
+
+def test_a_member_of_another_program_in_the_versions_set_stops_neither_seed_nor_rollback(
+        client: redis.Redis) -> None:
+    # "foo" (no version id) in the set of kept versions: the seed switched to its version,
+    # then pruning raised ValueError (a traceback, exit 1, "nothing written"); `rollback`
+    # refused for ever with "not a version id: 'foo'".
+    client.zadd(Keys().versions, {"foo": 3})
+    first = publish(client, generation_table(1))
+    assert store.current_version(client) == first
+    client.delete(Keys().history)  # (as a version seeded before the history was kept)
+    second = publish(client, generation_table(2), keep=1)
+    assert store.current_version(client) == second
+    assert rollback(client) == first
+    assert prune(client, 1) == []
