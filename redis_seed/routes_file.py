@@ -304,9 +304,8 @@ def load_routes_file(path: str | Path) -> RoutingTable:
 
 def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
     """Where the first byte that is not UTF-8 is: its line, and its column in bytes."""
-    line_start = data.rfind(b"\n", 0, exc.start) + 1
-    line = data.count(b"\n", 0, exc.start) + 1
-    column = exc.start - line_start + 1
+    # (latin-1: one character a byte, so the column is in bytes)
+    line, column = _position(data[:exc.start].decode("latin-1"), exc.start)
     return Problem(name, line, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column "
                                f"{column} ({exc.reason}); save the file as UTF-8")
 
@@ -323,14 +322,23 @@ def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:
 _UNREADABLE_RE = re.compile(f"{yaml.reader.Reader.NON_PRINTABLE.pattern}|[\x85\u2028\u2029]")
 
 
+#: YAML's line breaks: LF, CRLF and a lone CR (an old Mac tool's; editors show it as one too)
+_BREAK_RE = re.compile(r"\r\n|\r|\n")
+
+
+def _position(text: str, at: int) -> tuple[int, int]:
+    """The line and column (1-based) of ``text[at]``, counted with YAML's line breaks."""
+    breaks = len(_BREAK_RE.findall(text, 0, at))
+    start = max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1
+    return breaks + 1, at - start + 1
+
+
 def _unreadable(text: str, filename: str) -> list[Problem]:
     """The characters of ``text`` that YAML cannot read as the operator sees them, at the
     line and column an editor shows (YAML's own error names line 1 and an offset)."""
     problems = []
     for match in _UNREADABLE_RE.finditer(text):
-        at = match.start()
-        line = text.count("\n", 0, at) + 1
-        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        line, column = _position(text, match.start())
         char = f"U+{ord(match.group()):04X}"
         if match.group() in "\x85\u2028\u2029":
             message = (f"{char} (a Unicode line break) at column {column}: YAML takes it for "

@@ -525,6 +525,23 @@ def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte
                                "(invalid continuation byte); save the file as UTF-8")
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_a_control_character_or_a_bad_byte_is_at_its_line_with_any_line_ending(
+        tmp_path: Path, newline: str) -> None:
+    # YAML (and editors) take a lone CR for a line break too: the file of an old Mac tool was
+    # all on line 1, at column 45, for YAML's own problems on line 3.
+    text = GOOD.replace("  max_attempts: 4\n", "  max_attempts: 4\x1b\n").replace("\n", newline)
+    problems = problems_of(text)
+    assert [(p.line, p.message.split(" is ")[0]) for p in problems] == [
+        (3, "U+001B (a control character) at column 18")]
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("peering-bcn", "peering-bcn-caf\u00e9", 1)
+                     .replace("\n", newline).encode("latin-1"))
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(path)
+    assert str(info.value).startswith(f"{path}:6: not UTF-8 text: byte 0xe9 at column 42 ")
+
+
 def test_file_problems_name_the_file_as_given(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(textwrap.dedent(GOOD).replace("metric: 1}", "metric: 0}", 1))
