@@ -1014,6 +1014,13 @@ class Call:
                           "no INVITE sent: once more", attempt.index, attempt.trunk)
             await self._hangup_leg(leg)  # (gone: 404, quietly)
             return await self._try(attempt, later, base_vars, again=False)
+        if not leg.in_stasis and leg.setup_timeout and again and not self.caller_gone:
+            # Its setup timer fired before Asterisk put it in the app (Asterisk's events
+            # seconds behind, after a stall): never dialled, its trunk got no INVITE and is
+            # no unreachable one. Skipped, a plan's last trunk went untried (503 to the phone).
+            self.log.info("attempt %d: the channel on %s was not in the app by its setup "
+                          "timer, no INVITE sent: once more", attempt.index, attempt.trunk)
+            return await self._try(attempt, later, base_vars, again=False)
         if not leg.live:
             return await self._finish(leg)
         if not leg.in_stasis:  # setup timer fired while it was still being created

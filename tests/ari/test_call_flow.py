@@ -835,3 +835,22 @@ async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_con
     assert bridge["channels"] == [caller, leg]
     assert fake.dials == {"carrier-a": 1}
     await hang_up_answered(lab, caller)
+
+
+async def test_an_attempt_not_in_the_app_by_its_setup_timer_is_made_once_more(
+        lab: Lab) -> None:
+    # On the lab, after the router stalled 5 s (SIGSTOP) under 30 calls/s, Asterisk's events
+    # ran seconds behind: the StasisStart of carrier-a's channel (the plan's last trunk) came
+    # after its setup timer, which took carrier-a for unreachable although it never got an
+    # INVITE, and the caller got 503 (carrier-d:congestion:34:503|carrier-a:unreachable::).
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-b"] = 0.8  # setup_timeout is 0.5 s
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
+    del lab.fake.stasis_delay_for["carrier-b"]
+    await answered(lab, caller)
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    await hang_up_answered(lab, caller)
