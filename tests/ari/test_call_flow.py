@@ -848,7 +848,10 @@ async def test_an_attempt_not_in_the_app_by_its_setup_timer_is_made_once_more(
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
     await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
+    late = call.legs[1].channel_id
     del lab.fake.stasis_delay_for["carrier-b"]
+    await wait_for(lambda: len(call.legs) == 3)
+    assert late in lab.fake.ended  # hung up by its timer, not left up undialled
     await answered(lab, caller)
     assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
     assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
