@@ -500,17 +500,19 @@ class Call:
         self._vars_on_caller.update(values)
 
     def _record_progress(self, base_vars: dict[str, str], trace: str, resume: str,
-                         trunk: str) -> None:
+                         attempt: Attempt) -> None:
         """Put what is known before an attempt on the caller now, without waiting for it: a
         caller who hangs up while the attempt rings has left Stasis before its outcome could be
         written (409), and its CDR keeps this instead (the routing status, number and version,
         and the attempts that failed before this one), and the dialplan's h extension adds this
-        attempt, "cancelled", from ROUTER_ATTEMPTS_ABANDONED. ROUTER_RESUME too (as on the
+        attempt, "cancelled", from ROUTER_ATTEMPTS_ABANDONED (or "answered", with
+        ROUTER_ATTEMPT_CARRIER, when the caller was answered). ROUTER_RESUME too (as on the
         attempt's channel): should the attempt end while no instance of the app runs, the next
         one goes on with the rest of the plan from the caller alone."""
         values = {**base_vars, var.ATTEMPTS: trace} if trace else dict(base_vars)
         values[var.RESUME] = resume
-        values[var.ATTEMPTS_ABANDONED] = abandoned_trace(trace, trunk)
+        values[var.ATTEMPTS_ABANDONED] = abandoned_trace(trace, attempt.trunk)
+        values[var.ATTEMPT_CARRIER] = attempt.carrier.name
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
@@ -980,7 +982,7 @@ class Call:
         self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))
         resume = resume_data(*self._resume_args)
-        self._record_progress(base_vars, trace, resume, attempt.trunk)
+        self._record_progress(base_vars, trace, resume, attempt)
         try:
             created = await self.ari.create_channel(
                 attempt.endpoint,

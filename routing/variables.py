@@ -45,6 +45,12 @@ RESUME = "ROUTER_RESUME"
 # not empty it: every variable set is a Stasis message Asterisk turns into JSON. Only a call
 # the router ends on an error, with no outcome written, gets it set to the trace so far.)
 ATTEMPTS_ABANDONED = "ROUTER_ATTEMPTS_ABANDONED"
+# On the ARI caller, channel only, written with each attempt: that attempt's carrier. When the
+# carrier answered while no instance of the app listened (stopped, restarting, stalled),
+# Asterisk answered the caller through the call's bridge by itself; should the caller hang up
+# before an instance writes the outcome, the h extension writes it (the record is ANSWERED):
+# this carrier, the attempt's trunk, and the attempt "answered" instead of "cancelled".
+ATTEMPT_CARRIER = "ROUTER_ATTEMPT_CARRIER"
 
 
 #: What the CDR gets: channel variables are not copied into CDRs (Asterisk 12+), so these are

@@ -142,6 +142,29 @@ def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_c
     assert record["attempts"] == "carrier-a:answered:16:200"
 
 
+def test_a_call_answered_and_ended_while_the_ari_service_is_down_gets_its_outcome_in_the_cdr(  # type: ignore[no-untyped-def]
+        lab, carrier, phone) -> None:
+    # The same, but the phone hangs up before any instance of the app is back: the h
+    # extension took the attempt for one the caller cancelled ("carrier-a:cancelled::", no
+    # carrier, an ANSWERED record: 9 to 16 calls of 450 in a chaos audit's 5 s stall).
+    from concurrent.futures import ThreadPoolExecutor
+
+    lab.seed(tiers_routes(ring_timeout=30))
+    carrier("a", "unavailable")
+    b = carrier("b", "answer_after:1.5")
+    cdr_at = size(cdr_csv())
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(phone("ari").call, NUMBER, hangup_after=0.5)
+        wait_for("carrier-b's INVITE", b.invites)
+        with lab.service_stopped("ari"):
+            assert call.result().final_code == 200
+            failed, answered = records_since(cdr_at, 2)
+    assert failed["attempts"] == "carrier-a:congestion:34:503"
+    assert answered["disposition"] == "ANSWERED"
+    assert (answered["carrier"], answered["trunk"]) == ("second", "carrier-b")
+    assert answered["attempts"] == "carrier-a:congestion:34:503|carrier-b:answered:16:200"
+
+
 def test_a_call_that_comes_while_the_ari_service_is_down_says_so_in_its_cdr(  # type: ignore[no-untyped-def]
         lab, phone) -> None:
     # Stasis() cannot hand the call over (STASISSTATUS=FAILED): the phone gets 503, and the
