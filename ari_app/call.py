@@ -226,9 +226,11 @@ class AttemptLeg:
         if event.type == EventType.STASIS_START:
             self.entered_stasis()
         elif event.answered:
-            if self.state is AttemptState.FAILED and self.setup_timeout and not self.destroyed:
-                # The 200 crossed our setup timer's hangup: the callee picked up and gets a
-                # BYE. Nothing to connect, and no next trunk (it would ring them again).
+            if (self.state is AttemptState.FAILED and (self.setup_timeout or self.ring_timeout)
+                    and not self.destroyed):
+                # The 200 crossed our timer's hangup: the callee picked up and gets a BYE.
+                # Nothing to connect, and no next trunk (it would ring them again: a carrier
+                # may retry on no answer), whichever timer it was.
                 self.answered_unseen = True
             self.answered()
         elif event.provisional:
