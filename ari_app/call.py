@@ -126,6 +126,8 @@ class AttemptLeg:
     hangup_sent: bool = False
     #: Asterisk is hanging it up (a non-soft ChannelHangupRequest): no hangup of ours needed.
     ending: bool = False
+    #: A soft ChannelHangupRequest came (our hangup, or Asterisk's /dial timeout).
+    soft_hangup_seen: bool = False
     cause: int | None = None
     sip_code: int | None = None
     ring_started: float | None = None
@@ -241,7 +243,18 @@ class AttemptLeg:
             # judged it instead (a 486 taken for a dead trunk, the next carrier rang a busy
             # callee; a 503 after ringing for no answer).
             self.ending = True
+            if (self.state is AttemptState.FAILED and (self.setup_timeout or self.ring_timeout)
+                    and not self.soft_hangup_seen and not self.destroyed
+                    and (event.cause is not None or event.tech_cause is not None)):
+                # Our timer's hangup shows first as a soft request (and the channel's end may
+                # then bring a request of its own: 16/603 on the lab). Before any, this is the
+                # carrier's final answer, which reached Asterisk before our hangup, its events
+                # trailing the timer's check (the channel was gone when the check asked for
+                # it): it counts (a 486 taken for a dead trunk rang the busy callee again).
+                self.setup_timeout = self.ring_timeout = False
             self._ended(now, event.cause, event.tech_cause)
+        elif event.type == EventType.CHANNEL_HANGUP_REQUEST:
+            self.soft_hangup_seen = True  # ours, or Asterisk's /dial timeout
         elif event.type == EventType.CHANNEL_DESTROYED:
             self.gone(now, event.cause, event.tech_cause)
         elif event.type == EventType.RECONCILED:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from ari_support import Lab, snapshot_of, wait_for
 
@@ -45,4 +47,64 @@ async def test_an_answer_that_crosses_the_ring_timer_s_hangup_does_not_ring_the_
     await lab.finished(caller)
     assert call.result is not None and call.result.trace == "carrier-a:answered:16:200"
     assert fake.ended[call.caller_id].hangup_reason == "16"
+    await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_a_busy_whose_events_trail_the_setup_timer_s_check_still_stops_the_call(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # carrier-a's 486 reaches Asterisk just as the setup timer fires: the channel is gone when
+    # the check asks for it (400/404), and its ChannelHangupRequest 17/486 is still on its way
+    # on the websocket (another connection than the REST reply). The busy must count, not the
+    # timer: judged a dead trunk, the next carrier rang the busy callee.
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")  # carrier-a silent until it turns the call down
+    remove = lab.ari.remove_channel
+
+    async def busy_first(bridge_id: str, channel_id: str) -> None:
+        held: list[dict[str, object]] = []
+        emit = fake._emit
+        monkeypatch.setattr(fake, "_emit", held.append)
+        fake.carrier_fails(channel_id, 17, 486)  # gone in Asterisk, its events not sent yet
+        monkeypatch.setattr(fake, "_emit", emit)
+        try:
+            await remove(bridge_id, channel_id)
+        finally:
+            for event in held:  # they follow the REST reply
+                emit(event)
+
+    monkeypatch.setattr(lab.ari, "remove_channel", busy_first)
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: call in lab.app.finished or fake.dials["carrier-b"])
+    assert fake.dials == {"carrier-a": 1}  # the busy callee is not rung through carrier-b
+    await lab.finished(caller)
+    assert call.result is not None and call.result.trace == "carrier-a:busy:17:486"
+    assert fake.ended[caller].hangup_reason == "17"
+    await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_the_hangup_request_our_own_hangup_brings_does_not_override_the_setup_timer(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Recorded on the lab (races/create-then-dial-409-not-in-stasis): a channel the app hangs
+    # up shows a soft request (32), then, as it ends, a request of its own, 16/603. That one
+    # is our hangup's, not the carrier's: the dead trunk is still failed over.
+    fake = lab.fake
+    lab.carriers("a-unreachable_b200")
+    destroy = fake._destroy
+
+    def with_own_request(ch: Any, cause: int, tech_cause: int | None) -> None:
+        if ch.name.startswith("PJSIP/carrier-a-") and ch.id in fake.channels:
+            fake._emit({"type": "ChannelHangupRequest", "cause": 16, "tech_cause": 603,
+                        "channel": ch.json()})
+        destroy(ch, cause, tech_cause)
+
+    monkeypatch.setattr(fake, "_destroy", with_own_request)
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: fake.channels.get(caller) is not None
+                   and fake.channels[caller].state == "Up")
+    assert fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    assert call.trace[0].outcome == "unreachable"
+    fake.caller_hangup(caller)
+    await lab.finished(caller)
     await wait_for(lambda: fake.leftovers() == ([], []))
