@@ -382,7 +382,12 @@ class RouterApp:
                     caller_id, present[caller_id].get("state"), bid, attempt_gone=True))
             else:
                 log.info("removing leftover bridge %s and its channels %s", bid, live)
-                self._spawn(self._remove(bid, live), f"remove-{bid}")
+                # Answered channels alone (a conversation whose other side left while no
+                # instance ran): a normal clearing, not congestion, in their CDR.
+                cause = (causes.NORMAL_CLEARING
+                         if live and all(present[m].get("state") == "Up" for m in live)
+                         else causes.CONGESTION)
+                self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
         for cid, channel in present.items():
             if cid in self.owners or cid in handled:
                 continue
@@ -458,7 +463,7 @@ class RouterApp:
                 if self.owners.get(cid) is adopted:
                     self.unregister(cid)
 
-    async def _remove(self, bridge_id: str, channel_ids: list[str]) -> None:
+    async def _remove(self, bridge_id: str, channel_ids: list[str], cause: int) -> None:
         for cid in channel_ids:
-            await self._hangup(cid, causes.CONGESTION)
+            await self._hangup(cid, cause)
         await quietly(f"destroying bridge {bridge_id}", self.ari.destroy_bridge(bridge_id), log)

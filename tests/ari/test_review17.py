@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from ari_support import Lab, snapshot_of, wait_for
+from test_reconnect import cut, restore
 
 NUMBER = "911234567"
 
@@ -108,3 +109,18 @@ async def test_the_hangup_request_our_own_hangup_brings_does_not_override_the_se
     fake.caller_hangup(caller)
     await lab.finished(caller)
     await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_a_connected_caller_whose_callee_hung_up_while_no_instance_ran_is_cleared_normally(
+        lab: Lab) -> None:
+    # An earlier instance stopped with the call bridged (it goes on without the router); the
+    # callee hung up before the next instance came: the bridge holds the answered caller
+    # alone. It is a finished conversation, not a failed call: hung up with 16, not 34 (a
+    # CDR with hangupcause 34, "congestion", for a call that was talked through).
+    fake = lab.fake
+    before = await cut(lab)
+    caller = fake.add_leftover_channel(NUMBER, state="Up")
+    fake.add_leftover_bridge([caller])
+    await restore(lab, before)
+    await wait_for(lambda: caller not in fake.channels)
+    assert fake.ended[caller].hangup_reason == "16"
