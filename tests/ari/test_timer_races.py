@@ -1,4 +1,6 @@
-"""Races found in review 17, each proved against the fake Asterisk."""
+"""Races between the app's timers or a restart and what the carrier did meanwhile, each played
+against the fake Asterisk: an answer or a busy crossing a timer's hangup, our own hangup's
+request, a callee who hung up while no instance ran."""
 
 from __future__ import annotations
 
