@@ -71,6 +71,9 @@ VARS_WAIT_AT_STOP = 0.5
 DIAL_WAIT_AT_STOP = 2.0
 #: Seconds before each new try of an attempt's hangup that Asterisk did not answer.
 HANGUP_RETRIES = (0.2, 1.0)
+#: How long the hangup sent again to an attempt still there DESTROY_WAIT after its first may
+#: hold the next attempt up.
+HANGUP_AGAIN_WAIT = 0.5
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -1233,6 +1236,16 @@ class Call:
                 if event is None:
                     break
                 self._dispatch(event, leg)
+            if not leg.destroyed and leg.hangup_sent:
+                # Still there: our hangup may never have reached Asterisk (one that timed out
+                # is taken as delivered, and one refused three times is given up). Once more
+                # before the next trunk rings, or both ring for the call (404 if it is gone).
+                self.log.warning("attempt %d: %s still there %g s after its hangup: again",
+                                 leg.attempt.index, leg.channel_id, DESTROY_WAIT)
+                with contextlib.suppress(TimeoutError):  # (an Asterisk that answers nothing
+                    await asyncio.wait_for(  # must not hold the failover up any longer)
+                        self._quietly("hang up again", self.ari.hangup(leg.channel_id)),
+                        HANGUP_AGAIN_WAIT)
         return leg
 
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:

@@ -126,3 +126,39 @@ async def test_a_connected_caller_whose_callee_hung_up_while_no_instance_ran_is_
     await restore(lab, before)
     await wait_for(lambda: caller not in fake.channels)
     assert fake.ended[caller].hangup_reason == "16"
+
+
+LONG_RING = """
+defaults: {country_code: "34", setup_timeout: 0.5, ring_timeout: 30, max_attempts: 6}
+carriers:
+  alpha: {trunks: [carrier-a]}
+  bravo: {trunks: [carrier-b]}
+target_patterns:
+  spain: {prefix: "+34"}
+outgoing_routes:
+  - {name: first, pattern: spain, carrier: alpha, priority: 1}
+  - {name: second, pattern: spain, carrier: bravo, priority: 2}
+"""
+
+
+async def test_an_attempt_whose_hangup_never_reached_asterisk_is_hung_up_before_the_next(
+        lab: Lab) -> None:
+    # carrier-a sends nothing: its setup timer hangs it up, and Asterisk closes every DELETE
+    # unanswered (past its session limit) until the app gives up: carrier-b was dialled while
+    # carrier-a's INVITE went on (until /dial's own timeout), and nothing hung carrier-a up.
+    fake = lab.fake
+    lab.snapshots.append(snapshot_of(LONG_RING))  # /dial's own timeout: 33 s
+    lab.carriers("a-unreachable_b200")
+    fake.dropping["DELETE /channels/ora-*"] = 100
+    caller = fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    # three hangups, each resent once by the connection pool, then given up
+    await wait_for(lambda: sum(r[0] == "DELETE" for r in fake.requests) == 6)
+    fake.dropping.clear()  # Asterisk answers again
+    await wait_for(lambda: len(call.legs) == 2, within=10)
+    first = call.legs[0].channel_id
+    assert first in fake.ended  # before the next trunk was dialled
+    await wait_for(lambda: caller in fake.channels and fake.channels[caller].state == "Up")
+    assert fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    fake.far_end_hangup(caller)
+    await lab.finished(caller)
