@@ -237,6 +237,18 @@ def _read(path: Path) -> str:
         return ""
 
 
+def read_trace(path: Path) -> list[SipMessage]:
+    """The messages of the SIPp `-trace_msg` file `path` (:func:`parse_trace`); [] while SIPp
+    has not created it yet."""
+    return parse_trace(_read(path))
+
+
+def uri_user(uri: str) -> str:
+    """The user part of a SIP URI: "sip:+34911@127.0.0.11:5060" -> "+34911" ("" if none)."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    return rest.split("@", 1)[0] if "@" in rest else ""
+
+
 # ---- processes ---------------------------------------------------------------------------
 
 
@@ -418,6 +430,20 @@ def _transaction(m: SipMessage) -> tuple[str, str, str]:
     return m.call_id, m.headers.get("cseq", ""), m.headers.get("via", "")
 
 
+@dataclass(frozen=True)
+class CarrierAttempt:
+    """One attempt a carrier received (an initial INVITE of :meth:`Carrier.invites`), as its
+    trace shows it."""
+
+    call_id: str
+    request_uri: str
+    invited_at: float  # the INVITE's arrival (epoch seconds, SIPp's clock)
+    #: when the attempt ended for the carrier: its final answer sent, or a CANCEL received
+    #: first; None while it is still going (or the carrier never ended it)
+    ended_at: float | None
+    final: int | None  # the final answer it sent (None: none, e.g. CANCELled while ringing)
+
+
 @dataclass
 class Carrier:
     """A SIPp UAS listening on one carrier trunk address with one behaviour."""
@@ -437,7 +463,7 @@ class Carrier:
         return self.workdir / f"carrier-{self.trunk.letter}-errors.log"
 
     def messages(self) -> list[SipMessage]:
-        return parse_trace(_read(self.trace_path))
+        return read_trace(self.trace_path)
 
     def _settled_messages(self) -> tuple[list[SipMessage], float]:
         """The trace and the time it was read, once every INVITE in it can be told from a stray
@@ -475,6 +501,27 @@ class Carrier:
     def request_uris(self) -> list[str]:
         return [m.request_uri for m in self._initial_invites()]
 
+    def attempts(self) -> list[CarrierAttempt]:
+        """Every attempt of :meth:`invites`, in order, with when and how it ended: the first
+        final answer to its INVITE this carrier sent, or the CANCEL it got before that."""
+        settled = self._settled_messages()
+        by_call: dict[str, list[SipMessage]] = collections.defaultdict(list)
+        for m in settled[0]:
+            by_call[m.call_id].append(m)
+        out = []
+        for invite in self._initial_invites(settled):
+            ended, final = None, None
+            for m in by_call[invite.call_id]:
+                if m.sent and not m.is_request and m.method == "INVITE" and (m.status or 0) >= 200:
+                    ended, final = m.stamp, m.status
+                    break
+                if not m.sent and m.is_request and m.method == "CANCEL":
+                    ended = m.stamp
+                    break
+            out.append(CarrierAttempt(invite.call_id, invite.request_uri, invite.stamp, ended,
+                                      final))
+        return out
+
     def invite_header(self, name: str) -> list[list[str]]:
         """Every value of the header `name` in each initial INVITE of :meth:`invites`, in
         order (a header that came twice has two values; one that never came, none)."""
@@ -495,6 +542,19 @@ class Carrier:
             return self._proc.poll() is None
         exit_status(self.pid)  # reap it if it was our child and died
         return pid_is_sipp(self.pid)
+
+    def kill(self, timeout: float = 3.0) -> None:
+        """End the carrier as a crash would (SIGKILL: no goodbye to anything), and return once
+        it is gone and its trunk address is free for another carrier."""
+        if not self.running():
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.running() or udp_bound(self.trunk.address, self.trunk.port):
+            if time.monotonic() > deadline:
+                raise SippError(f"carrier {self.trunk.letter} (pid {self.pid}) still there "
+                                f"{timeout:g} s after SIGKILL")
+            time.sleep(0.01)  # polling: the kernel tells no one else when it is reaped
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -603,16 +663,19 @@ class LoadResult:
 
 
 def _phone_scenario(workdir: Path, *, tenant: str | None, answer_ms: int, talk_ms: int,
-                    max_forwards: int | None = 70) -> Path:
+                    max_forwards: int | None = 70, numbered: bool = False) -> Path:
     drop = [] if tenant else ["X-Tenant:"]
     if max_forwards is None:
         drop.append("Max-Forwards: @MAX_FORWARDS@")
-    return _scenario_file(workdir, render(
+    text = render(
         "uac_call.xml",
         {"ANSWER_TIMEOUT_MS": str(max(answer_ms, 1)), "TALK_MS": str(max(talk_ms, 1)),
          "MAX_FORWARDS": str(max_forwards)},
         drop_lines=drop,
-    ))
+    )
+    if numbered:  # every call its own number: the number given, then SIPp's call number
+        text = text.replace("sip:[service]@", "sip:[service][call_number]@")
+    return _scenario_file(workdir, text)
 
 
 def _scenario_file(workdir: Path, text: str) -> Path:
@@ -641,23 +704,58 @@ def _phone_command(
     return cmd
 
 
-def _invite_responses(messages: Iterable[SipMessage]) -> dict[str, list[int]]:
-    per_call: dict[str, list[int]] = collections.defaultdict(list)
+@dataclass
+class PhoneCall:
+    """One call of a phone's trace, as the phone saw it."""
+
+    call_id: str
+    number: str  # the user part of the INVITE's request URI
+    invited_at: float  # the first INVITE sent (epoch seconds, SIPp's clock)
+    codes: list[int] = field(default_factory=list)  # INVITE responses, retransmissions once
+    final_at: float | None = None  # when the first final response came
+    bye_sent: bool = False  # the phone hung up
+    bye_received: bool = False  # the network hung up on the phone
+    bye_answered: bool = False  # the phone's BYE got 200
+
+    @property
+    def final(self) -> int | None:
+        """The INVITE's final response (None: none came)."""
+        return next((c for c in self.codes if c >= 200), None)
+
+
+def phone_calls(messages: Iterable[SipMessage]) -> list[PhoneCall]:
+    """The calls of a phone trace (one per initial INVITE the phone sent), in order."""
+    calls: dict[str, PhoneCall] = {}
     seen: set[str] = set()
     for m in messages:
-        if m.sent or m.is_request or m.method != "INVITE":
+        call = calls.get(m.call_id)
+        if m.sent and m.is_request and m.method == "INVITE" and not m.has_to_tag():
+            if call is None:
+                calls[m.call_id] = PhoneCall(m.call_id, uri_user(m.request_uri), m.stamp)
+        elif call is None:
             continue
-        if m.raw in seen:  # a retransmitted response
-            continue
-        seen.add(m.raw)
-        per_call[m.call_id].append(int(m.status or 0))
-    return per_call
+        elif not m.is_request and m.method == "INVITE" and not m.sent:
+            if m.raw in seen:  # a retransmitted response
+                continue
+            seen.add(m.raw)
+            call.codes.append(int(m.status or 0))
+            if (m.status or 0) >= 200 and call.final_at is None:
+                call.final_at = m.stamp
+        elif m.is_request and m.method == "BYE":
+            if m.sent:
+                call.bye_sent = True
+            else:
+                call.bye_received = True
+        elif not m.is_request and m.method == "BYE" and not m.sent and m.status == 200:
+            call.bye_answered = True
+    return list(calls.values())
 
 
 def invite_codes(messages: Iterable[SipMessage]) -> list[int]:
     """Every response the INVITE of a one-call phone trace got, in order, retransmissions
     once."""
-    return next(iter(_invite_responses(messages).values()), [])
+    calls = phone_calls(messages)
+    return calls[0].codes if calls else []
 
 
 def run_phone(source: str, number: str, template: str, workdir: Path, *,
@@ -676,7 +774,7 @@ def run_phone(source: str, number: str, template: str, workdir: Path, *,
     scenario = _scenario_file(workdir, render(template, values or {}))
     trace = _call_once(source, number, scenario, workdir, tenant=None, timeout=timeout,
                        extra=() if retransmit else ("-nr",))
-    return parse_trace(_read(trace))
+    return read_trace(trace)
 
 
 def _call_once(source: str, number: str, scenario: Path, workdir: Path, *,
@@ -718,11 +816,69 @@ def place_call(
     trace = _call_once(source, number, scenario, workdir, tenant=tenant,
                        timeout=timeout + talk_s + 10)
     elapsed = time.monotonic() - started
-    messages = parse_trace(_read(trace))
+    messages = read_trace(trace)
     codes = invite_codes(messages)
     final = next((c for c in codes if c >= 200), None)
     cancelled = any(m.sent and m.is_request and m.method == "CANCEL" for m in messages)
     return CallResult(number, final, tuple(codes), cancelled, elapsed, trace)
+
+
+@dataclass
+class PhoneLoad:
+    """Calls a SIPp phone is placing (:func:`start_load`)."""
+
+    calls: int
+    trace: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+    started: float = field(default_factory=time.monotonic)
+
+    def messages(self) -> list[SipMessage]:
+        return read_trace(self.trace)
+
+    def wait(self, timeout: float | None = None) -> LoadResult:
+        """Once SIPp has placed (and ended) every call, or ``timeout`` s have passed (then it
+        is killed), what the phone saw of them."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        elapsed = time.monotonic() - self.started
+        finals = collections.Counter(c.final for c in phone_calls(self.messages()))
+        finals[None] += self.calls - finals.total()  # calls that never got out
+        if not finals[None]:
+            del finals[None]
+        return LoadResult(self.calls, dict(finals), elapsed)
+
+
+def start_load(
+    source: str,
+    number: str,
+    workdir: Path,
+    *,
+    calls: int,
+    rate: float,
+    concurrent: int | None = None,
+    tenant: str | None = None,
+    talk: float = 0.5,
+    timeout: float = 60.0,
+    numbered: bool = False,
+) -> PhoneLoad:
+    """Start placing `calls` calls at `rate` calls/s (at most `concurrent` at once) from
+    `source`, in the background. `numbered`: each call dials `number` followed by its SIPp
+    call number (1, 2...), so that every call of the load has a number of its own."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario = _phone_scenario(workdir, tenant=tenant, answer_ms=round(timeout * 1000),
+                               talk_ms=round(talk * 1000), numbered=numbered)
+    trace = scenario.with_suffix(".messages.log")
+    extra = ["-m", str(calls), "-r", str(rate), "-rp", "1000",
+             "-timeout", f"{int(calls / max(rate, 0.001) + timeout + talk + 30)}s"]
+    if concurrent:
+        extra += ["-l", str(concurrent)]
+    cmd = _phone_command(source, number, scenario, trace, tenant=tenant, extra=extra)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=workdir)
+    return PhoneLoad(calls, trace, proc)
 
 
 def place_load(
@@ -738,27 +894,8 @@ def place_load(
     timeout: float = 60.0,
 ) -> LoadResult:
     """`calls` calls at `rate` calls/s (at most `concurrent` at once) from `source`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    scenario = _phone_scenario(workdir, tenant=tenant, answer_ms=round(timeout * 1000),
-                               talk_ms=round(talk * 1000))
-    trace = scenario.with_suffix(".messages.log")
-    extra = ["-m", str(calls), "-r", str(rate), "-rp", "1000",
-             "-timeout", f"{int(calls / max(rate, 0.001) + timeout + talk + 30)}s"]
-    if concurrent:
-        extra += ["-l", str(concurrent)]
-    cmd = _phone_command(source, number, scenario, trace, tenant=tenant, extra=extra)
-    started = time.monotonic()
-    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, cwd=workdir, check=False)
-    elapsed = time.monotonic() - started
-    per_call = _invite_responses(parse_trace(_read(trace)))
-    finals: collections.Counter[int | None] = collections.Counter()
-    for codes in per_call.values():
-        finals[next((c for c in codes if c >= 200), None)] += 1
-    finals[None] += calls - len(per_call)  # calls that got no response at all
-    if not finals[None]:
-        del finals[None]
-    return LoadResult(calls, dict(finals), elapsed)
+    return start_load(source, number, workdir, calls=calls, rate=rate, concurrent=concurrent,
+                      tenant=tenant, talk=talk, timeout=timeout).wait()
 
 
 # ---- command line (docker-compose's carriers) --------------------------------------------

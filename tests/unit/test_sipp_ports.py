@@ -49,3 +49,19 @@ def test_a_sipp_of_the_lab_binds_nothing_on_every_interface(
     phone = sipp._phone_command("127.0.0.10", "911234567", tmp_path / "x.xml",
                                 tmp_path / "t.log", tenant=None, extra=[])
     assert phone[phone.index("-ci") + 1] == "127.0.0.10"
+
+
+def test_a_killed_carrier_is_gone_and_its_address_free(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trunk = topology.CarrierTrunk("z", "carrier-z", "127.0.0.99", 5099, demo="answer")
+    monkeypatch.setattr(topology, "carrier", lambda name: trunk)
+    carrier = sipp.start_carrier("z", "answer", tmp_path / "first")
+    try:
+        carrier.kill()
+        assert not carrier.running()
+        assert not sipp.udp_bound(trunk.address, trunk.port)
+        carrier.kill()  # once more: nothing to do
+        again = sipp.start_carrier("z", "answer", tmp_path / "again")  # the address is free
+        again.stop()
+    finally:
+        carrier.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,78 @@ def test_header_values_gives_every_copy_of_a_header_and_none_from_the_body() -> 
     invite = sipp.SipMessage(False, "", raw.split("\n", 1)[0], {}, raw)
     assert sipp.header_values(invite, "Max-Forwards") == ["69", "70"]
     assert sipp.header_values(invite, "X-Tenant") == []
+
+
+def test_attempts_say_when_and_how_each_attempt_ended(tmp_path: Path) -> None:
+    # The recorded ringing carrier: its one attempt rang until the ring timeout's CANCEL (the
+    # 487 follows it); the stray INVITE and its instant CANCEL are no attempt.
+    c = carrier_with_trace(tmp_path, "ring-with-stray.messages.log")
+    [attempt] = c.attempts()
+    assert attempt.request_uri == "sip:+34911234567@127.0.0.11:5060"
+    assert attempt.call_id == "d6d93381-08ad-44f6-8640-7a3e21b2af93"
+    assert attempt.final is None  # CANCELled before any final answer
+    assert attempt.ended_at is not None
+    assert round(attempt.ended_at - attempt.invited_at, 3) == 3.004  # 34.859 -> 37.863
+    assert sipp.uri_user(attempt.request_uri) == "+34911234567"
+
+
+def test_uri_user() -> None:
+    assert sipp.uri_user("sip:+34911@127.0.0.11:5060") == "+34911"
+    assert sipp.uri_user("sip:127.0.0.11") == ""
+    assert sipp.uri_user("sips:alice@example.org;transport=tls") == "alice"
+
+
+def test_read_trace_of_a_file_sipp_has_not_written_yet_is_empty(tmp_path: Path) -> None:
+    assert sipp.read_trace(tmp_path / "none.messages.log") == []
+    shutil.copy(DATA / "silent.messages.log", tmp_path / "t.log")
+    assert len(sipp.read_trace(tmp_path / "t.log")) == 3
+
+
+def _message(stamp: str, sent: bool, first_line: str, call_id: str, cseq: str,
+             to_tag: bool = False) -> str:
+    direction = "sent (0 bytes):" if sent else "received [0] bytes :"
+    to = "<sip:x@127.0.0.1>" + (";tag=as1" if to_tag else "")
+    return (f"----------------------------------------------- 2026-11-28 10:00:{stamp}\n"
+            f"UDP message {direction}\n\n{first_line}\nCall-ID: {call_id}\nCSeq: {cseq}\n"
+            f"To: {to}\nContent-Length: 0\n\n")
+
+
+PHONE_TRACE = "".join([
+    # call 1: 100, 180, 200 (sent twice: once counted), the network's BYE
+    _message("00.000000", True, "INVITE sip:9111@127.0.0.1:5060 SIP/2.0", "c1", "1 INVITE"),
+    _message("00.001000", False, "SIP/2.0 100 Trying", "c1", "1 INVITE"),
+    _message("00.002000", False, "SIP/2.0 180 Ringing", "c1", "1 INVITE", True),
+    _message("01.500000", False, "SIP/2.0 200 OK", "c1", "1 INVITE", True),
+    _message("01.500000", False, "SIP/2.0 200 OK", "c1", "1 INVITE", True),
+    _message("03.000000", False, "BYE sip:phone@127.0.0.10 SIP/2.0", "c1", "2 BYE", True),
+    # call 2: 503, after the INVITE was retransmitted
+    _message("00.100000", True, "INVITE sip:9112@127.0.0.1:5060 SIP/2.0", "c2", "1 INVITE"),
+    _message("00.600000", True, "INVITE sip:9112@127.0.0.1:5060 SIP/2.0", "c2", "1 INVITE"),
+    _message("00.700000", False, "SIP/2.0 503 Service Unavailable", "c2", "1 INVITE", True),
+    # call 3: answered, the phone hangs up and gets 200
+    _message("00.200000", True, "INVITE sip:9113@127.0.0.1:5060 SIP/2.0", "c3", "1 INVITE"),
+    _message("00.300000", False, "SIP/2.0 200 OK", "c3", "1 INVITE", True),
+    _message("02.300000", True, "BYE sip:x@127.0.0.1:5060 SIP/2.0", "c3", "2 BYE", True),
+    _message("02.301000", False, "SIP/2.0 200 OK", "c3", "2 BYE", True),
+])
+
+
+def test_phone_calls_of_a_load_trace() -> None:
+    calls = sipp.phone_calls(sipp.parse_trace(PHONE_TRACE))
+    assert [(c.number, c.codes, c.final) for c in calls] == [
+        ("9111", [100, 180, 200], 200), ("9112", [503], 503), ("9113", [200], 200)]
+    one, two, three = calls
+    assert one.final_at is not None and round(one.final_at - one.invited_at, 3) == 1.5
+    assert (one.bye_received, one.bye_sent, one.bye_answered) == (True, False, False)
+    assert round(two.invited_at % 60, 1) == 0.1  # the first copy of the INVITE
+    assert (three.bye_received, three.bye_sent, three.bye_answered) == (False, True, True)
+    assert sipp.invite_codes(sipp.parse_trace(PHONE_TRACE)) == [100, 180, 200]
+
+
+def test_a_load_counts_the_calls_that_never_got_out_as_no_final(tmp_path: Path) -> None:
+    trace = tmp_path / "phone.messages.log"
+    trace.write_text(PHONE_TRACE)
+    load = sipp.PhoneLoad(4, trace, subprocess.Popen(["true"]))
+    result = load.wait(timeout=5)
+    assert result.final_codes == {200: 2, 503: 1, None: 1}
+    assert (result.successful, result.failed) == (2, 2)
