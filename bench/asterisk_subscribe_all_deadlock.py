@@ -42,8 +42,8 @@ ENDPOINT = "PJSIP/phone-baseline"
 
 def place_calls(stop: threading.Event, workdir: Path) -> None:
     while not stop.is_set():
-        sipp.place_load(topology.phone("baseline").address, "911234567", workdir,
-                        calls=100, rate=25, concurrent=40, talk=0.2)
+        sipp.start_load(topology.phone("baseline").address, "911234567", workdir,
+                        calls=100, rate=25, concurrent=40, talk=0.2).wait()
 
 
 async def probe(subscribe: str, rounds: int) -> int:

@@ -91,9 +91,9 @@ def run_step(via: str, rate: int, calls: int, work: Path, *, talk: float = 1.0,
     run = work / f"{via}-{rate}-{calls}"
     carrier = sipp.start_carrier("a", "answer", run / "carrier")
     try:
-        result = sipp.place_load(topology.phone(via).address, number, run / "phone",
+        result = sipp.start_load(topology.phone(via).address, number, run / "phone",
                                  calls=calls, rate=rate, talk=talk,
-                                 concurrent=max(10, round(rate * (talk + 3))))
+                                 concurrent=max(10, round(rate * (talk + 3)))).wait()
     finally:
         carrier.stop()
     phone_trace = next((run / "phone").glob("phone-*.messages.log"))

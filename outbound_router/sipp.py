@@ -865,8 +865,9 @@ def start_load(
     numbered: bool = False,
 ) -> PhoneLoad:
     """Start placing `calls` calls at `rate` calls/s (at most `concurrent` at once) from
-    `source`, in the background. `numbered`: each call dials `number` followed by its SIPp
-    call number (1, 2...), so that every call of the load has a number of its own."""
+    `source`, in the background (``start_load(...).wait()``: the calls, once done).
+    `numbered`: each call dials `number` followed by its SIPp call number (1, 2...), so that
+    every call of the load has a number of its own."""
     workdir.mkdir(parents=True, exist_ok=True)
     scenario = _phone_scenario(workdir, tenant=tenant, answer_ms=round(timeout * 1000),
                                talk_ms=round(talk * 1000), numbered=numbered)
@@ -879,23 +880,6 @@ def start_load(
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=workdir)
     return PhoneLoad(calls, trace, proc)
-
-
-def place_load(
-    source: str,
-    number: str,
-    workdir: Path,
-    *,
-    calls: int,
-    rate: float,
-    concurrent: int | None = None,
-    tenant: str | None = None,
-    talk: float = 0.5,
-    timeout: float = 60.0,
-) -> LoadResult:
-    """`calls` calls at `rate` calls/s (at most `concurrent` at once) from `source`."""
-    return start_load(source, number, workdir, calls=calls, rate=rate, concurrent=concurrent,
-                      tenant=tenant, talk=talk, timeout=timeout).wait()
 
 
 # ---- command line (docker-compose's carriers) --------------------------------------------

@@ -278,8 +278,8 @@ class Phone:
 
     def load(self, number: str, *, calls: int, rate: float, concurrent: int | None = None,
              tenant: str | None = None, talk: float = 0.5) -> sipp.LoadResult:
-        return sipp.place_load(self.address, number, self.workdir, calls=calls, rate=rate,
-                               concurrent=concurrent, tenant=tenant, talk=talk)
+        return sipp.start_load(self.address, number, self.workdir, calls=calls, rate=rate,
+                               concurrent=concurrent, tenant=tenant, talk=talk).wait()
 
 
 @pytest.fixture
