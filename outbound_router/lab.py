@@ -355,16 +355,35 @@ def _port_in_use(kind: int, host: str, port: int) -> bool:
     return False
 
 
-def tcp_listening(host: str, port: int) -> bool:
-    """Something listens on host:port (read from /proc/net/tcp: probing would open a session)."""
+def _tcp_listener_inodes(host: str, port: int) -> list[str]:
+    """The socket inodes listening on host:port, or on every address at that port
+    (/proc/net/tcp)."""
     want = f"{''.join(f'{int(b):02X}' for b in reversed(host.split('.')))}:{port:04X}"
     any_addr = f"00000000:{port:04X}"
     with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[1] in (want, any_addr):
-                return True
-    return False
+        return [fields[9] for fields in (line.split() for line in f.readlines()[1:])
+                if fields[3] == "0A" and fields[1] in (want, any_addr)]
+
+
+def tcp_listening(host: str, port: int) -> bool:
+    """Something listens on host:port (read from /proc/net/tcp: probing would open a session)."""
+    return bool(_tcp_listener_inodes(host, port))
+
+
+def tcp_listener_pid(host: str, port: int) -> int | None:
+    """The PID of the process listening on host:port (its socket among the process's open
+    files); None when nothing listens, or the process is not ours to see."""
+    sockets = {f"socket:[{inode}]" for inode in _tcp_listener_inodes(host, port)}
+    for entry in os.listdir("/proc") if sockets else []:
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in sockets for fd in fds):
+                return int(entry)
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return None
 
 
 # ---- the chroot --------------------------------------------------------------------------

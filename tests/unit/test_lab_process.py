@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -73,3 +74,14 @@ def test_lab_down_waits_until_the_parent_has_reaped_what_it_stopped() -> None:
             assert not os.path.exists(f"/proc/{pid}")
         finally:
             parent.stdin.close()
+
+
+def test_the_pid_listening_on_a_tcp_port_is_found_from_its_socket() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert lab.tcp_listener_pid("127.0.0.1", port) is None  # bound, not listening
+        s.listen()
+        assert lab.tcp_listening("127.0.0.1", port)
+        assert lab.tcp_listener_pid("127.0.0.1", port) == os.getpid()
+    assert lab.tcp_listener_pid("127.0.0.1", port) is None
