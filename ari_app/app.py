@@ -425,11 +425,14 @@ class RouterApp:
 
     def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, Any],
                       ) -> tuple[str, tuple[str, ...], ResumeLeg] | None:
-        """(caller, its Stasis args, the attempt) when ``members`` are a caller not answered
-        yet and one of our attempts: a call an earlier instance left ringing (or dialling)
-        when it stopped (the attempt may have been answered since)."""
+        """(caller, its Stasis args, the attempt) when ``members`` are a caller and one of our
+        attempts, not both answered: a call an earlier instance left ringing (or dialling)
+        when it stopped (the attempt may have been answered since). A caller answered beside
+        an attempt that is not (yet) is one too: the carrier answered as the lists were made,
+        and the bridge answered the caller before the attempt's state showed it (removed as a
+        leftover, the callee was hung up 60 ms after the answer; seen in a chaos run)."""
         pair = self._caller_and_attempt(members, present) if len(members) == 2 else None
-        if pair is None or present[pair[0]].get("state") == "Up":
+        if pair is None:
             return None
         caller_id, leg_id = pair
         leg = present[leg_id]

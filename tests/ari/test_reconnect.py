@@ -328,6 +328,24 @@ async def test_a_ringing_attempt_goes_on_across_a_restart_and_is_not_rung_twice(
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
 
 
+async def test_a_caller_answered_beside_a_ringing_attempt_is_resumed_not_removed(
+        lab: Lab) -> None:
+    # In a chaos run the carrier answered as the new instance listed the channels: the bridge
+    # had answered the caller, the attempt's state still said Ringing, and the pair was taken
+    # for a leftover: the callee was hung up 60 ms after the phone's 200.
+    caller, leg = await ringing_call(lab)
+    await stop(lab.runner, lab.ari)
+    lab.fake.channels[caller].state = "Up"  # the answer, as far as the list shows it
+    async with a_new_instance(lab) as app:
+        assert isinstance(app.owners.get(caller), Call)
+        lab.fake.answer(leg)
+        await wait_for(lambda: "ROUTER_CARRIER" in lab.fake.channels[caller].variables)
+        assert lab.vars_of(caller)["ROUTER_CARRIER"] == "alpha"
+        assert leg in lab.fake.channels and lab.fake.dials == {"carrier-a": 1}
+        lab.fake.caller_hangup(caller)
+        await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
 async def test_an_answer_that_comes_while_the_next_instance_lists_channels_is_not_lost(
         lab: Lab) -> None:
     # On the lab the callee answered while the new instance's GET /channels was on its way:
