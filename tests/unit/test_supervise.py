@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 #: The stand-in service: notes its PID at each start, then waits (SIGTERM ends it with 0).
+#: The handler goes first: a test that sees the PID may stop it at once (with the PID noted
+#: first, a SIGTERM in between killed it, exit -15: one failure in a full run).
 SERVICE = """
 import os, signal, sys, time
-open(sys.argv[1], "a").write(f"{os.getpid()}\\n")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+open(sys.argv[1], "a").write(f"{os.getpid()}\\n")
 code = int(sys.argv[2])
 if code >= 0:
     sys.exit(code)
