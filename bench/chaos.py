@@ -612,7 +612,8 @@ def summary(r: dict[str, Any]) -> str:
     left = "none" if r.get("empty_after") is not None else (
         r["leftovers"] if isinstance(r.get("leftovers"), str)
         else f"{r['leftovers']['channels_count']} ch/{r['leftovers']['bridges']} br")
-    return (f"{r['name']:10} placed {r['placed']}, answered {finals.get('200', 0)}, failed "
+    return (f"{r['name']:10} placed {r['placed']}, answered {finals.get('200', 0)} (then cut "
+            f"by the network {r['answered_then_dropped_by_network']}), failed "
             f"{failed or 0}; same trunk twice {r['same_trunk_twice']}, overlaps "
             f"{r['overlapping_attempts']}; ARI leftovers {left}; CDR inconsistent "
             f"{r['cdr_inconsistent']} (missing {r['cdr_missing']}); probe "
