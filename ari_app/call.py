@@ -1007,7 +1007,7 @@ class Call:
                 channel_id=leg.channel_id,
                 app_args=(ev.ATTEMPT_ARG, self.caller_id),
                 originator=self.caller_id,
-                variables={var.RESUME: resume},
+                variables={var.RESUME: resume, var.NO_CDR: "1"},
             )
         except (AriError, AriUnavailable) as exc:
             self.log.warning("attempt %d: creating %s failed: %s",

@@ -36,6 +36,11 @@ CAUSE_BEFORE = "ROUTER_CAUSE_BEFORE"
 
 # On an ARI attempt channel: what a restarted ARI app needs to resume the call (JSON).
 RESUME = "ROUTER_RESUME"
+#: Also set on an ARI attempt channel when it is created, to "1": no CDR of its own. The
+#: caller's CDR has a record per attempt (dstchannel: the attempt); an attempt channel the
+#: app created had one of its own besides when its carrier failed before it had joined the
+#: call's bridge (``"", "s", PJSIP/carrier-b-..., FAILED``: about 1 call in 450 on the lab).
+NO_CDR = "CDR_PROP(disable)"
 
 # On the ARI caller, channel only, written with each attempt: ROUTER_ATTEMPTS as it must read
 # if the caller hangs up during that attempt (the attempt "cancelled"). A caller who hangs up

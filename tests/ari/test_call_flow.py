@@ -53,6 +53,8 @@ async def test_answer_bridges_caller_and_carrier_and_records_the_outcome(lab: La
     # The outcome is written: the h extension must not put "cancelled" on the CDR.
     assert variables["ROUTER_ATTEMPTS_ABANDONED"] == "carrier-a:cancelled::"
     assert not h_copies_the_abandoned_trace(variables)
+    # The attempt's channel has no CDR of its own: the caller's record names it.
+    assert lab.fake.channels[call.legs[0].channel_id].variables["CDR_PROP(disable)"] == "1"
     await hang_up_answered(lab, caller)
     assert f"/channels/{call.legs[0].channel_id}" in lab.fake.paths("DELETE")
 
