@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
 from fake_ari import Behaviour, FakeAsterisk
 
 from ari_app.app import RouterApp
@@ -101,3 +102,17 @@ async def answer_resumed(lab: Lab, caller: str, leg: str) -> None:
     assert lab.fake.dials == {"carrier-a": 1}
     lab.fake.caller_hangup(caller)
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+def answer_before_each_hangup(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on carrier-a's callee picks up just as the app hangs its channel up: the
+    carrier's 200 reaches Asterisk just before the app's DELETE (ACK and BYE follow)."""
+    fake, hangup = lab.fake, lab.ari.hangup
+
+    async def answer_first(channel_id: str, reason_code: int | None = None) -> None:
+        ch = fake.channels.get(channel_id)
+        if ch is not None and ch.name.startswith("PJSIP/carrier-a-") and ch.state != "Up":
+            fake.answer(channel_id)
+        await hangup(channel_id, reason_code)
+
+    monkeypatch.setattr(lab.ari, "hangup", answer_first)

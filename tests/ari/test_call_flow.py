@@ -8,7 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
+from ari_support import (
+    ROUTES,
+    Lab,
+    answer_before_each_hangup,
+    hang_up_answered,
+    snapshot_of,
+    wait_for,
+)
 from fake_ari import Behaviour
 
 from ari_app.call import AttemptState, Call
@@ -810,15 +817,7 @@ async def test_an_answer_that_crosses_the_setup_timer_s_hangup_stops_the_call(
     # the callee again.
     fake = lab.fake
     lab.carriers("a-unreachable_b200")
-    hangup = lab.ari.hangup
-
-    async def answer_first(channel_id: str, reason_code: int | None = None) -> None:
-        ch = fake.channels.get(channel_id)
-        if ch is not None and ch.name.startswith("PJSIP/carrier-a-") and ch.state != "Up":
-            fake.answer(channel_id)  # the 200 reaches Asterisk just before the DELETE
-        await hangup(channel_id, reason_code)
-
-    monkeypatch.setattr(lab.ari, "hangup", answer_first)
+    answer_before_each_hangup(lab, monkeypatch)
     call = await lab.call(NUMBER)
     assert fake.dials == {"carrier-a": 1}
     assert call.result is not None and call.result.trace == "carrier-a:answered:16:200"

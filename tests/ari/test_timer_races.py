@@ -7,22 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ari_support import Lab, snapshot_of, wait_for
+from ari_support import ROUTES, Lab, answer_before_each_hangup, snapshot_of, wait_for
 from test_reconnect import cut, restore
 
 NUMBER = "911234567"
 
-RETRY_ON_NO_ANSWER = """
-defaults: {country_code: "34", setup_timeout: 0.5, ring_timeout: 0.5, max_attempts: 6}
-carriers:
-  alpha: {trunks: [carrier-a], failover: {retry: [480]}}
-  bravo: {trunks: [carrier-b]}
-target_patterns:
-  spain: {prefix: "+34"}
-outgoing_routes:
-  - {name: first, pattern: spain, carrier: alpha, priority: 1}
-  - {name: second, pattern: spain, carrier: bravo, priority: 2}
-"""
+#: carrier-a's carrier tries the next one after a no-answer (480) too.
+RETRY_ON_NO_ANSWER = ROUTES.replace("alpha: {trunks: [carrier-a]}",
+                                    "alpha: {trunks: [carrier-a], failover: {retry: [480]}}")
 
 
 async def test_an_answer_that_crosses_the_ring_timer_s_hangup_does_not_ring_the_callee_again(
@@ -34,15 +26,7 @@ async def test_an_answer_that_crosses_the_ring_timer_s_hangup_does_not_ring_the_
     fake = lab.fake
     lab.snapshots.append(snapshot_of(RETRY_ON_NO_ANSWER))
     lab.carriers("a480-noanswer_b200")
-    hangup = lab.ari.hangup
-
-    async def answer_first(channel_id: str, reason_code: int | None = None) -> None:
-        ch = fake.channels.get(channel_id)
-        if ch is not None and ch.name.startswith("PJSIP/carrier-a-") and ch.state != "Up":
-            fake.answer(channel_id)  # the 200 reaches Asterisk just before the DELETE
-        await hangup(channel_id, reason_code)
-
-    monkeypatch.setattr(lab.ari, "hangup", answer_first)
+    answer_before_each_hangup(lab, monkeypatch)
     caller = fake.new_caller(NUMBER)
     call = await lab.started(caller)
     await wait_for(lambda: call in lab.app.finished or fake.dials["carrier-b"])
@@ -128,17 +112,7 @@ async def test_a_connected_caller_whose_callee_hung_up_while_no_instance_ran_is_
     assert fake.ended[caller].hangup_reason == "16"
 
 
-LONG_RING = """
-defaults: {country_code: "34", setup_timeout: 0.5, ring_timeout: 30, max_attempts: 6}
-carriers:
-  alpha: {trunks: [carrier-a]}
-  bravo: {trunks: [carrier-b]}
-target_patterns:
-  spain: {prefix: "+34"}
-outgoing_routes:
-  - {name: first, pattern: spain, carrier: alpha, priority: 1}
-  - {name: second, pattern: spain, carrier: bravo, priority: 2}
-"""
+LONG_RING = ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")
 
 
 async def test_an_attempt_whose_hangup_never_reached_asterisk_is_hung_up_before_the_next(
