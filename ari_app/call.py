@@ -447,6 +447,11 @@ class Call:
     _resume_args: tuple[str, str, str, tuple[Attempt, ...]] | None = None
     #: Another instance took the application over (and the call): see :meth:`detach`.
     detached: bool = False
+    #: Attempts whose create got no reply, by channel id: Asterisk may create the channel all
+    #: the same, later. Its StasisStart, when it comes, gets it hung up at once.
+    _unanswered_creates: dict[str, AttemptLeg] = field(default_factory=dict)
+    #: Those hangups, in flight (the cleanup waits for them).
+    _late_hangups: set[asyncio.Future[bool]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -455,6 +460,17 @@ class Call:
 
     def deliver(self, event: Event) -> None:
         """Called by the dispatcher, never blocks."""
+        if self._unanswered_creates and event.type == EventType.STASIS_START:
+            leg = self._unanswered_creates.pop(event.channel_id or "", None)
+            if leg is not None and not leg.hangup_sent:
+                # Made after the app gave its create up: never dialled, it would sit in the
+                # app, undialled, until the call's end (hours for a call answered meanwhile).
+                leg.hangup_sent = True
+                hangup = asyncio.ensure_future(self._quietly(
+                    "hang up a channel created after its request timed out",
+                    self.ari.hangup(leg.channel_id)))
+                self._late_hangups.add(hangup)
+                hangup.add_done_callback(self._late_hangups.discard)
         self.queue.put_nowait(event)
 
     def channel_ids(self) -> list[str]:
@@ -1013,8 +1029,15 @@ class Call:
             self.log.warning("attempt %d: creating %s failed: %s",
                              attempt.index, attempt.endpoint, exc)
             # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
-            # Asterisk) may leave the channel created all the same: the cleanup hangs it up.
+            # Asterisk) may leave the channel created all the same: hung up when it enters
+            # the app (see deliver), else by the cleanup.
             leg.hangup_sent = isinstance(exc, AriError)
+            if not leg.hangup_sent:
+                self._drain(leg)  # its StasisStart may have come while the request waited
+                if leg.in_stasis:
+                    await self._hangup_leg(leg)
+                else:
+                    self._unanswered_creates[leg.channel_id] = leg
             leg.fail(self.clock())
             return leg
         leg.created = True
@@ -1289,6 +1312,8 @@ class Call:
         for leg in self.legs:
             if not leg.destroyed and not leg.hangup_sent:
                 await self._hangup_leg(leg)
+        if self._late_hangups:
+            await asyncio.gather(*self._late_hangups, return_exceptions=True)
         if self._bridge_created is not None:
             if not self._bridge_created.done():
                 self._bridge_created.cancel()  # it may exist all the same: destroyed below

@@ -357,6 +357,28 @@ async def test_an_attempt_channel_ended_before_it_entered_the_app_is_made_once_m
     await hang_up_answered(lab, caller)
 
 
+@pytest.mark.parametrize("stasis_after", [0.0, 0.6], ids=["before-the-timeout", "after-it"])
+async def test_a_channel_created_by_a_create_that_timed_out_is_hung_up(
+        lab: Lab, stasis_after: float) -> None:
+    # Asterisk made carrier-a's channel but its reply to the create came after the app had
+    # given the request up (an overloaded Asterisk): the channel entered the app, before or
+    # after the timeout, was never dialled, and stayed there until the call ended (carrier-b
+    # answered: for the whole conversation).
+    lab.ari.http._timeout = 0.3
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-a"] = stasis_after
+    reply = lab.fake.held_replies["POST /channels/create"] = asyncio.Event()
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.FAILED)
+    late = call.legs[0].channel_id
+    reply.set()  # (carrier-b's create, sent meanwhile, is answered now)
+    await answered(lab, caller)  # carrier-b
+    await wait_for(lambda: late in lab.fake.ended)  # before the call's end
+    assert lab.fake.dials == {"carrier-b": 1}
+    await hang_up_answered(lab, caller)
+
+
 async def test_a_hangup_that_times_out_is_not_sent_again(lab: Lab) -> None:
     # Sent again after a timeout too, the hangup held the failover up three times the request
     # timeout (31 s with the default 10 s) while the caller heard silence. A request that
