@@ -140,6 +140,13 @@ class AttemptLeg:
     def live(self) -> bool:
         return self.state in _LIVE
 
+    @property
+    def timer_hung_it_up(self) -> bool:
+        """One of our timers failed it and hung it up, and its channel is not gone yet: what
+        comes from it now crossed that hangup."""
+        return (self.state is AttemptState.FAILED and (self.setup_timeout or self.ring_timeout)
+                and not self.destroyed)
+
     # -- transitions -----------------------------------------------------------------
 
     def entered_stasis(self) -> None:
@@ -231,8 +238,7 @@ class AttemptLeg:
         if event.type == EventType.STASIS_START:
             self.entered_stasis()
         elif event.answered:
-            if (self.state is AttemptState.FAILED and (self.setup_timeout or self.ring_timeout)
-                    and not self.destroyed):
+            if self.timer_hung_it_up:
                 # The 200 crossed our timer's hangup: the callee picked up and gets a BYE.
                 # Nothing to connect, and no next trunk (it would ring them again: a carrier
                 # may retry on no answer), whichever timer it was.
@@ -246,8 +252,7 @@ class AttemptLeg:
             # judged it instead (a 486 taken for a dead trunk, the next carrier rang a busy
             # callee; a 503 after ringing for no answer).
             self.ending = True
-            if (self.state is AttemptState.FAILED and (self.setup_timeout or self.ring_timeout)
-                    and not self.soft_hangup_seen and not self.destroyed
+            if (self.timer_hung_it_up and not self.soft_hangup_seen
                     and (event.cause is not None or event.tech_cause is not None)):
                 # Our timer's hangup shows first as a soft request (and the channel's end may
                 # then bring a request of its own: 16/603 on the lab). Before any, this is the
@@ -1049,25 +1054,22 @@ class Call:
                 break
         if not leg.live and not leg.in_stasis:
             self._drain(leg)  # a caller's hangup queued behind it counts first
-        if not leg.live and not leg.in_stasis and not leg.hangup_sent and again \
-                and not self.caller_gone:
-            # Asterisk ended it before it entered the app (the app was not connected at that
-            # moment: a websocket cut). The trunk got no INVITE: not a failed trunk.
-            self.log.info("attempt %d: the channel on %s ended before it entered the app, "
-                          "no INVITE sent: once more", attempt.index, attempt.trunk)
-            await self._hangup_leg(leg)  # (gone: 404, quietly)
+        if (not leg.in_stasis and again and not self.caller_gone
+                and (leg.setup_timeout or not (leg.live or leg.hangup_sent))):
+            # Never in the app, so never dialled: its trunk got no INVITE and is no failed
+            # trunk. Asterisk ended it before it entered the app (the app was not connected
+            # at that moment: a websocket cut), or its setup timer fired first (Asterisk's
+            # events seconds behind, after a stall: skipped, a plan's last trunk went untried,
+            # 503 to the phone). Made once more.
+            self.log.info("attempt %d: the channel on %s %s, no INVITE sent: once more",
+                          attempt.index, attempt.trunk,
+                          "was not in the app by its setup timer" if leg.setup_timeout
+                          else "ended before it entered the app")
+            await self._hangup_leg(leg)  # (gone: 404, quietly; after the timer's: nothing)
             return await self._try(attempt, later, base_vars, again=False)
-        if not leg.in_stasis and leg.setup_timeout and again and not self.caller_gone:
-            # Its setup timer fired before Asterisk put it in the app (Asterisk's events
-            # seconds behind, after a stall): never dialled, its trunk got no INVITE and is
-            # no unreachable one. Skipped, a plan's last trunk went untried (503 to the phone).
-            self.log.info("attempt %d: the channel on %s was not in the app by its setup "
-                          "timer, no INVITE sent: once more", attempt.index, attempt.trunk)
-            return await self._try(attempt, later, base_vars, again=False)
+        # Not in the app from here on only when it is over: the loop above ends on the
+        # StasisStart, the leg's end, or its setup timer (which fails and hangs it up).
         if not leg.live:
-            return await self._finish(leg)
-        if not leg.in_stasis:  # setup timer fired while it was still being created
-            await self._hangup_leg(leg)
             return await self._finish(leg)
         if await self._caller_left(leg):
             return await self._finish(leg)
