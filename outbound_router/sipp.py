@@ -817,8 +817,8 @@ def place_call(
                        timeout=timeout + talk_s + 10)
     elapsed = time.monotonic() - started
     messages = read_trace(trace)
-    codes = invite_codes(messages)
-    final = next((c for c in codes if c >= 200), None)
+    seen = next(iter(phone_calls(messages)), None)
+    codes, final = (seen.codes, seen.final) if seen else ([], None)
     cancelled = any(m.sent and m.is_request and m.method == "CANCEL" for m in messages)
     return CallResult(number, final, tuple(codes), cancelled, elapsed, trace)
 

@@ -385,7 +385,7 @@ def _kept_ids(client: redis.Redis, keys: Keys) -> list[str]:
 def list_versions(client: redis.Redis, *, keys: Keys | None = None) -> list[VersionInfo]:
     """The versions kept in Redis, oldest first, the current one marked."""
     keys = keys or Keys()
-    ids = [text(v) for v in cast(list[Any], client.zrange(keys.versions, 0, -1))]
+    ids = _kept_ids(client, keys)
     current = current_version(client, keys=keys)
     pipe = client.pipeline(transaction=False)
     for v in ids:
