@@ -49,7 +49,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,7 +95,6 @@ STREAMS = [("ari", "911", 8), ("ari", "922", 8), ("ari", "933", 6),
 
 ANSWER_TIMEOUT_S = 30.0  # the phones wait this long for a final answer
 PROBE_NUMBER = "94000001"  # +3494: carrier-a, one attempt
-CDR_FILE = "/var/log/asterisk/cdr-custom/Master.csv"
 REDIS_OUTAGE_S = 10.0
 CARRIER_OUTAGE_S = 5.0
 ARI_STALL_S = 5.0
@@ -319,12 +317,8 @@ def wait_empty(timeout: float) -> tuple[float | None, tuple[list[Any], list[Any]
         return None, last[0]
 
 
-def cdr_path() -> Path:
-    return lab.paths().in_chroot(CDR_FILE)
-
-
 def cdr_records(offset: int) -> list[list[str]]:
-    with open(cdr_path(), "rb") as f:
+    with open(lab.paths().cdr_csv, "rb") as f:
         f.seek(offset)
         text = f.read().decode(errors="replace")
     return list(csv.reader(io.StringIO(text)))
@@ -346,8 +340,8 @@ def service_worker(name: str) -> int:
 
 def lab_up() -> None:
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "outbound_router.cli", "lab", "up",
-                        "--no-carriers"], capture_output=True, text=True, check=False)
+    r = subprocess.run(lab.cli_command("lab", "up", "--no-carriers"), capture_output=True,
+                       text=True, check=False)
     last = (r.stdout.strip().splitlines() or [""])[-1]
     log(f"lab up: exit {r.returncode} after {time.monotonic() - started:.2f} s: {last} "
         f"{r.stderr.strip()[-300:]}")
@@ -467,7 +461,7 @@ def run_scenario(name: str, workdir: Path, redis_url: str, *, seconds: float, ac
 
 def load_and_check(run: Run, *, seconds: float, act_at: float, talk_ms: int,
                    rate_scale: float) -> dict[str, Any]:
-    cdr_offset = size(cdr_path())
+    cdr_offset = size(lab.paths().cdr_csv)
     logs = {n: lab.paths().service_log(n) for n in topology.SERVICES}
     log_offsets = {n: size(p) for n, p in logs.items()}
     streams = [Stream(via, prefix, rate * rate_scale, max(1, round(rate * rate_scale * seconds)),

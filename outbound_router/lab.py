@@ -113,6 +113,11 @@ class Paths:
     def asterisk_log(self) -> Path:
         return self.in_chroot("/var/log/asterisk/messages.log")
 
+    @property
+    def cdr_csv(self) -> Path:
+        """The lab's CDRs, a line per record with the ROUTER_* columns (cdr_custom.conf)."""
+        return self.in_chroot("/var/log/asterisk/cdr-custom/Master.csv")
+
 
 def paths() -> Paths:
     return Paths(cache_dir())

@@ -23,7 +23,7 @@ COLUMNS = ("start", "src", "dst", "channel", "dstchannel", "disposition", "bills
 
 
 def cdr_csv() -> Path:
-    return lab_mod.paths().in_chroot("/var/log/asterisk/cdr-custom/Master.csv")
+    return lab_mod.paths().cdr_csv
 
 
 def size(path: Path) -> int:
