@@ -250,9 +250,10 @@ class Scripts:
                 pairs = error_variables()
             else:
                 if session.log.isEnabledFor(logging.INFO):
-                    session.log.info("route %r tenant=%r: %s %s, %d attempts (%s)", number,
-                                     tenant, p.status, p.number, len(p.attempts),
-                                     ",".join(a.trunk for a in p.attempts) or p.reason)
+                    session.log.info("route %r tenant=%r: %s %s, %d attempts (%s), version %s",
+                                     number, tenant, p.status, p.number, len(p.attempts),
+                                     ",".join(a.trunk for a in p.attempts) or p.reason,
+                                     snapshot.version)
                 pairs = route_variables(p, snapshot.version)
         await session.set_variables(pairs)
 

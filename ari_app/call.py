@@ -761,16 +761,16 @@ class Call:
         if the_plan.status is not Status.OK:
             cause = the_plan.caller_cause
             self.log.info(
-                "number %r tenant %r: %s (%s), hanging up with cause %d",
-                number, tenant, the_plan.status, the_plan.reason, cause,
+                "number %r tenant %r: %s (%s), hanging up with cause %d (version %s)",
+                number, tenant, the_plan.status, the_plan.reason, cause, self.snapshot.version,
             )
             await self._set_variables(base_vars)
             await self._hangup_caller(cause)
             return CallResult(the_plan.status, caller_cause=cause)
         self.log.info(
-            "number %s tenant %s: %d attempt(s) %s",
+            "number %s tenant %s: %d attempt(s) %s (version %s)",
             the_plan.number, tenant, len(the_plan.attempts),
-            ",".join(a.trunk for a in the_plan.attempts),
+            ",".join(a.trunk for a in the_plan.attempts), self.snapshot.version,
         )
         return await self._attempts(the_plan.attempts, base_vars)
 

@@ -43,6 +43,8 @@ Usage (mark real-Asterisk tests with ``@pytest.mark.lab``; tests using ``lab`` g
   later (`sipp._is_stray`).
 - The lab is one per machine (fixed addresses): two pytest sessions using it at once disturb
   each other (the leftover check below hangs up the other session's calls).
+- A failed test that used ``lab`` shows, under its traceback, the last lines the ari and agi
+  services and Asterisk logged while it ran (the routing decisions, with their versions).
 - After every test that uses ``lab``: ARI must show no channel and no bridge (polled for 5 s);
   leftovers fail the test and are then hung up so the next test starts clean. ARI must still
   answer ``GET /applications`` (it stops when Asterisk's ARI deadlocks, docs/ari.md).
@@ -71,6 +73,10 @@ LEAK_DEADLINE = 5.0
 #: The lab's logs and their sizes when the session's lab was up: read back for the digest of
 #: WARNING and ERROR lines printed after a failed lab test (CI shows little else of a run).
 _LOGS_AT: dict[Path, int] = {}
+#: Where those logs ended when a lab test started, for the lines shown under its failure.
+_TEST_LOGS_AT = pytest.StashKey[dict[Path, int]]()
+#: The last lines of each log shown under a failed lab test.
+TEST_LOG_LINES = 60
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -209,6 +215,21 @@ def _kind(line: str) -> str:
     return re.sub(r"[0-9a-f]{8,}[-0-9a-f.]*|\d+", "N", line)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    offsets = item.stash.get(_TEST_LOGS_AT, None)
+    if not report.failed or not offsets:
+        return
+    for log, offset in offsets.items():
+        if log.exists():
+            lines = lab_mod.logged_since(log, offset).decode(errors="replace").splitlines()
+            report.sections.append((f"{log.name} while the test ran (last {TEST_LOG_LINES} "
+                                    f"of {len(lines)} lines)",
+                                    "\n".join(lines[-TEST_LOG_LINES:])))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     reports = terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
     if not _LOGS_AT or not any("lab" in getattr(r, "keywords", {}) for r in reports):
@@ -230,6 +251,8 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     lab: Lab = request.getfixturevalue("lab")
+    request.node.stash[_TEST_LOGS_AT] = {
+        log: log.stat().st_size if log.exists() else 0 for log in _LOGS_AT}
     yield
     deadline = time.monotonic() + LEAK_DEADLINE
     channels, bridges = lab.leftovers()
