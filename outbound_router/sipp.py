@@ -414,15 +414,24 @@ def _is_stray(invite: SipMessage, messages: Sequence[SipMessage], now: float) ->
 
 
 def _undecided_for(messages: Sequence[SipMessage], now: float) -> float:
-    """How long until `_is_stray` can tell every unanswered INVITE in ``messages`` (0: now)."""
+    """How long until `_is_stray` can tell every INVITE in ``messages`` (0: now)."""
     copies: dict[tuple[str, str, str], list[float]] = {}
-    answered = {m.call_id for m in messages if m.sent}
+    first_replies: dict[str, float] = {}
+    cancelled = {m.call_id for m in messages
+                 if not m.sent and m.is_request and m.method == "CANCEL"}
+    for m in messages:
+        if m.sent:
+            first_replies.setdefault(m.call_id, m.stamp)
     for m in messages:
         if (not m.sent and m.is_request and m.method == "INVITE" and not m.has_to_tag()
-                and m.call_id not in answered):
+                and m.call_id not in first_replies):
             copies.setdefault(_transaction(m), []).append(m.stamp)
     # (just past the window: `_is_stray` wants more than OWN_RETRANSMIT_S without a copy)
     waits = [c[0] + OWN_RETRANSMIT_S + 0.05 - now for c in copies.values() if len(c) == 1]
+    # A replied INVITE whose CANCEL may still be on its way: a stray's comes within
+    # STRAY_CANCEL_MS of the reply (read in between, a stray passed for an attempt).
+    waits += [stamp + STRAY_CANCEL_MS / 1000 - now for call_id, stamp in first_replies.items()
+              if call_id not in cancelled]
     return max([0.0, *waits])
 
 

@@ -33,6 +33,31 @@ def test_a_stray_invite_and_its_cancel_are_not_the_carriers_own(tmp_path: Path) 
     assert len(every_cancel) == 2
 
 
+def test_a_stray_read_between_its_reply_and_its_cancel_is_not_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The recorded stray got 100 Trying at 37.262043 and pjsip's CANCEL 0.4 ms later. Read in
+    # between, it passed for an INVITE of the test's: a test that waited for carrier-a's
+    # first INVITE went on before the call it placed had reached carrier-a (CI, once).
+    c = carrier_with_trace(tmp_path, "ring-with-stray.messages.log")
+    text = c.trace_path.read_text()
+    replied = text[:text.rindex("\n-", 0, text.index("\nCANCEL sip")) + 1]
+    assert "\nCANCEL sip" not in replied and replied.count("\nINVITE sip") == 2
+    reply = [m for m in sipp.parse_trace(replied) if m.sent][-1]
+    clock = [reply.stamp + 0.001]
+    waited: list[float] = []
+    monkeypatch.setattr(sipp.time, "time", lambda: clock[0])
+
+    def sleep(seconds: float) -> None:
+        waited.append(round(seconds, 3))
+        clock[0] += seconds
+        c.trace_path.write_text(text)  # the CANCEL came meanwhile
+
+    c.trace_path.write_text(replied)
+    monkeypatch.setattr(sipp.time, "sleep", sleep)
+    assert c.invites() == 1
+    assert waited == [0.049]
+
+
 def test_a_trace_read_while_sipp_writes_it_never_shows_half_a_message(tmp_path: Path) -> None:
     # Recorded on the lab: a silent carrier-a got one INVITE and two retransmissions. SIPp
     # writes the trace through a stdio buffer; read in the middle of a retransmission, the
