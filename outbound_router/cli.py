@@ -126,7 +126,8 @@ def _load_file(path: str, *, writing: bool = False, report: TextIO | None = None
         for problem in exc.problems:
             print(problem, file=report)
         if writing:
-            print(f"{path}: {len(exc.problems)} problem(s); nothing was written", file=report)
+            print(f"{path or repr(path)}: {len(exc.problems)} problem(s); nothing was written",
+                  file=report)
         raise SystemExit(EXIT_INVALID) from None
 
 
@@ -228,7 +229,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from routing.plan import select
     from routing.snapshot import Snapshot
 
-    if args.config:
+    if args.config is not None:  # --config "" is an empty file name, not no file
         snapshot = Snapshot.build(_load_file(args.config), f"file:{args.config}")
     else:
         from redis_seed.errors import VersionStoreError

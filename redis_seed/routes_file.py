@@ -289,10 +289,14 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
 def load_routes_file(path: str | Path) -> RoutingTable:
     """Read and validate a routes file; raise :class:`RoutesFileError` listing every problem."""
     name = str(path)
+    if not name:  # Path("") is the current directory
+        raise RoutesFileError([Problem("''", 0, "no file given (the file name is empty)")])
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise RoutesFileError([Problem(name, 0, "no such file")]) from None
+    except IsADirectoryError:
+        raise RoutesFileError([Problem(name, 0, "a directory, not a routes file")]) from None
     except OSError as exc:
         raise RoutesFileError([Problem(name, 0, f"cannot read: {exc.strerror}")]) from None
     try:

@@ -374,3 +374,13 @@ def test_a_current_version_gone_from_redis_is_named(redis_server: str) -> None:
     explained = run("explain", "+34911234567", redis_url=redis_server)
     assert explained.returncode == 2
     assert f"the current version {gone} is not in Redis" in explained.stderr
+
+
+def test_an_empty_file_argument_is_an_error_that_says_so() -> None:
+    # `explain --config ""` read Redis as if no --config had been given; `seed ""` and
+    # `validate ""` said "cannot read: Is a directory" (Path("") is ".").
+    for args in (("validate", ""), ("seed", ""), ("explain", "911234567", "--config", "")):
+        out = run(*args)
+        assert out.returncode == 1, (args, out)
+        assert "'': no file given (the file name is empty)" in out.stdout + out.stderr, args
+        assert "Redis" not in out.stderr, args

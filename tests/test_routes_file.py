@@ -512,6 +512,16 @@ def test_missing_file_is_a_routes_file_error_without_a_line(tmp_path: Path) -> N
     assert str(info.value.problems[0]) == f"{missing}: no such file"
 
 
+def test_an_empty_file_name_or_a_directory_is_named_as_such(tmp_path: Path) -> None:
+    # Path("") is ".": both said "cannot read: Is a directory", the empty one as ": ...".
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file("")
+    assert str(info.value) == "'': no file given (the file name is empty)"
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(tmp_path)
+    assert str(info.value) == f"{tmp_path}: a directory, not a routes file"
+
+
 def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte(
         tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
