@@ -67,6 +67,9 @@ DIAL_TIMEOUT_MARGIN = 2.0
 DESTROY_WAIT = 2.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
+#: How long the next attempt waits, before it joins the caller's bridge, for the write made
+#: as it was created (see Call._written_before_join)
+VARS_WAIT_BEFORE_JOIN = 0.25
 #: How long a stopping service waits for the reply to a /dial it sent.
 DIAL_WAIT_AT_STOP = 2.0
 #: Seconds before each new try of an attempt's hangup that Asterisk did not answer.
@@ -554,6 +557,17 @@ class Call:
         values[var.ATTEMPT_CARRIER] = attempt.carrier.name
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
+
+    async def _written_before_join(self) -> None:
+        """The caller's CDR record of the attempt before closes as this attempt joins the
+        bridge: the write made as this attempt was created (the trace with that attempt's
+        outcome) goes on it first. Without this, about 1 failed-over call in 20 of a burst had
+        an empty ROUTER_ATTEMPTS on its first record. Bounded: a slow Asterisk delays the next
+        trunk a little, never for long."""
+        pending = self._vars_written
+        if pending is not None and not pending.done():
+            with contextlib.suppress(Exception):  # its failure is logged where it is awaited
+                await asyncio.wait_for(asyncio.shield(pending), VARS_WAIT_BEFORE_JOIN)
 
     async def _end_in_error(self) -> CallResult:
         """The router cannot go on with the call: ROUTER_STATUS ERROR on the caller (and its
@@ -1081,6 +1095,8 @@ class Call:
                 members.insert(0, self.caller_id)
             assert self.bridge_id is not None and self._bridge_created is not None
             await self._bridge_created  # an error creating it fails the call (ERROR, 503)
+            if self.caller_in_bridge:
+                await self._written_before_join()
             await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
             self.caller_in_bridge = True
             if await self._caller_left(leg):

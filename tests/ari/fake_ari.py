@@ -176,6 +176,9 @@ class FakeAsterisk:
         #: older than the events sent meanwhile, as on a busy Asterisk).
         self.hold_channel_list: asyncio.Event | None = None
         self.channel_lists = 0  # GET /channels replies taken
+        #: Each addChannel: the channels added, and the variables of those already in the
+        #: bridge then (their CDR records close as a new party joins)
+        self.at_join: list[tuple[list[str], dict[str, dict[str, str]]]] = []
         #: Asterisk's clock minus the test's (creationtime, EPOCH): another host's clock
         self.clock_offset = 0.0
         self.connected = asyncio.Event()
@@ -628,6 +631,9 @@ class FakeAsterisk:
             if not ch.in_stasis:
                 return web.json_response({"message": "Channel not in Stasis application"},
                                          status=422)
+        # A new party joining closes the CDR records of those in the bridge: what they hold
+        self.at_join.append((cids, {cid: dict(self.channels[cid].variables)
+                                    for cid in bridge["channels"] if cid in self.channels}))
         bridge["channels"].extend(cids)
         return web.Response(status=204)
 

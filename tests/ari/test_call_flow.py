@@ -882,3 +882,26 @@ async def test_an_attempt_not_in_the_app_by_its_setup_timer_is_made_once_more(
     assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
         "carrier-a:congestion:34:503|carrier-b:answered:16:200")
     await hang_up_answered(lab, caller)
+
+
+async def test_the_failed_attempt_s_cdr_record_has_its_outcome_before_the_next_one_joins(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The caller's CDR record of attempt 1 closes as attempt 2 joins the bridge. The trace
+    # with attempt 1's outcome goes on the caller in the write made as attempt 2 is created;
+    # a slow write let attempt 2 join first (1 call in 20 of a failover burst on the lab:
+    # an empty ROUTER_ATTEMPTS on the first record).
+    monkeypatch.setattr("ari_app.call.VARS_WAIT_BEFORE_JOIN", 30.0)
+    lab.carriers("a503_b200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.dials["carrier-a"] == 1)
+    gate = lab.fake.gates[f"POST /channels/{caller}/variable"] = asyncio.Event()
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].in_stasis)
+    with pytest.raises(AssertionError):  # attempt 2 waits for the write
+        await wait_for(lambda: len(lab.fake.at_join) == 2, within=0.3)
+    gate.set()
+    await answered(lab, caller)
+    [(first, _), (second, in_bridge)] = lab.fake.at_join
+    assert first == [caller, call.legs[0].channel_id] and second == [call.legs[1].channel_id]
+    assert in_bridge[caller]["CDR(ROUTER_ATTEMPTS)"] == "carrier-a:congestion:34:503"
+    await hang_up_answered(lab, caller)
