@@ -141,7 +141,11 @@ def at_least_one(text: str) -> int:
 # -- subcommands ---------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from redis_seed.routes_file import notes
+
     table = _load_file(args.file, report=sys.stdout)
+    for note in notes(table):
+        print(f"{args.file}: note: {note}")
     counts = ", ".join(_count(n, what) for n, what in (
         (len(table.routes), "route"), (len(table.carriers), "carrier"),
         (len(table.patterns), "pattern"), (len(table.groups), "group")))
@@ -156,9 +160,12 @@ def _count(n: int, what: str) -> str:
 def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
+    from redis_seed.routes_file import notes
     from redis_seed.store import current_version, eviction_risk, publish
 
     table = _load_file(args.file, writing=True)
+    for note in notes(table):
+        print(f"outbound-router seed: note: {args.file}: {note}", file=sys.stderr)
     settings = _settings()
     keys = Keys(settings.redis_prefix)
     with _redis(settings) as client:

@@ -314,6 +314,21 @@ def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
                                f"{column} ({exc.reason}); save the file as UTF-8")
 
 
+def notes(table: RoutingTable) -> list[str]:
+    """What a valid table does that may not be meant: two carriers that dial one trunk with the
+    same number format and prefix. A call whose routes reach both INVITEs that trunk twice with
+    the same number (SPEC section 2 skips a carrier already tried, not a trunk)."""
+    carriers_of: dict[tuple[str, str, str], list[str]] = {}
+    for carrier in table.carriers.values():
+        for trunk in carrier.trunks:
+            key = (trunk, carrier.number_format, carrier.prefix)
+            carriers_of.setdefault(key, []).append(carrier.name)
+    return [f"carriers {', '.join(names)} dial trunk {trunk} with the same number format and "
+            f"prefix: a call whose routes reach more than one of them sends {trunk} the same "
+            "INVITE again (a carrier already tried is skipped, its trunk is not)"
+            for (trunk, _, _), names in carriers_of.items() if len(names) > 1]
+
+
 def parse_routes(text: str, filename: str = "<routes>") -> RoutingTable:
     """Validate the text of a routes file; raise :class:`RoutesFileError` listing every problem."""
     with collector_paused():  # (three times as fast for big files: gc_pause.py)

@@ -54,6 +54,26 @@ def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> 
     assert out.stderr == ""
 
 
+def test_validate_and_seed_note_two_carriers_that_send_a_trunk_the_same_invite(
+        redis_server: str, tmp_path: Path) -> None:
+    # SPEC section 2 skips a carrier already tried, not a trunk: carrier-d got two INVITEs
+    # for one number when "delta" and "strict" both came up in a call (acceptance run).
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(EXAMPLE.read_text().replace(
+        "    trunks: [carrier-c]\n", "    trunks: [carrier-c, carrier-a]\n", 1).replace(
+        '    number_format: "E164"     # 34911234567\n    prefix: "1010"', "", 1))
+    note = ("carriers peering, busyline dial trunk carrier-a with the same number format and "
+            "prefix: a call whose routes reach more than one of them sends carrier-a the same "
+            "INVITE again (a carrier already tried is skipped, its trunk is not)")
+    out = run("validate", str(shared))
+    assert (out.returncode, out.stdout.splitlines()[0]) == (0, f"{shared}: note: {note}")
+    out = run("seed", str(shared), redis_url=redis_server)
+    assert out.returncode == 0 and re.fullmatch(r"v\d{6}\n", out.stdout), out
+    assert f"outbound-router seed: note: {shared}: {note}\n" in out.stderr
+    # Another format or prefix sends another INVITE: no note (the example file has none)
+    assert "note" not in run("validate", str(EXAMPLE)).stdout
+
+
 def test_explain_json_from_a_file_gives_exact_shares() -> None:
     out = run("explain", "911234567", "--config", str(EXAMPLE), "--json", check=True)
     decision = json.loads(out.stdout)
