@@ -169,21 +169,42 @@ class Lab:
 
 
 @contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """``values`` in os.environ while the block runs (what the lab's commands read)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def _private_redis(workdir: Path) -> Iterator[RedisProcess]:
     """A redis-server of the session's own, as REDIS_URL while the session runs: the lab the
     session brings up seeds and reads it, never the machine's Redis on 6379."""
     server = RedisProcess(workdir)
     server.start()
-    before = os.environ.get("REDIS_URL")
-    os.environ["REDIS_URL"] = server.url
     try:
-        yield server
+        with _environment(REDIS_URL=server.url):
+            yield server
     finally:
-        if before is None:
-            os.environ.pop("REDIS_URL", None)
-        else:
-            os.environ["REDIS_URL"] = before
         server.kill()
+
+
+def _running_lab_redis(running: lab_mod.LabInfo) -> contextlib.AbstractContextManager[None]:
+    """The Redis (URL and REDIS_PREFIX) a running lab's services use, as the session's: `lab
+    up` and seeds follow REDIS_URL, and with it unset a reused lab's services were moved to
+    the machine's Redis on 6379 (and the tests' routes written there)."""
+    state = lab_mod.load_state(lab_mod.paths())
+    services = [s for s in (state.get("services") or {}).values() if s and s.get("redis_url")]
+    url = services[0]["redis_url"] if services else running.redis_url
+    prefix = services[0].get("redis_prefix") if services else None
+    return _environment(REDIS_URL=url, **({"REDIS_PREFIX": prefix} if prefix else {}))
 
 
 @pytest.fixture(scope="session")
@@ -194,8 +215,10 @@ def lab() -> Iterator[Lab]:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-session-")))
         redis = None
-        if before is None:  # a running lab is reused as it is, on the Redis it has
+        if before is None:
             redis = stack.enter_context(_private_redis(tmp / "redis"))
+        else:  # a running lab is reused as it is, on the Redis it has
+            stack.enter_context(_running_lab_redis(before))
         info = lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
         problems = lab_mod.startup_problems(lab_mod.paths())
         assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
