@@ -594,18 +594,19 @@ def carrier_command(
 
 
 def start_carrier(
-    name: str,
+    name: str | topology.CarrierTrunk,
     behaviour: str | Behaviour,
     workdir: Path,
     *,
     detach: bool = False,
     ready_timeout: float = 5.0,
 ) -> Carrier:
-    """Start a SIPp carrier on the trunk `name` ("a", "carrier-a" or its address).
+    """Start a SIPp carrier on the trunk `name` ("a", "carrier-a" or its address; or a
+    CarrierTrunk of another address).
 
     `detach`: the carrier outlives this process (own session); stop it later by PID.
     """
-    trunk = topology.carrier(name)
+    trunk = name if isinstance(name, topology.CarrierTrunk) else topology.carrier(name)
     b = behaviour if isinstance(behaviour, Behaviour) else Behaviour.parse(behaviour)
     workdir.mkdir(parents=True, exist_ok=True)
     if udp_bound(trunk.address, trunk.port):
