@@ -891,11 +891,15 @@ async def test_the_failed_attempt_s_cdr_record_has_its_outcome_before_the_next_o
     # a slow write let attempt 2 join first (1 call in 20 of a failover burst on the lab:
     # an empty ROUTER_ATTEMPTS on the first record).
     monkeypatch.setattr("ari_app.call.VARS_WAIT_BEFORE_JOIN", 30.0)
-    lab.carriers("a503_b200")
+    lab.snapshots.append(snapshot_of(_routes_with(ring_timeout=30)))
+    # carrier-a rings until the test turns it down (503), once the writes are held
+    lab.carriers("a503_b200", **{"carrier-a": Behaviour.recorded("a480-noanswer_b200",
+                                                                  "carrier-a")})
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
-    await wait_for(lambda: lab.fake.dials["carrier-a"] == 1)
+    await wait_for(lambda: call.legs and call.legs[0].state is AttemptState.RINGING)
     gate = lab.fake.gates[f"POST /channels/{caller}/variable"] = asyncio.Event()
+    lab.fake.carrier_fails(call.legs[0].channel_id, 34, 503)
     await wait_for(lambda: len(call.legs) == 2 and call.legs[1].in_stasis)
     with pytest.raises(AssertionError):  # attempt 2 waits for the write
         await wait_for(lambda: len(lab.fake.at_join) == 2, within=0.3)
