@@ -68,7 +68,7 @@ DESTROY_WAIT = 2.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
-#: as it was created (see Call._written_before_join)
+#: as it was created (see Call._try)
 VARS_WAIT_BEFORE_JOIN = 0.25
 #: How long a stopping service waits for the reply to a /dial it sent.
 DIAL_WAIT_AT_STOP = 2.0
@@ -558,16 +558,16 @@ class Call:
         earlier = self._vars_written
         self._vars_written = asyncio.ensure_future(self._write_variables(values, earlier))
 
-    async def _written_before_join(self) -> None:
-        """The caller's CDR record of the attempt before closes as this attempt joins the
-        bridge: the write made as this attempt was created (the trace with that attempt's
-        outcome) goes on it first. Without this, about 1 failed-over call in 20 of a burst had
-        an empty ROUTER_ATTEMPTS on its first record. Bounded: a slow Asterisk delays the next
-        trunk a little, never for long."""
-        pending = self._vars_written
-        if pending is not None and not pending.done():
-            with contextlib.suppress(Exception):  # its failure is logged where it is awaited
-                await asyncio.wait_for(asyncio.shield(pending), VARS_WAIT_BEFORE_JOIN)
+    async def _write_landed(self, within: float) -> bool:
+        """Whether the write to the caller in flight, if any, landed within ``within`` s. The
+        write goes on when the wait ends first (shielded); a failed one logs itself."""
+        if self._vars_written is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._vars_written), within)
+        except Exception:  # noqa: BLE001 (timed out, or failed: not landed)
+            return False
+        return True
 
     async def _end_in_error(self) -> CallResult:
         """The router cannot go on with the call: ROUTER_STATUS ERROR on the caller (and its
@@ -590,9 +590,9 @@ class Call:
         (an ARI request failed, nothing to resume) ends the call with none. Then the trace
         judged so far goes on both, so that the CDR does not say the caller cancelled. (After
         an outcome write no write is pending, and this is one comparison.)"""
+        if not await self._write_landed(VARS_WAIT_AT_STOP):
+            return  # what the caller holds is not known
         with contextlib.suppress(Exception):
-            if self._vars_written is not None:  # what the caller holds, once it lands
-                await asyncio.wait_for(asyncio.shield(self._vars_written), VARS_WAIT_AT_STOP)
             on_caller = self._vars_on_caller
             if (entry_count(on_caller.get(var.ATTEMPTS_ABANDONED, ""))
                     > entry_count(on_caller.get(var.ATTEMPTS, ""))):
@@ -1096,7 +1096,12 @@ class Call:
             assert self.bridge_id is not None and self._bridge_created is not None
             await self._bridge_created  # an error creating it fails the call (ERROR, 503)
             if self.caller_in_bridge:
-                await self._written_before_join()
+                # The caller's CDR record of the attempt before closes as this one joins: the
+                # write made as this one was created (the trace with that attempt's outcome)
+                # goes on it first (without the wait, about 1 failed-over call in 20 of a
+                # burst had an empty ROUTER_ATTEMPTS there). Bounded: a slow Asterisk delays
+                # the next trunk a little, never for long.
+                await self._write_landed(VARS_WAIT_BEFORE_JOIN)
             await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
             self.caller_in_bridge = True
             if await self._caller_left(leg):
