@@ -44,7 +44,7 @@ def is_version_id(value: str) -> bool:
 
 def version_number(version: str) -> int:
     """``v000042`` -> ``42``; ValueError for anything that is not a version id."""
-    if not _VERSION_RE.match(version):
+    if not is_version_id(version):
         raise ValueError(f"not a version id: {version!r} (expected e.g. v000042)")
     return int(version[1:])
 
