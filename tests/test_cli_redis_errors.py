@@ -32,6 +32,16 @@ def one_clear_line(out: subprocess.CompletedProcess[str], *words: str) -> str:
 
 
 
+def seed_as(redis_server: str, redis_client: redis.Redis, user: str, password: str,
+            *categories: str) -> subprocess.CompletedProcess[str]:
+    """`seed` of the example file as a Redis user allowed every key and channel and only
+    these command categories."""
+    redis_client.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*",
+                                 *categories)
+    url = redis_server.replace("redis://", f"redis://{user}:{password}@")
+    return run("seed", EXAMPLE, REDIS_URL=url)
+
+
 def test_a_key_of_another_program_under_the_prefix(redis_server: str,
                                                   redis_client: redis.Redis) -> None:
     redis_client.set(f"{PREFIX}:current", "not ours")
@@ -51,10 +61,8 @@ def test_a_key_of_another_program_under_the_prefix(redis_server: str,
 
 def test_a_user_that_may_only_read_cannot_seed(redis_server: str,
                                                redis_client: redis.Redis) -> None:
-    redis_client.execute_command("ACL", "SETUSER", "reader", "on", ">readpw", "~*", "&*",
-                           "+@read", "+@connection")
-    url = redis_server.replace("redis://", "redis://reader:readpw@")
-    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this", f"{PREFIX}:*")
+    out = seed_as(redis_server, redis_client, "reader", "readpw", "+@read", "+@connection")
+    line = one_clear_line(out, "may not do this", f"{PREFIX}:*")
     assert "readpw" not in line
     assert redis_client.keys(f"{PREFIX}:*") == []
 
@@ -64,11 +72,9 @@ def test_a_user_that_may_run_scripts_but_only_read_is_told_what_to_grant(
     # The switch and write scripts ran, and their first write was refused inside the script:
     # "answered with an error: The user executing the script can't run this command...",
     # with nothing about what to do.
-    redis_client.execute_command("ACL", "SETUSER", "scripter", "on", ">scriptpw", "~*", "&*",
-                                 "+@read", "+@connection", "+@scripting")
-    url = redis_server.replace("redis://", "redis://scripter:scriptpw@")
-    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this",
-                          "write on them", f"{PREFIX}:*")
+    out = seed_as(redis_server, redis_client, "scripter", "scriptpw",
+                  "+@read", "+@connection", "+@scripting")
+    line = one_clear_line(out, "may not do this", "write on them", f"{PREFIX}:*")
     assert "scriptpw" not in line
     assert redis_client.keys(f"{PREFIX}:*") == []
 
@@ -76,11 +82,9 @@ def test_a_user_that_may_run_scripts_but_only_read_is_told_what_to_grant(
 def test_a_user_that_may_read_and_write_but_not_run_scripts_is_told_so(
         redis_server: str, redis_client: redis.Redis) -> None:
     # It was told to get "read and write on the keys", which it had.
-    redis_client.execute_command("ACL", "SETUSER", "writer", "on", ">writepw", "~*", "&*",
-                                 "+@read", "+@write", "+@connection")
-    url = redis_server.replace("redis://", "redis://writer:writepw@")
-    one_clear_line(run("seed", EXAMPLE, REDIS_URL=url), "may not do this", "'evalsha'",
-                   "EVALSHA and SCRIPT LOAD")
+    out = seed_as(redis_server, redis_client, "writer", "writepw",
+                  "+@read", "+@write", "+@connection")
+    one_clear_line(out, "may not do this", "'evalsha'", "EVALSHA and SCRIPT LOAD")
     assert redis_client.keys(f"{PREFIX}:*") == []
 
 
