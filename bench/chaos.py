@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
-import io
 import json
 import os
 import re
@@ -317,17 +315,6 @@ def wait_empty(timeout: float) -> tuple[float | None, tuple[list[Any], list[Any]
         return None, last[0]
 
 
-def cdr_records(offset: int) -> list[list[str]]:
-    with open(lab.paths().cdr_csv, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    return list(csv.reader(io.StringIO(text)))
-
-
-def size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
 # ---- the disruptions -----------------------------------------------------------------------
 
 
@@ -461,9 +448,9 @@ def run_scenario(name: str, workdir: Path, redis_url: str, *, seconds: float, ac
 
 def load_and_check(run: Run, *, seconds: float, act_at: float, talk_ms: int,
                    rate_scale: float) -> dict[str, Any]:
-    cdr_offset = size(lab.paths().cdr_csv)
+    cdr_offset = lab.file_size(lab.paths().cdr_csv)
     logs = {n: lab.paths().service_log(n) for n in topology.SERVICES}
-    log_offsets = {n: size(p) for n, p in logs.items()}
+    log_offsets = {n: lab.file_size(p) for n, p in logs.items()}
     streams = [Stream(via, prefix, rate * rate_scale, max(1, round(rate * rate_scale * seconds)),
                       run.workdir / f"phone-{via}-{prefix}") for via, prefix, rate in STREAMS]
     t0 = time.time()
@@ -494,7 +481,7 @@ def load_and_check(run: Run, *, seconds: float, act_at: float, talk_ms: int,
     report.update(phone_report(streams, t0))
     calls = {c.number: c for s in streams for c in s.seen}
     report.update(carrier_report(run.carriers, calls, t0))
-    report.update(cdr_report(cdr_records(cdr_offset), calls))
+    report.update(cdr_report(lab.cdr_rows_since(cdr_offset), calls))
     for n, p in logs.items():
         text = lab.logged_since(p, log_offsets[n]).decode(errors="replace")
         kinds = collections.Counter(

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import csv
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -944,11 +946,22 @@ def ensure_seeded(p: Paths, state: dict[str, Any], redis_url: str, say: Say = _s
 ARI_CONNECTED = "ARI events connected"
 
 
+def file_size(path: Path) -> int:
+    """Where ``path`` ends now, 0 while it does not exist: an offset for logged_since."""
+    return path.stat().st_size if path.exists() else 0
+
+
 def logged_since(log: Path, offset: int) -> bytes:
     """What ``log`` got after byte ``offset``."""
     with open(log, "rb") as f:
         f.seek(offset)
         return f.read()
+
+
+def cdr_rows_since(offset: int) -> list[list[str]]:
+    """The lab's CDR records (Paths.cdr_csv, a CSV line each) written after byte ``offset``."""
+    text = logged_since(paths().cdr_csv, offset).decode(errors="replace")
+    return list(csv.reader(io.StringIO(text)))
 
 
 def _service_ready(name: str, log: Path, offset: int) -> bool:
@@ -965,7 +978,7 @@ def running_services(state: dict[str, Any]) -> list[str]:
 def service_log_offsets(p: Paths, state: dict[str, Any]) -> dict[Path, int]:
     """Where the running router services' logs end now (for :func:`wait_loaded`)."""
     logs = [p.service_log(name) for name in running_services(state)]
-    return {log: log.stat().st_size if log.exists() else 0 for log in logs}
+    return {log: file_size(log) for log in logs}
 
 
 def wait_loaded(offsets: dict[Path, int], version: str, timeout: float = 10.0) -> None:
@@ -1021,7 +1034,7 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
             say(f"agi: {topology.AGI_LISTEN} is already in use by another process; not started")
             continue
         log = _service_log(p, name)
-        offset = log.stat().st_size if log.exists() else 0
+        offset = file_size(log)
         pid = sipp.spawn_detached(supervised(cli_command(name)), log, env=env)
         services[name] = {"pid": pid, "redis_url": redis_url, "redis_prefix": prefix}
         if digest is not None:

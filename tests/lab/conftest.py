@@ -223,7 +223,7 @@ def lab() -> Iterator[Lab]:
         problems = lab_mod.startup_problems(lab_mod.paths())
         assert not problems, "Asterisk logged errors at start-up:\n" + "\n".join(problems)
         for log in (info.asterisk_log, info.state_dir / "ari.log", info.state_dir / "agi.log"):
-            _LOGS_AT[log] = log.stat().st_size if log.exists() else 0
+            _LOGS_AT[log] = lab_mod.file_size(log)
         yield Lab(info, tmp, started_here=before is None,
                   demo_carriers_before=had_demo_carriers, redis=redis)
         if before is None:
@@ -274,8 +274,7 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     lab: Lab = request.getfixturevalue("lab")
-    request.node.stash[_TEST_LOGS_AT] = {
-        log: log.stat().st_size if log.exists() else 0 for log in _LOGS_AT}
+    request.node.stash[_TEST_LOGS_AT] = {log: lab_mod.file_size(log) for log in _LOGS_AT}
     yield
     deadline = time.monotonic() + LEAK_DEADLINE
     channels, bridges = lab.leftovers()

@@ -4,8 +4,7 @@ Those calls also leave no WARNING in Asterisk's log."""
 
 from __future__ import annotations
 
-import csv
-import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,11 @@ def cdr_csv() -> Path:
     return lab_mod.paths().cdr_csv
 
 
-def size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
 def records_since(offset: int, count: int) -> list[dict[str, str]]:
     """The CDR records written after byte ``offset``, once there are ``count`` of them
     (Asterisk's CDR thread writes a record just after the hangup)."""
     def enough() -> list[list[str]]:
-        with open(cdr_csv(), "rb") as f:
-            f.seek(offset)
-            rows = list(csv.reader(io.StringIO(f.read().decode())))
+        rows = lab_mod.cdr_rows_since(offset)
         return rows if len(rows) >= count else []
 
     found = wait_for(f"{count} CDR records", enough, timeout=5)
@@ -49,7 +42,7 @@ def test_the_outcome_lands_in_the_cdr(lab, carrier, phone, via) -> None:  # type
     carrier("a", "unavailable")
     carrier("b", "unavailable")
     carrier("c", "answer")
-    cdr_at, log_at = size(cdr_csv()), size(Path(lab.asterisk_log))
+    cdr_at, log_at = lab_mod.file_size(cdr_csv()), lab_mod.file_size(Path(lab.asterisk_log))
     caller = phone(via)
     assert caller.call(NUMBER).final_code == 200  # carrier-a 503, carrier-b 503, c answers
     assert caller.call("905123456").final_code == 403  # premium: blocked
@@ -88,7 +81,7 @@ def test_in_a_failover_burst_every_failed_attempt_s_record_has_its_outcome(  # t
     lab.seed(tiers_routes(ring_timeout=4))
     carrier("a", "unavailable")
     carrier("b", "answer")
-    cdr_at = size(cdr_csv())
+    cdr_at = lab_mod.file_size(cdr_csv())
     calls = 150
     result = phone("ari").load(NUMBER, calls=calls, rate=80, talk=0.2)
     assert result.successful == calls, result.final_codes
@@ -107,7 +100,7 @@ def test_a_caller_hanging_up_while_a_trunk_rings_keeps_the_routing_in_its_cdr(  
     version = lab.seed(tiers_routes(ring_timeout=30))
     carrier("a", "unavailable")
     carrier("b", "ring")
-    cdr_at, log_at = size(cdr_csv()), size(Path(lab.asterisk_log))
+    cdr_at, log_at = lab_mod.file_size(cdr_csv()), lab_mod.file_size(Path(lab.asterisk_log))
     result = phone(via).call(NUMBER, cancel_after=1.5)
     assert result.final_code == 487
     failed, abandoned = records_since(cdr_at, 2)
@@ -129,7 +122,7 @@ def test_a_caller_hanging_up_during_the_first_attempt_gets_it_in_the_cdr(  # typ
     # No ROUTER_ATTEMPTS at all yet (FIELDQTY 0 in the ARI phones' h extension).
     lab.seed(tiers_routes(ring_timeout=30))
     carrier("a", "ring")
-    cdr_at = size(cdr_csv())
+    cdr_at = lab_mod.file_size(cdr_csv())
     assert phone(via).call(NUMBER, cancel_after=1).final_code == 487
     (abandoned,) = records_since(cdr_at, 1)
     assert (abandoned["disposition"], abandoned["attempts"]) == (
@@ -141,11 +134,9 @@ def test_a_call_answered_while_the_ari_service_is_down_gets_its_outcome_in_the_c
     # carrier-a answers while no instance of the app runs: Asterisk bridges the call by
     # itself, and the next instance adopts it. Nobody wrote its outcome: the CDR had no
     # carrier, trunk or trace (all 10 calls of a black-box audit).
-    from concurrent.futures import ThreadPoolExecutor
-
     lab.seed(tiers_routes(ring_timeout=30))
     a = carrier("a", "answer_after:1.5")
-    cdr_at = size(cdr_csv())
+    cdr_at = lab_mod.file_size(cdr_csv())
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(phone("ari").call, NUMBER, hangup_after=3)
         wait_for("carrier-a's INVITE", a.invites)
@@ -164,12 +155,10 @@ def test_a_call_answered_and_ended_while_the_ari_service_is_down_gets_its_outcom
     # The same, but the phone hangs up before any instance of the app is back: the h
     # extension took the attempt for one the caller cancelled ("carrier-a:cancelled::", no
     # carrier, an ANSWERED record: 9 to 16 calls of 450 in a chaos audit's 5 s stall).
-    from concurrent.futures import ThreadPoolExecutor
-
     lab.seed(tiers_routes(ring_timeout=30))
     carrier("a", "unavailable")
     b = carrier("b", "answer_after:1.5")
-    cdr_at = size(cdr_csv())
+    cdr_at = lab_mod.file_size(cdr_csv())
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(phone("ari").call, NUMBER, hangup_after=0.5)
         wait_for("carrier-b's INVITE", b.invites)
@@ -186,7 +175,7 @@ def test_a_call_that_comes_while_the_ari_service_is_down_says_so_in_its_cdr(  # 
         lab, phone) -> None:
     # Stasis() cannot hand the call over (STASISSTATUS=FAILED): the phone gets 503, and the
     # CDR had no ROUTER_* at all (about a fifth of the calls of a chaos audit's restarts).
-    cdr_at = size(cdr_csv())
+    cdr_at = lab_mod.file_size(cdr_csv())
     with lab.service_stopped("ari"):
         assert phone("ari").call(NUMBER).final_code == 503
     (record,) = records_since(cdr_at, 1)
