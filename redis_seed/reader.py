@@ -376,7 +376,12 @@ class SnapshotReader:
         pipe.zscore(self._keys.versions, held)
         pipe.get(self._keys.counter)
         score, counter = await pipe.execute()
-        return score is None and (counter is None or int(counter) < held_number)
+        if score is not None:
+            return False
+        try:
+            return counter is None or int(counter) < held_number
+        except ValueError:  # a counter damaged by hand: no evidence either way, as if lost
+            return True
 
     async def _swap(self, snapshot: Snapshot, sha: str | None, routes: int) -> None:
         previous = self._snapshot

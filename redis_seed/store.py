@@ -313,8 +313,21 @@ return {n, 0}
 def _next_version_id(client: redis.Redis, keys: Keys) -> str:
     """The counter's next version id. A counter behind the versions kept (lost to eviction
     or a clean-up, or keys restored without it) is moved past the newest first."""
-    number, behind = (int(x) for x in client.register_script(_NEXT_ID_LUA)(
-        keys=[keys.counter, keys.versions]))
+    try:
+        number, behind = (int(x) for x in client.register_script(_NEXT_ID_LUA)(
+            keys=[keys.counter, keys.versions]))
+    except redis.ResponseError as exc:
+        if "not an integer" not in str(exc):
+            raise
+        found = client.get(keys.counter)
+        if isinstance(found, bytes):
+            found = found.decode("utf-8", "replace")
+        top = client.zrevrange(keys.versions, 0, 0, withscores=True)
+        newest = int(top[0][1]) if top else 0
+        raise VersionStoreError(
+            f"the version counter {keys.counter} holds {found!r}, not a whole number: set it "
+            f"to the newest version's number (`redis-cli SET {keys.counter} {newest}`; "
+            "`outbound-router versions` lists the versions kept); nothing was changed") from None
     if behind:
         log.warning("the version counter %s was behind the versions kept (at %d): moved past "
                     "the newest", keys.counter, behind)

@@ -191,3 +191,20 @@ def test_seed_warns_when_redis_may_evict_the_routes(redis_server: str,
     warned = run("seed", EXAMPLE, REDIS_URL=redis_server)
     assert warned.returncode == 0 and warned.stdout.strip() == "v000002"
     assert "maxmemory-policy allkeys-lru" in warned.stderr and "noeviction" in warned.stderr
+
+
+def test_a_damaged_version_counter_is_named_with_the_value_to_set(
+        redis_server: str, redis_client: redis.Redis) -> None:
+    # A counter set by hand to something else: `seed` gave exit 2 with Redis's own "value
+    # is not an integer or out of range", saying neither which key nor what to do.
+    first = run("seed", EXAMPLE, REDIS_URL=redis_server)
+    assert first.returncode == 0, first.stderr
+    redis_client.set(f"{PREFIX}:counter", "oops")
+    line = one_clear_line(run("seed", EXAMPLE, REDIS_URL=redis_server),
+                          f"{PREFIX}:counter holds 'oops'", f"SET {PREFIX}:counter 1",
+                          "nothing was changed")
+    assert "Traceback" not in line
+    assert redis_client.zrange(f"{PREFIX}:versions", 0, -1) == [b"v000001"]
+    redis_client.set(f"{PREFIX}:counter", "1")
+    again = run("seed", EXAMPLE, REDIS_URL=redis_server)
+    assert (again.returncode, again.stdout) == (0, "v000002\n"), again.stderr
