@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from routing.model import (
     E164_PREFIX_RE,
+    MAX_ATTEMPTS_MAX,
     MAX_FAILOVER_CODES,
     NUMBER_FORMATS,
     TECH_PREFIX_RE,
@@ -748,9 +749,10 @@ class _Validator:
             value = m["max_attempts"]
             if self.leading_zero(m, "max_attempts", "max_attempts"):
                 kwargs["max_attempts"] = None
-            elif not _is_int(value) or value < 1:
+            elif not _is_int(value) or not 1 <= value <= MAX_ATTEMPTS_MAX:
                 self.report(m.key_lines["max_attempts"],
-                            f"max_attempts must be a whole number >= 1, not {_describe(value)}")
+                            f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_MAX}, "
+                            f"not {_describe(value)}")
                 kwargs["max_attempts"] = None
             else:
                 kwargs["max_attempts"] = value

@@ -130,6 +130,21 @@ def test_schema_accepts_the_example_when_jsonschema_is_installed() -> None:
     jsonschema.validate(yaml.safe_load(EXAMPLE.read_text()), schema)
 
 
+def test_schema_bounds_max_attempts_as_validate_does() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from routing.model import MAX_ATTEMPTS_MAX
+
+    schema = json.loads(SCHEMA.read_text())
+    example = yaml.safe_load(EXAMPLE.read_text())
+    for value, ok in ((1, True), (MAX_ATTEMPTS_MAX, True), (0, False),
+                      (MAX_ATTEMPTS_MAX + 1, False)):
+        example["defaults"]["max_attempts"] = value
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(example))
+        assert (not errors) is ok, (value, errors)
+
+
 def test_schema_takes_the_unquoted_values_validate_takes() -> None:
     # The README says `country_code: 34`, `prefix: +34`... may go unquoted; an editor using
     # the schema flagged each of them as an error.
@@ -160,6 +175,9 @@ BAD = [
     ("country code too long", 'country_code: "34"', 'country_code: "3412"', 2, "1 to 3 digits"),
     ("max_attempts zero", "max_attempts: 4", "max_attempts: 0", 3, "max_attempts"),
     ("max_attempts bool", "max_attempts: 4", "max_attempts: yes", 3, "boolean"),
+    # (each attempt reads back the channels of the call's Dials on the FastAGI path: past
+    # about 300 attempts that reply was longer than an AGI line may be)
+    ("max_attempts too many", "max_attempts: 4", "max_attempts: 101", 3, "from 1 to 100"),
     ("duplicate carrier", "target_patterns:\n", "  peering:\n    trunks: [x]\ntarget_patterns:\n",
      12, "duplicate key 'peering' (first at line 5)"),
     ("unknown carrier key", "    trunks: [cheap]", "    trunk: [cheap]", 8,
