@@ -161,7 +161,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
     from redis_seed.routes_file import notes
-    from redis_seed.store import current_version, eviction_risk, publish
+    from redis_seed.store import current_version, eviction_risk, publish, unreplicated
 
     table = _load_file(args.file, writing=True)
     for note in notes(table):
@@ -183,9 +183,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
                               keys=keys)
         except VersionStoreError as exc:
             raise CommandError(str(exc)) from None
+        lagging = unreplicated(client)
         risk = eviction_risk(client)
-    if risk:
-        print(f"outbound-router seed: warning: {risk}", file=sys.stderr)
+    for warning in (lagging, risk):
+        if warning:
+            print(f"outbound-router seed: warning: {warning}", file=sys.stderr)
     print(version)
     return EXIT_OK
 
@@ -219,7 +221,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from redis_seed.errors import VersionStoreError
     from redis_seed.keys import Keys
-    from redis_seed.store import rollback
+    from redis_seed.store import rollback, unreplicated
 
     settings = _settings()
     with _redis(settings) as client:
@@ -227,6 +229,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             version = rollback(client, args.version, keys=Keys(settings.redis_prefix))
         except (VersionStoreError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        lagging = unreplicated(client)
+    if lagging:
+        print(f"outbound-router rollback: warning: {lagging}", file=sys.stderr)
     print(version)
     return EXIT_OK
 

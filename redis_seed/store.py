@@ -351,6 +351,31 @@ def eviction_risk(client: redis.Redis) -> str | None:
             "routes. Use noeviction or a volatile-* policy for the router's Redis.")
 
 
+#: How long `seed` and `rollback` wait for the master's replicas to have the switch: the
+#: second within which SPEC section 5 has every router see a new version.
+REPLICA_WAIT = 1.0
+
+
+def unreplicated(client: redis.Redis, timeout: float = REPLICA_WAIT) -> str | None:
+    """What is wrong when the master's replicas have not all acknowledged the writes made so
+    far on this connection within ``timeout`` (WAIT): a Sentinel failover now would promote a
+    replica without the new version, and routers would go back to the one before. None when
+    they have, when there are none (no wait then), or when Redis cannot be asked."""
+    try:
+        info = client.info("replication")
+        replicas = int(info.get("connected_slaves", 0))
+        if info.get("role") != "master" or replicas < 1:
+            return None
+        acked = int(client.wait(replicas, int(timeout * 1000)))
+    except (redis.RedisError, ValueError):
+        return None
+    if acked >= replicas:
+        return None
+    return (f"{acked} of the master's {replicas} replicas had the change within {timeout:g} s: "
+            "should Redis fail over to one that lacks it, routers go back to the version "
+            "before (see `outbound-router versions` after a failover)")
+
+
 def _current(client: redis.Redis, keys: Keys) -> tuple[str | None, str | None]:
     current = fields(client.hgetall(keys.current))
     version = current.get(F_VERSION.encode())

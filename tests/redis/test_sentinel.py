@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,7 +55,7 @@ def wait_for_sentinel_event(pubsub: redis.client.PubSub, channel: str,
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    master = RedisProcess(tmp_path / "master")
+    master = RedisProcess(tmp_path / "master", "--repl-diskless-sync-delay", "0")
     master.start()
     replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
     conf = tmp_path / "sentinel" / "sentinel.conf"
@@ -96,6 +97,34 @@ def test_the_cli_seeds_and_lists_versions_through_a_sentinel(cluster: Cluster) -
     assert listing.returncode == 0 and version in listing.stdout
     with redis.Redis(port=cluster.master.port) as master:  # it went to the master
         assert master.exists(f"outbound-router:version:{version}")
+
+
+def test_seed_and_rollback_warn_when_a_replica_lacks_the_switch(cluster: Cluster) -> None:
+    # A seed acknowledged by the master alone, which a failover then loses: routers went
+    # back to the version before without a word from `seed`.
+    env = {**os.environ, "REDIS_URL": cluster.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "outbound_router.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    with redis.Redis(port=cluster.master.port) as master:  # the replica's first sync done
+        master.set("synced", 1)
+        assert master.wait(1, 15000) == 1
+    first = cli("seed", str(EXAMPLE))
+    assert first.returncode == 0 and "warning" not in first.stderr, first.stderr
+    os.kill(cluster.replica.proc.pid, signal.SIGSTOP)  # connected, but acknowledges nothing
+    try:
+        second = cli("seed", str(EXAMPLE))
+        back = cli("rollback")
+    finally:
+        os.kill(cluster.replica.proc.pid, signal.SIGCONT)
+    assert second.returncode == 0, second.stderr  # the master has it: routers take it
+    assert "warning: 0 of the master's 1 replicas had the change within 1 s" in second.stderr
+    assert (back.returncode, back.stdout) == (0, first.stdout), back.stderr
+    assert "0 of the master's 1 replicas" in back.stderr
+    again = cli("rollback", second.stdout.strip())
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
 
 async def test_a_reader_routes_through_a_failover_and_follows_the_new_master(
