@@ -758,9 +758,10 @@ class _Validator:
                 kwargs["max_attempts"] = value
         if any(v is None for v in kwargs.values()):
             ok = False
-        elif "national_prefix" in m:
-            national = kwargs["national_prefix"]
-            international = kwargs.get("international_prefix", Defaults().international_prefix)
+        # (checked whenever both prefixes are fine themselves, whatever else is wrong here)
+        national = kwargs.get("national_prefix")
+        international = kwargs.get("international_prefix", Defaults().international_prefix)
+        if national is not None and international is not None:
             if national and national == international:
                 # 00911234567 would be read as international (+911234567), never as national
                 self.report(m.key_lines["national_prefix"],

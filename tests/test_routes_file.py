@@ -437,6 +437,15 @@ def test_several_problems_are_all_reported_in_line_order() -> None:
     assert str(problems_of(text)[0]) in str(RoutesFileError(problems))
 
 
+def test_the_national_prefix_is_checked_when_another_default_is_wrong() -> None:
+    # A bad country_code hid the clash of the two prefixes until it was fixed: SPEC
+    # section 1 wants every problem found reported at once.
+    text = GOOD.replace('country_code: "34"',
+                        'country_code: "abc"\n  national_prefix: "00"')
+    assert [(p.line, p.message.split(" ")[0]) for p in problems_of(text)] == [
+        (2, "country_code"), (3, "national_prefix")]
+
+
 def test_both_entries_of_a_duplicated_name_are_checked() -> None:
     text = GOOD.replace("target_patterns:\n",
                         "  peering:\n    trunks: [bad/trunk]\ntarget_patterns:\n")
