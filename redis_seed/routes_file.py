@@ -15,6 +15,7 @@ import re._constants as sre_constants  # the parse tree of a regex, for _backtra
 import re._parser as sre_parser
 import reprlib
 from collections.abc import Callable, Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -418,20 +419,26 @@ def _text(m: _Map, key: Any, default: Any = None) -> Any:
     """The value of a field that is text, as the operator wrote it.
 
     YAML reads ``country_code: 34`` as the number 34, ``international_prefix: 00`` as 0,
-    ``prefix: +34`` as 34, ``tenant: 0042`` as 34 (octal) and ``pattern: no`` as false; what
-    was meant is the text, and the file keeps it: a number or boolean written without quotes
-    gives its text as written."""
+    ``prefix: +34`` as 34, ``tenant: 0042`` as 34 (octal), ``pattern: no`` as false and
+    ``tenant: 2001-01-01`` as a date; what was meant is the text, and the file keeps it: a
+    number, boolean or date written without quotes gives its text as written (as a key
+    does: keys are always text)."""
     if key not in m:
         return default
     value = m[key]
-    if isinstance(value, int | float):  # bool is an int
+    if isinstance(value, _READ_AS_TEXT):
         return m.texts.get(key, value)
     return value
 
 
+#: What YAML reads an unquoted text value as, other than a string (bool is an int; datetime
+#: a date).
+_READ_AS_TEXT = (int, float, date)
+
+
 def _item_texts(seq: _Seq) -> list[Any]:
     """The items of a list of text values, as written (see :func:`_text`)."""
-    return [seq.item_texts.get(i, v) if isinstance(v, int | float) else v
+    return [seq.item_texts.get(i, v) if isinstance(v, _READ_AS_TEXT) else v
             for i, v in enumerate(seq)]
 
 
@@ -567,6 +574,8 @@ def _describe(value: Any) -> str:
         return "a list" if value else "an empty list"
     if isinstance(value, str):
         return f"the text {_shown(value)}"
+    if isinstance(value, date):  # (its repr is Python's: datetime.date(2001, 1, 1))
+        return f"the date {value.isoformat()}"
     return f"the {type(value).__name__} {_shown(value)}"
 
 

@@ -400,6 +400,27 @@ def test_numbers_written_without_quotes_keep_the_text_as_written() -> None:
     assert (norway.carrier, norway.name) == ("1001", "no-1001-p4")
 
 
+def test_dates_written_without_quotes_keep_the_text_as_written() -> None:
+    # YAML reads 2001-01-01 as a date: a pattern of that name (a key, always text) was
+    # accepted and a route naming it was not ("unknown target pattern datetime.date(...)").
+    text = (GOOD.replace("  premium:", "  2001-01-01: {prefix: +47}\n  premium:")
+                .replace("[spain, france]", "[spain, france, 2001-01-01]")
+                .replace("  cheap:\n", "  2001-01-02:\n    trunks: [2001-01-03]\n  cheap:\n")
+                .replace("tenant: acme", "tenant: 2001-01-04")
+                .replace("  - {name: no-premium",
+                         "  - {name: 2001-01-05, pattern: 2001-01-01, carrier: 2001-01-02, "
+                         "priority: 4}\n  - {name: no-premium"))
+    table = parse_routes(text)
+    assert table.groups["europe"] == ("spain", "france", "2001-01-01")
+    assert table.carriers["2001-01-02"].trunks == ("2001-01-03",)
+    assert [r.tenant for r in table.routes if r.tenant] == ["2001-01-04"]
+    route = next(r for r in table.routes if r.pattern == "2001-01-01")
+    assert (route.name, route.carrier) == ("2001-01-05", "2001-01-02")
+    # Where a date is no text field, it is named as a date, not with Python's repr.
+    problems = problems_of(GOOD.replace("max_attempts: 4", "max_attempts: 2001-01-01"))
+    assert "not the date 2001-01-01" in problems[0].message, problems
+
+
 def test_zero_and_text_fields_with_leading_zeros_stay_valid() -> None:
     text = (GOOD.replace("priority: 1, metric: 1", "priority: 0, metric: 1")
                 .replace("trunks: [cheap]", "trunks: [0042]")
