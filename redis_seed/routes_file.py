@@ -14,6 +14,7 @@ import re
 import re._constants as sre_constants  # the parse tree of a regex, for _backtracks_badly
 import re._parser as sre_parser
 import reprlib
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
@@ -42,6 +43,7 @@ from routing.numbers import all_digits
 
 from .errors import Problem, RoutesFileError
 from .gc_pause import collector_paused
+from .regex_cost import MAX_PATHS, regex_cost
 
 __all__ = ["load_routes_file", "parse_routes", "RoutesFileError", "Problem"]
 
@@ -945,8 +947,17 @@ class _Validator:
                                f"{_describe(regex)}")
             return None
         try:
+            with warnings.catch_warnings():
+                # "Possible nested set" ([[:digit:]]) and the like: refused, not printed
+                warnings.simplefilter("error", FutureWarning)
+                sre_parser.parse(regex)  # (re.compile would not warn for a cached regex)
             re.compile(regex)
             slow = _backtracks_badly(regex)
+        except FutureWarning as exc:
+            hint = (" ([[:digit:]] and other POSIX classes are not classes in Python's re: "
+                    "write [0-9] or \\d)" if "[:" in regex else "")
+            self.report(rline, f"bad regex in {what}: {exc}{hint}")
+            return None
         except (re.error, OverflowError, RecursionError) as exc:
             self.report(rline, f"bad regex in {what}: {exc}")
             return None
@@ -965,6 +976,21 @@ class _Validator:
                                "{2,5}): one number can then take seconds to match, and every "
                                "call is matched against it; write it without the nesting "
                                "(\\d+), with fewer repeats")
+            return None
+        cost = regex_cost(regex)
+        if cost.paths is not None and cost.paths > MAX_PATHS:
+            self.report(rline, f"regex of {what} can take too long to match: on a number "
+                               f"such as {cost.worst} Python's re tries about {cost.paths:,} "
+                               f"ways (at most {MAX_PATHS:,}), and every call is matched "
+                               "against it. Alternatives inside a repeat "
+                               "that can match the same digits, in one piece or in several "
+                               "(as in (1|11|\\d)*), multiply them: write alternatives that "
+                               "start differently, or a class ([0-9]) instead")
+            return None
+        if cost.can_match is False:
+            self.report(rline, f"regex of {what} can never match: numbers are matched in "
+                               "E.164, '+' and ASCII digits only (+34911234567), and it needs "
+                               "another character")
             return None
         return TargetPattern(name=name, regex=regex) if checked_name else None
 

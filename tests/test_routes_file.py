@@ -228,6 +228,20 @@ BAD = [
      "{regex: '^(\\+)?(?(1)((\\d?)*)*x|y)$'}", 15, "also inside a lookahead"),
     ("regex repeating alternatives that are the same", "{regex: '^\\+3490[0-9]{6}$'}",
      "{regex: '^\\+(\\d|\\d|\\d|\\d)+x$'}", 15, "alternatives that are the same"),
+    # Alternatives that overlap inside a repeat, which the checks above miss: 3 to 6 s per
+    # number on the lab (+111111111111111), every other call waiting meanwhile.
+    ("regex repeating alternatives that overlap", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+(1|11|\\d|[0-9])*2'}", 15, "can take too long to match"),
+    ("regex repeating overlapping alternatives, unanchored", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '(1|11|111|1111|\\d)+2'}", 15, "can take too long to match"),
+    ("regex with a POSIX class", "{regex: '^\\+3490[0-9]{6}$'}",
+     "{regex: '^\\+34[[:digit:]]{9}$'}", 15, "POSIX classes are not classes in Python's re"),
+    ("regex of letters", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: 'abc'}", 15,
+     "can never match"),
+    ("regex of non-ASCII digits", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+\u0663\u0664'}",
+     15, "can never match"),
+    ("regex with a space", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+34 9'}", 15,
+     "can never match"),
     ("national prefix the international one", "  max_attempts: 4\n",
      "  max_attempts: 4\n  national_prefix: \"00\"\n", 4,
      "national_prefix '00' is the international_prefix too"),
@@ -353,7 +367,11 @@ def test_bad_file_reports_the_problem_at_its_line(old: str, new: str, line: int,
     r"^\+3490[0-9]{6}$", r"^\+34(6|7)\d{8}$", r"^(\+34)?9[0-9]{8}$", r"^\+1(\d{3})*$",
     r"^(\d{2})+$", r"^\+(34|33)\d+$", r"^\+(?>\d+)+$", r"^\+(\d++)+$", r"^\+(\d|\d\d)+$",
     r"^\+34\d?\d?\d?\d?\d?\d*$", r"^\+34(?>\d*\d*\d*\d*\d*\d*\d*)$",
-    r"^[+]34\d+$", r"^\+?34", r"^[^0]", r"^.34", r"34\d+$"])
+    r"^[+]34\d+$", r"^\+?34", r"^[^0]", r"^.34", r"34\d+$",
+    # (the counted cost: harmless alternatives, and what matches in its first way)
+    r"^(\+|00)34", r"^\+(1|2|3)*4", r"^\+(12|1|2)*3", r"^\+34(\d|\d\d)+$", r".*",
+    r"\d*\d*\d*\d*\d*\d*", r"^\+1(800|888|877|866)\d{7}$", r"(?=\+34)\+\d+",
+    r"^\+34(?!90[57])\d{9}$"])
 def test_regexes_that_cannot_backtrack_badly_are_accepted(regex: str) -> None:
     table = parse_routes(GOOD.replace(r"^\+3490[0-9]{6}$", regex))
     assert table.patterns["premium"].regex == regex
