@@ -47,6 +47,7 @@ from .connection import async_client, close_async_client
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
 from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields, text, version_number
+from .regex_cost import MAX_PATHS, regex_cost
 from .store import decode_version
 from .urls import mask_url
 
@@ -108,7 +109,23 @@ def _build(fields: dict[bytes, bytes], version: str,
            sha256: str | None) -> tuple[RoutingTable, Snapshot]:
     with collector_paused():  # (twice as fast for big tables)
         table = decode_version(fields, version, sha256)
-        return table, Snapshot.build(table, version)
+        snapshot = Snapshot.build(table, version)
+    _warn_of_slow_regexes(table, version)
+    return table, snapshot
+
+
+def _warn_of_slow_regexes(table: RoutingTable, version: str) -> None:
+    """A version seeded before `validate` counted what a regex can cost may hold one that
+    stalls every call for seconds on some numbers: routed with all the same, and named."""
+    for pattern in table.patterns.values():
+        if pattern.regex is None:
+            continue
+        cost = regex_cost(pattern.regex)
+        if cost.paths is not None and cost.paths > MAX_PATHS:
+            log.warning("routing version %s: the regex of target pattern %r can take about "
+                        "%s ways to match a number such as %s (validate now refuses more "
+                        "than %s): every call waits meanwhile; seed a routes file without it",
+                        version, pattern.name, f"{cost.paths:,}", cost.worst, f"{MAX_PATHS:,}")
 
 
 class SnapshotReader:

@@ -473,3 +473,23 @@ async def test_an_unexpected_error_neither_stops_the_start_nor_ends_hot_reload(
     assert not failures
     errors = [rec for rec in caplog.records if "snapshot reader failed" in rec.getMessage()]
     assert len(errors) == 1 and errors[0].exc_info is not None, errors  # with its traceback
+
+
+async def test_a_version_with_a_regex_that_stalls_calls_is_routed_and_named(
+        client: redis.Redis, reader: SnapshotReader,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Seeded before validate counted what a regex can cost: routed with as it is (it is the
+    # current version), with a warning naming the pattern and a number that takes seconds.
+    import dataclasses
+
+    from routing.model import TargetPattern
+
+    table = generation_table(1)
+    slow = TargetPattern("q1", regex=r"^\+(1|11|\d|[0-9])*2")
+    table = dataclasses.replace(table, patterns={**table.patterns, "q1": slow})
+    version = await asyncio.to_thread(publish, client, table)
+    await reader.start()
+    assert reader.version == version
+    assert (f"routing version {version}: the regex of target pattern 'q1' can take about "
+            "103,894,022 ways to match a number such as +111111111111111") in caplog.text
+    assert "target pattern 'p1'" not in caplog.text
