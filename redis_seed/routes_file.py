@@ -982,10 +982,10 @@ class _Validator:
             self.report(rline, f"regex of {what} can take too long to match: on a number "
                                f"such as {cost.worst} Python's re tries about {cost.paths:,} "
                                f"ways (at most {MAX_PATHS:,}), and every call is matched "
-                               "against it. Alternatives inside a repeat "
-                               "that can match the same digits, in one piece or in several "
-                               "(as in (1|11|\\d)*), multiply them: write alternatives that "
-                               "start differently, or a class ([0-9]) instead")
+                               "against it. Parts that can match the same digits in several "
+                               "ways multiply them: alternatives inside a repeat (as in "
+                               "(1|11|\\d)*: write alternatives that start differently, or a "
+                               "class such as [0-9]), or many repeats side by side")
             return None
         if cost.can_match is False:
             self.report(rline, f"regex of {what} can never match: numbers are matched in "
