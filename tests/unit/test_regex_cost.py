@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redis_seed.regex_cost import MAX_PATHS, regex_cost
 
@@ -66,3 +71,42 @@ def test_a_regex_no_number_can_match_is_found(regex: str) -> None:
 def test_a_regex_some_number_matches_is_not_found_unmatchable(regex: str) -> None:
     # (anchors, lookarounds and back references are taken as matching: on the side of yes)
     assert regex_cost(regex).can_match is True
+
+
+# -- "can never match" is never said of a regex that some number matches --------------------
+
+_ATOMS = [r"\+", "1", "2", "x", r"\d", ".", "[12]", "[^1]", r"\D", " ", "^", "$", r"\b"]
+
+
+@st.composite
+def small_regexes(draw: st.DrawFn, depth: int = 0) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.integers(0, 5 if depth < 2 else 0))
+        if kind <= 1:
+            part = draw(st.sampled_from(_ATOMS))
+        elif kind == 2:
+            part = "(" + draw(small_regexes(depth + 1)) + "|" + draw(small_regexes(depth + 1)) + ")"
+        elif kind == 3:
+            part = "(" + draw(small_regexes(depth + 1)) + ")" + draw(
+                st.sampled_from(["*", "+", "?", "{2}", "{1,3}", "*?"]))
+        elif kind == 4:
+            part = "(?=" + draw(small_regexes(depth + 1)) + ")"
+        else:
+            part = "(?>" + draw(small_regexes(depth + 1)) + ")"
+        parts.append(part)
+    return "".join(parts)
+
+
+#: Every number of up to 7 digits made of 1, 2 and 3: the regexes above tell no other digits
+#: apart from 3 (1 and 2 are their only digits).
+_NUMBERS = ["+" + "".join(digits) for k in range(1, 8)
+            for digits in itertools.product("123", repeat=k)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(regex=small_regexes())
+def test_a_regex_found_unmatchable_matches_no_number(regex: str) -> None:
+    if regex_cost(regex).can_match is False:
+        compiled = re.compile(regex)
+        assert not [n for n in _NUMBERS if compiled.search(n)], regex
