@@ -200,7 +200,11 @@ class _Automaton:
 
 
 def _anchored(items: Any) -> bool:
+    """Whether the regex starts with ``^`` or ``\\A`` (also inside a group): ``re.search``
+    then fails at once wherever else it starts."""
     first = list(items)[:1]
+    if first and first[0][0] is sre_constants.SUBPATTERN:
+        return _anchored(first[0][1][3])
     return bool(first) and first[0][0] is sre_constants.AT and first[0][1] in (
         sre_constants.AT_BEGINNING, sre_constants.AT_BEGINNING_STRING)
 

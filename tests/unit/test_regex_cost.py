@@ -45,6 +45,12 @@ def test_overlapping_alternatives_in_a_repeat_pass_the_limit_and_plain_regexes_d
         assert regex_cost(regex).paths < 10_000, regex
 
 
+def test_a_regex_anchored_inside_a_group_is_counted_from_the_start_only() -> None:
+    # re.search fails at once where '^' does not hold: (^...) costs what ^... costs
+    assert regex_cost(r"(^\+(1|11|2)*3)").paths == regex_cost(r"^\+(1|11|2)*3").paths
+    assert regex_cost(r"(\+(1|11|2)*3)").paths > regex_cost(r"^\+(1|11|2)*3").paths
+
+
 def test_a_regex_whose_first_way_always_matches_costs_one_way() -> None:
     # re.search stops at its first match: optional repeats of one character never fail.
     assert regex_cost(r"\d*\d*\d*\d*\d*\d*\d*").paths == 1
