@@ -77,6 +77,7 @@ _REJECTED_SIP = {
     404: 1, 485: 1, 604: 1,
     484: 28,
     410: 22,
+    480: 19,  # without ringing before it (with ringing: no answer)
     488: 58, 606: 58,
 }
 _REJECTED_CAUSES = frozenset({1, 21, 22, 28, 58})
@@ -118,8 +119,14 @@ def classify(obs: Observation) -> Outcome:
         return Outcome.CANCELLED
     if sip in _NO_ANSWER_SIP or (sip is None and cause == NO_ANSWER):
         # Asterisk reports its own dial timeout and a trunk that never answered alike
-        # (19/480): only whether a provisional reply came tells them apart.
-        return Outcome.NO_ANSWER if obs.provisional else Outcome.UNREACHABLE
+        # (19/480): only whether a provisional reply came tells them apart. Our own timers
+        # were judged above; a 480 with no ringing before it is the carrier's own answer
+        # (the callee is unavailable: a mobile switched off): a rejection, the next trunk, and
+        # 480 to the caller should it be the last, not congestion (503), which tells a proxy
+        # upstream to try another server.
+        if obs.provisional:
+            return Outcome.NO_ANSWER
+        return Outcome.REJECTED if sip is not None else Outcome.UNREACHABLE
     if sip in _CONGESTION_SIP:
         return Outcome.CONGESTION
     if sip in _REJECTED_SIP:

@@ -302,6 +302,18 @@ def test_each_failure_code_of_the_outcome_table_is_judged_as_the_table_says(
     assert (result.final_code, (a.invites(), b.invites())) == (final, invites), result.codes
 
 
+@pytest.mark.parametrize(("second", "code"), [("answer", 200), ("error:503", 480)])
+def test_a_480_before_any_ringing_moves_on_and_is_the_phone_s_code_when_last(
+        lab, carrier, phone, via, second, code) -> None:  # type: ignore[no-untyped-def]
+    # The carrier's own 480 (the callee unavailable) was judged "unreachable", congestion:
+    # the phone got 503 when nothing answered, which a proxy upstream takes for "try another
+    # server". It is a rejection: the next trunk, and 480 ranks above the next one's 503.
+    lab.seed(tiers_routes(ring_timeout=4))
+    a, b = carrier("a", "error:480"), carrier("b", second)
+    result = phone(via).call(NUMBER)
+    assert (result.final_code, (a.invites(), b.invites())) == (code, (1, 1)), result.codes
+
+
 #: In-dialog requests of a phone during a call (a carrier's get the same: the modules that
 #: answer them are Asterisk's, not an endpoint's), and the answer each gets. Asterisk answered
 #: none of them (its session layer takes every in-dialog request, and no module loaded then

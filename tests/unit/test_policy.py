@@ -30,7 +30,10 @@ O = Observation  # noqa: E741  (short alias keeps the table readable)
         (O(17, None), Outcome.BUSY, Verdict.STOP, 17),
         (O(19, 480, provisional=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
         (O(19, 480, provisional=True, ring_timeout=True), Outcome.NO_ANSWER, Verdict.STOP, 19),
-        (O(19, 480), Outcome.UNREACHABLE, Verdict.RETRY, 34),  # dead trunk, Asterisk's timer
+        (O(19, None), Outcome.UNREACHABLE, Verdict.RETRY, 34),  # dead trunk, Asterisk's timer
+        # the carrier's own 480 before any ringing (the callee unavailable): the next trunk,
+        # and 480 to the caller should it be the last (it was 503, congestion)
+        (O(19, 480), Outcome.REJECTED, Verdict.RETRY, 19),
         (O(16, None, setup_timeout=True), Outcome.UNREACHABLE, Verdict.RETRY, 34),
         # 487 the caller did not cause: the carrier ended the INVITE itself. SPEC section 3:
         # 487 (127) stops; the caller gets 127 (SIP 500)
@@ -115,7 +118,8 @@ def test_no_retry_after_early_media_when_the_carrier_says_so() -> None:
         ([O(17, 486), O(34, 503)], 17),
         ([O(34, 503), O(1, 404)], 1),  # the number does not exist: more telling than 503
         ([O(34, 503), O(34, 503)], 34),
-        ([O(19, 480), O(34, 503)], 34),  # a dead trunk is congestion to the caller
+        ([O(16, None, setup_timeout=True), O(34, 503)], 34),  # a dead trunk: congestion
+        ([O(34, 503), O(19, 480)], 19),  # the callee unavailable: more telling than 503
         ([O(34, 503), O(19, 480, provisional=True)], 19),
         ([O(21, 403), O(1, 404)], 21),  # equal rank: the first one
         ([O(1, 404), O(21, 603, provisional=True)], 1),  # equal rank: the first one
