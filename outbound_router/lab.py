@@ -1271,6 +1271,17 @@ def running_info() -> LabInfo | None:
     return LabInfo(topology.ARI_URL, auth, redis_url, int(pid), "", p.state_dir, p.asterisk_log)
 
 
+def services_redis(running: LabInfo) -> dict[str, str]:
+    """REDIS_URL (and REDIS_PREFIX, when they have one) of a running lab's services: what to
+    keep in the environment of a `lab up` that should leave them where they are. `lab up`
+    follows REDIS_URL, and with it unset it moves them to the default, the machine's Redis."""
+    state = load_state(paths())
+    services = [s for s in (state.get("services") or {}).values() if s and s.get("redis_url")]
+    url = str(services[0]["redis_url"]) if services else running.redis_url
+    prefix = services[0].get("redis_prefix") if services else None
+    return {"REDIS_URL": url, **({"REDIS_PREFIX": str(prefix)} if prefix else {})}
+
+
 def _strays(p: Paths, state: dict[str, Any]) -> list[tuple[str, int]]:
     """(what, PID) of the lab's services and carriers that its state does not name: left by a
     lab whose state.json was lost (a cleaned cache directory). A service's supervisor is

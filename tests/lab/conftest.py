@@ -200,11 +200,41 @@ def _running_lab_redis(running: lab_mod.LabInfo) -> contextlib.AbstractContextMa
     """The Redis (URL and REDIS_PREFIX) a running lab's services use, as the session's: `lab
     up` and seeds follow REDIS_URL, and with it unset a reused lab's services were moved to
     the machine's Redis on 6379 (and the tests' routes written there)."""
-    state = lab_mod.load_state(lab_mod.paths())
-    services = [s for s in (state.get("services") or {}).values() if s and s.get("redis_url")]
-    url = services[0]["redis_url"] if services else running.redis_url
-    prefix = services[0].get("redis_prefix") if services else None
-    return _environment(REDIS_URL=url, **({"REDIS_PREFIX": prefix} if prefix else {}))
+    return _environment(**lab_mod.services_redis(running))
+
+
+#: The machine's own Redis (SPEC's default REDIS_URL), which lab tests must never write to.
+MACHINE_REDIS = ("127.0.0.1", 6379)
+
+
+def _machine_redis_keys() -> set[bytes] | None:
+    """The product's keys in the machine's Redis (read only), or None when none answers."""
+    import redis
+
+    try:
+        with redis.Redis(*MACHINE_REDIS, socket_timeout=2) as client:
+            return set(client.scan_iter("outbound-router*", count=1000))
+    except (redis.RedisError, OSError):
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _machine_redis_untouched() -> Iterator[None]:
+    """Fails the session when the lab tests wrote the product's keys to the machine's Redis:
+    twice a lab was moved there unseen (a `lab up` with REDIS_URL unset), the tests' routes
+    with it. Left out when REDIS_URL names that Redis on purpose."""
+    chosen = os.environ.get("REDIS_URL", "")
+    before = None if f":{MACHINE_REDIS[1]}" in chosen else _machine_redis_keys()
+    yield
+    if before is None:
+        return
+    after = _machine_redis_keys() or set()
+    if after - before:
+        new = sorted(k.decode(errors="replace") for k in after - before)
+        pytest.fail(f"the lab tests wrote {len(new)} keys to the machine's Redis on "
+                    f"{MACHINE_REDIS[0]}:{MACHINE_REDIS[1]} (not this session's): "
+                    f"{', '.join(new[:5])}... `outbound-router lab status` says which Redis the "
+                    "lab uses now", pytrace=False)
 
 
 @pytest.fixture(scope="session")

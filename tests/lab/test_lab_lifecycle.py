@@ -75,9 +75,14 @@ def _processes_rooted_in(root: Path) -> list[int]:
 def fresh_cache() -> Path:
     default = lab_mod.cache_dir()
     fresh = default.parent / f"{default.name}-fresh-build-test"
-    running = lab_mod.running_info() is not None
-    had_carriers = running and bool(lab_mod.load_state(lab_mod.paths()).get("carriers"))
-    if running:
+    running = lab_mod.running_info()
+    had_carriers = running is not None and bool(
+        lab_mod.load_state(lab_mod.paths()).get("carriers"))
+    # The Redis its services use, for bringing it back: run alone, without the session's
+    # lab fixture, this file brought a reused lab back on the machine's Redis (6379, REDIS_URL
+    # unset) and seeded the example routes there.
+    redis_env = lab_mod.services_redis(running) if running is not None else {}
+    if running is not None:
         lab_mod.down(say=print)
     if fresh.exists():
         _lab(fresh, "down")
@@ -91,8 +96,11 @@ def fresh_cache() -> Path:
         shutil.rmtree(lab_mod.paths().chroot, ignore_errors=True)
         keep.rename(lab_mod.paths().chroot)  # a fresh machine: no second build for the session
     shutil.rmtree(fresh, ignore_errors=True)
-    if running:
-        lab_mod.up(carriers=had_carriers, say=print)
+    if running is not None:
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in redis_env.items():
+                env.setenv(name, value)
+            lab_mod.up(carriers=had_carriers, say=print)
 
 
 def test_lab_up_builds_then_reuses_reports_and_goes_down_cleanly(fresh_cache, redis_server,
