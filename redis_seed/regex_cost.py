@@ -10,11 +10,11 @@ are counted for the worst number found. ``(1|11|\\d|[0-9])*2`` counts about 10**
 ``+111111111111111``: seconds on every such call, during which the router serves nobody.
 
 It is an estimate of the work, on purpose on the high side where it must guess: anchors
-(``^``, ``$``, ``\\b``) and back references count as matching nothing, an atomic group or a
-possessive repeat (``(?>...)``, ``\\d++``) as one character there (they match in one way once
-they have matched), and what a lookaround, an atomic group or a possessive repeat holds is
-counted on its own, as the regex it is. Regexes it cannot judge (none that Python's ``re``
-accepts are known) are left alone.
+(``^``, ``$``, ``\\b``) and back references count as if they were not there, an atomic
+group or a possessive repeat (``(?>...)``, ``\\d++``) as one character there (they match in
+one way once they have matched), and what a lookaround, an atomic group or a possessive
+repeat holds is counted on its own, as the regex it is. Regexes it cannot judge (too big
+to build, past 4,000 positions) are left to the other checks.
 """
 
 from __future__ import annotations
