@@ -117,13 +117,15 @@ def test_a_plan_of_thirty_attempts_is_followed_to_its_end(lab, carrier, phone, v
         trace = observer.whole_trace()
     assert [entry.split(":")[0] for entry in trace.split("|")] == [*dead, "carrier-a"]
     assert a.invites() == 1
-    # The lab's CDR file stays one record a line, each with its 14 columns (the answered
-    # record last): Asterisk 22.10's advanced cdr_custom writer cut this call's line at 1,023
-    # characters, quote and newline included, and the next record ran into it
-    # (asterisk_conf/cdr_custom.conf keeps the legacy writer, which cuts a value at 511).
-    rows = wait_for("the answered call's CDR record", lambda: [
-        row for row in lab_mod.cdr_rows_since(cdr_at) if "live" in row] and
-        lab_mod.cdr_rows_since(cdr_at))
+    # The lab's CDR file stays one record a line, each with its 14 columns: Asterisk 22.10's
+    # advanced cdr_custom writer cut this call's line at 1,023 characters, quote and newline
+    # included, and the next record ran into it (asterisk_conf/cdr_custom.conf keeps the
+    # legacy writer, which cuts a value at 511 characters instead).
+    def with_the_answer() -> list[list[str]]:
+        rows = lab_mod.cdr_rows_since(cdr_at)
+        return rows if any("live" in row for row in rows) else []
+
+    rows = wait_for("the answered call's CDR record", with_the_answer)
     assert {len(row) for row in rows} == {14}, rows
     answered = [row for row in rows if row[10:12] == ["live", "carrier-a"]]
     assert answered and answered[-1][13] == version, rows[-1]
