@@ -121,7 +121,7 @@ def _warn_of_slow_regexes(table: RoutingTable, version: str) -> None:
         if pattern.regex is None:
             continue
         cost = regex_cost(pattern.regex)
-        if cost.paths is not None and cost.paths > MAX_PATHS:
+        if cost.too_slow:
             log.warning("routing version %s: the regex of target pattern %r can take about "
                         "%s ways to match a number such as %s (validate now refuses more "
                         "than %s): every call waits meanwhile; seed a routes file without it",

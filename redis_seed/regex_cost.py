@@ -321,6 +321,11 @@ class RegexCost:
     #: a number on which the most ways were counted ("" when not judged or harmless)
     worst: str = ""
 
+    @property
+    def too_slow(self) -> bool:
+        """More ways than MAX_PATHS (what `validate` refuses and the reader warns of)."""
+        return self.paths is not None and self.paths > MAX_PATHS
+
 
 @functools.lru_cache(maxsize=1024)
 def regex_cost(regex: str) -> RegexCost:

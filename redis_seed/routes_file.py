@@ -978,7 +978,7 @@ class _Validator:
                                "(\\d+), with fewer repeats")
             return None
         cost = regex_cost(regex)
-        if cost.paths is not None and cost.paths > MAX_PATHS:
+        if cost.too_slow:
             self.report(rline, f"regex of {what} can take too long to match: on a number "
                                f"such as {cost.worst} Python's re tries about {cost.paths:,} "
                                f"ways (at most {MAX_PATHS:,}), and every call is matched "
