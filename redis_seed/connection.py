@@ -11,8 +11,9 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from .urls import (
     SentinelTarget,
@@ -25,6 +26,11 @@ from .urls import (
 #: Fail fast: the reader has its own backoff, and a seed should say "unreachable" quickly.
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
+#: A Sentinel answers SENTINEL MASTERS at once: one that does not within this (stopped, hung,
+#: a black hole) is passed over for the next one in the URL, without retrying it. With the
+#: Redis defaults (10 s and three retries) one hung Sentinel first in the list held every
+#: command and every reconnect for about 110 s.
+SENTINEL_TIMEOUT = 0.5
 
 
 def _for_redis_py(url: str) -> str:
@@ -43,15 +49,17 @@ def _common(overrides: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _sentinel_kwargs(url: str, kwargs: dict[str, Any],
+def _sentinel_kwargs(url: str, kwargs: dict[str, Any], no_retry: Any,
                      ) -> tuple[SentinelTarget, dict[str, Any], dict[str, Any]]:
     """The parsed Sentinel URL, the arguments of a (sync or asyncio) ``Sentinel``, and those
-    of its ``master_for`` besides the service name."""
+    of its ``master_for`` besides the service name. ``no_retry``: a (sync or asyncio)
+    ``Retry`` that does not retry, for the Sentinels' own connections."""
     t = parse_sentinel_url(url)
     tls = {"ssl": True, **dict(t.tls)} if t.sentinel_ssl else {}
     sentinel = {"sentinel_kwargs": {"password": t.sentinel_password,
-                                    "socket_connect_timeout": kwargs["socket_connect_timeout"],
-                                    "socket_timeout": kwargs["socket_timeout"], **tls},
+                                    "socket_connect_timeout": SENTINEL_TIMEOUT,
+                                    "socket_timeout": SENTINEL_TIMEOUT,
+                                    "retry": no_retry, **tls},
                 **kwargs}
     master = {"db": t.db, "username": t.username, "password": t.password, "ssl": t.ssl,
               **dict(t.tls)}
@@ -63,7 +71,8 @@ def sync_client(url: str, **overrides: Any) -> redis.Redis:
     check_redis_url(url)
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(url, kwargs)
+        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(
+            url, kwargs, redis.retry.Retry(NoBackoff(), 0))
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -83,12 +92,19 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
         ExponentialBackoff(cap=0.2, base=0.05), retries=1))
     kwargs = _common(overrides)
     if is_sentinel_url(url):
-        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(url, kwargs)
+        t, sentinel_kwargs, master_kwargs = _sentinel_kwargs(
+            url, kwargs, redis.asyncio.retry.Retry(NoBackoff(), 0))
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(t.hosts), **sentinel_kwargs)
         master = sentinel.master_for(t.service_name, **master_kwargs)
         return cast(redis.asyncio.Redis, master)
     return redis.asyncio.Redis.from_url(_for_redis_py(url), **kwargs)
+
+
+def sentinel_count(client: redis.Redis | redis.asyncio.Redis) -> int:
+    """How many Sentinels a client made by :func:`sync_client` or :func:`async_client` asks
+    for its master (0: a plain Redis URL)."""
+    return len(_sentinels(client))
 
 
 def _sentinels(client: redis.Redis | redis.asyncio.Redis) -> list[Any]:

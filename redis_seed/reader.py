@@ -39,11 +39,12 @@ from typing import Any
 
 import redis.asyncio
 from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
-from .connection import async_client, close_async_client
+from .connection import SENTINEL_TIMEOUT, async_client, close_async_client, sentinel_count
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
 from .keys import DEFAULT_PREFIX, F_SHA256, F_VERSION, Keys, fields, text, version_number
@@ -63,6 +64,12 @@ ClientFactory = Callable[[str], redis.asyncio.Redis]
 #: Kept versions, newest first, a reader with nothing loaded tries when the current one
 #: cannot be read.
 FALL_BACK_TRIES = 5
+#: The reads that tell whether Redis answers (the current pointer, subscribing, asking the
+#: Sentinels for the master) give up after this: a stopped or hung Redis, which neither
+#: answers nor closes the connection, is an outage after 2 s rather than after the socket
+#: timeout twice (20 s), and a Sentinel failover away from it is followed at once. A version's
+#: own data, which may be megabytes on a slow link, keeps the socket timeout.
+READ_TIMEOUT = 2.0
 
 
 def _redis_down(exc: BaseException) -> BaseException | None:
@@ -166,6 +173,7 @@ class SnapshotReader:
         #: The Redis user may not SUBSCRIBE to the notify channel: follow by polling alone.
         self._poll_only = False
         self._down_since: float | None = None
+        self._last_answer: float | None = None  # when Redis last answered the pointer read
         self._changed = asyncio.Event()
         self._closing = False
         #: Connection attempts that failed since the reader started (for monitoring).
@@ -259,9 +267,14 @@ class SnapshotReader:
             return
         pubsub = self._client.pubsub()
         try:
-            await pubsub.subscribe(self._keys.notify)
-            try:  # the reply to SUBSCRIBE (redis-py does not wait for it)
-                await pubsub.get_message(timeout=self._poll_interval)
+            try:
+                # Connecting asks the Sentinels (each one that does not answer costs
+                # SENTINEL_TIMEOUT) and runs redis-py's handshake; the reply to SUBSCRIBE
+                # (redis-py does not wait for it).
+                async with self._answers_within(
+                        READ_TIMEOUT + SENTINEL_TIMEOUT * sentinel_count(self._client)):
+                    await pubsub.subscribe(self._keys.notify)
+                    await pubsub.get_message(timeout=self._poll_interval)
             except NoPermissionError as exc:
                 self._poll_only = True
                 log.warning("the Redis user of %s may not subscribe to %s (%s): new routing "
@@ -286,6 +299,8 @@ class SnapshotReader:
                     await self._check()
                     next_poll = loop.time() + self._poll_interval
                 elif loop.time() >= next_poll:
+                    if await self._master_moved():
+                        return  # (to subscribe again, on the new master)
                     await self._check()
                     next_poll = loop.time() + self._poll_interval
         finally:
@@ -298,12 +313,46 @@ class SnapshotReader:
         self._recovered()
         while not self._closing:
             await asyncio.sleep(self._poll_interval)
+            if await self._master_moved():
+                return
             await self._check()
+
+    @contextlib.asynccontextmanager
+    async def _answers_within(self, seconds: float) -> Any:
+        """Redis's answer within ``seconds``, else a redis-py TimeoutError (an outage). The
+        command in flight is cancelled, and redis-py drops its connection."""
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except TimeoutError:
+            raise RedisTimeoutError(f"no answer within {seconds:g} s") from None
+
+    async def _master_moved(self) -> bool:
+        """Through Sentinel: the master the Sentinels name is no longer the one this reader
+        reads. A failover away from a master that still answers (SENTINEL FAILOVER, a
+        partition) leaves it up and read-only, and a reader that kept reading it saw the
+        versions seeded on the new master only once the Sentinels made it a replica of it
+        (about 10 s). One SENTINEL MASTERS a poll; redis-py drops the idle connections."""
+        assert self._client is not None
+        pool: Any = self._client.connection_pool
+        read = getattr(pool, "master_address", None)
+        if read is None or not hasattr(pool, "get_master_address"):
+            return False  # a plain Redis URL, or not connected yet
+        async with self._answers_within(SENTINEL_TIMEOUT * sentinel_count(self._client)
+                                        + READ_TIMEOUT):
+            named = await pool.get_master_address()
+        if tuple(named) == tuple(read):
+            return False
+        log.info("the Sentinels name %s:%s as the master of %s now (it was %s:%s): reading "
+                 "from it", named[0], named[1], self._safe_url, read[0], read[1])
+        return True
 
     async def _check(self) -> None:
         """Load the current version if it is not the one held."""
         assert self._client is not None
-        current = fields(await self._client.hgetall(self._keys.current))
+        async with self._answers_within(READ_TIMEOUT):
+            current = fields(await self._client.hgetall(self._keys.current))
+        self._last_answer = asyncio.get_running_loop().time()
         raw_version = current.get(F_VERSION.encode())
         raw_sha = current.get(F_SHA256.encode())
         if raw_version is None:
@@ -440,7 +489,8 @@ class SnapshotReader:
         if self._down_since is not None:
             log.debug("Redis at %s still unavailable: %s", self._safe_url, exc)
             return
-        self._down_since = asyncio.get_running_loop().time()
+        # Since its last answer: a hung Redis is found out only once a read gives up.
+        self._down_since = self._last_answer or asyncio.get_running_loop().time()
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
                     "(at most every %.1f s)", self._safe_url, type(exc).__name__, exc,
                     self._holding(), self._max_backoff)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
+import re
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -242,6 +245,34 @@ async def test_an_error_raised_while_a_lost_connection_is_handled_is_the_outage(
     assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == ["WARNING"]
     assert "is unavailable (ConnectionError: Connection closed by server.)" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_hung_redis_is_an_outage_once_a_read_gives_up_and_told_from_its_last_answer(
+        client: redis.Redis, reader: SnapshotReader, redis_proc,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stopped Redis neither answers nor closes its connections: the reader waited out the
+    # socket timeout twice (20 s) before it called it an outage, then said "available again
+    # after 0.1 s" of a stall of 25 s. (READ_TIMEOUT shortened: the test waits it out.)
+    monkeypatch.setattr(reader_module, "READ_TIMEOUT", 0.5)
+    caplog.set_level(logging.INFO, logger="redis_seed.reader")
+    version = await seed(client, 1)
+    await reader.start()
+    pid = redis_proc.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.wait_for(_until(lambda: not reader.connected), timeout=3.0)
+        assert reader.version == version
+        assert routes_a_call(reader.snapshot) == 1  # calls are still routed
+        assert "is unavailable (TimeoutError: no answer within 0.5 s)" in caplog.text
+        failed = reader.failed_attempts
+        await asyncio.wait_for(_until(lambda: reader.failed_attempts > failed + 1), timeout=5.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.wait_for(_until(lambda: reader.connected), timeout=3.0)
+    down_for = re.search(r"available again after ([0-9.]+) s", caplog.text)
+    assert down_for is not None and float(down_for.group(1)) >= 1.0, caplog.text
+    newer = await seed(client, 2)
+    await reader.wait_for_version(newer, timeout=1.0)
 
 
 async def test_redis_down_at_start_then_up(redis_proc, client: redis.Redis,  # type: ignore[no-untyped-def]

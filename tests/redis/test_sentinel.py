@@ -8,8 +8,10 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,20 @@ def wait_for_sentinel_event(pubsub: redis.client.PubSub, channel: str,
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    master = RedisProcess(tmp_path / "master", "--repl-diskless-sync-delay", "0")
+    yield from _cluster(tmp_path)
+
+
+@pytest.fixture
+def stubborn_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A master the Sentinel cannot turn into a replica (as one cut off from it by a
+    partition): after a failover it stays up, a master, with the old data."""
+    yield from _cluster(tmp_path, "--rename-command", "REPLICAOF", "",
+                        "--rename-command", "SLAVEOF", "")
+
+
+def _cluster(tmp_path: Path, *master_options: str) -> Iterator[Cluster]:
+    master = RedisProcess(tmp_path / "master", "--repl-diskless-sync-delay", "0",
+                          *master_options)
     master.start()
     replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
     conf = tmp_path / "sentinel" / "sentinel.conf"
@@ -151,6 +166,82 @@ async def test_a_reader_routes_through_a_failover_and_follows_the_new_master(
         # A seed through the same URL reaches the promoted replica; the reader follows it.
         v2 = await asyncio.to_thread(publish, seeder, generation_table(2))
         snapshot = await reader.wait_for_version(v2, timeout=15)
+        assert generation_of(snapshot) == 2
+    finally:
+        await reader.close()
+        close_client(seeder)
+
+
+def ask_for_failover(sentinel: redis.Redis) -> None:
+    """SENTINEL FAILOVER, once the Sentinel has seen the replica in sync: it reads a replica's
+    INFO every 10 s, and until then answers NOGOODSLAVE."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+            return
+        except redis.ResponseError as exc:
+            if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)  # the Sentinel's next look at the replica has no event to wait on
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes connections and never answers: a hung Sentinel (the kernel
+    completes the handshakes, nobody reads)."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        yield hole.getsockname()[1]
+
+
+def test_a_hung_sentinel_first_in_the_url_is_passed_over(cluster: Cluster,
+                                                         silent_port: int) -> None:
+    # With redis-py's defaults (10 s, three retries) `versions` took 114 s, and a router
+    # reconnecting through such a URL as long.
+    url = f"redis+sentinel://127.0.0.1:{silent_port},127.0.0.1:{cluster.sentinel.port}/{SERVICE}"
+    seeded = subprocess.run([sys.executable, "-m", "outbound_router.cli", "seed", str(EXAMPLE)],
+                            env={**os.environ, "REDIS_URL": url}, capture_output=True,
+                            text=True, timeout=15)
+    assert seeded.returncode == 0, seeded.stderr
+    listing = subprocess.run([sys.executable, "-m", "outbound_router.cli", "versions"],
+                             env={**os.environ, "REDIS_URL": url}, capture_output=True,
+                             text=True, timeout=15)
+    assert seeded.stdout.strip() in listing.stdout, listing.stderr
+
+
+async def test_a_reader_follows_a_failover_away_from_a_master_that_still_answers(
+        stubborn_cluster: Cluster) -> None:
+    # A failover away from a master that still answers (a partition; SENTINEL FAILOVER until
+    # the Sentinel makes the old master its replica, about 10 s on a tester's set): a reader
+    # that kept reading the old master did not see the versions seeded on the new one (SPEC
+    # section 5: within 1 s).
+    cluster = stubborn_cluster
+    seeder = sync_client(cluster.url)
+    v1 = publish(seeder, generation_table(1))
+    with redis.Redis(port=cluster.master.port) as master:
+        assert master.wait(1, 5000) == 1  # the replica has v1: it may be promoted
+    reader = SnapshotReader(cluster.url, poll_interval=0.5, max_backoff=0.5)
+    await reader.start()
+    try:
+        assert reader.version == v1
+        with cluster.sentinel_client() as s:
+            pubsub = s.pubsub()
+            pubsub.subscribe("+switch-master")
+            await asyncio.to_thread(ask_for_failover, s)
+            switched = await asyncio.to_thread(
+                wait_for_sentinel_event, pubsub, "+switch-master", 30)
+            pubsub.close()
+        assert switched.split()[-1] == str(cluster.replica.port)
+        later = sync_client(cluster.url)  # a later `seed` asks the Sentinel anew
+        try:
+            v2 = await asyncio.to_thread(publish, later, generation_table(2))
+        finally:
+            close_client(later)
+        with redis.Redis(port=cluster.master.port) as old:
+            assert not old.exists(f"outbound-router:version:{v2}")  # the old one lacks it
+        snapshot = await reader.wait_for_version(v2, timeout=1.5)
         assert generation_of(snapshot) == 2
     finally:
         await reader.close()
