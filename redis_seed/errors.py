@@ -42,6 +42,10 @@ class VersionStoreError(Exception):
     """Base of the errors of the Redis version store."""
 
 
+class SwitchNotConfirmed(VersionStoreError):
+    """The switch to a version was sent, or may have been, but Redis's answer was lost."""
+
+
 class NoSuchVersion(VersionStoreError):
     """The version asked for is not (or no longer) kept in Redis."""
 

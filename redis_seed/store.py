@@ -28,7 +28,13 @@ from redis.commands.core import Script
 from routing.model import RoutingTable
 
 from .codec import FORMAT_COLUMNS, FORMAT_DICT, from_data, to_data
-from .errors import CorruptVersion, NoCurrentVersion, NoSuchVersion, VersionStoreError
+from .errors import (
+    CorruptVersion,
+    NoCurrentVersion,
+    NoSuchVersion,
+    SwitchNotConfirmed,
+    VersionStoreError,
+)
 from .keys import (
     DEFAULT_KEEP,
     F_CREATED,
@@ -252,6 +258,14 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
                 f"which tells the routers of a new version: grant it (ACL SETUSER USER "
                 f"&{keys.notify}); nothing was changed") from None
         raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # The switch may have been sent, and run, before the answer was lost: "cannot reach
+        # Redis" made an operator seed again, and the first switch had been made 35 s later.
+        raise SwitchNotConfirmed(
+            f"Redis did not confirm the switch to version {version} ({exc}): it may have "
+            "been made, now or once Redis gets to it, or not at all. See `outbound-router "
+            "versions` (the current version is marked) before seeding or rolling back "
+            "again") from None
 
 
 def publish(client: redis.Redis, table: RoutingTable, *, source: str = "",

@@ -14,6 +14,7 @@ from redis_seed.errors import (
     NoCurrentVersion,
     NoSuchVersion,
     RoutesFileError,
+    SwitchNotConfirmed,
     VersionStoreError,
 )
 from redis_seed.keys import Keys, version_number
@@ -320,6 +321,32 @@ def publish_dying_before_its_switch(client: redis.Redis, table: RoutingTable,
     with pytest.raises(redis.ConnectionError):
         publish(client, table)
     monkeypatch.undo()
+
+
+def test_a_switch_whose_answer_is_lost_says_it_may_have_been_made(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The answer lost after the switch ran (a Redis that stalled past the socket timeout):
+    # the seed said "cannot reach Redis ... Start Redis", and the version was current.
+    first = publish(client, generation_table(1))
+    real = store._switch_script
+
+    def switched_then_lost(c: redis.Redis) -> object:
+        script = real(c)
+
+        def run(**kwargs: object) -> object:
+            script(**kwargs)
+            raise redis.TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return run
+
+    monkeypatch.setattr(store, "_switch_script", switched_then_lost)
+    with pytest.raises(SwitchNotConfirmed) as seeded:
+        publish(client, generation_table(2))
+    assert "did not confirm the switch to version v000002" in str(seeded.value)
+    assert "may have been made" in str(seeded.value) and "versions" in str(seeded.value)
+    with pytest.raises(SwitchNotConfirmed, match=f"switch to version {first}"):
+        rollback(client)
+    monkeypatch.undo()
+    assert store.current_version(client) == first  # the rollback's switch was made too
 
 
 def test_a_seed_running_beside_another_never_sets_the_counter_back(
