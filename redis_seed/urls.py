@@ -16,6 +16,7 @@ The user and password are the master's; the sentinel port defaults to 26379.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -319,3 +320,18 @@ def has_password(url: str) -> bool:
         return bool(parts.password or parse_qs(parts.query).get("password"))
     except ValueError:
         return False
+
+
+#: The TLS options that name a file or directory of this machine.
+_TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+
+
+def unreadable_tls_files(url: str) -> list[str]:
+    """``option=path`` of each file or directory a TLS URL names that this process cannot
+    read (redis-py says only "No such file or directory" of it, naming none)."""
+    try:
+        params = parse_qs(urlsplit(url).query)
+    except ValueError:
+        return []
+    return [f"{name}={params[name][-1]}" for name in _TLS_FILE_OPTIONS
+            if name in params and not os.access(params[name][-1], os.R_OK)]

@@ -246,3 +246,21 @@ async def test_a_reader_follows_a_failover_away_from_a_master_that_still_answers
     finally:
         await reader.close()
         close_client(seeder)
+
+
+def test_sentinels_that_do_not_answer_or_know_no_such_service_are_told_apart(
+        cluster: Cluster, silent_port: int) -> None:
+    # Both said "cannot reach Redis ...: No master found for 'x'. Start Redis".
+    def versions(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "outbound_router.cli", "versions"],
+                              env={**os.environ, "REDIS_URL": url}, capture_output=True,
+                              text=True, timeout=15)
+
+    silent = versions(f"redis+sentinel://127.0.0.1:{silent_port}/{SERVICE}")
+    assert silent.returncode == 2, silent.stderr
+    assert "no Sentinel of redis+sentinel://127.0.0.1:" in silent.stderr
+    assert "answered" in silent.stderr and "correct their addresses" in silent.stderr
+    unknown = versions(f"redis+sentinel://127.0.0.1:{cluster.sentinel.port}/no-such-service")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "name no master: No master found for 'no-such-service'" in unknown.stderr
+    assert "SENTINEL MASTERS" in unknown.stderr

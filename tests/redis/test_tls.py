@@ -65,9 +65,19 @@ def test_a_server_certificate_nobody_vouches_for_is_refused(tls_redis: RedisProc
     untrusted = tls_redis.url.split("?")[0]  # the system's CAs only
     out = cli(untrusted, "versions")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "cannot reach Redis" in out.stderr and "certificate verify failed" in out.stderr
+    assert "does not trust its certificate" in out.stderr
+    assert "certificate verify failed" in out.stderr and "?ssl_ca_certs=" in out.stderr
     plain = cli(untrusted.replace("rediss://", "redis://"), "versions")  # no TLS at all
     assert plain.returncode == 2 and "cannot reach Redis" in plain.stderr
+    assert "If that Redis speaks TLS only (tls-port), use rediss://." in plain.stderr
+
+
+def test_a_ca_file_that_is_not_there_is_named(tls_redis: RedisProcess, tmp_path: Path) -> None:
+    # redis-py says "Error 2 connecting to 127.0.0.1:PORT. No such file or directory."
+    gone = tmp_path / "no-such-ca.pem"
+    out = cli(tls_redis.url.split("?")[0] + f"?ssl_ca_certs={gone}", "versions")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"REDIS_URL names ssl_ca_certs={gone}, which this user cannot read" in out.stderr
 
 
 async def test_a_reader_follows_versions_over_tls(tls_redis: RedisProcess) -> None:
