@@ -70,6 +70,8 @@ FALL_BACK_TRIES = 5
 #: timeout twice (20 s), and a Sentinel failover away from it is followed at once. A version's
 #: own data, which may be megabytes on a slow link, keeps the socket timeout.
 READ_TIMEOUT = 2.0
+#: Version ids whose checksum a reader remembers (about 100 bytes each).
+SEEN_MAX = 10_000
 
 
 def _redis_down(exc: BaseException) -> BaseException | None:
@@ -174,6 +176,9 @@ class SnapshotReader:
         self._poll_only = False
         self._down_since: float | None = None
         self._last_answer: float | None = None  # when Redis last answered the pointer read
+        #: The checksum of each version id this reader loaded, the last SEEN_MAX of them: an
+        #: id that comes back naming another table (Redis restored from an older copy).
+        self._seen: dict[str, str | None] = {}
         self._changed = asyncio.Event()
         self._closing = False
         #: Connection attempts that failed since the reader started (for monitoring).
@@ -394,11 +399,16 @@ class SnapshotReader:
             return
         routes = len(table.routes)
         del table, stored
-        if held is not None and await self._ids_started_again(held.version, version):
+        if self._seen.get(version, sha) != sha:
+            log.warning("routing version %s is another table than the %s this router routed "
+                        "with before: Redis lost its data (restarted empty, or restored from "
+                        "an older copy) and gave a version id again (a ROUTER_VERSION in CDRs "
+                        "may now name two tables; keep Redis persistent)", version, version)
+        elif held is not None and await self._ids_started_again(held.version, version):
             log.warning("routing version %s replaces %s, which Redis no longer keeps: Redis "
-                        "lost its data and version ids started again (a ROUTER_VERSION in "
-                        "CDRs may now name two tables; keep Redis persistent)",
-                        version, held.version)
+                        "lost its data (restarted empty, or restored from an older copy) and "
+                        "version ids went back (a ROUTER_VERSION in CDRs may now name two "
+                        "tables; keep Redis persistent)", version, held.version)
         await self._swap(snapshot, sha, routes)
 
     async def _fall_back(self, bad: str, why: object) -> bool:
@@ -453,6 +463,10 @@ class SnapshotReader:
         previous = self._snapshot
         self._snapshot = snapshot  # the one assignment callers can observe
         self._sha256 = sha
+        self._seen.pop(snapshot.version, None)  # (the newest last)
+        self._seen[snapshot.version] = sha
+        if len(self._seen) > SEEN_MAX:
+            del self._seen[next(iter(self._seen))]
         self._bad = None
         log.info("routing version %s loaded (%d routes)%s", snapshot.version, routes,
                  f", replacing {previous.version}" if previous is not None else "")

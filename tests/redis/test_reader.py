@@ -330,7 +330,28 @@ async def test_version_ids_that_start_again_after_redis_lost_its_data_are_logged
     assert await seed(client, 4) == "v000001"
     await reader.wait_until(lambda s: generation_of(s) == 4, timeout=2.0)
     assert ("routing version v000001 replaces v000003, which Redis no longer keeps: Redis "
-            "lost its data and version ids started again") in caplog.text
+            "lost its data (restarted empty, or restored from an older copy) and version ids "
+            "went back") in caplog.text
+
+
+async def test_a_version_id_that_comes_back_naming_another_table_is_logged(
+        client: redis.Redis, reader: SnapshotReader, caplog: pytest.LogCaptureFixture) -> None:
+    # Redis restored from an older copy (v000005 current, counter 5) after v000006 to
+    # v000010: the next seed is v000006 again, another table, and nothing was said of it.
+    for g in (1, 2):
+        await seed(client, g)
+    dump = await asyncio.to_thread(lambda: {k: client.dump(k) for k in client.keys("*")})
+    await reader.start()
+    third = await seed(client, 3)
+    await reader.wait_for_version(third, timeout=2.0)
+    await asyncio.to_thread(client.flushdb)  # the older copy comes back
+    for key, value in dump.items():
+        await asyncio.to_thread(client.restore, key, 0, value)
+    await reader.wait_until(lambda s: generation_of(s) == 2, timeout=2.0)
+    assert await seed(client, 4) == third  # its id again, another table
+    await reader.wait_until(lambda s: generation_of(s) == 4, timeout=2.0)
+    assert (f"routing version {third} is another table than the {third} this router routed "
+            "with before: Redis lost its data") in caplog.text
 
 
 async def test_a_rollback_is_not_taken_for_lost_data(
