@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routing.model import RoutingTable
@@ -70,6 +70,9 @@ FALL_BACK_TRIES = 5
 #: timeout twice (20 s), and a Sentinel failover away from it is followed at once. A version's
 #: own data, which may be megabytes on a slow link, keeps the socket timeout.
 READ_TIMEOUT = 2.0
+#: Redis refused the credentials: tried again at most every 5 s rather than every 0.5 s
+#: (each try is a failed login in Redis's ACL log, where alarms for password guessing look).
+REFUSED_BACKOFF = 5.0
 #: Version ids whose checksum a reader remembers (about 100 bytes each).
 SEEN_MAX = 10_000
 
@@ -176,6 +179,7 @@ class SnapshotReader:
         self._poll_only = False
         self._down_since: float | None = None
         self._last_answer: float | None = None  # when Redis last answered the pointer read
+        self._refused = False  # the last try failed on the credentials
         #: The checksum of each version id this reader loaded, the last SEEN_MAX of them: an
         #: id that comes back naming another table (Redis restored from an older copy).
         self._seen: dict[str, str | None] = {}
@@ -262,7 +266,8 @@ class SnapshotReader:
             if self._closing:
                 return
             delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis
-            self._backoff = min(self._backoff * 2, self._max_backoff)
+            self._backoff = min(self._backoff * 2,
+                                REFUSED_BACKOFF if self._refused else self._max_backoff)
             await asyncio.sleep(delay)
 
     async def _follow(self) -> None:
@@ -500,6 +505,7 @@ class SnapshotReader:
 
     def _outage(self, exc: BaseException) -> None:
         self.failed_attempts += 1
+        self._refused = isinstance(exc, AuthenticationError)
         if self._down_since is not None:
             log.debug("Redis at %s still unavailable: %s", self._safe_url, exc)
             return
@@ -507,7 +513,7 @@ class SnapshotReader:
         self._down_since = self._last_answer or asyncio.get_running_loop().time()
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
                     "(at most every %.1f s)", self._safe_url, type(exc).__name__, exc,
-                    self._holding(), self._max_backoff)
+                    self._holding(), REFUSED_BACKOFF if self._refused else self._max_backoff)
 
     def _failed(self, exc: Exception) -> None:
         """An error that is neither Redis unreachable nor a bad version (a bug, or data of
@@ -522,6 +528,7 @@ class SnapshotReader:
 
     def _recovered(self) -> None:
         self._backoff = self._initial_backoff
+        self._refused = False
         if self._down_since is None:
             return
         down_for = asyncio.get_running_loop().time() - self._down_since

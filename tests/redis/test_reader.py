@@ -297,6 +297,18 @@ async def test_during_an_outage_the_reader_tries_again_at_least_every_half_secon
         assert r._backoff <= 0.5
 
 
+async def test_credentials_refused_are_tried_again_every_few_seconds_only(
+        client: redis.Redis, redis_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Every 0.5 s, a router with a wrong password filled Redis's ACL log with failed logins
+    # (5,945 in 25 minutes), where alarms for password guessing look.
+    await asyncio.to_thread(client.config_set, "requirepass", "right")
+    wrong = redis_server.replace("redis://", "redis://:wrong@")
+    async with SnapshotReader(wrong, poll_interval=0.5) as r:  # the services' defaults
+        await asyncio.wait_for(_until(lambda: r.failed_attempts >= 5), timeout=15.0)
+        assert r._backoff > 1.0
+    assert "(at most every 5.0 s)" in caplog.text and "wrong" not in caplog.text
+
+
 async def test_empty_redis_gives_no_snapshot_until_the_first_seed(
         client: redis.Redis, reader: SnapshotReader,
         caplog: pytest.LogCaptureFixture) -> None:
