@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from routing.numbers import all_digits
 
@@ -239,7 +239,28 @@ def check_redis_url(url: str) -> None:
         if db and not all_digits(db):
             raise ValueError(f"bad database number {db!r} in {mask_url(url)!r}: "
                              "expected /0, /1...")
+    if parts.fragment or url.endswith("#"):
+        # (not shown: it may be the rest of a password, which redis-py would silently cut)
+        raise ValueError("the Redis URL holds a '#', after which redis-py ignores the rest: "
+                         "in a password or an option, percent-encode it (%23)")
     _check_query(scheme, parts.query, url)
+    _check_given_once(scheme, parts, url)
+
+
+def _check_given_once(scheme: str, parts: SplitResult, url: str) -> None:
+    """No setting given twice, in the URL's parts and its query: redis-py takes one of the
+    two without a word (a password in the user part wins over ?password=, ?db= over /N)."""
+    params = parse_qs(parts.query, keep_blank_values=True)
+    twice = [name for name, values in params.items() if len(values) > 1]
+    if parts.password is not None and "password" in params:
+        twice.append("password")
+    if parts.username and "username" in params:
+        twice.append("username")
+    if scheme != "unix" and unquote(parts.path).strip("/") and "db" in params:
+        twice.append("db")
+    if twice:
+        raise ValueError(f"the Redis URL {mask_url(url)!r} gives {', '.join(sorted(set(twice)))} "
+                         "twice: give each once")
 
 
 def _boolean(value: str) -> bool:
