@@ -18,9 +18,11 @@ How it follows the current version (SPEC section 5):
 - a new version is read (one immutable hash), checked against its checksum, decoded and indexed
   off the event loop, then swapped in with one assignment: callers see the old snapshot or the
   new one, never a mix; a version that fails to load is logged once and the old one kept;
-- when Redis goes away it logs one warning, keeps routing from the last snapshot, reconnects
-  with capped, jittered exponential backoff, and logs the recovery; any other error is logged
-  with its traceback once per kind and retried the same way: hot reload never stops.
+- when Redis goes away, or stops answering for READ_TIMEOUT (hung, stopped, a silent
+  partition), it logs one warning, keeps routing from the last snapshot, reconnects with
+  capped, jittered exponential backoff, and logs the recovery; any other error is logged
+  with its traceback once per kind and retried the same way: hot reload never stops;
+- through Sentinel, it asks at each poll which master the Sentinels name, and moves to it.
 """
 
 from __future__ import annotations
