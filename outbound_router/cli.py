@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 from outbound_router.settings import Settings, SettingsError
 from redis_seed.keys import DEFAULT_KEEP
-from redis_seed.urls import has_password, mask_url, unreadable_tls_files
 from routing.numbers import all_digits
 
 log = logging.getLogger("outbound_router")
@@ -60,80 +59,9 @@ def _redis(settings: Settings) -> Iterator[Any]:
 
 
 def redis_problem(exc: Exception, settings: Settings) -> str:
-    import redis
-    import redis.sentinel
+    from redis_seed.advice import redis_problem as problem
 
-    where = mask_url(settings.redis_url)
-    # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
-    reason = str(exc).split(" : <", 1)[0].rstrip(".")
-    if isinstance(exc, redis.AuthenticationError):
-        if not has_password(settings.redis_url):
-            return (f"Redis at {where} requires a password, and REDIS_URL gives none. Put it "
-                    "in REDIS_URL (redis://[user]:password@host:port/db).")
-        return (f"Redis at {where} refused the credentials: {reason}. Put the right user "
-                "and password in REDIS_URL (redis://[user]:password@host:port/db).")
-    # (a command refused inside a script is no NoPermissionError: "The user executing the
-    # script can't run this command or subcommand script: ...")
-    if isinstance(exc, redis.exceptions.NoPermissionError) or (
-            "user executing the script can't" in reason):
-        prefix = settings.redis_prefix
-        return (f"the Redis user of REDIS_URL may not do this: {reason}. Grant it read on the "
-                f"keys {prefix}:*; to seed or roll back, also write on them, the commands "
-                f"EVALSHA and SCRIPT LOAD, and PUBLISH on {prefix}:notify (ACL SETUSER USER "
-                f"~{prefix}:* &{prefix}:notify +@connection +@read +@write +evalsha "
-                "+script|load +publish).")
-    if isinstance(exc, redis.ReadOnlyError):
-        return (f"Redis at {where} is a read-only replica: {reason}. Point REDIS_URL at the "
-                "master, or at the Sentinels (redis+sentinel://).")
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
-        return (f"Redis at {where} is out of memory: {reason}. Free memory or raise its "
-                "maxmemory.")
-    if isinstance(exc, redis.sentinel.MasterNotFoundError):
-        if " : " in str(exc):  # redis-py lists the Sentinels it could not ask
-            return (f"no Sentinel of {where} answered: {reason}. Start them, or correct their "
-                    "addresses in REDIS_URL (redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE).")
-        return (f"the Sentinels of {where} name no master: {reason}. Either the service name "
-                "at the end of REDIS_URL is not one they monitor (a Sentinel's SENTINEL "
-                "MASTERS lists them), or its master is down and no replica took over yet.")
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
-        return _unreachable(reason, where, settings.redis_url)
-    if "DB index is out of range" in reason:
-        return (f"Redis at {where} has no such database: {reason}. Name a database below its "
-                "`databases` setting at the end of REDIS_URL (redis://host:port/0).")
-    if "unknown command" in reason and "sentinel" in reason.lower():
-        return (f"{where} is a plain Redis, not a Sentinel: {reason}. Use "
-                "redis://host:port/db for it, or redis+sentinel://SENTINEL:26379/SERVICE for "
-                "the Sentinels.")
-    if reason.startswith("WRONGTYPE"):
-        return (f"Redis at {where} answered with an error: {reason}. Does another program "
-                f"use keys under REDIS_PREFIX {settings.redis_prefix!r}? Set REDIS_PREFIX to a "
-                "prefix of the router's own.")
-    return f"Redis at {where} answered with an error: {reason}."
-
-
-
-def _unreachable(reason: str, where: str, url: str) -> str:
-    """What to do about a Redis that could not be reached (or not over TLS)."""
-    tls = url.startswith(("rediss://", "rediss+sentinel://"))
-    if tls and "certificate verify failed" in reason:
-        return (f"Redis at {where} speaks TLS, but this machine does not trust its "
-                f"certificate: {reason}. Name the CA that signed it in REDIS_URL "
-                "(?ssl_ca_certs=/path/to/ca.pem); for a certificate of another host name, "
-                "connect by the name it gives.")
-    unreadable = unreadable_tls_files(url) if tls else []
-    if unreadable:
-        return (f"REDIS_URL names {' and '.join(unreadable)}, which this user cannot read "
-                f"({reason}). Correct the path, or the file's permissions.")
-    hint = " Start Redis or set REDIS_URL (redis://[:password@]host:port/db)."
-    if tls:
-        # A plain Redis reads the TLS hello as a command and waits: a timeout, not a
-        # refusal, so the usual advice alone would send the operator the wrong way.
-        hint += (" A rediss:// URL needs a Redis that speaks TLS (tls-port); for a plain "
-                 "one use redis://.")
-    elif "reset by peer" in reason or "closed by server" in reason:
-        # A Redis that speaks TLS only drops a plain client's first command.
-        hint += " If that Redis speaks TLS only (tls-port), use rediss://."
-    return f"cannot reach Redis at {where}: {reason}.{hint}"
+    return problem(exc, settings.redis_url, settings.redis_prefix)
 
 
 def _load_file(path: str, *, writing: bool = False, report: TextIO | None = None) -> Any:

@@ -46,6 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
+from .advice import misconfigured
 from .connection import SENTINEL_TIMEOUT, async_client, close_async_client, sentinel_count
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
@@ -513,9 +514,11 @@ class SnapshotReader:
             return
         # Since its last answer: a hung Redis is found out only once a read gives up.
         self._down_since = self._last_answer or asyncio.get_running_loop().time()
+        fix = misconfigured(exc, self._url, self._keys.prefix)
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
-                    "(at most every %.1f s)", self._safe_url, type(exc).__name__, exc,
-                    self._holding(), REFUSED_BACKOFF if self._refused else self._max_backoff)
+                    "(at most every %.1f s)%s", self._safe_url, type(exc).__name__, exc,
+                    self._holding(), REFUSED_BACKOFF if self._refused else self._max_backoff,
+                    f". {fix}" if fix else "")
 
     def _failed(self, exc: Exception) -> None:
         """An error that is neither Redis unreachable nor a bad version (a bug, or data of

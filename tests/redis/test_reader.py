@@ -307,6 +307,9 @@ async def test_credentials_refused_are_tried_again_every_few_seconds_only(
         await asyncio.wait_for(_until(lambda: r.failed_attempts >= 5), timeout=15.0)
         assert r._backoff > 1.0
     assert "(at most every 5.0 s)" in caplog.text and "wrong" not in caplog.text
+    # and what to do, which waiting will not mend
+    assert "refused the credentials" in caplog.text
+    assert "Put the right user and password in REDIS_URL" in caplog.text
 
 
 async def test_empty_redis_gives_no_snapshot_until_the_first_seed(

@@ -3,6 +3,7 @@ with a certificate for 127.0.0.1 signed by a CA of the test's own (openssl)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -78,6 +79,16 @@ def test_a_ca_file_that_is_not_there_is_named(tls_redis: RedisProcess, tmp_path:
     out = cli(tls_redis.url.split("?")[0] + f"?ssl_ca_certs={gone}", "versions")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"REDIS_URL names ssl_ca_certs={gone}, which this user cannot read" in out.stderr
+
+
+async def test_a_reader_that_does_not_trust_the_certificate_says_what_to_do(
+        tls_redis: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
+    # The routers' log said "certificate verify failed" and nothing of the CA to name.
+    async with SnapshotReader(tls_redis.url.split("?")[0]) as reader, asyncio.timeout(5):
+        while reader.failed_attempts < 1:  # noqa: ASYNC110 (a counter, no event)
+            await asyncio.sleep(0.02)
+    assert "certificate verify failed" in caplog.text
+    assert "Name the CA that signed it in REDIS_URL (?ssl_ca_certs=" in caplog.text
 
 
 async def test_a_reader_follows_versions_over_tls(tls_redis: RedisProcess) -> None:
