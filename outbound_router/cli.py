@@ -328,9 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tenant_values_kept(argv: Sequence[str]) -> list[str]:
+    """``--tenant -acme`` as ``--tenant=-acme``: argparse takes a value that starts with '-'
+    for an option and stops with a usage error, where the dialplan passes such a tenant on
+    (a value that starts with '--' is left alone: more likely an option after a missing
+    value)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--tenant" and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"--tenant={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_tenant_values_kept(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -86,6 +86,18 @@ def test_explain_json_from_a_file_gives_exact_shares() -> None:
         ("spain-peering", "peering", 1, 1 / 3), ("spain-overloaded", "overloaded", 2, 2 / 3)]
 
 
+def test_explain_takes_a_tenant_that_starts_with_a_dash() -> None:
+    # The dialplan passes such a tenant on; `--tenant -acme` was an argparse usage error.
+    spelt = run("explain", "911234567", "--tenant", "-acme", "--config", str(EXAMPLE),
+                "--json")
+    assert spelt.returncode == 0, spelt.stderr
+    glued = run("explain", "911234567", "--tenant=-acme", "--config", str(EXAMPLE), "--json",
+                check=True)
+    assert json.loads(spelt.stdout)["tiers"] == json.loads(glued.stdout)["tiers"]
+    missing = run("explain", "911234567", "--tenant", "--json")  # a value forgotten
+    assert missing.returncode == 2 and "expected one argument" in missing.stderr
+
+
 @pytest.mark.parametrize(("number", "status"), [
     ("91a234567", "INVALID"), ("0034806123456", "BLOCKED"), ("0049301234567", "NO_ROUTE")])
 def test_explain_json_statuses(number: str, status: str) -> None:
