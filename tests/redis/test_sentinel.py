@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,24 +142,36 @@ def test_seed_and_rollback_warn_when_a_replica_lacks_the_switch(cluster: Cluster
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
 
-async def test_a_reader_routes_through_a_failover_and_follows_the_new_master(
-        cluster: Cluster) -> None:
+def seeded_and_replicated(cluster: Cluster) -> tuple[redis.Redis, str]:
+    """A client through the Sentinel that seeded generation 1, once the replica has it (the
+    replica may then be promoted), and that version."""
     seeder = sync_client(cluster.url)
     v1 = publish(seeder, generation_table(1))
     with redis.Redis(port=cluster.master.port) as master:
-        assert master.wait(1, 5000) == 1  # the replica has v1 before the master dies
+        assert master.wait(1, 5000) == 1
+    return seeder, v1
+
+
+async def failed_over(cluster: Cluster, act: Callable[[redis.Redis], object]) -> int:
+    """Do ``act`` (given a client of the Sentinel), then wait for the Sentinel's failover:
+    the new master's port."""
+    with cluster.sentinel_client() as s:
+        pubsub = s.pubsub()
+        pubsub.subscribe("+switch-master")
+        await asyncio.to_thread(act, s)
+        switched = await asyncio.to_thread(wait_for_sentinel_event, pubsub, "+switch-master", 30)
+        pubsub.close()
+    return int(switched.split()[-1])
+
+
+async def test_a_reader_routes_through_a_failover_and_follows_the_new_master(
+        cluster: Cluster) -> None:
+    seeder, v1 = seeded_and_replicated(cluster)
     reader = SnapshotReader(cluster.url, poll_interval=0.5, max_backoff=0.5)
     await reader.start()
     try:
         assert reader.version == v1
-        with cluster.sentinel_client() as s:
-            pubsub = s.pubsub()
-            pubsub.subscribe("+switch-master")
-            cluster.master.kill()
-            switched = await asyncio.to_thread(
-                wait_for_sentinel_event, pubsub, "+switch-master", 30)
-            pubsub.close()
-        assert switched.split()[-1] == str(cluster.replica.port)
+        assert await failed_over(cluster, lambda _: cluster.master.kill()) == cluster.replica.port
         # Meanwhile calls were routed from the last version loaded.
         p = plan(reader.snapshot, "+34911234567", rng=random.Random(1))  # type: ignore[arg-type]
         assert p.status is Status.OK
@@ -218,22 +230,12 @@ async def test_a_reader_follows_a_failover_away_from_a_master_that_still_answers
     # that kept reading the old master did not see the versions seeded on the new one (SPEC
     # section 5: within 1 s).
     cluster = stubborn_cluster
-    seeder = sync_client(cluster.url)
-    v1 = publish(seeder, generation_table(1))
-    with redis.Redis(port=cluster.master.port) as master:
-        assert master.wait(1, 5000) == 1  # the replica has v1: it may be promoted
+    seeder, v1 = seeded_and_replicated(cluster)
     reader = SnapshotReader(cluster.url, poll_interval=0.5, max_backoff=0.5)
     await reader.start()
     try:
         assert reader.version == v1
-        with cluster.sentinel_client() as s:
-            pubsub = s.pubsub()
-            pubsub.subscribe("+switch-master")
-            await asyncio.to_thread(ask_for_failover, s)
-            switched = await asyncio.to_thread(
-                wait_for_sentinel_event, pubsub, "+switch-master", 30)
-            pubsub.close()
-        assert switched.split()[-1] == str(cluster.replica.port)
+        assert await failed_over(cluster, ask_for_failover) == cluster.replica.port
         later = sync_client(cluster.url)  # a later `seed` asks the Sentinel anew
         try:
             v2 = await asyncio.to_thread(publish, later, generation_table(2))
