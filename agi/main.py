@@ -8,6 +8,7 @@ import logging
 import random
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -40,7 +41,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.error("AGI_ALLOW: %s (expected addresses or networks such as "
                   "127.0.0.1,10.0.0.0/8)", exc)
         return 2
-    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix)
+    reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix,
+                            cache=Path(settings.routes_cache) if settings.routes_cache else None)
     await reader.start()
     scripts = Scripts(lambda: reader.snapshot, random.Random())
     server.handlers.update(scripts.handlers())

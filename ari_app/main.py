@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -30,7 +31,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             app.routing_changed()
 
     reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix,
-                            on_change=routing_changed)
+                            on_change=routing_changed,
+                            cache=Path(settings.routes_cache) if settings.routes_cache else None)
     await reader.start()
     if reader.snapshot is None:
         log.warning("no routing table in Redis yet: calls fail with ROUTER_STATUS=ERROR "

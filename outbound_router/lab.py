@@ -1000,6 +1000,11 @@ def _redis_place(url: str, prefix: str) -> str:
     return f"{_mask(url)} under REDIS_PREFIX {prefix!r}"
 
 
+def routes_cache(p: Paths, name: str) -> Path:
+    """Where the lab's service ``name`` keeps the last routing version it loaded."""
+    return p.state_dir / f"routes-{name}.cache"
+
+
 def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple[str, str],
                     say: Say = _say, *, wanted: Sequence[str] = topology.SERVICES) -> None:
     services = state.setdefault("services", {})
@@ -1008,7 +1013,9 @@ def ensure_services(p: Paths, state: dict[str, Any], redis_url: str, auth: tuple
     inherited = {k: v for k, v in os.environ.items() if k not in topology.SERVICE_VARIABLES}
     for name in wanted:
         env = {**inherited, **topology.service_env(
-            name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1])}
+            name, redis_url=redis_url, ari_username=auth[0], ari_password=auth[1]),
+               # the last version loaded, to route with when started while Redis is away
+               "ROUTES_CACHE": str(routes_cache(p, name))}
         current = services.get(name) or {}
         digest = _credentials_digest(auth) if name == "ari" else None
         if is_service(current.get("pid"), name):

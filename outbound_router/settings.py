@@ -22,6 +22,18 @@ def _setting(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name) or default
 
 
+def _routes_cache(env: Mapping[str, str]) -> str:
+    """ROUTES_CACHE, a file in a directory that exists (the service writes it there)."""
+    path = env.get("ROUTES_CACHE", "")
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise SettingsError(f"ROUTES_CACHE={path!r}: its directory does not exist (create "
+                            "it, writable by the service's user, or leave ROUTES_CACHE unset)")
+    if path and os.path.isdir(path):
+        raise SettingsError(f"ROUTES_CACHE={path!r} is a directory: name a file in it, "
+                            "e.g. routes-ari.cache")
+    return path
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not all_digits(port) or not 0 < int(port) < 65536:
@@ -67,6 +79,9 @@ class Settings:
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
     agi_allow: tuple[str, ...] = ()
+    #: ROUTES_CACHE: a file where the service keeps the last routing version it loaded, to
+    #: route with when it starts while Redis has none for it ("" : none; redis_seed/cache.py)
+    routes_cache: str = ""
 
     @classmethod
     def redis_from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +112,7 @@ class Settings:
         return cls(
             redis_url=redis.redis_url,
             redis_prefix=redis.redis_prefix,
+            routes_cache=_routes_cache(env),
             ari_url=ari_url,
             ari_username=env.get("ARI_USERNAME", ""),
             ari_password=env.get("ARI_PASSWORD", ""),
@@ -112,7 +128,8 @@ class Settings:
         host, port = parse_listen(_setting(env, "AGI_LISTEN", DEFAULT_AGI_LISTEN))
         allow = tuple(a.strip() for a in env.get("AGI_ALLOW", "").split(",") if a.strip())
         return cls(redis_url=redis.redis_url, redis_prefix=redis.redis_prefix,
-                   agi_host=host, agi_port=port, agi_allow=allow)
+                   routes_cache=_routes_cache(env), agi_host=host, agi_port=port,
+                   agi_allow=allow)
 
     def require_ari_credentials(self) -> None:
         if not self.ari_username or not self.ari_password:

@@ -36,6 +36,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -46,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
+from . import cache
 from .advice import misconfigured
 from .connection import SENTINEL_TIMEOUT, async_client, close_async_client, sentinel_count
 from .errors import VersionStoreError
@@ -158,6 +160,9 @@ class SnapshotReader:
         max_backoff: float = 0.5,
         on_change: Callable[[Snapshot], Awaitable[None] | None] | None = None,
         client_factory: ClientFactory = async_client,
+        #: A file of this machine that keeps the last version loaded (redis_seed/cache.py):
+        #: started while Redis has none for it, the reader routes with that one.
+        cache: Path | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0")
@@ -170,6 +175,8 @@ class SnapshotReader:
         self._backoff = initial_backoff
         self._on_change = on_change
         self._client_factory = client_factory
+        self._cache = cache
+        self._cache_failed = False
         self._client: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._snapshot: Snapshot | None = None
@@ -220,6 +227,8 @@ class SnapshotReader:
             await self._check()
         except Exception as exc:  # noqa: BLE001 (nothing may stop the router's start)
             self._trouble(exc)
+        if self._snapshot is None and self._cache is not None:
+            await self._load_cache()
         self._task = asyncio.create_task(self._run(), name="routing-snapshot-reader")
 
     async def close(self) -> None:
@@ -406,7 +415,7 @@ class SnapshotReader:
             self._bad = (version, sha)  # not read again until the pointer moves: logged once
             return
         routes = len(table.routes)
-        del table, stored
+        del table
         if self._seen.get(version, sha) != sha:
             log.warning("routing version %s is another table than the %s this router routed "
                         "with before: Redis lost its data (restarted empty, or restored from "
@@ -418,6 +427,7 @@ class SnapshotReader:
                         "version ids went back (a ROUTER_VERSION in CDRs may now name two "
                         "tables; keep Redis persistent)", version, held.version)
         await self._swap(snapshot, sha, routes)
+        await self._save(stored)
 
     async def _fall_back(self, bad: str, why: object) -> bool:
         """Nothing is loaded and the current version cannot be (a newer release's data
@@ -441,8 +451,53 @@ class SnapshotReader:
                         version, bad)
             sha = text(stored[F_SHA256.encode()])
             await self._swap(snapshot, sha, len(table.routes))
+            await self._save(stored)
             return True
         return False
+
+    # -- the local copy (ROUTES_CACHE) ------------------------------------------------------
+
+    async def _save(self, stored: dict[bytes, bytes]) -> None:
+        """Keep the version just loaded in the cache file, when there is one (off the event
+        loop; a failure is logged once until a write succeeds again)."""
+        if self._cache is None:
+            return
+        try:
+            await asyncio.to_thread(cache.write, self._cache, self._keys.prefix, stored)
+        except OSError as exc:
+            if not self._cache_failed:
+                log.warning("cannot write the routes cache %s (%s): started while Redis is "
+                            "away, this router would have no routes", self._cache, exc)
+            self._cache_failed = True
+        else:
+            self._cache_failed = False
+
+    async def _load_cache(self) -> None:
+        """Nothing could be loaded from Redis at start: route with the version this router
+        (or the one before it on this path) last loaded, until Redis has one."""
+        assert self._cache is not None
+        try:
+            cached = await asyncio.to_thread(cache.read, self._cache)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("routes cache %s not used: %s", self._cache, exc)
+            return
+        if cached.prefix != self._keys.prefix:
+            log.warning("routes cache %s not used: it holds a version read under REDIS_PREFIX "
+                        "%r, not %r", self._cache, cached.prefix, self._keys.prefix)
+            return
+        version = text(cached.fields.get(F_VERSION.encode(), b"?"))
+        try:
+            table, snapshot = await asyncio.to_thread(_build, cached.fields, version, None)
+        except BAD_VERSION as exc:
+            log.warning("routes cache %s not used: %s", self._cache, exc)
+            return
+        log.warning("routing from version %s of the routes cache %s (written %s), Redis "
+                    "having none for this router now; the version Redis names current "
+                    "replaces it as soon as it can be read", version, self._cache,
+                    cached.written)
+        await self._swap(snapshot, text(cached.fields[F_SHA256.encode()]), len(table.routes))
 
     async def _ids_started_again(self, held: str, version: str) -> bool:
         """A version numbered at or below the one held, which Redis no longer lists, with the

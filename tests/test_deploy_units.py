@@ -77,6 +77,29 @@ def test_the_environment_file_holds_values_the_service_accepts(service: str,
         settings.require_ari_credentials()
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_unit_keeps_a_routes_cache_in_a_directory_systemd_makes(service: str,
+                                                                   tmp_path: Path) -> None:
+    # Without one, a service started while Redis was away had no routes: every call ERROR.
+    text = unit(service)
+    assert "CacheDirectory=outbound-router\n" in text
+    (path,) = re.findall(r"^Environment=ROUTES_CACHE=(\S+)$", text, re.MULTILINE)
+    assert path == f"/var/cache/outbound-router/routes-{service}.cache"
+    read = {"ari": Settings.for_ari, "agi": Settings.for_agi}[service]
+    mine = str(tmp_path / f"routes-{service}.cache")
+    assert read({"ROUTES_CACHE": mine}).routes_cache == mine
+
+
+def test_a_routes_cache_where_none_can_be_written_stops_the_service(tmp_path: Path) -> None:
+    from outbound_router.settings import SettingsError
+
+    for path, says in [(tmp_path / "no-such-dir" / "r.cache", "its directory does not exist"),
+                       (tmp_path, "is a directory")]:
+        for read in (Settings.for_ari, Settings.for_agi):
+            with pytest.raises(SettingsError, match=says):
+                read({"ROUTES_CACHE": str(path)})
+
+
 def test_only_the_ari_service_gets_the_ari_password() -> None:
     assert "ARI_PASSWORD" in env_file("ari")
     assert "ARI_PASSWORD" not in env_file("agi", commented=True)

@@ -4,9 +4,12 @@ came back empty (no persistence) and numbers its versions from v000001 again."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from .observer import logged_since
+from .observer import logged_since, wait_for
 from .routes import NUMBER
 
 pytestmark = pytest.mark.lab
@@ -51,3 +54,41 @@ def test_calls_route_through_a_redis_outage_and_the_next_seed_applies(lab, carri
         assert "routing continues from version" in said, said
         assert "is available again" in said, said
         assert "Traceback" not in said, said
+
+
+def test_services_restarted_while_redis_is_away_route_with_their_cached_version(
+        lab, carrier, phone) -> None:  # type: ignore[no-untyped-def]
+    # Started while Redis was away (a crash or a reboot during an outage), a service had no
+    # routes: every call got ERROR (503) until Redis came back.
+    from outbound_router import lab as lab_mod
+    from redis_seed import cache
+
+    if lab.redis is None:
+        pytest.skip("the lab was already running, on a Redis this session did not start")
+    version = lab.seed(only_to("carrier-a"))
+    paths = lab_mod.paths()
+    for via in PATHS:
+        kept = lab_mod.routes_cache(paths, via)
+        wait_for(f"{via}'s cache to hold {version}", lambda kept=kept: kept.exists() and (
+            cache.read(kept).fields[b"version"] == version.encode()))
+    a = carrier("a", "answer")
+    logs = {via: lab.state_dir / f"{via}.log" for via in PATHS}
+    offsets = {via: log.stat().st_size for via, log in logs.items()}
+    lab.redis.kill()
+    try:
+        for via in PATHS:
+            worker = lab_mod.service_worker(via)
+            assert worker is not None
+            os.kill(worker, signal.SIGKILL)  # its supervisor starts it again after 1 s
+        ready = {"ari": "ARI events connected", "agi": "FastAGI listening"}
+        for via, log in logs.items():
+            wait_for(f"{via} to be back", lambda via=via, log=log: ready[via] in logged_since(
+                log, offsets[via]).split("killed by SIGKILL", 1)[-1])
+            said = logged_since(log, offsets[via])
+            assert f"routing from version {version} of the routes cache" in said, said
+        for via in PATHS:
+            assert phone(via).call(NUMBER).final_code == 200
+        assert a.invites() == 2
+    finally:
+        lab.redis.start()
+        lab.seed(only_to("carrier-a"))

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio
 from redis_tables import generation_of, generation_table
 
+from redis_seed import cache
 from redis_seed import reader as reader_module
 from redis_seed.connection import async_client
 from redis_seed.keys import Keys
@@ -310,6 +311,72 @@ async def test_credentials_refused_are_tried_again_every_few_seconds_only(
     # and what to do, which waiting will not mend
     assert "refused the credentials" in caplog.text
     assert "Put the right user and password in REDIS_URL" in caplog.text
+
+
+async def test_a_reader_started_while_redis_is_away_routes_with_its_cached_version(
+        client: redis.Redis, redis_proc, tmp_path,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A router restarted during a Redis outage had no version: every call got ERROR until
+    # Redis came back (SPEC section 5: routing goes on from the last version loaded).
+    path = tmp_path / "routes.cache"
+    await seed(client, 1)
+    second = await seed(client, 2)
+    async with SnapshotReader(redis_proc.url, cache=path) as first_run:
+        assert first_run.version == second
+    assert path.stat().st_mode & 0o777 == 0o600
+    redis_proc.kill()
+    async with SnapshotReader(redis_proc.url, cache=path) as restarted:
+        assert restarted.version == second
+        assert routes_a_call(restarted.snapshot) == 2
+        assert f"routing from version {second} of the routes cache {path}" in caplog.text
+        redis_proc.restart()  # empty: the next seed is v000001 again, and is taken
+        client.connection_pool.reset()
+        after = await seed(client, 3)
+        assert generation_of(await restarted.wait_for_version(after, timeout=5.0)) == 3
+    async with SnapshotReader(redis_proc.url, cache=path):  # the cache follows Redis
+        pass
+    redis_proc.kill()
+    async with SnapshotReader(redis_proc.url, cache=path) as again:
+        assert again.version == after and routes_a_call(again.snapshot) == 3
+
+
+async def test_a_routes_cache_that_cannot_be_used_is_said_and_left(
+        client: redis.Redis, redis_proc, tmp_path,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "routes.cache"
+    await seed(client, 1)
+    async with SnapshotReader(redis_proc.url, cache=path):
+        pass
+    redis_proc.kill()
+    async with SnapshotReader(redis_proc.url, cache=path, prefix="another") as other:
+        assert other.snapshot is None  # read under another REDIS_PREFIX
+    assert "it holds a version read under REDIS_PREFIX 'outbound-router', not 'another'" in (
+        caplog.text)
+    whole = cache.read(path)
+    path.write_bytes(path.read_bytes()[:-10])  # cut short
+    async with SnapshotReader(redis_proc.url, cache=path) as cut:
+        assert cut.snapshot is None
+    assert "cut short or damaged" in caplog.text
+    cache.write(path, "outbound-router", {**whole.fields, b"data": whole.fields[b"data"][:-1]
+                                          + bytes([whole.fields[b"data"][-1] ^ 1])})
+    async with SnapshotReader(redis_proc.url, cache=path) as damaged:
+        assert damaged.snapshot is None
+    assert "does not match its checksum" in caplog.text
+    path.write_text("routes: []\n")
+    async with SnapshotReader(redis_proc.url, cache=path) as foreign:
+        assert foreign.snapshot is None
+    assert "not a routes cache of outbound-router" in caplog.text
+
+
+async def test_a_routes_cache_that_cannot_be_written_is_said_once(
+        client: redis.Redis, redis_server: str, tmp_path,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "gone" / "routes.cache"
+    await seed(client, 1)
+    async with SnapshotReader(redis_server, cache=path) as r:
+        newer = await seed(client, 2)
+        await r.wait_for_version(newer, timeout=1.0)
+    assert caplog.text.count(f"cannot write the routes cache {path}") == 1
 
 
 async def test_empty_redis_gives_no_snapshot_until_the_first_seed(
