@@ -15,6 +15,9 @@ Scenarios (the disruption, ``--act-at`` s into the load):
   same settings, and the routes seeded again. Only a plain ``redis://127.0.0.1:PORT`` URL whose
   server is a ``redis-server`` this script can see qualifies; otherwise the scenario is skipped
   (said). The restarted server is a new process: its PID is printed;
+* ``redis_stop``: that Redis stopped (SIGSTOP) for 10 s: hung, it neither answers nor closes
+  its connections (a silent partition); then SIGCONT, and the routes seeded again. The same
+  condition on REDIS_URL as ``redis``;
 * ``carrier``: carrier-c (SIPp) killed for 5 s, then started again;
 * ``stop_ari``: the ``ari`` service stopped (SIGSTOP) for 5 s.
 
@@ -384,6 +387,22 @@ def act_redis(run: Run) -> None:
     run.notes["redis_pid"] = restart_redis(server, REDIS_OUTAGE_S,
                                            run.workdir / "redis-server.log")
     run.notes["redis_restarted"] = True
+    _seed_after_the_outage(run)
+
+
+def act_redis_stop(run: Run) -> None:
+    server = run.notes.pop("redis_server")
+    log(f"kill -STOP redis-server {server.pid} (port {server.port}) for {REDIS_OUTAGE_S:g} s")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(REDIS_OUTAGE_S)  # the stall itself
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    log("kill -CONT")
+    _seed_after_the_outage(run)
+
+
+def _seed_after_the_outage(run: Run) -> None:
     started = time.monotonic()
     try:
         _, version = callrate.seed_routes(run.redis_url, ROUTES, "chaos: after the outage")
@@ -417,7 +436,7 @@ def act_stop_ari(run: Run) -> None:
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "control": act_none, "kill9_ari": act_kill9_ari, "term_ari": act_term_ari,
     "term_agi": act_term_agi, "asterisk": act_asterisk, "redis": act_redis,
-    "carrier": act_carrier, "stop_ari": act_stop_ari,
+    "redis_stop": act_redis_stop, "carrier": act_carrier, "stop_ari": act_stop_ari,
 }
 
 
@@ -427,10 +446,10 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
 def run_scenario(name: str, workdir: Path, redis_url: str, *, seconds: float, act_at: float,
                  talk_ms: int, rate_scale: float) -> dict[str, Any]:
     run = Run(name, workdir, redis_url)
-    if name == "redis":
+    if name in ("redis", "redis_stop"):
         server = find_redis(redis_url)
         if isinstance(server, str):
-            log(f"== redis: SKIPPED: {server}")
+            log(f"== {name}: SKIPPED: {server}")
             return {"name": name, "skipped": server}
         run.notes["redis_server"] = server
     _, version = callrate.seed_routes(redis_url, ROUTES, f"chaos: {name}")
