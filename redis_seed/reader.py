@@ -549,6 +549,8 @@ class SnapshotReader:
     # -- outage bookkeeping ---------------------------------------------------------------
 
     def _holding(self) -> str:
+        if self._snapshot is None and self._task is None and self._cache is not None:
+            return f"no routing version loaded yet: the routes cache {self._cache} is read next"
         if self._snapshot is None:
             return "no routing version loaded: calls get ERROR until one is"
         return f"routing continues from version {self._snapshot.version}"

@@ -329,6 +329,8 @@ async def test_a_reader_started_while_redis_is_away_routes_with_its_cached_versi
         assert restarted.version == second
         assert routes_a_call(restarted.snapshot) == 2
         assert f"routing from version {second} of the routes cache {path}" in caplog.text
+        assert "calls get ERROR" not in caplog.text  # (the outage is said before the cache)
+        assert f"the routes cache {path} is read next" in caplog.text
         redis_proc.restart()  # empty: the next seed is v000001 again, and is taken
         client.connection_pool.reset()
         after = await seed(client, 3)
