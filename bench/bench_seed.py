@@ -1,7 +1,7 @@
 """Seeding 100,000 routes into Redis, and what a reader pays to load them.
 
 Usage: .venv/bin/python bench/bench_seed.py [--prefixes 100000] [--runs 3] [--reloads 1]
-       [--redis-url URL]
+       [--redis-url URL] [--cache]
 
 Without --redis-url it starts its own redis-server on a free loopback port. Prints:
 
@@ -10,7 +10,10 @@ Without --redis-url it starts its own redis-server on a free loopback port. Prin
 - seed: ``publish()`` of the table (encode, write the version, atomic switch, notify, prune);
 - reader: in a fresh process, ``SnapshotReader.start()`` until the snapshot is usable (fetch,
   checksum, decode, index), its resident memory before and after, and the time a running reader
-  takes to switch to a newly seeded version.
+  takes to switch to a newly seeded version;
+- with ``--cache``, the reader keeps a routes cache (``ROUTES_CACHE``, redis_seed/cache.py) as
+  the services do: the figures above then include writing it, and the script prints its size
+  and how long a reader started with Redis away takes to route from it.
 
 Targets (issue 2): seeding <= 5 s, reader <= 100 MB.
 """
@@ -49,12 +52,12 @@ def rss_mb() -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-async def reader_child(url: str) -> None:
+async def reader_child(url: str, cache: str | None) -> None:
     """Runs in a fresh process: load the current version, report time and memory as JSON."""
     from redis_seed.reader import SnapshotReader
 
     before, _ = rss_mb()
-    reader = SnapshotReader(url, prefix=PREFIX)
+    reader = SnapshotReader(url, prefix=PREFIX, cache=Path(cache) if cache else None)
     t0 = time.perf_counter()
     await reader.start()
     load_s = time.perf_counter() - t0
@@ -82,10 +85,13 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=1,
                         help="hot reloads of the reader, alternating two tables (default 1)")
     parser.add_argument("--redis-url")
+    parser.add_argument("--cache", action="store_true",
+                        help="the reader keeps a routes cache, as the services do")
     parser.add_argument("--reader", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader:
-        asyncio.run(reader_child(args.reader))
+        asyncio.run(reader_child(args.reader, args.cache_file))
         return
 
     from outbound_router.local_redis import RedisProcess  # not in the reader child's imports
@@ -147,7 +153,10 @@ def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
     print(f"seed: publish() median {median:.2f} s, best {min(times):.2f} s over {args.runs} "
           f"runs (target <= 5 s); `seed FILE` end to end ~{validate_s + median:.2f} s")
 
-    child = subprocess.Popen([sys.executable, __file__, "--reader", url],
+    cache_dir = tempfile.TemporaryDirectory(prefix="bench-seed-cache-")
+    cache = Path(cache_dir.name) / "routes.cache"
+    child = subprocess.Popen([sys.executable, __file__, "--reader", url,
+                              *(["--cache-file", str(cache)] if args.cache else [])],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
     first = json.loads(child.stdout.readline())
@@ -174,6 +183,19 @@ def run(client: redis.Redis, url: str, args: argparse.Namespace) -> None:
         shown = ", ".join(f"{i + 1}: {after[i]:.0f}" for i in marks)
         print(f"reader: resident memory after reload {shown} MB; peak "
               f"{max(r['rss_peak_reload'] for r in reloads):.0f} MB")
+    if args.cache:
+        from outbound_router.local_redis import free_port
+
+        # Redis away (a port nobody listens on): the reader routes from the cache.
+        away = f"redis://127.0.0.1:{free_port()}/0"
+        restarted = subprocess.run([sys.executable, __file__, "--reader", away,
+                                    "--cache-file", str(cache)], input="", text=True,
+                                   capture_output=True, check=True)
+        started = json.loads(restarted.stdout.splitlines()[0])
+        print(f"cache: {cache.stat().st_size / 1e6:.1f} MB on disk; a reader started with "
+              f"Redis away routes from it after {started['load_s']:.2f} s "
+              f"({started['rss_after']:.0f} MB)")
+    cache_dir.cleanup()
 
 
 if __name__ == "__main__":

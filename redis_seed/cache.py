@@ -45,9 +45,7 @@ def write(path: Path, prefix: str, fields: Mapping[bytes, bytes]) -> None:
             f.write(json.dumps(header).encode() + b"\n")
             for name in names:
                 f.write(fields[name])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # (no fsync: after a power cut a cut copy is not used, said)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
