@@ -8,6 +8,7 @@ an untrusted certificate...). URLs appear masked only: a password never reaches 
 from __future__ import annotations
 
 import redis
+import redis.asyncio.sentinel
 import redis.sentinel
 
 from .urls import has_password, mask_url, unreadable_tls_files
@@ -54,7 +55,9 @@ def _problem(exc: BaseException, url: str, prefix: str) -> tuple[str, bool]:
     if isinstance(exc, redis.exceptions.OutOfMemoryError):
         return (f"Redis at {where} is out of memory: {reason}. Free memory or raise its "
                 "maxmemory.", False)
-    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+    # (redis-py has one for its asyncio Sentinel client and one for the other)
+    if isinstance(exc, (redis.sentinel.MasterNotFoundError,
+                        redis.asyncio.sentinel.MasterNotFoundError)):
         if " : " in str(exc):  # redis-py lists the Sentinels it could not ask
             return (f"no Sentinel of {where} answered: {reason}. Start them, or correct their "
                     "addresses in REDIS_URL (redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE).",

@@ -29,8 +29,9 @@ SOCKET_TIMEOUT = 10.0
 #: A Sentinel answers SENTINEL MASTERS at once: one that does not within this (stopped, hung,
 #: a black hole) is passed over for the next one in the URL, without retrying it. With the
 #: Redis defaults (10 s and three retries) one hung Sentinel first in the list held every
-#: command and every reconnect for about 110 s.
-SENTINEL_TIMEOUT = 0.5
+#: command and every reconnect for about 110 s; at 0.5 s, Sentinels answering in 0.4 to
+#: 0.6 s (a loaded host) made a reader connect and fail by turns.
+SENTINEL_TIMEOUT = 1.0
 
 
 def _for_redis_py(url: str) -> str:
@@ -81,6 +82,19 @@ def sync_client(url: str, **overrides: Any) -> redis.Redis:
     return redis.Redis.from_url(_for_redis_py(url), **kwargs)
 
 
+class _RetryUnlessRefused(redis.asyncio.retry.Retry):
+    """redis-py's retry, less refused credentials (an AuthenticationError is a
+    ConnectionError to redis-py): each try is one more failed login in Redis's ACL log."""
+
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
+                              with_failure_count: bool = False) -> Any:
+        def retryable(error: Exception) -> bool:
+            return (not isinstance(error, redis.AuthenticationError)
+                    and (is_retryable is None or is_retryable(error)))
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
     """A ``redis.asyncio`` client for ``url`` (for the reader in the ARI app and AGI server).
 
@@ -88,7 +102,7 @@ def async_client(url: str, **overrides: Any) -> redis.asyncio.Redis:
     outage quickly rather than hang a poll for seconds.
     """
     check_redis_url(url)
-    overrides.setdefault("retry", redis.asyncio.retry.Retry(
+    overrides.setdefault("retry", _RetryUnlessRefused(
         ExponentialBackoff(cap=0.2, base=0.05), retries=1))
     kwargs = _common(overrides)
     if is_sentinel_url(url):

@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -75,9 +76,12 @@ FALL_BACK_TRIES = 5
 #: timeout twice (20 s), and a Sentinel failover away from it is followed at once. A version's
 #: own data, which may be megabytes on a slow link, keeps the socket timeout.
 READ_TIMEOUT = 2.0
-#: Redis refused the credentials: tried again at most every 5 s rather than every 0.5 s
-#: (each try is a failed login in Redis's ACL log, where alarms for password guessing look).
+#: Redis refused the credentials: tried again every 5 to 6 s rather than every 0.5 s, with one
+#: login a try (each is a failed login in Redis's ACL log, where alarms for password
+#: guessing look).
 REFUSED_BACKOFF = 5.0
+#: Sentinels that did not answer the master check are asked again after this (s).
+SENTINEL_RETRY = 5.0
 #: Version ids whose checksum a reader remembers (about 100 bytes each).
 SEEN_MAX = 10_000
 
@@ -96,6 +100,12 @@ def _redis_down(exc: BaseException) -> BaseException | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc`` for a log line: redis-py's "No master found for 'x' : ..." goes on with the
+    repr of every Sentinel client it asked and their errors (about 2 KB): cut there."""
+    return str(exc).split(" : ", 1)[0] if isinstance(exc, MasterNotFoundError) else str(exc)
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -190,6 +200,8 @@ class SnapshotReader:
         self._down_since: float | None = None
         self._last_answer: float | None = None  # when Redis last answered the pointer read
         self._refused = False  # the last try failed on the credentials
+        self._sentinels_silent = False  # the last master check got no answer
+        self._sentinels_again_at = 0.0  # (event loop time) no master check before
         #: The checksum of each version id this reader loaded, the last SEEN_MAX of them: an
         #: id that comes back naming another table (Redis restored from an older copy).
         self._seen: dict[str, str | None] = {}
@@ -277,9 +289,10 @@ class SnapshotReader:
                 self._trouble(exc)
             if self._closing:
                 return
-            delay = self._backoff * random.uniform(0.5, 1.0)  # jitter: many routers, one Redis
-            self._backoff = min(self._backoff * 2,
-                                REFUSED_BACKOFF if self._refused else self._max_backoff)
+            # jitter: many routers, one Redis (refused credentials: no sooner than 5 s)
+            delay = (REFUSED_BACKOFF * random.uniform(1.0, 1.2) if self._refused
+                     else self._backoff * random.uniform(0.5, 1.0))
+            self._backoff = min(self._backoff * 2, self._max_backoff)
             await asyncio.sleep(delay)
 
     async def _follow(self) -> None:
@@ -354,15 +367,34 @@ class SnapshotReader:
         reads. A failover away from a master that still answers (SENTINEL FAILOVER, a
         partition) leaves it up and read-only, and a reader that kept reading it saw the
         versions seeded on the new master only once the Sentinels made it a replica of it
-        (about 10 s). One SENTINEL MASTERS a poll; redis-py drops the idle connections."""
+        (about 10 s). One SENTINEL MASTERS a poll; redis-py drops the idle connections.
+
+        Sentinels that do not answer (or name no master) are no outage of the master this
+        reader reads, which does answer: reading goes on from it, said once, and the
+        Sentinels are asked again every SENTINEL_RETRY s rather than at each poll."""
         assert self._client is not None
         pool: Any = self._client.connection_pool
         read = getattr(pool, "master_address", None)
         if read is None or not hasattr(pool, "get_master_address"):
             return False  # a plain Redis URL, or not connected yet
-        async with self._answers_within(SENTINEL_TIMEOUT * sentinel_count(self._client)
-                                        + READ_TIMEOUT):
-            named = await pool.get_master_address()
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._sentinels_again_at:
+            return False
+        try:
+            async with self._answers_within(SENTINEL_TIMEOUT * sentinel_count(self._client)
+                                            + READ_TIMEOUT):
+                named = await pool.get_master_address()
+        except REDIS_DOWN as exc:
+            self._sentinels_again_at = loop.time() + SENTINEL_RETRY
+            if not self._sentinels_silent:
+                self._sentinels_silent = True
+                log.warning("the Sentinels of %s do not answer (%s: %s): reading on from the "
+                            "master %s:%s, which does; a failover is followed once they answer",
+                            self._safe_url, type(exc).__name__, _reason(exc), read[0], read[1])
+            return False
+        if self._sentinels_silent:
+            self._sentinels_silent = False
+            log.info("the Sentinels of %s answer again", self._safe_url)
         if tuple(named) == tuple(read):
             return False
         log.info("the Sentinels name %s:%s as the master of %s now (it was %s:%s): reading "
@@ -576,9 +608,9 @@ class SnapshotReader:
         self._down_since = self._last_answer or asyncio.get_running_loop().time()
         fix = misconfigured(exc, self._url, self._keys.prefix)
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
-                    "(at most every %.1f s)%s", self._safe_url, type(exc).__name__, exc,
-                    self._holding(), REFUSED_BACKOFF if self._refused else self._max_backoff,
-                    f". {fix}" if fix else "")
+                    "(%s)%s", self._safe_url, type(exc).__name__, _reason(exc), self._holding(),
+                    f"every {REFUSED_BACKOFF:g} s or so" if self._refused
+                    else f"at most every {self._max_backoff:.1f} s", f". {fix}" if fix else "")
 
     def _failed(self, exc: Exception) -> None:
         """An error that is neither Redis unreachable nor a bad version (a bug, or data of

@@ -266,3 +266,36 @@ def test_sentinels_that_do_not_answer_or_know_no_such_service_are_told_apart(
     assert unknown.returncode == 2, unknown.stderr
     assert "name no master: No master found for 'no-such-service'" in unknown.stderr
     assert "SENTINEL MASTERS" in unknown.stderr
+
+
+async def test_sentinels_that_stop_answering_do_not_stop_a_reader_on_a_master_that_does(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    # The per-poll master check took Sentinels that did not answer for an outage of Redis:
+    # the reader dropped its master and stayed on the old version until they answered again.
+    seeder, v1 = seeded_and_replicated(cluster)
+    reader = SnapshotReader(cluster.url, poll_interval=0.5, max_backoff=0.5)
+    await reader.start()
+    # Subscribed and reading (a new connection asks the Sentinels for the master: without
+    # them none can be made, and redis-py keeps no last known address).
+    await reader.wait_for_version(await asyncio.to_thread(publish, seeder, generation_table(3)),
+                                  timeout=2.0)
+    os.kill(cluster.sentinel.proc.pid, signal.SIGSTOP)
+    try:
+        with redis.Redis(port=cluster.master.port) as master:  # seeded on the master itself
+            v2 = await asyncio.to_thread(publish, master, generation_table(2))
+        await reader.wait_for_version(v2, timeout=2.0)
+        await asyncio.to_thread(
+            wait_for_log, caplog, "the Sentinels of redis+sentinel://", timeout=5)
+        assert reader.connected and "is unavailable" not in caplog.text
+        assert caplog.text.count("do not answer") == 1
+    finally:
+        os.kill(cluster.sentinel.proc.pid, signal.SIGCONT)
+        await reader.close()
+        close_client(seeder)
+
+
+def wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, f"no {text!r} logged within {timeout} s"
+        time.sleep(0.05)  # a log line has no event to wait on
