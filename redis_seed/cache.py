@@ -38,6 +38,10 @@ def write(path: Path, prefix: str, fields: Mapping[bytes, bytes]) -> None:
               "written": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "fields": [[name.decode("utf-8", "replace"), len(fields[name])] for name in names]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # One service writes a cache: a copy in the making of another PID is one a crash left.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:

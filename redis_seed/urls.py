@@ -208,6 +208,9 @@ def check_redis_url(url: str) -> None:
     scheme = url_scheme(url)
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
+        # (its own parser: a '#' in a value is kept, not a fragment)
+        params = parse_qs(url.partition("?")[2], keep_blank_values=True)
+        _refuse_twice([name for name, values in params.items() if len(values) > 1], url)
         return
     if scheme not in PLAIN_SCHEMES:
         raise ValueError(f"unsupported scheme {scheme!r} in {mask_url(url)!r}: expected {EXPECTED}")
@@ -258,6 +261,10 @@ def _check_given_once(scheme: str, parts: SplitResult, url: str) -> None:
         twice.append("username")
     if scheme != "unix" and unquote(parts.path).strip("/") and "db" in params:
         twice.append("db")
+    _refuse_twice(twice, url)
+
+
+def _refuse_twice(twice: list[str], url: str) -> None:
     if twice:
         raise ValueError(f"the Redis URL {mask_url(url)!r} gives {', '.join(sorted(set(twice)))} "
                          "twice: give each once")

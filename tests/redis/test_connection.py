@@ -291,6 +291,9 @@ def test_usable_redis_urls_pass_the_check(url: str) -> None:
     # a raw '#' ends the URL for redis-py: the rest of the password was cut off
     ("redis://127.0.0.1/0?password=hunter2#more", "percent-encode it"),
     ("redis://127.0.0.1/0?password=hunter2#", "percent-encode it"),
+    ("redis+sentinel://s1/m?sentinel_password=hunter2&sentinel_password=b", "gives sentinel_"),
+    ("rediss+sentinel://s1/m?ssl_ca_certs=/a&ssl_ca_certs=/b&ssl_password=hunter2",
+     "gives ssl_ca_certs twice"),
 ])
 def test_malformed_redis_urls_say_what_is_wrong_without_the_password(url: str, words: str) -> None:
     with pytest.raises(ValueError, match=words) as info:

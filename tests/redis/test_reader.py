@@ -381,6 +381,16 @@ async def test_a_routes_cache_that_cannot_be_used_is_said_and_left(
     assert "not a routes cache of outbound-router" in caplog.text
 
 
+def test_a_routes_cache_copy_a_crash_left_half_written_is_removed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The copy in the making is named by PID: each crash while writing (and systemd's
+    # restart, a new PID) left one more beside the cache.
+    path = tmp_path / "routes.cache"
+    left = tmp_path / ".routes.cache.999999.tmp"
+    left.write_bytes(b"half")
+    cache.write(path, "outbound-router", {b"version": b"v000001"})
+    assert not left.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["routes.cache"]
+
+
 async def test_a_routes_cache_that_cannot_be_written_is_said_once(
         client: redis.Redis, redis_server: str, tmp_path,  # type: ignore[no-untyped-def]
         caplog: pytest.LogCaptureFixture) -> None:
