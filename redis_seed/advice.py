@@ -16,6 +16,15 @@ from .urls import has_password, mask_url, unreadable_tls_files
 _URL_FORM = "redis://[user]:password@host:port/db"
 
 
+def short_reason(exc: BaseException) -> str:
+    """``str(exc)``, less what redis-py appends to "No master found for 'x'": the repr of
+    every Sentinel client it asked and their errors (about 2 KB)."""
+    if isinstance(exc, (redis.sentinel.MasterNotFoundError,  # (one per client kind)
+                        redis.asyncio.sentinel.MasterNotFoundError)):
+        return str(exc).split(" : ", 1)[0]
+    return str(exc)
+
+
 def redis_problem(exc: BaseException, url: str, prefix: str) -> str:
     """What went wrong with the Redis at ``url`` (keys under ``prefix``) and what to do."""
     return _problem(exc, url, prefix)[0]
@@ -32,8 +41,7 @@ def misconfigured(exc: BaseException, url: str, prefix: str) -> str | None:
 def _problem(exc: BaseException, url: str, prefix: str) -> tuple[str, bool]:
     """The message, and whether it is a setting to mend rather than an outage to wait out."""
     where = mask_url(url)
-    # (a Sentinel's "no master" error goes on with a dump of the client: cut it)
-    reason = str(exc).split(" : <", 1)[0].rstrip(".")
+    reason = short_reason(exc).rstrip(".")
     if isinstance(exc, redis.AuthenticationError):
         if not has_password(url):
             return (f"Redis at {where} requires a password, and REDIS_URL gives none. Put it "

@@ -41,7 +41,6 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio
-from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -49,7 +48,7 @@ from routing.model import RoutingTable
 from routing.snapshot import Snapshot
 
 from . import cache
-from .advice import misconfigured
+from .advice import misconfigured, short_reason
 from .connection import SENTINEL_TIMEOUT, async_client, close_async_client, sentinel_count
 from .errors import VersionStoreError
 from .gc_pause import collector_paused
@@ -100,12 +99,6 @@ def _redis_down(exc: BaseException) -> BaseException | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
-
-
-def _reason(exc: BaseException) -> str:
-    """``exc`` for a log line: redis-py's "No master found for 'x' : ..." goes on with the
-    repr of every Sentinel client it asked and their errors (about 2 KB): cut there."""
-    return str(exc).split(" : ", 1)[0] if isinstance(exc, MasterNotFoundError) else str(exc)
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -200,8 +193,9 @@ class SnapshotReader:
         self._down_since: float | None = None
         self._last_answer: float | None = None  # when Redis last answered the pointer read
         self._refused = False  # the last try failed on the credentials
-        self._sentinels_silent = False  # the last master check got no answer
-        self._sentinels_again_at = 0.0  # (event loop time) no master check before
+        #: (event loop time) the Sentinels did not answer the master check: none before
+        #: this; 0 while they answer
+        self._sentinels_again_at = 0.0
         #: The checksum of each version id this reader loaded, the last SEEN_MAX of them: an
         #: id that comes back naming another table (Redis restored from an older copy).
         self._seen: dict[str, str | None] = {}
@@ -303,11 +297,8 @@ class SnapshotReader:
         pubsub = self._client.pubsub()
         try:
             try:
-                # Connecting asks the Sentinels (each one that does not answer costs
-                # SENTINEL_TIMEOUT) and runs redis-py's handshake; the reply to SUBSCRIBE
-                # (redis-py does not wait for it).
-                async with self._answers_within(
-                        READ_TIMEOUT + SENTINEL_TIMEOUT * sentinel_count(self._client)):
+                # (get_message: the reply to SUBSCRIBE, which redis-py does not wait for)
+                async with self._answers_within(self._connect_bound()):
                     await pubsub.subscribe(self._keys.notify)
                     await pubsub.get_message(timeout=self._poll_interval)
             except NoPermissionError as exc:
@@ -352,6 +343,13 @@ class SnapshotReader:
                 return
             await self._check()
 
+    def _connect_bound(self) -> float:
+        """How long a read that may have to connect first can take: asking each Sentinel
+        for the master (SENTINEL_TIMEOUT each that does not answer) and redis-py's
+        handshake."""
+        assert self._client is not None
+        return READ_TIMEOUT + SENTINEL_TIMEOUT * sentinel_count(self._client)
+
     @contextlib.asynccontextmanager
     async def _answers_within(self, seconds: float) -> Any:
         """Redis's answer within ``seconds``, else a redis-py TimeoutError (an outage). The
@@ -381,19 +379,17 @@ class SnapshotReader:
         if loop.time() < self._sentinels_again_at:
             return False
         try:
-            async with self._answers_within(SENTINEL_TIMEOUT * sentinel_count(self._client)
-                                            + READ_TIMEOUT):
+            async with self._answers_within(self._connect_bound()):
                 named = await pool.get_master_address()
         except REDIS_DOWN as exc:
-            self._sentinels_again_at = loop.time() + SENTINEL_RETRY
-            if not self._sentinels_silent:
-                self._sentinels_silent = True
+            if not self._sentinels_again_at:
                 log.warning("the Sentinels of %s do not answer (%s: %s): reading on from the "
                             "master %s:%s, which does; a failover is followed once they answer",
-                            self._safe_url, type(exc).__name__, _reason(exc), read[0], read[1])
+                            self._safe_url, type(exc).__name__, short_reason(exc), read[0], read[1])
+            self._sentinels_again_at = loop.time() + SENTINEL_RETRY
             return False
-        if self._sentinels_silent:
-            self._sentinels_silent = False
+        if self._sentinels_again_at:
+            self._sentinels_again_at = 0.0
             log.info("the Sentinels of %s answer again", self._safe_url)
         if tuple(named) == tuple(read):
             return False
@@ -608,8 +604,8 @@ class SnapshotReader:
         self._down_since = self._last_answer or asyncio.get_running_loop().time()
         fix = misconfigured(exc, self._url, self._keys.prefix)
         log.warning("Redis at %s is unavailable (%s: %s); %s; reconnecting with backoff "
-                    "(%s)%s", self._safe_url, type(exc).__name__, _reason(exc), self._holding(),
-                    f"every {REFUSED_BACKOFF:g} s or so" if self._refused
+                    "(%s)%s", self._safe_url, type(exc).__name__, short_reason(exc),
+                    self._holding(), f"every {REFUSED_BACKOFF:g} s or so" if self._refused
                     else f"at most every {self._max_backoff:.1f} s", f". {fix}" if fix else "")
 
     def _failed(self, exc: Exception) -> None:
