@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
@@ -209,8 +209,7 @@ def check_redis_url(url: str) -> None:
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
         # (its own parser: a '#' in a value is kept, not a fragment)
-        params = parse_qs(url.partition("?")[2], keep_blank_values=True)
-        _refuse_twice([name for name, values in params.items() if len(values) > 1], url)
+        _refuse_twice(parse_qs(url.partition("?")[2], keep_blank_values=True), url)
         return
     if scheme not in PLAIN_SCHEMES:
         raise ValueError(f"unsupported scheme {scheme!r} in {mask_url(url)!r}: expected {EXPECTED}")
@@ -254,17 +253,20 @@ def _check_given_once(scheme: str, parts: SplitResult, url: str) -> None:
     """No setting given twice, in the URL's parts and its query: redis-py takes one of the
     two without a word (a password in the user part wins over ?password=, ?db= over /N)."""
     params = parse_qs(parts.query, keep_blank_values=True)
-    twice = [name for name, values in params.items() if len(values) > 1]
+    also = []
     if parts.password is not None and "password" in params:
-        twice.append("password")
+        also.append("password")
     if parts.username and "username" in params:
-        twice.append("username")
+        also.append("username")
     if scheme != "unix" and unquote(parts.path).strip("/") and "db" in params:
-        twice.append("db")
-    _refuse_twice(twice, url)
+        also.append("db")
+    _refuse_twice(params, url, also)
 
 
-def _refuse_twice(twice: list[str], url: str) -> None:
+def _refuse_twice(params: dict[str, list[str]], url: str, also: Sequence[str] = ()) -> None:
+    """Refuse an option the query gives twice, or one of ``also`` (given in the query and in
+    another part of the URL)."""
+    twice = [name for name, values in params.items() if len(values) > 1] + list(also)
     if twice:
         raise ValueError(f"the Redis URL {mask_url(url)!r} gives {', '.join(sorted(set(twice)))} "
                          "twice: give each once")
