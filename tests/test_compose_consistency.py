@@ -20,6 +20,7 @@ from outbound_router import lab, sipp, topology
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "asterisk_conf"
 ENV_DEFAULT = re.compile(r"^\$\{(\w+):-(.*)\}$")
+COMPOSE_CACHE_DIR = "/var/cache/outbound-router"
 
 
 # ---- readers -------------------------------------------------------------------------------
@@ -83,7 +84,15 @@ def compose_problems(compose: dict[str, Any]) -> list[str]:
         router_env = topology.service_env(name, redis_url="redis://127.0.0.1:6379/0",
                                           ari_username=topology.LAB_ARI_USERNAME,
                                           ari_password=topology.LAB_ARI_PASSWORD)
-        env = {k: resolve(v) for k, v in (services.get(name, {}).get("environment") or {}).items()}
+        svc = services.get(name, {})
+        env = {k: resolve(v) for k, v in (svc.get("environment") or {}).items()}
+        if name in topology.SERVICES:
+            # as the lab's and the systemd units': the last version loaded, kept on a volume
+            # so that a container restarted while Redis is away routes with it
+            router_env["ROUTES_CACHE"] = f"{COMPOSE_CACHE_DIR}/routes-{name}.cache"
+            mounts = {str(v).rsplit(":", 1)[-1] for v in svc.get("volumes") or []}
+            if COMPOSE_CACHE_DIR not in mounts:
+                problems.append(f"{name}: no volume mounted on {COMPOSE_CACHE_DIR}")
         if env != router_env:
             problems.append(f"{name}: environment {env} != {router_env}")
     for name in topology.SERVICES:
@@ -234,6 +243,8 @@ def test_every_demo_behaviour_has_a_scenario():
         (lambda d: d["services"]["carrier-d"].pop("network_mode"), "carrier-d"),
         (lambda d: d["services"]["seed"].__setitem__("depends_on", ["redis"]), "seed"),
         (lambda d: d["services"]["redis"].pop("healthcheck"), "seed"),
+        (lambda d: d["services"]["agi"].pop("volumes"), "agi"),
+        (lambda d: d["services"]["ari"]["environment"].pop("ROUTES_CACHE"), "ari"),
     ],
 )
 def test_compose_drift_is_caught(compose, edit, expected):
