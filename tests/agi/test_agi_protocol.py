@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -268,6 +269,41 @@ async def test_peer_that_never_replies_hits_the_read_timeout(agi_server: ServerF
     await writer.drain()
     assert await asyncio.wait_for(reader.readline(), 3.0) == b'GET VARIABLE "X"\n'
     assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    assert server.stats.dropped == 1
+    writer.close()
+
+
+@pytest.mark.parametrize("interim", [b"100 result=0 Trying...\n", b"HANGUP\n",
+                                     b"520-Invalid command syntax.\n"],
+                         ids=["trying", "hangup", "520 block"])
+async def test_a_peer_that_keeps_sending_lines_before_its_reply_hits_the_read_timeout(
+        agi_server: ServerFactory, interim: bytes) -> None:
+    # Each line started the read timeout again: a peer sending a line every 3 s held its
+    # place with a 10 s timeout for as long as it liked (a 520 block for 512 lines).
+    server = await agi_server({"s": Recorder('GET VARIABLE "X"')},
+                              limits=Limits(read_timeout=0.5))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(header_block("s"))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 3.0) == b'GET VARIABLE "X"\n'
+    started = time.monotonic()
+
+    async def keep_sending() -> None:
+        while True:
+            writer.write(interim)
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the pace of the peer under test, not a wait
+
+    sender = asyncio.create_task(keep_sending())
+    try:
+        # closed by the server: an end of file, or a reset (it aborts with our lines unread)
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    assert time.monotonic() - started < 2.0
     assert server.stats.dropped == 1
     writer.close()
 
