@@ -749,7 +749,9 @@ async def read_headers(reader: asyncio.StreamReader, limits: Limits,
             key, sep, value = line.decode("utf-8", "replace").partition(":")
             if not sep:
                 raise AgiProtocolError(f"not a header line: {line[:80]!r}")
-            env[key.strip()] = value.strip(" ")
+            # res_agi writes "%s: %s\n": the value is everything after that one space, its
+            # own spaces kept (a tenant "acme " is not "acme", as on the ARI path)
+            env[key.strip()] = value[1:] if value.startswith(" ") else value
     except (asyncio.IncompleteReadError, ConnectionError):
         if deadline.expired:
             raise AgiTimeout(f"headers incomplete after {limits.header_timeout:g} s "

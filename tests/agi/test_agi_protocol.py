@@ -210,6 +210,19 @@ async def test_non_utf8_header_bytes_do_not_kill_the_session(router: AgiServer) 
     assert "ROUTER_DIAL_1" not in ch.variables
 
 
+@pytest.mark.parametrize("value", ["acme ", " acme", "", "  "])
+async def test_a_header_value_is_taken_as_asterisk_wrote_it(agi_server: ServerFactory,
+                                                            value: str) -> None:
+    # Spaces around values were stripped: a tenant "acme " routed as tenant "acme" on this
+    # path and as no known tenant on the ARI path and in explain.
+    rec = Recorder()
+    server = await agi_server({"route": rec})
+    await FakeChannel(server.port, args=["911234567", value]).run()
+    [request] = rec.requests
+    assert request.arg(2) == value
+    assert request.arg(1) == "911234567"
+
+
 async def test_non_utf8_reply_bytes_are_replaced_not_fatal(agi_server: ServerFactory) -> None:
     rec = Recorder('GET VARIABLE "CALLERID(name)"', 'GET VARIABLE "X"')
     server = await agi_server({"s": rec})
