@@ -6,7 +6,6 @@ import asyncio
 import errno
 import logging
 import random
-import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from agi.scripts import Scripts
 from agi.server import AgiServer
 from outbound_router.limits import raise_open_files_limit
 from outbound_router.settings import Settings
+from outbound_router.signals import handle_signals
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await reader.start()
     scripts = Scripts(lambda: reader.snapshot, random.Random())
     server.handlers.update(scripts.handlers())
+    if stop is None:  # before listening: a signal once "FastAGI listening" is logged is handled
+        stop = asyncio.Event()
+        handle_signals(asyncio.get_running_loop(), stop.set, "agi")
     try:
         await server.start()
     except OSError as exc:
@@ -56,11 +59,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                   settings.agi_port, exc.strerror or exc, hint)
         await reader.close()
         return 2  # the environment is wrong (README's exit statuses)
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

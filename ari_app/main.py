@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ari_app.app import RouterApp
 from ari_app.client import AriClient
 from outbound_router.limits import raise_open_files_limit
 from outbound_router.settings import Settings, SettingsError
+from outbound_router.signals import handle_signals
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def run(settings: Settings) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        handle_signals(asyncio.get_running_loop(), stop.set, "ari")
         await serve(settings, stop=stop)
 
     # uvloop: the same asyncio, with the event loop and socket I/O in C (a third less CPU per

@@ -416,3 +416,67 @@ def test_an_empty_file_argument_is_an_error_that_says_so() -> None:
         assert out.returncode == 1, (args, out)
         assert "'': no file given (the file name is empty)" in out.stdout + out.stderr, args
         assert "Redis" not in out.stderr, args
+
+
+class _Stderr:
+    """A service's stderr, read line by line with a deadline (os.read: nothing is held in a
+    buffer that select() cannot see)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.fd = proc.stderr.fileno()
+        self.pending = b""
+        self.seen: list[str] = []
+
+    def line_with(self, text: str, timeout: float) -> str:
+        import select
+        import time
+
+        until = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.pending:
+                raw, self.pending = self.pending.split(b"\n", 1)
+                self.seen.append(raw.decode(errors="replace"))
+                if text in self.seen[-1]:
+                    return self.seen[-1]
+            left = until - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break  # the service ended
+            self.pending += chunk
+        raise AssertionError(f"no line with {text!r} within {timeout} s: {self.seen}")
+
+
+@pytest.mark.parametrize("service", ["agi", "ari"])
+def test_sighup_is_logged_and_the_service_goes_on(redis_server: str, service: str) -> None:
+    # Its default action ended the service mid-call, and systemd counts an end by SIGHUP as
+    # clean: Restart=on-failure left it down (acceptance run).
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": redis_server, "REDIS_PREFIX": "cli-test",
+           "AGI_LISTEN": f"127.0.0.1:{port}", "ARI_URL": "http://127.0.0.1:1",
+           "ARI_USERNAME": "u", "ARI_PASSWORD": "pw"}
+    proc = subprocess.Popen([sys.executable, "-m", "outbound_router.cli", service], env=env,
+                            stderr=subprocess.PIPE)
+    stderr = _Stderr(proc)
+    try:
+        # up: listening (agi), or trying ARI, which is not there (ari)
+        stderr.line_with("FastAGI listening" if service == "agi" else "ARI not reachable", 30)
+        proc.send_signal(signal.SIGHUP)
+        assert "SIGHUP ignored" in stderr.line_with("SIGHUP", 10)
+        if service == "agi":
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()  # still serving
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
