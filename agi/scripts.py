@@ -115,6 +115,15 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     status = dialstatus.strip()
     sip = parse_sip_code(tech)
     provisional = bool(ringtime_ms.strip() or progresstime_ms.strip())
+    last = sip_response(tech)
+    if last is not None and 200 <= last < 300:
+        # The carrier's 200 to the INVITE (chan_pjsip records only INVITE responses there: a
+        # CANCEL's 200 is not one) crossed one of Dial's timers, or came with its own BYE:
+        # the callee picked up and got a BYE. Nothing to connect, and the next trunk would
+        # ring them again (seen on the lab: 'CHANUNAVAIL tech=SIP 200 OK -> unreachable,
+        # next'). The ARI path judges an answer it saw too late alike.
+        return Observation(provisional=provisional, early_media=bool(progresstime_ms.strip()),
+                           answered=True, unconnected=True, caller_gone=status == "CANCEL")
     # Which of Dial's timers fired: the ring timeout gives NOANSWER; the ^SETUP timeout
     # CHANUNAVAIL, and only while no 180/183 has come (one stops it). A 487 then only answers
     # the CANCEL that Dial sent. CHANUNAVAIL with a 487 after a 180 is the carrier ending the

@@ -1292,7 +1292,28 @@ class Call:
                     await asyncio.wait_for(  # must not hold the failover up any longer)
                         self._quietly("hang up again", self.ari.hangup(leg.channel_id)),
                         HANGUP_AGAIN_WAIT)
+        if (leg.destroyed and leg.name is not None
+                and not (leg.caller_gone or leg.setup_timeout or leg.ring_timeout)):
+            await self._answered_before_its_end(leg, leg.name)
         return leg
+
+    async def _answered_before_its_end(self, leg: AttemptLeg, name: str) -> None:
+        """An attempt that ended by itself may have answered just before: the carrier's 200
+        and its BYE at once, a 200 without SDP or with no codec in common, which Asterisk
+        ACKs and BYEs itself. Its end can come before its answer reached the bridge (no
+        ChannelStateChange Up): ChannelDestroyed says 16, or 127/406, 58/488, and the next
+        trunk rang the callee who had picked up (9 of 12 such calls on the lab). The
+        caller's hangup-cause hash holds the attempt's last INVITE response (the leg was in
+        the call's bridge): a 2xx there is an answer nothing could connect. One request per
+        attempt that failed by itself; none for our timers' hangups, whose leg had left the
+        bridge (a 200 crossing their CANCEL is seen by nobody: docs/ari.md)."""
+        tech = await self._last_response(self.caller_id, name)
+        code = sip_response(tech or "")
+        if code is not None and 200 <= code < 300:
+            self.log.info("attempt %d: %s answered (%s) and ended before it could be "
+                          "connected (cause %s): no further attempt", leg.attempt.index,
+                          leg.attempt.trunk, tech, leg.cause)
+            leg.answered_unseen = True
 
     async def _connected(self, leg: AttemptLeg, base_vars: dict[str, str]) -> CallResult:
         """The leg answered: answer the caller, keep the bridge until either side hangs up."""

@@ -116,6 +116,19 @@ async def test_ringing_then_dial_timeout_stops_with_no_answer(router: AgiServer)
     assert v["ROUTER_RESULT_1"] == "no-answer:19"
 
 
+@pytest.mark.parametrize(("dialstatus", "ringtime"), [("CHANUNAVAIL", ""), ("NOANSWER", "4001")])
+async def test_a_200_that_crossed_dial_s_timer_stops_the_call(router: AgiServer, dialstatus: str,
+                                                              ringtime: str) -> None:
+    # The callee picked up as Dial's ^SETUP or ring timer fired and got a BYE: the next trunk
+    # rang them again (15 of 16 crossings on the lab, 'CHANUNAVAIL tech=SIP 200 OK ->
+    # unreachable, next').
+    v = await outcome(router, await route(router, "911234567"), 1, "0", dialstatus,
+                      "SIP 200 OK", ringtime=ringtime)
+    assert v["ROUTER_NEXT"] == "0"
+    assert v["ROUTER_HANGUP_CAUSE"] == "16"
+    assert v["ROUTER_RESULT_1"] == "answered:16"
+
+
 async def test_dial_timeout_without_any_provisional_reply_moves_on(router: AgiServer) -> None:
     v = await outcome(router, await route(router, "911234567"), 1, "0", "NOANSWER",
                       "SIP 487 Request Terminated")
@@ -340,6 +353,14 @@ def test_parse_sip_code(tech: str, code: int | None) -> None:
     (("17", "BUSY", "", "", ""), Observation(cause=17)),
     (("34", "CONGESTION", "", "", ""), Observation(cause=34)),
     (("16", "CANCEL", "100", "", ""), Observation(provisional=True, caller_gone=True)),
+    # The carrier's 200 crossed Dial's ^SETUP or ring timer (or came with its own BYE): the
+    # callee picked up, got a BYE, and the next trunk was rung (acceptance run on the lab)
+    (("0", "CHANUNAVAIL", "", "", "SIP 200 OK"), Observation(answered=True, unconnected=True)),
+    (("34", "NOANSWER", "4001", "", "SIP 200 OK"),
+     Observation(provisional=True, answered=True, unconnected=True)),
+    (("16", "CANCEL", "", "300", "SIP 200 OK"),
+     Observation(provisional=True, early_media=True, answered=True, unconnected=True,
+                 caller_gone=True)),
 ])
 def test_observe(args: tuple[str, str, str, str, str], expected: Observation) -> None:
     assert observe(*args) == expected

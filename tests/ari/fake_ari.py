@@ -25,7 +25,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,12 @@ def _subject(raw: Raw) -> Raw | None:
     ch = raw.get("peer") if raw.get("type") == "Dial" else raw.get("channel")
     return ch if isinstance(ch, dict) else None
 
+
+#: A pseudo event of a Behaviour: a SIP response Asterisk records in the hangup-cause
+#: hashes without any event reaching the app.
+UNSEEN_RESPONSE = "_UnseenSipResponse"
+#: A key of a recorded event: its tech_cause is Asterisk's own, not a SIP response received.
+NOT_A_RESPONSE = "_not_a_response"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,23 @@ class Behaviour:
             if e["type"] == "ChannelDestroyed":
                 return cls(tuple(create), tuple(dial), "failed")
         raise ValueError(f"recording of {trunk} in {case} has no end")
+
+    def answered_then_ended(self, cause: int, tech_cause: int | None = None) -> Behaviour:
+        """This failure's events, after a 200 that Asterisk recorded in the hangup-cause hash
+        but whose answer never reached the app: the carrier's BYE sent with its 200, or a
+        200 Asterisk ACKed and BYEd itself (no SDP), ending the channel before its answer
+        was read. The channel ends with ``cause`` (and ``tech_cause``)."""
+        ending = []
+        for e in self.dial:
+            if e["type"] in ("ChannelHangupRequest", "ChannelDestroyed"):
+                e = {k: v for k, v in e.items() if k != "tech_cause"}
+                e["cause"] = cause
+                if tech_cause is not None:  # Asterisk's own (406 for no SDP): no response
+                    e["tech_cause"], e[NOT_A_RESPONSE] = tech_cause, True
+            ending.append(e)
+        first_end = next(i for i, e in enumerate(ending) if e["type"] == "ChannelHangupRequest")
+        answer = {"type": UNSEEN_RESPONSE, "tech": "SIP 200 OK"}
+        return replace(self, dial=(*ending[:first_end], answer, *ending[first_end:]))
 
     def then(self, failure: Behaviour) -> Behaviour:
         """This behaviour's provisional replies, then ``failure``'s final answer (e.g. 183 with
@@ -342,7 +365,7 @@ class FakeAsterisk:
 
     def _rewrite(self, raw: Raw, ch: Channel) -> Raw:
         event = copy.deepcopy(raw)
-        for key in ("_rx", "_label"):
+        for key in ("_rx", "_label", NOT_A_RESPONSE):
             event.pop(key, None)
         event["application"] = self.app
         key = "peer" if event["type"] == "Dial" else "channel"
@@ -408,6 +431,9 @@ class FakeAsterisk:
         for raw in events:
             if ch.id not in self.channels:
                 return
+            if raw["type"] == UNSEEN_RESPONSE:
+                self._record_response(ch, raw["tech"])  # in the hash, no event: see below
+                continue
             event = self._rewrite(raw, ch)
             if event["type"] == "StasisStart":
                 ch.in_stasis = True
@@ -415,7 +441,7 @@ class FakeAsterisk:
                 event["channel"] = ch.json()
             if event["type"] == "StasisEnd":
                 ch.in_stasis = False
-            if (tech := self._response_of(event)) is not None:
+            if not raw.get(NOT_A_RESPONSE) and (tech := self._response_of(event)) is not None:
                 self._record_response(ch, tech)
             if event["type"] == "ChannelDestroyed":
                 for bridge in self.bridges.values():

@@ -137,6 +137,25 @@ async def test_failed_trunk_fails_over_to_the_next(lab: Lab, case: str, first: s
     await hang_up_answered(lab, caller)
 
 
+@pytest.mark.parametrize(("cause", "tech_cause"), [(16, None), (127, 406), (58, 488)],
+                         ids=["200 and BYE at once", "200 without SDP", "200 without a codec"])
+async def test_an_attempt_that_answered_and_ended_before_its_answer_was_seen_stops_the_call(
+        lab: Lab, cause: int, tech_cause: int | None) -> None:
+    # The carrier's 200 and its BYE at once, or a 200 Asterisk ACKed and BYEd itself: the
+    # channel ended before its answer reached the bridge (no Up event), and carrier-b rang
+    # the callee who had picked up (9 of 12 such calls on the lab). The caller's hangup-cause
+    # hash has the attempt's 200.
+    failed = Behaviour.recorded("a503_b200", "carrier-a")
+    lab.carriers("a503_b200", **{"carrier-a": failed.answered_then_ended(cause, tech_cause)})
+    call = await lab.call(NUMBER)
+    assert lab.fake.dials == {"carrier-a": 1}
+    assert call.result is not None and call.result.caller_cause == 16
+    assert lab.fake.ended[call.caller_id].hangup_reason == "16"
+    [entry] = parse_trace(lab.vars_of(call.caller_id)["ROUTER_ATTEMPTS"])
+    assert (entry.trunk, entry.outcome) == ("carrier-a", "answered")
+    no_leftovers(lab)
+
+
 async def test_busy_stops_and_the_caller_gets_busy(lab: Lab) -> None:
     lab.carriers("a486_b200")
     call = await lab.call(NUMBER)
