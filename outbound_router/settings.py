@@ -35,10 +35,20 @@ def _routes_cache(env: Mapping[str, str]) -> str:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not all_digits(port) or not 0 < int(port) < 65536:
-        raise SettingsError(f"AGI_LISTEN={value!r}: expected HOST:PORT, e.g. 127.0.0.1:4573")
-    return host.strip("[]"), int(port)
+    if host.startswith("["):
+        # brackets around the whole host, or none: '[::1:4573' was taken as ::1
+        bracketed = host.endswith("]") and host.count("[") == host.count("]") == 1
+        host = host[1:-1] if bracketed else ""
+    elif "]" in host:
+        host = ""
+    if not sep or not host or not all_digits(port):
+        raise SettingsError(f"AGI_LISTEN={value!r}: expected HOST:PORT, e.g. 127.0.0.1:4573 "
+                            "or [::1]:4573")
+    if not 0 < int(port) < 65536:
+        raise SettingsError(f"AGI_LISTEN={value!r}: the port must be 1 to 65535")
+    return host, int(port)
 
 
 def _check_ari_url(url: str) -> None:

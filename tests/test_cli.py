@@ -480,3 +480,32 @@ def test_sighup_is_logged_and_the_service_goes_on(redis_server: str, service: st
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("127.0.0.1:4573", ("127.0.0.1", 4573)),
+    ("[::1]:4573", ("::1", 4573)),
+    ("::1:4573", ("::1", 4573)),  # the last colon is the port's
+    ("localhost:1", ("localhost", 1)),
+])
+def test_agi_listen_is_host_and_port(value: str, expected: tuple[str, int]) -> None:
+    from outbound_router.settings import parse_listen
+
+    assert parse_listen(value) == expected
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("[::1:4573", "expected HOST:PORT"),  # was taken as ::1
+    ("::1]:4573", "expected HOST:PORT"),
+    ("[[::1]]:4573", "expected HOST:PORT"),
+    ("[]:4573", "expected HOST:PORT"),
+    ("127.0.0.1:0", "the port must be 1 to 65535"),  # said only "expected HOST:PORT"
+    ("127.0.0.1:65536", "the port must be 1 to 65535"),
+    ("4573", "expected HOST:PORT"),
+])
+def test_an_agi_listen_that_is_no_host_and_port_says_what_is_wrong(value: str,
+                                                                   words: str) -> None:
+    from outbound_router.settings import SettingsError, parse_listen
+
+    with pytest.raises(SettingsError, match=re.escape(words)):
+        parse_listen(value)
