@@ -563,6 +563,7 @@ class AgiServer:
         tasks = set(self._tasks)
         try:
             if cut := await self._finish(tasks, grace):
+                self.stats.dropped += cut  # ended by us, not served
                 log.warning("FastAGI: %d session(s) still running after %g s: closed", cut,
                             grace)
         finally:
