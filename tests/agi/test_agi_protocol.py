@@ -274,13 +274,20 @@ async def test_slow_peer_hits_the_header_timeout(
     writer.close()
 
 
-async def test_peer_that_never_replies_hits_the_read_timeout(agi_server: ServerFactory) -> None:
+async def _asked_one_command(agi_server: ServerFactory, read_timeout: float) -> tuple[
+        AgiServer, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A session whose script sent its one command, which we have not answered."""
     server = await agi_server({"s": Recorder('GET VARIABLE "X"')},
-                              limits=Limits(read_timeout=0.3))
+                              limits=Limits(read_timeout=read_timeout))
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(header_block("s"))
     await writer.drain()
     assert await asyncio.wait_for(reader.readline(), 3.0) == b'GET VARIABLE "X"\n'
+    return server, reader, writer
+
+
+async def test_peer_that_never_replies_hits_the_read_timeout(agi_server: ServerFactory) -> None:
+    server, reader, writer = await _asked_one_command(agi_server, 0.3)
     assert await asyncio.wait_for(reader.read(), 3.0) == b""
     assert server.stats.dropped == 1
     writer.close()
@@ -293,12 +300,7 @@ async def test_a_peer_that_keeps_sending_lines_before_its_reply_hits_the_read_ti
         agi_server: ServerFactory, interim: bytes) -> None:
     # Each line started the read timeout again: a peer sending a line every 3 s held its
     # place with a 10 s timeout for as long as it liked (a 520 block for 512 lines).
-    server = await agi_server({"s": Recorder('GET VARIABLE "X"')},
-                              limits=Limits(read_timeout=0.5))
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(header_block("s"))
-    await writer.drain()
-    assert await asyncio.wait_for(reader.readline(), 3.0) == b'GET VARIABLE "X"\n'
+    server, reader, writer = await _asked_one_command(agi_server, 0.5)
     started = time.monotonic()
 
     async def keep_sending() -> None:
