@@ -61,6 +61,7 @@ _NAMED = {
     "silent": ("uas_silent.xml", None, 0),
     "trying": ("uas_trying.xml", None, 0),
     "redirect": ("uas_redirect.xml", None, 0),
+    "answer_no_sdp": ("uas_answer_no_sdp.xml", None, 0),  # a 200 Asterisk ACKs and BYEs
 }
 
 
