@@ -585,6 +585,21 @@ async def test_sessions_for_an_unknown_script_log_a_few_lines_and_how_many_more(
                                         "sessions for no known script")
 
 
+async def test_refused_commands_log_a_few_errors_and_how_many_more(
+        agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # One ERROR line per session: a peer refusing every command wrote 46,000 (audit).
+    async def checked(session: AgiSession) -> None:
+        await session.checked("GET VARIABLE")
+
+    server = await agi_server({"s": checked}, limits=Limits(log_burst=2, log_window=60))
+    for _ in range(5):
+        await FakeChannel(server.port, script="s", respond=lambda ch, line: USAGE_520).run()
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.WARNING] == [
+        logging.ERROR, logging.ERROR]
+    await _two_lines_then_how_many_more(server, caplog, "Asterisk refused a command",
+                                        "sessions whose command Asterisk refused")
+
+
 async def test_a_peer_that_closes_instead_of_replying_is_logged_in_plain_words(
         agi_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     # It logged asyncio's own "0 bytes read on a total of undefined expected bytes".
