@@ -41,14 +41,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.error("AGI_ALLOW: %s (expected addresses or networks such as "
                   "127.0.0.1,10.0.0.0/8)", exc)
         return 2
+    if stop is None:  # from here on: a SIGHUP while Redis is read must not end the service
+        stop = asyncio.Event()
+        handle_signals(asyncio.get_running_loop(), stop.set, "agi")
     reader = SnapshotReader(settings.redis_url, prefix=settings.redis_prefix,
                             cache=Path(settings.routes_cache) if settings.routes_cache else None)
     await reader.start()
     scripts = Scripts(lambda: reader.snapshot, random.Random())
     server.handlers.update(scripts.handlers())
-    if stop is None:  # before listening: a signal once "FastAGI listening" is logged is handled
-        stop = asyncio.Event()
-        handle_signals(asyncio.get_running_loop(), stop.set, "agi")
     try:
         await server.start()
     except OSError as exc:

@@ -334,7 +334,9 @@ class Scripts:
         # The dialplan appends this attempt's entry to ROUTER_ATTEMPTS (and its CDR copy): a
         # trace of some twenty attempts is past what GET VARIABLE answers (1,023 characters),
         # and of some forty past what one AGI command can set.
-        entry = TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code)
+        # An answer nothing could connect reads as the ARI path writes every answer.
+        entry = (TraceEntry(trunk, str(j.outcome), causes.NORMAL_CLEARING, 200) if obs.answered
+                 else TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code))
         pairs = [(V.result(n), format_result(j)), (V.LAST_ATTEMPT, str(entry))]
         if not go_on:
             judgements = [*await _earlier_results(session, n), j]

@@ -127,6 +127,8 @@ async def test_a_200_that_crossed_dial_s_timer_stops_the_call(router: AgiServer,
     assert v["ROUTER_NEXT"] == "0"
     assert v["ROUTER_HANGUP_CAUSE"] == "16"
     assert v["ROUTER_RESULT_1"] == "answered:16"
+    # the trace entry as the ARI path writes an answer (it was 'carrier-x:answered::')
+    assert v["ROUTER_LAST_ATTEMPT"] == f"{v['ROUTER_TRUNK_1']}:answered:16:200"
 
 
 async def test_dial_timeout_without_any_provisional_reply_moves_on(router: AgiServer) -> None:
