@@ -34,9 +34,10 @@ from routing.policy import (
     caller_cause,
     judge,
     sip_response,
+    unwatched,
 )
 from routing.snapshot import Snapshot
-from routing.trace import TraceEntry
+from routing.trace import attempt_entry
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,8 @@ def observe(hangupcause: str, dialstatus: str, ringtime_ms: str, progresstime_ms
     status = dialstatus.strip()
     sip = parse_sip_code(tech)
     provisional = bool(ringtime_ms.strip() or progresstime_ms.strip())
-    last = sip_response(tech)
-    if last is not None and 200 <= last < 300:
+    said = unwatched(tech)
+    if said is not None and said.answered:
         # The carrier's 200 to the INVITE (chan_pjsip records only INVITE responses there: a
         # CANCEL's 200 is not one) crossed one of Dial's timers, or came with its own BYE:
         # the callee picked up and got a BYE. Nothing to connect, and the next trunk would
@@ -334,9 +335,7 @@ class Scripts:
         # The dialplan appends this attempt's entry to ROUTER_ATTEMPTS (and its CDR copy): a
         # trace of some twenty attempts is past what GET VARIABLE answers (1,023 characters),
         # and of some forty past what one AGI command can set.
-        # An answer nothing could connect reads as the ARI path writes every answer.
-        entry = (TraceEntry(trunk, str(j.outcome), causes.NORMAL_CLEARING, 200) if obs.answered
-                 else TraceEntry(trunk, str(j.outcome), obs.cause, obs.sip_code))
+        entry = attempt_entry(trunk, j, obs)
         pairs = [(V.result(n), format_result(j)), (V.LAST_ATTEMPT, str(entry))]
         if not go_on:
             judgements = [*await _earlier_results(session, n), j]

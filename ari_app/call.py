@@ -54,6 +54,7 @@ from routing.trace import (
     UNJUDGED,
     TraceEntry,
     abandoned_trace,
+    attempt_entry,
     entry_count,
     format_trace,
     parse_trace,
@@ -1006,12 +1007,7 @@ class Call:
     def _record(self, leg: AttemptLeg, judgement: Judgement, *, last_one: bool) -> None:
         """The attempt's trace entry and log line. ``last_one``: the plan has no attempt after
         it, so a retry verdict says there is none left (as the FastAGI log says "stop")."""
-        obs = leg.observation()
-        sip = 200 if obs.answered else leg.sip_code
-        cause = causes.NORMAL_CLEARING if obs.answered else leg.cause
-        if obs.setup_timeout and not obs.answered:
-            sip = None
-        self.trace.append(TraceEntry(leg.attempt.trunk, str(judgement.outcome), cause, sip))
+        self.trace.append(attempt_entry(leg.attempt.trunk, judgement, leg.observation()))
         elapsed = (leg.ended or self.clock()) - leg.started
         self.log.info(
             "attempt %d trunk=%s carrier=%s state=%s outcome=%s cause=%s sip=%s "
@@ -1308,8 +1304,8 @@ class Call:
         attempt that failed by itself; none for our timers' hangups, whose leg had left the
         bridge (a 200 crossing their CANCEL is seen by nobody: docs/ari.md)."""
         tech = await self._last_response(self.caller_id, name)
-        code = sip_response(tech or "")
-        if code is not None and 200 <= code < 300:
+        said = unwatched(tech) if tech is not None else None
+        if said is not None and said.answered:
             self.log.info("attempt %d: %s answered (%s) and ended before it could be "
                           "connected (cause %s): no further attempt", leg.attempt.index,
                           leg.attempt.trunk, tech, leg.cause)

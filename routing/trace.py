@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from routing.policy import Outcome
+from routing.causes import NORMAL_CLEARING
+from routing.policy import Judgement, Observation, Outcome
 
 #: The outcome of an attempt the router could not judge: the FastAGI dialplan when it cannot
 #: ask the router, the ARI app when an attempt ended while no instance of it listened.
@@ -28,6 +29,15 @@ class TraceEntry:
         cause = "" if self.cause is None else str(self.cause)
         sip = "" if self.sip_code is None else str(self.sip_code)
         return f"{self.trunk}:{self.outcome}:{cause}:{sip}"
+
+
+def attempt_entry(trunk: str, judgement: Judgement, obs: Observation) -> TraceEntry:
+    """A judged attempt's entry, the same on both paths: an answer (also one nothing could
+    connect) reads ``answered:16:200``; after our setup timer, no SIP code."""
+    if obs.answered:
+        return TraceEntry(trunk, str(judgement.outcome), NORMAL_CLEARING, 200)
+    return TraceEntry(trunk, str(judgement.outcome), obs.cause,
+                      None if obs.setup_timeout else obs.sip_code)
 
 
 def format_trace(entries: Iterable[TraceEntry]) -> str:
