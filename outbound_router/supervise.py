@@ -18,6 +18,8 @@ up and the carrier's leg stayed up, billed, until somebody ran `lab up` again; a
 - SIGTERM or SIGINT to the supervisor: passed on to the child, waited for, and the supervisor
   exits with its status. The child gets SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``),
   so that a killed supervisor leaves no service running that nothing tracks.
+- SIGHUP to the supervisor is passed on to the child (which logs it and goes on); its default
+  action ended the supervisor, and the service with it.
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ class Supervisor:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
 
+    def hangup(self, signum: int, _frame: object = None) -> None:
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
     def run(self) -> int:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.stop)
+        signal.signal(signal.SIGHUP, self.hangup)
         backoff = self.first_backoff
         while True:
             started = time.monotonic()

@@ -13,17 +13,20 @@ from pathlib import Path
 
 import pytest
 
-#: The stand-in service: notes its PID at each start, then waits (SIGTERM ends it with 0).
+#: The stand-in service: notes its PID at each start, then waits (SIGTERM ends it with 0; a
+#: SIGHUP is noted in STARTS.hup, as the services log and ignore it).
 #: The handler goes first: a test that sees the PID may stop it at once (with the PID noted
 #: first, a SIGTERM in between killed it, exit -15: one failure in a full run).
 SERVICE = """
 import os, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+signal.signal(signal.SIGHUP, lambda *_: open(sys.argv[1] + ".hup", "a").write("hup\\n"))
 open(sys.argv[1], "a").write(f"{os.getpid()}\\n")
 code = int(sys.argv[2])
 if code >= 0:
     sys.exit(code)
-signal.pause()
+while True:
+    signal.pause()
 """
 
 
@@ -88,6 +91,18 @@ def test_a_killed_service_is_started_again(supervised: Callable[..., Supervised]
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=10) == 0  # the service's own exit status
     assert not alive(s.pids()[1])
+
+
+def test_a_sighup_reaches_the_service_and_ends_nothing(
+        supervised: Callable[..., Supervised]) -> None:
+    s = supervised()
+    wait_for("the service", lambda: len(s.pids()) == 1)
+    hups = s.starts.with_suffix(".hup")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for("the service to get it", lambda: hups.exists() and hups.read_text() == "hup\n")
+    assert s.proc.poll() is None and alive(s.pids()[0]) and len(s.pids()) == 1
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=10) == 0
 
 
 def test_a_service_that_fails_at_start_up_is_not_restarted(
