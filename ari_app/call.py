@@ -975,8 +975,7 @@ class Call:
             return await self._attempts(later, data.base_vars(), prepared=True)
         lost = rebuilt[0] if rebuilt else None
         judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
-        self.trace = [*data.trace, TraceEntry(lost_trunk, str(judgement.outcome), obs.cause,
-                                              200 if obs.answered else obs.sip_code)]
+        self.trace = [*data.trace, attempt_entry(lost_trunk, judgement, obs)]
         self.log.info("attempt %d on %s ended while no router listened (last response %r): "
                       "%s, %s", lost_index, lost_trunk, tech, judgement.outcome,
                       judgement.verdict)

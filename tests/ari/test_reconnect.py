@@ -537,7 +537,7 @@ async def test_a_callee_who_answered_and_hung_up_while_no_instance_listened_is_n
     lab.fake.far_end_hangup(leg)
     async with a_new_instance(lab) as app:
         await wait_for(lambda: any(c.caller_id == caller for c in app.finished))
-        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == "carrier-a:answered::200"
+        assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == "carrier-a:answered:16:200"
         assert lab.fake.ended[caller].hangup_reason == "16"
         assert lab.fake.dials == {"carrier-a": 1}
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
