@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from agi.server import AgiSession, Handler
 from routing import causes
 from routing import variables as V
-from routing.errors import RoutingError
 from routing.model import DEFAULT_FAILOVER, FailoverPolicy
 from routing.numbers import all_digits
 from routing.plan import Plan, Status, plan
@@ -255,8 +254,11 @@ class Scripts:
         else:
             try:
                 p = plan(snapshot, number, tenant, rng=self.rng)
-            except RoutingError as exc:
-                session.log.error("route %r: %s", number, exc)
+            except Exception:
+                # A bug: ERROR now. Left to the server, the session would end without
+                # ROUTER_STATUS, which the dialplan takes for a router it could not reach:
+                # asked again 12 times over 3 s, a traceback each, the caller in silence.
+                session.log.exception("route %r: planning failed", number)
                 pairs = error_variables()
             else:
                 if session.log.isEnabledFor(logging.INFO):

@@ -77,6 +77,17 @@ async def test_route_without_a_loaded_table_answers_error(agi_server: ServerFact
     assert v["ROUTER_STATUS"] == "ERROR" and v["ROUTER_CAUSE"] == "34"
 
 
+async def test_route_answers_error_at_once_when_planning_fails(
+        router: AgiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without ROUTER_STATUS the dialplan takes the router for unreachable and asks again.
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("agi.scripts.plan", broken)
+    v = await route(router, "911234567")
+    assert v["ROUTER_STATUS"] == "ERROR" and v["ROUTER_CAUSE"] == "34"
+
+
 async def test_route_records_the_table_version(router: AgiServer) -> None:
     assert (await route(router, "911234567"))["ROUTER_VERSION"] == "v-test"
 
