@@ -193,20 +193,26 @@ def decode_version(fields: Mapping[bytes, bytes], version: str,
             raise CorruptVersion(f"version {version} has no {name!r} field: "
                                  "it was not written whole") from None
 
-    stored_sha = field(F_SHA256).decode()
+    def text(name: str) -> str:
+        try:
+            return field(name).decode()
+        except UnicodeDecodeError:
+            raise CorruptVersion(f"version {version} has a {name!r} field that is not "
+                                 "text") from None
+
+    stored_sha = text(F_SHA256)
     data = field(F_DATA)
     actual = hashlib.sha256(data).hexdigest()
     if actual != stored_sha or (sha256 is not None and stored_sha != sha256):
         raise CorruptVersion(f"version {version} does not match its checksum: "
                              "partial or corrupted write")
-    if field(F_VERSION).decode() != version:
-        raise CorruptVersion(f"key of version {version} holds version "
-                             f"{field(F_VERSION).decode()}")
-    fmt = field(F_FORMAT).decode()
+    if text(F_VERSION) != version:
+        raise CorruptVersion(f"key of version {version} holds version {text(F_VERSION)}")
+    fmt = text(F_FORMAT)
     if fmt not in (FORMAT_DICT, FORMAT_COLUMNS):
         raise CorruptVersion(f"version {version} has data format {fmt}, this router reads "
                              f"formats {FORMAT_DICT} and {FORMAT_COLUMNS}: upgrade the router")
-    encoding = field(F_ENCODING).decode()
+    encoding = text(F_ENCODING)
     try:
         if encoding == ENCODING_ZLIB_JSON:
             data = zlib.decompress(data)
@@ -215,7 +221,11 @@ def decode_version(fields: Mapping[bytes, bytes], version: str,
         table = from_data(json.loads(data), fmt)
     except (zlib.error, ValueError, KeyError, IndexError, TypeError) as exc:
         raise CorruptVersion(f"version {version} cannot be decoded: {exc}") from exc
-    expected_routes = int(field(F_ROUTES))
+    try:
+        expected_routes = int(field(F_ROUTES))
+    except ValueError:
+        raise CorruptVersion(f"version {version} has a {F_ROUTES!r} field that is no "
+                             "number") from None
     if len(table.routes) != expected_routes:
         raise CorruptVersion(f"version {version} holds {len(table.routes)} routes, "
                              f"{expected_routes} were written")

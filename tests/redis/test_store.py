@@ -106,6 +106,20 @@ def test_a_corrupted_version_is_refused_by_load(client: redis.Redis) -> None:
         load_current(client)
 
 
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("routes", b"x", "'routes' field that is no number"),
+    ("version", b"\xff", "'version' field that is not text"),
+    ("format", b"\xfe", "'format' field that is not text"),
+])
+def test_a_field_outside_the_checksum_that_is_garbled_is_a_corrupt_version(
+        client: redis.Redis, field: str, value: bytes, says: str) -> None:
+    # It raised ValueError or UnicodeDecodeError, which `explain` did not expect (traceback).
+    version = publish(client, generation_table(1))
+    client.hset(Keys().version(version), field, value)
+    with pytest.raises(CorruptVersion, match=says):
+        load_current(client)
+
+
 def test_load_without_any_seed_says_to_seed(client: redis.Redis) -> None:
     with pytest.raises(NoCurrentVersion, match="outbound-router seed"):
         load_current(client)
