@@ -47,12 +47,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         for task in (runner, stopper):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        if runner.done() and not runner.cancelled() and runner.exception():
-            raise runner.exception()  # type: ignore[misc]
-        await ari.close()
-        await reader.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner  # the app's own failure, if it failed, is raised here
+        finally:
+            await ari.close()
+            await reader.close()
 
 
 def run(settings: Settings) -> int:

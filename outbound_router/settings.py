@@ -80,7 +80,7 @@ DEFAULT_AGI_LISTEN = "127.0.0.1:4573"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     ari_url: str = DEFAULT_ARI_URL
     ari_username: str = ""
