@@ -1082,14 +1082,14 @@ class Call:
             return await self._finish(leg)
         if await self._caller_left(leg):
             return await self._finish(leg)
+        assert self.bridge_id is not None and self._bridge_created is not None
+        await self._bridge_created  # any error creating it fails the call (ERROR, 503)
         try:
             # The caller joins with the first attempt that gets this far: not with the first
             # attempt, whose channel may have failed to be created (an unknown endpoint).
             members = [leg.channel_id]
             if not self.caller_in_bridge:
                 members.insert(0, self.caller_id)
-            assert self.bridge_id is not None and self._bridge_created is not None
-            await self._bridge_created  # an error creating it fails the call (ERROR, 503)
             if self.caller_in_bridge:
                 # The caller's CDR record of the attempt before closes as this one joins: the
                 # write made as this one was created (the trace with that attempt's outcome)
