@@ -65,8 +65,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.info("FastAGI stopping: %d session(s) running", server.running)
         await server.close()
         # the figures once the running sessions finished (or were cut)
-        log.info("FastAGI stopped: %d sessions served, %d dropped, %d refused",
-                 server.stats.served, server.stats.dropped, server.stats.refused)
+        stats = server.stats
+        log.info("FastAGI stopped: %d sessions served, %d dropped, %d turned away with every "
+                 "place busy, %d refused", stats.served, stats.dropped, stats.overloaded,
+                 stats.refused)
         await reader.close()
     return 0
 

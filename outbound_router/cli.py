@@ -46,7 +46,7 @@ def _redis(settings: Settings) -> Iterator[Any]:
     saying what went wrong and what to do (never a traceback)."""
     import redis
 
-    from redis_seed.connection import sync_client
+    from redis_seed.connection import close_client, sync_client
 
     client = sync_client(settings.redis_url)
     try:
@@ -55,7 +55,7 @@ def _redis(settings: Settings) -> Iterator[Any]:
     except (redis.RedisError, OSError) as exc:
         raise CommandError(redis_problem(exc, settings)) from None
     finally:
-        client.close()
+        close_client(client)  # with its Sentinel connections, if any
 
 
 def redis_problem(exc: Exception, settings: Settings) -> str:
