@@ -435,9 +435,6 @@ class AgiSession:
         reply = await self.checked(f"GET FULL VARIABLE {quote(text)}")
         return (reply.data or "") if reply.result == "1" else ""
 
-    async def verbose(self, message: str, level: int = 1) -> None:
-        await self.checked(f"VERBOSE {quote(message)} {level}")
-
 
 Handler = Callable[[AgiSession], Awaitable[None]]
 

@@ -363,7 +363,8 @@ class RouterApp:
                 continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
-            if len(live) == 2 and all(present[m].get("state") == "Up" for m in live):
+            if len(live) == 2 and all(present[m].get("state") == ev.ChannelState.UP
+                                        for m in live):
                 adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted
@@ -385,7 +386,8 @@ class RouterApp:
                 # Answered channels alone (a conversation whose other side left while no
                 # instance ran): a normal clearing, not congestion, in their CDR.
                 cause = (causes.NORMAL_CLEARING
-                         if live and all(present[m].get("state") == "Up" for m in live)
+                         if live and all(present[m].get("state") == ev.ChannelState.UP
+                                         for m in live)
                          else causes.CONGESTION)
                 self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
         for cid, channel in present.items():
@@ -397,7 +399,7 @@ class RouterApp:
             if ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")
-            elif channel.get("state") in ("Ring", "Down", "Ringing"):
+            elif channel.get("state") in ev.NOT_UP:
                 log.info("taking over caller %s whose StasisStart was missed", cid)
                 self.start_call(cid, args)
             else:
@@ -446,7 +448,7 @@ class RouterApp:
                         ) -> tuple[str, tuple[str, ...]] | None:
         """(caller, its Stasis args) when the call's bridge holds a caller not answered yet and
         no attempt: the attempt ended while no instance of the app listened."""
-        if len(members) != 1 or present[members[0]].get("state") == "Up":
+        if len(members) != 1 or present[members[0]].get("state") == ev.ChannelState.UP:
             return None
         args = self._args(members[0], present)
         if args is None or ev.is_attempt(members[0], args):

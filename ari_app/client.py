@@ -203,11 +203,6 @@ class AriClient:
         (one already on the wire is not undone)."""
         self.http.retire()
 
-    async def drop_connection(self) -> None:
-        """Close the events websocket (it reconnects): for tests and operators."""
-        if self._ws is not None:
-            await self._ws.close()
-
     # -- REST ----------------------------------------------------------------------------
 
     async def _request(
@@ -352,10 +347,6 @@ class AriClient:
         result: dict[str, Any] = await self._request(
             "PUT", f"/applications/{self.app}/eventFilter", body=body
         )
-        return result
-
-    async def get_application(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/applications/{self.app}")
         return result
 
     # -- events --------------------------------------------------------------------------

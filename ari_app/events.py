@@ -30,9 +30,6 @@ class EventType(StrEnum):
     CHANNEL_STATE_CHANGE = "ChannelStateChange"
     CHANNEL_HANGUP_REQUEST = "ChannelHangupRequest"
     CHANNEL_DESTROYED = "ChannelDestroyed"
-    CHANNEL_ENTERED_BRIDGE = "ChannelEnteredBridge"
-    CHANNEL_LEFT_BRIDGE = "ChannelLeftBridge"
-    BRIDGE_DESTROYED = "BridgeDestroyed"
     # Sent to a websocket of the app when a newer one connects for the same app: from then on
     # Asterisk sends the app's events to the newer one only.
     APPLICATION_REPLACED = "ApplicationReplaced"
@@ -55,7 +52,6 @@ NEEDED_EVENTS: tuple[str, ...] = (
 class DialStatus(StrEnum):
     """``Dial.dialstatus`` values the call flow looks at (it never decides on failures)."""
 
-    NONE = ""
     RINGING = "RINGING"
     PROGRESS = "PROGRESS"
     ANSWER = "ANSWER"
@@ -66,6 +62,10 @@ class ChannelState(StrEnum):
     RING = "Ring"
     RINGING = "Ringing"
     UP = "Up"
+
+
+#: A channel not answered yet (a caller whose StasisStart was missed, in the reconcile).
+NOT_UP = frozenset({ChannelState.DOWN, ChannelState.RING, ChannelState.RINGING})
 
 
 #: StasisStart args of an outbound leg the app created (``appArgs`` of ``/channels/create``).

@@ -468,10 +468,6 @@ class Carrier:
     def trace_path(self) -> Path:
         return self.workdir / f"carrier-{self.trunk.letter}-messages.log"
 
-    @property
-    def errors_path(self) -> Path:
-        return self.workdir / f"carrier-{self.trunk.letter}-errors.log"
-
     def messages(self) -> list[SipMessage]:
         return read_trace(self.trace_path)
 

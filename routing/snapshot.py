@@ -99,14 +99,6 @@ class Snapshot:
         return tuple(i for regex, idx in self.by_regex
                      if regex.search(number) is not None for i in idx)
 
-    def match(self, number: str, tenant: str | None = None) -> list[Route]:
-        """Every route whose pattern (or a pattern of whose group) matches ``number``.
-
-        Routes without a tenant apply to everybody; tenant routes only to their tenant.
-        Returned in file order, each route once.
-        """
-        return self.routes_for(self.prefix_hits(number), self.regex_hits(number), tenant)
-
     def routes_for(self, hits: tuple[int, ...], regex_hits: tuple[int, ...],
                    tenant: str | None) -> list[Route]:
         routes = self.table.routes
