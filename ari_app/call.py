@@ -593,7 +593,7 @@ class Call:
         an outcome write no write is pending, and this is one comparison.)"""
         if not await self._write_landed(VARS_WAIT_AT_STOP):
             return  # what the caller holds is not known
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(TimeoutError):  # (the write logs its own ARI errors)
             on_caller = self._vars_on_caller
             if (entry_count(on_caller.get(var.ATTEMPTS_ABANDONED, ""))
                     > entry_count(on_caller.get(var.ATTEMPTS, ""))):
