@@ -98,7 +98,7 @@ class AdoptedCall:
             await quietly("clear the abandoned trace", self.ari.set_variables(
                 caller_id, {var.ATTEMPTS_ABANDONED: ""}), self.log)
             return
-        carrier, trunk = data.attempts[0].carrier, data.attempts[0].trunk
+        carrier, trunk = data.attempts[0].carrier.name, data.attempts[0].trunk
         trace = [*data.trace, TraceEntry(trunk, str(Outcome.ANSWERED), causes.NORMAL_CLEARING, 200)]
         values = {**data.base_vars(), var.CARRIER: carrier, var.TRUNK: trunk,
                   var.ATTEMPTS: format_trace(trace)}

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from ari_app import events as ev
 from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
@@ -31,14 +31,13 @@ from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from routing import causes
 from routing import variables as var
 from routing.model import (
-    DEFAULT_FAILOVER,
     TIMEOUT_MAX,
     TIMEOUT_MIN,
     TRUNK_NAME_RE,
     Carrier,
     Route,
 )
-from routing.plan import Attempt, Status, attempt_again, plan
+from routing.plan import Attempt, Status, plan
 from routing.policy import (
     Judgement,
     Observation,
@@ -354,17 +353,6 @@ def resume_data(number: str, version: str, trace: str,
 _DIAL_NUMBER_RE = re.compile(r"[0-9*#+]{1,40}")
 
 
-class ResumeAttempt(NamedTuple):
-    """One attempt of ROUTER_RESUME. ``planned`` is None in data an older version of the app
-    wrote (index, route, carrier and trunk only): rebuilt from the current table then."""
-
-    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose, as Attempt
-    route: str
-    carrier: str
-    trunk: str
-    planned: Attempt | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Resume:
     """A ROUTER_RESUME value read back (:func:`parse_resume`)."""
@@ -372,8 +360,8 @@ class Resume:
     number: str
     version: str
     trace: list[TraceEntry]
-    #: the attempt it was written with, then the rest
-    attempts: list[ResumeAttempt]
+    #: the attempt it was written with, then the rest, each whole
+    attempts: list[Attempt]
     #: The first of them was never dialled.
     untried: bool = False
 
@@ -403,23 +391,19 @@ def parse_resume(text: str) -> Resume:
     return resume
 
 
-def _resume_attempt(item: Sequence[Any]) -> ResumeAttempt:
-    index, route, carrier, trunk, *planned = item
+def _resume_attempt(item: Sequence[Any]) -> Attempt:
+    index, route, carrier, trunk, dial_number, setup, ring, failover = item
     index, route, carrier, trunk = int(index), str(route), str(carrier), str(trunk)
     if not (TRUNK_NAME_RE.match(carrier) and TRUNK_NAME_RE.match(trunk)):
         raise ValueError(f"not a carrier and trunk: {carrier!r}, {trunk!r}")
-    if not planned:
-        return ResumeAttempt(index, route, carrier, trunk)
-    dial_number, setup, ring, failover = planned
     if not (isinstance(dial_number, str) and _DIAL_NUMBER_RE.fullmatch(dial_number)):
         raise ValueError(f"not a dial number: {dial_number!r}")
     setup, ring = float(setup), float(ring)
     if not (TIMEOUT_MIN <= setup <= TIMEOUT_MAX and TIMEOUT_MIN <= ring <= TIMEOUT_MAX):
         raise ValueError(f"not timeouts: {setup!r}, {ring!r}")
-    attempt = Attempt(index, Route(route, 0, carrier),
-                      Carrier(carrier, (trunk,), failover=var.parse_failover(str(failover))),
-                      trunk, dial_number, setup, ring)
-    return ResumeAttempt(index, route, carrier, trunk, attempt)
+    return Attempt(index, Route(route, 0, carrier),
+                   Carrier(carrier, (trunk,), failover=var.parse_failover(str(failover))),
+                   trunk, dial_number, setup, ring)
 
 
 @dataclass
@@ -810,9 +794,9 @@ class Call:
             self.log.warning("cannot resume attempt %s: %s", resume.channel_id, exc)
         if resume.attempt_gone:
             return await self._resume_after_lost_attempt(data)
-        attempts = self._attempts_again(data)
-        if not attempts or attempts[0] is None:
-            # Nothing to go on with (no resume data, or its trunk left the routing table).
+        attempts = data.attempts if data is not None else []
+        if not attempts:
+            # Nothing to go on with: no resume data (unreadable, or none).
             self.log.warning("ending the call left by an earlier instance: nothing to resume")
             await self._quietly(f"hang up {resume.channel_id}",
                                 self.ari.hangup(resume.channel_id))
@@ -898,17 +882,6 @@ class Call:
             return
         leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, age - before_ringing))
 
-    def _attempts_again(self, data: Resume | None) -> list[Attempt | None]:
-        """The attempts of ``data``: as planned (the resume data holds them whole), or for an
-        older instance's data rebuilt from the current routing table (None for those whose
-        route, carrier or trunk is gone, or with no table loaded)."""
-        if data is None:
-            return []
-        snapshot = self.snapshot
-        return [a.planned or (attempt_again(snapshot, data.number, *a[:4])
-                              if snapshot is not None else None)
-                for a in data.attempts]
-
     async def _attempts(self, attempts: Sequence[Attempt], base_vars: dict[str, str],
                         resumed: AttemptLeg | None = None, *, prepared: bool = False,
                         judged: Sequence[Judgement] = ()) -> CallResult:
@@ -957,14 +930,12 @@ class Call:
             self.log.warning("ending a caller left alone by an earlier instance: no resume data")
             return await self._end_in_error()
         lost_index, lost_trunk = data.attempts[0].index, data.attempts[0].trunk
-        rebuilt = self._attempts_again(data)
         if data.untried:  # the earlier instance stopped before dialling it: try it now
             self.trace = list(data.trace)
-            rest = [a for a in rebuilt if a is not None]
             self.log.info("resuming with attempt %d on %s, which an earlier instance never "
                           "dialled", lost_index, lost_trunk)
-            return await self._attempts(rest, data.base_vars(), prepared=True)
-        later = [a for a in rebuilt[1:] if a is not None]
+            return await self._attempts(data.attempts, data.base_vars(), prepared=True)
+        later = data.attempts[1:]
         tech = await self._lost_attempt_response(lost_trunk)
         obs = unwatched(tech) if tech is not None else None
         if obs is None:
@@ -973,8 +944,7 @@ class Call:
                              "going on with %d more attempt(s)", lost_index, lost_trunk,
                              len(later))
             return await self._attempts(later, data.base_vars(), prepared=True)
-        lost = rebuilt[0] if rebuilt else None
-        judgement = judge(obs, lost.carrier.failover if lost is not None else DEFAULT_FAILOVER)
+        judgement = judge(obs, data.attempts[0].carrier.failover)
         self.trace = [*data.trace, attempt_entry(lost_trunk, judgement, obs)]
         self.log.info("attempt %d on %s ended while no router listened (last response %r): "
                       "%s, %s", lost_index, lost_trunk, tech, judgement.outcome,

@@ -232,18 +232,3 @@ def plan(snapshot: Snapshot, digits: str, tenant: str | None = None, *,
     if not attempts:
         return Plan(Status.NO_ROUTE, number, reason="no carrier left to try")
     return Plan(Status.OK, number, tuple(attempts))
-
-
-def attempt_again(snapshot: Snapshot, number: str, index: int, route_name: str,
-                  carrier_name: str, trunk: str) -> Attempt | None:
-    """An attempt that an earlier router instance planned for ``number`` (a restarted ARI app
-    resumes the calls it left ringing), rebuilt from ``snapshot``: None when that route,
-    carrier or trunk is not in it any more."""
-    route = next((r for r in snapshot.routes if r.name == route_name), None)
-    carrier = snapshot.carriers.get(carrier_name)
-    if route is None or route.carrier != carrier_name or carrier is None \
-            or trunk not in carrier.trunks:
-        return None
-    defaults = snapshot.defaults
-    return Attempt(index, route, carrier, trunk, format_for_carrier(number, carrier, defaults),
-                   defaults.setup_timeout, defaults.ring_timeout)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from routing.explain import explain, to_text
 from routing.model import Defaults
-from routing.plan import Status, attempt_again, plan, select, weighted_order
+from routing.plan import Status, plan, select, weighted_order
 
 from .tables import carrier, route, snapshot
 
@@ -177,17 +177,6 @@ def test_dial_string_uses_carrier_format_and_prefix() -> None:
     a = plan(snap, "0034911234567", rng=random.Random(1)).attempts[0]
     assert a.endpoint == "PJSIP/1234911234567@trunk-a"
     assert (a.setup_timeout, a.ring_timeout) == (5.0, 45.0)
-
-
-def test_an_attempt_planned_earlier_is_rebuilt_while_its_route_carrier_and_trunk_exist() -> None:
-    snap = snapshot([route("a", pattern="spain", carrier="A")],
-                    carriers=[carrier("A", "a1", "a2", number_format="00E164")])
-    again = attempt_again(snap, ES, 2, "a", "A", "a2")
-    assert again is not None
-    assert (again.index, again.trunk, again.endpoint) == (2, "a2", "PJSIP/0034911234567@a2")
-    assert attempt_again(snap, ES, 2, "a", "A", "a3") is None  # trunk left the carrier
-    assert attempt_again(snap, ES, 2, "b", "A", "a1") is None  # route gone
-    assert attempt_again(snap, ES, 2, "a", "B", "a1") is None  # carrier gone
 
 
 # -- weights -------------------------------------------------------------------------------
