@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from redis_seed.keys import Keys
+from redis_seed.keys import DEFAULT_PREFIX, Keys
 from redis_seed.urls import check_redis_url
 from routing.numbers import all_digits
 
@@ -72,7 +72,7 @@ def _check_ari_url(url: str) -> None:
 
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_REDIS_PREFIX = "outbound-router"
+DEFAULT_REDIS_PREFIX = DEFAULT_PREFIX  # redis_seed.keys: where every key name lives
 DEFAULT_ARI_URL = "http://127.0.0.1:8088"
 DEFAULT_ARI_APP = "outbound-router"
 DEFAULT_AGI_LISTEN = "127.0.0.1:4573"
