@@ -66,7 +66,7 @@ class AdoptedCall:
     def confirmed_channels(self) -> list[str]:
         return self.channel_ids
 
-    def reconcile(self, present: Mapping[str, Any], confirmed: Container[str]) -> None:
+    def reconcile(self, present: Mapping[str, ev.Channel], confirmed: Container[str]) -> None:
         for cid in self.channel_ids:
             if cid not in present and cid in confirmed:
                 self.deliver(ev.reconciled(cid, None))
@@ -302,11 +302,10 @@ class RouterApp:
         if snapshot is None:
             return
         try:
-            endpoints = await self.ari.endpoints("PJSIP")
+            known = await self.ari.endpoint_names("PJSIP")
         except (AriError, AriUnavailable) as exc:
             log.info("cannot list the PJSIP endpoints to check the trunks: %s", exc)
             return
-        known = {e.get("resource") for e in endpoints if isinstance(e, dict)}
         trunks = {t for carrier in snapshot.carriers.values() for t in carrier.trunks}
         missing = tuple(sorted(trunks - known))
         if missing and self._trunks_warned != (snapshot.version, missing):
@@ -345,7 +344,7 @@ class RouterApp:
         if self.replaced.is_set():
             return  # taken over while the lists were on their way
         # Nothing awaits from here on: no event can slip in between reading and acting.
-        present = {c["id"]: c for c in channels if isinstance(c.get("id"), str)}
+        present = channels
         for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
         for cid in ended:
@@ -353,18 +352,17 @@ class RouterApp:
         handled: set[str] = set()
         app = self.ari.app
         for bridge in bridges:
-            bid = bridge.get("id")
-            if bridge.get("name") != app or not isinstance(bid, str):
+            bid = bridge.id
+            if bridge.name != app:
                 continue
-            members = [m for m in bridge.get("channels", []) if isinstance(m, str)]
+            members = list(bridge.channels)
             if any(m in self.owners for m in members) or self._owns_bridge(bid):
                 continue
             if members and all(m in ended for m in members):
                 continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
-            if len(live) == 2 and all(present[m].get("state") == ev.ChannelState.UP
-                                        for m in live):
+            if len(live) == 2 and all(present[m].state == ev.ChannelState.UP for m in live):
                 adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted
@@ -380,26 +378,25 @@ class RouterApp:
                 log.info("resuming caller %s, whose attempt ended while no instance listened",
                          caller_id)
                 self.start_call(caller_id, caller_args, ResumeLeg(
-                    caller_id, present[caller_id].get("state"), bid, attempt_gone=True))
+                    caller_id, present[caller_id].state, bid, attempt_gone=True))
             else:
                 log.info("removing leftover bridge %s and its channels %s", bid, live)
                 # Answered channels alone (a conversation whose other side left while no
                 # instance ran): a normal clearing, not congestion, in their CDR.
                 cause = (causes.NORMAL_CLEARING
-                         if live and all(present[m].get("state") == ev.ChannelState.UP
-                                         for m in live)
+                         if live and all(present[m].state == ev.ChannelState.UP for m in live)
                          else causes.CONGESTION)
                 self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
         for cid, channel in present.items():
             if cid in self.owners or cid in handled:
                 continue
-            args = ev.stasis_args(channel, app)
+            args = channel.stasis_args(app)
             if args is None:
                 continue
             if ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")
-            elif channel.get("state") in ev.NOT_UP:
+            elif channel.state in ev.NOT_UP:
                 log.info("taking over caller %s whose StasisStart was missed", cid)
                 self.start_call(cid, args)
             else:
@@ -410,11 +407,11 @@ class RouterApp:
         """Each call or adopted call once (``owners`` maps every channel to its owner)."""
         return list({id(o): o for o in self.owners.values()}.values())
 
-    def _args(self, channel_id: str, present: Mapping[str, Any]) -> tuple[str, ...] | None:
+    def _args(self, channel_id: str, present: Mapping[str, ev.Channel]) -> tuple[str, ...] | None:
         """The Stasis args of a channel in this app (None: not in it)."""
-        return ev.stasis_args(present[channel_id], self.ari.app)
+        return present[channel_id].stasis_args(self.ari.app)
 
-    def _caller_and_attempt(self, members: list[str], present: Mapping[str, Any],
+    def _caller_and_attempt(self, members: list[str], present: Mapping[str, ev.Channel],
                             ) -> tuple[str, str] | None:
         """(caller, attempt) when ``members`` are a caller of this app and one of its attempts."""
         found: dict[bool, str] = {}
@@ -425,7 +422,7 @@ class RouterApp:
             found[ev.is_attempt(cid, args)] = cid
         return (found[False], found[True]) if set(found) == {True, False} else None
 
-    def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, Any],
+    def _ringing_call(self, bridge_id: str, members: list[str], present: Mapping[str, ev.Channel],
                       ) -> tuple[str, tuple[str, ...], ResumeLeg] | None:
         """(caller, its Stasis args, the attempt) when ``members`` are a caller and one of our
         attempts, not both answered: a call an earlier instance left ringing (or dialling)
@@ -438,17 +435,14 @@ class RouterApp:
             return None
         caller_id, leg_id = pair
         leg = present[leg_id]
-        state, name = leg.get("state"), leg.get("name")
         return caller_id, self._args(caller_id, present) or (), ResumeLeg(
-            leg_id, state if isinstance(state, str) else None, bridge_id,
-            channel_name=name if isinstance(name, str) else None,
-            created=ev.creation_time(leg.get("creationtime")))
+            leg_id, leg.state, bridge_id, channel_name=leg.name, created=leg.created)
 
-    def _waiting_caller(self, members: list[str], present: Mapping[str, Any],
+    def _waiting_caller(self, members: list[str], present: Mapping[str, ev.Channel],
                         ) -> tuple[str, tuple[str, ...]] | None:
         """(caller, its Stasis args) when the call's bridge holds a caller not answered yet and
         no attempt: the attempt ended while no instance of the app listened."""
-        if len(members) != 1 or present[members[0]].get("state") == ev.ChannelState.UP:
+        if len(members) != 1 or present[members[0]].state == ev.ChannelState.UP:
             return None
         args = self._args(members[0], present)
         if args is None or ev.is_attempt(members[0], args):

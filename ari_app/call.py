@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -1025,8 +1025,7 @@ class Call:
             leg.fail(self.clock())
             return leg
         leg.created = True
-        name = created.get("name") if isinstance(created, dict) else None
-        leg.name = name if isinstance(name, str) else None
+        leg.name = created.name if created is not None else None
         # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.
         while not leg.in_stasis and leg.live:
             if not await self._step(leg, setup_deadline):
@@ -1188,7 +1187,7 @@ class Call:
             return False
         try:
             await self.ari.remove_channel(self.bridge_id, leg.channel_id)
-            state = (await self.ari.get_channel(leg.channel_id)).get("state")
+            state = (await self.ari.get_channel(leg.channel_id)).state
             self._drain(leg)  # what came during these two requests (an answer, a 486, a 180)
             if state == ev.ChannelState.RINGING and not leg.provisional and leg.live:
                 leg.alerted(self.clock(), media=False)  # its event is still on its way
@@ -1340,7 +1339,7 @@ class Call:
         being created may be missing from the reply without being gone."""
         return [self.caller_id, *(leg.channel_id for leg in self.legs if leg.created)]
 
-    def reconcile(self, present: dict[str, dict[str, Any]], confirmed: Container[str]) -> None:
+    def reconcile(self, present: Mapping[str, ev.Channel], confirmed: Container[str]) -> None:
         """Tell the call what ``GET /channels`` shows of its channels (events may be lost).
         Only a channel in ``confirmed`` (:meth:`confirmed_channels` as the request was sent)
         is gone when the reply lacks it."""
@@ -1348,7 +1347,6 @@ class Call:
             channel = present.get(cid)
             if channel is None and cid not in confirmed:
                 continue
-            state = channel.get("state") if channel else None
-            in_app = channel is not None and ev.stasis_args(channel, self.ari.app) is not None
-            self.deliver(ev.reconciled(cid, state if isinstance(state, str) else None,
-                                       in_app=in_app))
+            state = channel.state if channel is not None else None
+            in_app = channel is not None and channel.stasis_args(self.ari.app) is not None
+            self.deliver(ev.reconciled(cid, state, in_app=in_app))

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
+from ari_app import events as ev
 from ari_app.http import HttpError, HttpPool
 from routing.variables import assignment
 
@@ -252,15 +253,15 @@ class AriClient:
         app_args: Sequence[str] = (),
         originator: str | None = None,
         variables: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ev.Channel | None:
+        """The channel Asterisk made (None: its answer described none)."""
         params = {"endpoint": endpoint, "app": self.app, "channelId": channel_id}
         if app_args:
             params["appArgs"] = ",".join(app_args)
         if originator:
             params["originator"] = originator
         body = {"variables": dict(variables)} if variables else None
-        result: dict[str, Any] = await self._request("POST", "/channels/create", params, body)
-        return result
+        return ev.channel(await self._request("POST", "/channels/create", params, body))
 
     async def dial(
         self, channel_id: str, *, caller: str | None = None, dial_timeout: int | None = None
@@ -300,9 +301,9 @@ class AriClient:
         if values:
             await self.set_variable(channel_id, *assignment(values))
 
-    async def list_channels(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._request("GET", "/channels")
-        return result
+    async def list_channels(self) -> dict[str, ev.Channel]:
+        """Every channel of this Asterisk, by id."""
+        return ev.channels(await self._request("GET", "/channels"))
 
     async def create_bridge(
         self, bridge_id: str, *, name: str = "", bridge_type: str = "mixing"
@@ -323,21 +324,21 @@ class AriClient:
             "POST", f"/bridges/{bridge_id}/removeChannel", {"channel": channel_id}
         )
 
-    async def endpoints(self, technology: str) -> list[dict[str, Any]]:
-        """``GET /endpoints/{tech}``: the endpoints Asterisk has of that technology."""
-        result: list[dict[str, Any]] = await self._request("GET", f"/endpoints/{technology}")
-        return result
+    async def endpoint_names(self, technology: str) -> set[str]:
+        """``GET /endpoints/{tech}``: the names of the endpoints Asterisk has of that
+        technology."""
+        return ev.endpoint_names(await self._request("GET", f"/endpoints/{technology}"))
 
-    async def get_channel(self, channel_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/channels/{channel_id}")
-        return result
+    async def get_channel(self, channel_id: str) -> ev.Channel:
+        """One channel; AriNotFound when it is gone."""
+        found = ev.channel(await self._request("GET", f"/channels/{channel_id}"))
+        return found if found is not None else ev.Channel(channel_id)
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self._request("DELETE", f"/bridges/{bridge_id}")
 
-    async def list_bridges(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._request("GET", "/bridges")
-        return result
+    async def list_bridges(self) -> list[ev.Bridge]:
+        return ev.bridges(await self._request("GET", "/bridges"))
 
     async def set_event_filter(self, allowed: Sequence[str]) -> dict[str, Any]:
         """Only these event types reach the app's websocket: Asterisk drops the rest once it

@@ -236,13 +236,78 @@ def stasis_args_from_app_data(app: str, app_data: str) -> tuple[str, ...] | None
     return tuple(parts[1:])
 
 
-def stasis_args(channel: Mapping[str, Any], app: str) -> tuple[str, ...] | None:
-    """The Stasis args of a channel as ``GET /channels`` shows it, or None when it is not in
-    ``app``'s Stasis (its dialplan application is another, or Stasis of another app)."""
-    dialplan = channel.get("dialplan") or {}
-    if dialplan.get("app_name") != "Stasis":
+# -- what ARI lists: channels, bridges, endpoints ----------------------------------------------
+
+
+def _text(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A channel as ARI describes it (``GET /channels``, ``GET /channels/{id}``, the answer to
+    ``POST /channels/create``), reduced to what the router reads."""
+
+    id: str
+    state: str | None = None
+    name: str | None = None  # PJSIP/carrier-a-00000012
+    created: float | None = None  # creationtime, as Unix time
+    dialplan_app: str | None = None  # the dialplan application it runs: Stasis
+    dialplan_data: str = ""  # its data: <app>,<arg>,<arg>
+
+    def stasis_args(self, app: str) -> tuple[str, ...] | None:
+        """Its Stasis args, or None when it is not in ``app``'s Stasis (its dialplan
+        application is another, or Stasis of another app)."""
+        if self.dialplan_app != "Stasis":
+            return None
+        return stasis_args_from_app_data(app, self.dialplan_data)
+
+
+def channel(raw: Any) -> Channel | None:
+    """One channel of ARI's JSON; None when it is no channel (no id)."""
+    if not isinstance(raw, Mapping) or (cid := _text(raw, "id")) is None:
         return None
-    return stasis_args_from_app_data(app, str(dialplan.get("app_data", "")))
+    dialplan = raw.get("dialplan")
+    if not isinstance(dialplan, Mapping):
+        dialplan = {}
+    data = dialplan.get("app_data")
+    return Channel(cid, _text(raw, "state"), _text(raw, "name"),
+                   creation_time(raw.get("creationtime")), _text(dialplan, "app_name"),
+                   "" if data is None else str(data))
+
+
+def channels(raw: Any) -> dict[str, Channel]:
+    """``GET /channels``, by channel id."""
+    listed = (channel(item) for item in raw) if isinstance(raw, list) else ()
+    return {c.id: c for c in listed if c is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """A bridge of ``GET /bridges``, reduced to what the reconcile reads."""
+
+    id: str
+    name: str | None  # the router names its bridges after its Stasis app
+    channels: tuple[str, ...]
+
+
+def bridges(raw: Any) -> list[Bridge]:
+    """``GET /bridges``; items that are no bridge (no id) left out."""
+    found = []
+    for item in raw if isinstance(raw, list) else ():
+        if isinstance(item, Mapping) and (bid := _text(item, "id")) is not None:
+            members = item.get("channels")
+            found.append(Bridge(bid, _text(item, "name"), tuple(
+                m for m in (members if isinstance(members, list) else ())
+                if isinstance(m, str))))
+    return found
+
+
+def endpoint_names(raw: Any) -> set[str]:
+    """``GET /endpoints/{tech}``: the endpoints' names (``resource``)."""
+    return {name for item in (raw if isinstance(raw, list) else ())
+            if isinstance(item, Mapping) and (name := _text(item, "resource")) is not None}
 
 
 def is_attempt(channel_id: str, args: Sequence[str]) -> bool:

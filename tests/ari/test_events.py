@@ -7,6 +7,7 @@ import json
 import pytest
 from fake_ari import RECORDINGS
 
+from ari_app import events as ev
 from ari_app.events import EventType, parse_event, stasis_args_from_app_data
 
 CASES = sorted(p.parent.name for p in (RECORDINGS / "create").glob("*/events.jsonl"))
@@ -93,3 +94,33 @@ def test_a_cause_is_read_from_ascii_digits_only(cause: object, expected: int | N
     event = parse_event({"type": "ChannelDestroyed", "cause": cause,
                          "channel": {"id": "c1", "name": "PJSIP/x-1", "state": "Down"}})
     assert event.cause == expected
+
+
+# -- what ARI lists ---------------------------------------------------------------------------
+
+
+def test_a_recorded_channel_reads_as_the_reconcile_needs_it() -> None:
+    raw = next(e["channel"] for e in recorded("a486_b404") if e["type"] == "StasisStart")
+    ch = ev.channel(raw)
+    assert ch is not None
+    assert (ch.id, ch.state, ch.name) == ("1795706834.78", "Ring", "PJSIP/caller-0000004e")
+    assert ch.created == pytest.approx(1795706834.668)
+    assert ch.stasis_args("lab-router") == ("inbound", "4864041")
+    assert ch.stasis_args("outbound-router") is None
+    assert ev.channels([raw, {"state": "Up"}, "junk"]) == {ch.id: ch}  # no id: no channel
+
+
+def test_a_channel_in_another_dialplan_application_has_no_stasis_args() -> None:
+    ch = ev.channel({"id": "c1", "dialplan": {"app_name": "Dial", "app_data": "outbound-router"}})
+    assert ch is not None and ch.stasis_args("outbound-router") is None
+    assert ev.channel({"id": "c2"}) == ev.Channel("c2")  # nothing else known
+
+
+def test_bridges_and_endpoints_are_read_leniently() -> None:
+    listed = [{"id": "orb-1", "name": "outbound-router", "channels": ["a", 7, "b"]},
+              {"name": "no id"}, {"id": "b2", "channels": None}]
+    assert ev.bridges(listed) == [ev.Bridge("orb-1", "outbound-router", ("a", "b")),
+                                  ev.Bridge("b2", None, ())]
+    assert ev.bridges({"not": "a list"}) == []
+    assert ev.endpoint_names([{"resource": "carrier-a"}, {"technology": "PJSIP"}]) == {
+        "carrier-a"}
