@@ -27,9 +27,10 @@ from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger, ResumeLeg, read_resume
+from ari_app.call import Call, CallLogger
 from ari_app.client import AriClient, AriError, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
+from ari_app.resume import ResumeLeg, read_resume
 from routing import causes
 from routing import variables as var
 from routing.policy import Outcome

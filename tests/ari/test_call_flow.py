@@ -18,8 +18,9 @@ from ari_support import (
 )
 from fake_ari import Behaviour
 
-from ari_app.call import AttemptState, Call
+from ari_app.call import Call
 from ari_app.client import AriUnavailable
+from ari_app.leg import AttemptState
 from routing.plan import Status
 from routing.policy import Outcome
 from routing.trace import entry_count, parse_trace

@@ -14,8 +14,10 @@ from ari_support import ROUTES, Lab, answer_resumed, hang_up_answered, snapshot_
 from fake_ari import Behaviour
 
 from ari_app.app import RouterApp
-from ari_app.call import AttemptState, Call, parse_resume, resume_data
+from ari_app.call import Call
 from ari_app.client import AriClient, Backoff
+from ari_app.leg import AttemptState
+from ari_app.resume import parse_resume, resume_data
 from routing.model import Carrier, Route
 from routing.plan import Attempt
 

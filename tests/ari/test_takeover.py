@@ -12,7 +12,8 @@ from ari_support import ROUTES, Lab, answer_resumed, snapshot_of, wait_for
 from fake_ari import Behaviour
 from test_reconnect import NUMBER, a_new_instance, ringing_call
 
-from ari_app.call import AttemptState, Call
+from ari_app.call import Call
+from ari_app.leg import AttemptState
 
 
 def record_requests(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
