@@ -343,8 +343,8 @@ class AriClient:
     async def set_event_filter(self, allowed: Sequence[str]) -> dict[str, Any]:
         """Only these event types reach the app's websocket: Asterisk drops the rest once it
         has built their JSON, before writing it out (ChannelVarset, ChannelDialplan, bridge
-        events... are most of the traffic of a call; building their JSON it still pays: the
-        README's "Why the ARI path misses its target")."""
+        events... are most of the traffic of a call; building their JSON it still pays:
+        docs/performance.md, "Why the ARI path misses its target")."""
         body = {"allowed": [{"type": t} for t in allowed]}
         result: dict[str, Any] = await self._request(
             "PUT", f"/applications/{self.app}/eventFilter", body=body
