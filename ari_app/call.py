@@ -876,7 +876,12 @@ class Call:
         if leg.state is AttemptState.CREATING or self.bridge_id is None:
             return False
         try:
-            await self.ari.remove_channel(self.bridge_id, leg.channel_id)
+            try:
+                await self.ari.remove_channel(self.bridge_id, leg.channel_id)
+            except AriError as exc:
+                if exc.status not in (400, 422):  # the bridge's trouble, not the leg's
+                    raise
+                # 400 no such channel, 422 not in the bridge: gone, or going (below)
             state = (await self.ari.get_channel(leg.channel_id)).state
             self._drain(leg)  # what came during these two requests (an answer, a 486, a 180)
             if state == ev.ChannelState.RINGING and not leg.provisional and leg.live:
@@ -885,6 +890,17 @@ class Call:
                 return False
             await self.ari.add_channel(self.bridge_id, [leg.channel_id])
             return True
+        except AriNotFound:
+            # It ended by itself before the timer fired. Its events tell how, unless they
+            # were lost (a websocket cut as the carrier answered 503): then the timer judged
+            # it (a ring timeout stopped the call, the 503's failover lost), and the caller's
+            # hash has its last SIP response, read before judging it (_finish).
+            self._drain(leg)
+            if leg.live:
+                self.log.info("attempt %d: %s ended before its timer fired, unseen: judged on "
+                              "its last SIP response", leg.attempt.index, leg.attempt.trunk)
+                leg.vanish(self.clock())
+            return False
         except (AriError, AriUnavailable) as exc:  # gone meanwhile: its events tell the rest
             self.log.info("attempt %d: checking it as its timer fired: %s",
                           leg.attempt.index, exc)

@@ -140,6 +140,15 @@ class AttemptLeg:
             self.state = AttemptState.FAILED
             self.ended = now
 
+    def vanish(self, now: float) -> None:
+        """The channel is gone and its end's events were lost (a websocket cut). Not gone()
+        with no cause (congestion: a busy callee was rung again): the call reads how it
+        ended (its last SIP response) before judging it."""
+        self.vanished = True
+        if self.live:
+            self.state = AttemptState.FAILED
+            self.ended = now
+
     def learn(self, obs: Observation) -> None:
         """What the caller's hangup-cause hash told of this vanished attempt
         (:func:`routing.policy.unwatched`), with what the attempt itself saw before."""
@@ -199,12 +208,7 @@ class AttemptLeg:
             if event.in_app and not self.in_stasis:
                 self.entered_stasis()  # its StasisStart was lost in the cut
             if event.channel_state is None:
-                # Not gone() with no cause (congestion: a busy callee was rung again): the
-                # call reads how it ended (its last SIP response) before judging it.
-                self.vanished = True
-                if self.live:
-                    self.state = AttemptState.FAILED
-                    self.ended = now
+                self.vanish(now)
             elif event.channel_state == ev.ChannelState.UP:
                 self.answered()
             elif event.channel_state == ev.ChannelState.RINGING:

@@ -904,3 +904,32 @@ async def test_with_no_routing_table_a_ringing_attempt_rings_on(lab: Lab) -> Non
         await wait_for(lambda: lab.fake.channels[caller].state == "Up")
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+@pytest.mark.parametrize(("cause", "sip", "dials", "trace"), [
+    (34, 503, {"carrier-a": 1, "carrier-b": 1},
+     "carrier-a:congestion::503|carrier-b:answered:16:200"),
+    (17, 486, {"carrier-a": 1}, "carrier-a:busy::486"),
+])
+async def test_an_attempt_gone_unseen_when_its_timer_fires_is_judged_on_its_answer(
+        lab: Lab, cause: int, sip: int, dials: dict[str, int], trace: str) -> None:
+    # The carrier answered 503 while the websocket was down; the ring timer fired before it
+    # came back and judged a channel already gone: "no answer", the call stopped, the
+    # failover lost (a lab acceptance run, 8 of 8). A 486 so ended stops it as busy.
+    caller, leg = await ringing_call(lab, ring_timeout="1")
+    before = await cut(lab)
+    lab.fake.carrier_fails(leg, cause, sip)
+    call = lab.app.owners[caller]
+    assert isinstance(call, Call)
+    await wait_for(lambda: call.legs[0].state is AttemptState.FAILED)
+    await restore(lab, before)
+    if cause == 17:
+        await wait_for(lambda: caller in lab.fake.ended)
+        assert lab.fake.ended[caller].hangup_reason == "17"
+    else:
+        await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+        lab.fake.caller_hangup(caller)
+    # (judged on the hash: no cause in its entry, as for any attempt judged so)
+    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS") == trace)
+    assert lab.fake.dials == dials
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
