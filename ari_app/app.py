@@ -43,6 +43,8 @@ SnapshotSource = Callable[[], Snapshot | None]
 #: At most this many events held during a reconcile (a few seconds of a busy Asterisk).
 HELD_EVENTS = 20_000
 #: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
+#: Callers kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup).
+OWED_HANGUPS = 10_000
 RECONCILE_RETRY = 0.5
 RECONCILE_RETRY_MAX = 5.0
 
@@ -139,6 +141,10 @@ class RouterApp:
         #: One set per reconcile whose lists are on their way: the channels whose call ended
         #: meanwhile. The lists may still show them; they are nobody's to adopt or resume.
         self._ended_meanwhile: list[set[str]] = []
+        #: Callers whose call ended while Asterisk did not take their hangup (away, or
+        #: refusing our credentials), with the cause to hang them up with: the next
+        #: reconcile does, rather than route them again.
+        self._owed_hangups: dict[str, int] = {}
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
         self._events: asyncio.Task[None] | None = None  # run()'s events websocket
@@ -152,6 +158,11 @@ class RouterApp:
         self.owners.pop(channel_id, None)
         for ended in self._ended_meanwhile:
             ended.add(channel_id)
+
+    def owe_hangup(self, channel_id: str, cause: int) -> None:
+        self._owed_hangups[channel_id] = cause
+        if len(self._owed_hangups) > OWED_HANGUPS:
+            del self._owed_hangups[next(iter(self._owed_hangups))]  # the oldest
 
     # -- running -------------------------------------------------------------------------
 
@@ -346,6 +357,8 @@ class RouterApp:
             return  # taken over while the lists were on their way
         # Nothing awaits from here on: no event can slip in between reading and acting.
         present = channels
+        for cid in [c for c in self._owed_hangups if c not in present]:
+            del self._owed_hangups[cid]  # gone meanwhile (its phone hung up)
         for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
         for cid in ended:
@@ -363,6 +376,12 @@ class RouterApp:
                 continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
+            owed_causes = [self._owed_hangups.pop(m) for m in live if m in self._owed_hangups]
+            if owed_causes:
+                log.info("removing bridge %s and its channels %s: their call ended while "
+                         "Asterisk did not take its hangup", bid, live)
+                self._spawn(self._remove(bid, live, owed_causes[0]), f"remove-{bid}")
+                continue
             if len(live) == 2 and all(present[m].state == ev.ChannelState.UP for m in live):
                 adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
@@ -394,7 +413,11 @@ class RouterApp:
             args = channel.stasis_args(app)
             if args is None:
                 continue
-            if ev.is_attempt(cid, args):
+            if (owed := self._owed_hangups.pop(cid, None)) is not None:
+                log.info("hanging up caller %s with cause %d: its call ended while Asterisk "
+                         "did not take its hangup", cid, owed)
+                self._spawn(self._hangup(cid, owed), f"hangup-{cid}")
+            elif ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")
             elif channel.state in ev.NOT_UP:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ari_app import events as ev
-from ari_app.client import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, quietly
+from ari_app.client import (
+    AriClient,
+    AriConflict,
+    AriError,
+    AriNotFound,
+    AriRefused,
+    AriUnavailable,
+    quietly,
+)
 from ari_app.events import Event, EventType
 from ari_app.http import STALL_GRACE, HttpError, stall_extended
 from ari_app.leg import AttemptLeg, AttemptState
@@ -78,10 +86,12 @@ class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class Registry(Protocol):
-    """What a call needs from the dispatcher: route a channel's events to it."""
+    """What a call needs from the dispatcher: route a channel's events to it, and hang up a
+    caller once Asterisk takes requests again (the call ended while it did not)."""
 
     def register(self, channel_id: str, call: Call) -> None: ...
     def unregister(self, channel_id: str) -> None: ...
+    def owe_hangup(self, channel_id: str, cause: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +266,14 @@ class Call:
         self.caller_hung_up = True
         if not self.caller_gone:
             await self._settle_abandoned()
-            await self._quietly("hang up caller", self.ari.hangup(self.caller_id, cause))
+            if not await self._deliver_hangup("the caller", self.caller_id, cause):
+                # Asterisk did not take it (away, or refusing our credentials): the caller
+                # waits in Stasis. The next reconcile hangs it up with this cause; it took the
+                # caller for one whose StasisStart was missed and routed it again, from the
+                # first trunk (a trunk tried before rang twice; lab acceptance run).
+                self.log.warning("the caller is hung up (cause %d) once ARI takes requests "
+                                 "again", cause)
+                self.registry.owe_hangup(self.caller_id, cause)
 
     async def _settle_abandoned(self) -> None:
         """The router ends the call. The caller's h extension copies ROUTER_ATTEMPTS_ABANDONED
@@ -281,25 +298,32 @@ class Call:
         leg.hangup_sent = True
         # Tried again when Asterisk did not answer: a channel never dialled has no /dial
         # timeout to end it, and nothing else would (until a reconnect's reconcile).
+        await self._deliver_hangup(leg.channel_id, leg.channel_id)
+
+    async def _deliver_hangup(self, what: str, channel_id: str, cause: int | None = None
+                              ) -> bool:
+        """Hang a channel up; False when Asterisk did not take the request (away, or refusing
+        it: 401/403). Gone already (404) or another error answer: True, nothing to do."""
         for delay in (*HANGUP_RETRIES, None):
             try:
-                await self.ari.hangup(leg.channel_id)
-                return
+                await self.ari.hangup(channel_id, cause)
+                return True
             except AriNotFound:
-                return
+                return True
             except AriUnavailable as exc:
                 # A request that timed out was most likely delivered: only a connection closed
                 # unanswered or refused (Asterisk past its sessionlimit) is tried again, and
                 # the failover waits for no timeout more.
-                if delay is None or not isinstance(exc.__cause__, HttpError):
-                    self.log.warning("hang up %s failed: %s", leg.channel_id, exc)
-                    return
-                self.log.info("hang up %s failed: %s; again in %g s", leg.channel_id, exc,
-                              delay)
+                undelivered = isinstance(exc.__cause__, HttpError)
+                if delay is None or not undelivered:
+                    self.log.warning("hang up %s failed: %s", what, exc)
+                    return not undelivered
+                self.log.info("hang up %s failed: %s; again in %g s", what, exc, delay)
             except AriError as exc:
-                self.log.warning("hang up %s failed: %s", leg.channel_id, exc)
-                return
+                self.log.warning("hang up %s failed: %s", what, exc)
+                return not isinstance(exc, AriRefused)
             await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last try returns")
 
     # -- the flow ----------------------------------------------------------------------
 
@@ -700,6 +724,9 @@ class Call:
                 variables={var.RESUME: resume, var.NO_CDR: "1"},
             )
         except (AriError, AriUnavailable) as exc:
+            if isinstance(exc, AriRefused):
+                leg.hangup_sent = True  # nothing was made
+                raise  # our credentials, not the trunk: the call ends (ERROR, 503)
             self.log.warning("attempt %d: creating %s failed: %s",
                              attempt.index, attempt.endpoint, exc)
             # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded

@@ -70,6 +70,12 @@ class AriConflict(AriError):
     """409: e.g. the channel is not in Stasis yet, or is no longer in the 'Down' state."""
 
 
+class AriRefused(AriError):
+    """401 or 403: Asterisk refuses the router's credentials (a password changed in ari.conf
+    after the websocket connected: Asterisk checks it per request, the websocket only at its
+    handshake) or the user's rights (``read_only``)."""
+
+
 class AriUnavailable(Exception):
     """Asterisk could not be reached (connection refused, reset, timeout)."""
 
@@ -176,6 +182,11 @@ class AriClient:
         self.connected = asyncio.Event()
         #: How many times the events websocket was opened (tests and metrics).
         self.connections = 0
+        #: A request was refused (401/403) since the websocket opened: it is closed, and the
+        #: next connection waits its backoff (see _refused).
+        self._refusal = False
+        self._refusal_said = False
+        self._closing: asyncio.Future[Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -199,6 +210,22 @@ class AriClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _refused(self, error: AriRefused) -> None:
+        """Asterisk refuses our requests while the websocket stays up (it checks credentials
+        only at the handshake): every call then stalled in Stasis, its phone in silence, and
+        the carriers of bridged calls were never hung up. The websocket is closed, so that
+        ``Stasis()`` fails (the dialplan answers 503) and the next connection's reconcile
+        tidies up once Asterisk takes the credentials again; until then, backoff."""
+        if not self._refusal_said:
+            self._refusal_said = True
+            check = ("ARI_USERNAME/ARI_PASSWORD against ari.conf" if error.status == 401 else
+                     "the rights of the ARI user in ari.conf (read_only = no)")
+            log.error("ARI refused a request (%s): check %s; disconnecting so that calls get "
+                      "503, connecting again with backoff", error, check)
+        self._refusal = True
+        if self._ws is not None and not self._ws.closed and self._closing is None:
+            self._closing = asyncio.ensure_future(self._ws.close())
+
     def retire(self) -> None:
         """Another connection took the application over: no REST request goes out from now on
         (one already on the wire is not undone)."""
@@ -221,8 +248,11 @@ class AriClient:
                 method, target, json.dumps(body).encode() if body is not None else None
             )
         except (HttpError, TimeoutError) as exc:
-            raise AriUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if resp.status >= 400:
+            raise AriUnavailable(f"{method} {path}: {type(exc).__name__}: "
+                                 f"{exc or 'no answer in time'}") from exc
+        if resp.status < 400:
+            self._refusal_said = False
+        else:
             text = resp.body.decode("utf-8", "replace")
             message = text
             try:
@@ -233,8 +263,12 @@ class AriClient:
                 # Not ARI's JSON (Asterisk's HTTP server shutting down answers an HTML page):
                 # one log line, not the page.
                 message = _one_line(text)
-            cls = {404: AriNotFound, 409: AriConflict}.get(resp.status, AriError)
-            raise cls(method, path, resp.status, message)
+            cls = {401: AriRefused, 403: AriRefused, 404: AriNotFound,
+                   409: AriConflict}.get(resp.status, AriError)
+            error = cls(method, path, resp.status, message)
+            if isinstance(error, AriRefused):
+                self._refused(error)
+            raise error
         try:
             return json.loads(resp.body) if resp.body else None
         except ValueError as exc:
@@ -397,9 +431,12 @@ class AriClient:
                     finally:
                         self.connected.clear()
                         self._ws = None
+                        self._closing = None
                         if connected_task is not None and not connected_task.done():
                             connected_task.cancel()
-                    again_at_once = time.monotonic() - connected_at >= RECONNECT_AT_ONCE_AFTER
+                    again_at_once = (time.monotonic() - connected_at >= RECONNECT_AT_ONCE_AFTER
+                                     and not self._refusal)
+                    self._refusal = False
                     if again_at_once:  # it was up a while: a new outage starts from the top
                         next_delay = self._backoff.delays(self._rng)
                     log.warning(

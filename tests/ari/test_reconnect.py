@@ -933,3 +933,54 @@ async def test_an_attempt_gone_unseen_when_its_timer_fires_is_judged_on_its_answ
     await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS") == trace)
     assert lab.fake.dials == dials
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_credentials_refused_while_connected_end_the_calls_once_they_work_again(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    # Asterisk checks credentials only at the websocket's handshake: after a password change
+    # (module reload res_ari) the websocket stayed up and every request got 401. Calls then
+    # waited in Stasis, their phones in silence, and the carrier of a bridged call was never
+    # hung up (lab acceptance run). Now the app disconnects (Stasis() fails: 503), and once
+    # the credentials work again its reconcile ends what was left.
+    lab.carriers("a200")
+    bridged = await lab.started(lab.fake.new_caller(NUMBER))
+    await wait_for(lambda: lab.fake.channels[bridged.caller_id].state == "Up"
+                   and "ROUTER_ATTEMPTS" in lab.fake.channels[bridged.caller_id].variables)
+    carrier_leg = bridged.legs[0].channel_id
+    before = lab.fake.ws_connections
+    password, lab.fake.password = lab.fake.password, "changed"
+    caller = lab.fake.new_caller(NUMBER)  # its StasisStart comes on the open websocket
+    await wait_for(lambda: not lab.ari.connected.is_set())
+    lab.fake.caller_hangup(bridged.caller_id)  # while nothing can reach Asterisk
+    refused = [r for r in caplog.records if r.getMessage().startswith("ARI refused a request")]
+    assert len(refused) == 1 and "ARI_USERNAME/ARI_PASSWORD" in refused[0].getMessage()
+    lab.app.reconciled.clear()
+    lab.fake.password = password
+    await wait_for(lambda: lab.fake.ws_connections > before)
+    await lab.app.reconciled.wait()
+    await wait_for(lambda: caller in lab.fake.ended)
+    assert lab.fake.ended[caller].hangup_reason == "34"  # the router's decision: 503
+    assert lab.fake.dials == {"carrier-a": 1}  # the refused call's trunk was never dialled
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
+    assert carrier_leg not in lab.fake.channels
+
+
+async def test_a_caller_whose_hangup_asterisk_did_not_take_is_hung_up_not_routed_again(
+        lab: Lab) -> None:
+    # Every attempt failed while Asterisk took no request (its HTTP server away): the call
+    # ended, the caller's hangup undelivered. The next reconcile took the caller for one whose
+    # StasisStart was missed and routed it again from the first trunk, which got a second
+    # INVITE (lab acceptance run, 5 of 5). The router's decision stands: hung up, 503.
+    lab.carriers("a503_b503")
+    caller = lab.fake.new_caller(NUMBER)
+    lab.fake.dropping[f"DELETE /channels/{caller}"] = 100  # no answer, however often asked
+    await lab.finished(caller)
+    assert caller in lab.fake.channels and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    lab.fake.dropping.clear()
+    lab.app.reconciled.clear()
+    await lab.fake.drop_websockets()  # the connection comes back: a reconcile
+    await lab.app.reconciled.wait()
+    await wait_for(lambda: caller in lab.fake.ended)
+    assert lab.fake.ended[caller].hangup_reason == "34"
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    await wait_for(lambda: lab.fake.leftovers() == ([], []))
