@@ -983,8 +983,9 @@ class Call:
                 # Still there: our hangup may never have reached Asterisk (one that timed out
                 # is taken as delivered, and one refused three times is given up). Once more
                 # before the next trunk rings, or both ring for the call (404 if it is gone).
-                self.log.warning("attempt %d: %s still there %g s after its hangup: again",
-                                 leg.attempt.index, leg.channel_id, DESTROY_WAIT)
+                self.log.warning("attempt %d: no end of %s heard %g s after its hangup "
+                                 "(lost, or not done): hanging it up again", leg.attempt.index,
+                                 leg.channel_id, DESTROY_WAIT)
                 with contextlib.suppress(TimeoutError):  # (an Asterisk that answers nothing
                     await asyncio.wait_for(  # must not hold the failover up any longer)
                         self._quietly("hang up again", self.ari.hangup(leg.channel_id)),
