@@ -144,7 +144,7 @@ class RouterApp:
         #: Callers whose call ended while Asterisk did not take their hangup (away, or
         #: refusing our credentials), with the cause to hang them up with: the next
         #: reconcile does, rather than route them again.
-        self._owed_hangups: dict[str, int] = {}
+        self._owed_hangups: dict[str, int | None] = {}
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
         self._events: asyncio.Task[None] | None = None  # run()'s events websocket
@@ -159,7 +159,7 @@ class RouterApp:
         for ended in self._ended_meanwhile:
             ended.add(channel_id)
 
-    def owe_hangup(self, channel_id: str, cause: int) -> None:
+    def owe_hangup(self, channel_id: str, cause: int | None) -> None:
         self._owed_hangups[channel_id] = cause
         if len(self._owed_hangups) > OWED_HANGUPS:
             del self._owed_hangups[next(iter(self._owed_hangups))]  # the oldest
@@ -359,6 +359,11 @@ class RouterApp:
         present = channels
         for cid in [c for c in self._owed_hangups if c not in present]:
             del self._owed_hangups[cid]  # gone meanwhile (its phone hung up)
+        for cid in [c for c in self._owed_hangups if c in self.owners]:
+            # An attempt a call in progress gave up on: hung up now, its call goes on.
+            cause = self._owed_hangups.pop(cid)
+            log.info("hanging up %s, whose hangup Asterisk did not take", cid)
+            self._spawn(self._hangup(cid, cause), f"hangup-{cid}")
         for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
         for cid in ended:
@@ -376,11 +381,13 @@ class RouterApp:
                 continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
-            owed_causes = [self._owed_hangups.pop(m) for m in live if m in self._owed_hangups]
-            if owed_causes:
+            owed = [m for m in live if m in self._owed_hangups]
+            if owed:
+                causes_owed = [self._owed_hangups.pop(m) for m in owed]
                 log.info("removing bridge %s and its channels %s: their call ended while "
                          "Asterisk did not take its hangup", bid, live)
-                self._spawn(self._remove(bid, live, owed_causes[0]), f"remove-{bid}")
+                cause = next((c for c in causes_owed if c is not None), causes.CONGESTION)
+                self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
                 continue
             if len(live) == 2 and all(present[m].state == ev.ChannelState.UP for m in live):
                 adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
@@ -413,10 +420,11 @@ class RouterApp:
             args = channel.stasis_args(app)
             if args is None:
                 continue
-            if (owed := self._owed_hangups.pop(cid, None)) is not None:
-                log.info("hanging up caller %s with cause %d: its call ended while Asterisk "
-                         "did not take its hangup", cid, owed)
-                self._spawn(self._hangup(cid, owed), f"hangup-{cid}")
+            if cid in self._owed_hangups:
+                cause = self._owed_hangups.pop(cid)
+                log.info("hanging up %s (cause %s): its call ended while Asterisk did not "
+                         "take its hangup", cid, cause)
+                self._spawn(self._hangup(cid, cause), f"hangup-{cid}")
             elif ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")

@@ -91,7 +91,7 @@ class Registry(Protocol):
 
     def register(self, channel_id: str, call: Call) -> None: ...
     def unregister(self, channel_id: str) -> None: ...
-    def owe_hangup(self, channel_id: str, cause: int) -> None: ...
+    def owe_hangup(self, channel_id: str, cause: int | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +297,11 @@ class Call:
             return
         leg.hangup_sent = True
         # Tried again when Asterisk did not answer: a channel never dialled has no /dial
-        # timeout to end it, and nothing else would (until a reconnect's reconcile).
-        await self._deliver_hangup(leg.channel_id, leg.channel_id)
+        # timeout to end it. Not taken at all, it is owed: the next reconcile hangs it up (it
+        # went on ringing, in the call's bridge if the timer's check could not take it out:
+        # a late answer there met the caller, whatever the next trunk did).
+        if not await self._deliver_hangup(leg.channel_id, leg.channel_id):
+            self.registry.owe_hangup(leg.channel_id, None)
 
     async def _deliver_hangup(self, what: str, channel_id: str, cause: int | None = None
                               ) -> bool:

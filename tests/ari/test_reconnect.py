@@ -984,3 +984,25 @@ async def test_a_caller_whose_hangup_asterisk_did_not_take_is_hung_up_not_routed
     assert lab.fake.ended[caller].hangup_reason == "34"
     assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_an_attempt_whose_hangup_asterisk_did_not_take_is_hung_up_at_the_reconnect(
+        lab: Lab) -> None:
+    # The setup timer's hangup of a silent trunk was never taken (connections refused): the
+    # call went on to the next trunk, and the silent one went on ringing, until Asterisk's
+    # own /dial timeout. The reconnect's reconcile hangs it up; the call goes on.
+    lab.snapshots.append(snapshot_of(ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")))
+    lab.carriers("a-unreachable_b200")
+    lab.fake.dropping["DELETE /channels/ora-*"] = 100
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up", within=10)
+    silent = call.legs[0].channel_id
+    assert silent in lab.fake.channels and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    lab.fake.dropping.clear()
+    lab.app.reconciled.clear()
+    await lab.fake.drop_websockets()
+    await lab.app.reconciled.wait()
+    await wait_for(lambda: silent not in lab.fake.channels, within=1)
+    assert lab.fake.channels[caller].state == "Up"  # the answered call goes on
+    await hang_up_answered(lab, caller)
