@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 SnapshotSource = Callable[[], Snapshot | None]
 #: At most this many events held during a reconcile (a few seconds of a busy Asterisk).
 HELD_EVENTS = 20_000
-#: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
-#: Callers kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup).
+#: Channels kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup).
 OWED_HANGUPS = 10_000
+#: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
 RECONCILE_RETRY = 0.5
 RECONCILE_RETRY_MAX = 5.0
 
@@ -141,9 +141,9 @@ class RouterApp:
         #: One set per reconcile whose lists are on their way: the channels whose call ended
         #: meanwhile. The lists may still show them; they are nobody's to adopt or resume.
         self._ended_meanwhile: list[set[str]] = []
-        #: Callers whose call ended while Asterisk did not take their hangup (away, or
-        #: refusing our credentials), with the cause to hang them up with: the next
-        #: reconcile does, rather than route them again.
+        #: Channels whose hangup Asterisk did not take (away, or refusing our credentials),
+        #: with the cause to hang them up with: callers whose call ended, attempts given up
+        #: on. The next reconcile hangs them up (a caller is not routed again).
         self._owed_hangups: dict[str, int | None] = {}
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
