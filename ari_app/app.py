@@ -381,15 +381,22 @@ class RouterApp:
                 continue  # its call ended while the lists came: it cleaned up after itself
             handled.update(members)
             live = [m for m in members if m in present]
+            conversation = len(live) == 2 and all(
+                present[m].state == ev.ChannelState.UP for m in live)
             owed = [m for m in live if m in self._owed_hangups]
-            if owed:
+            if owed and conversation:
+                # The callee answered after the router gave the call up (its judgement and
+                # hangups made while Asterisk took no request): a conversation, adopted below.
+                for m in owed:
+                    del self._owed_hangups[m]
+            elif owed:
                 causes_owed = [self._owed_hangups.pop(m) for m in owed]
                 log.info("removing bridge %s and its channels %s: their call ended while "
                          "Asterisk did not take its hangup", bid, live)
                 cause = next((c for c in causes_owed if c is not None), causes.CONGESTION)
                 self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
                 continue
-            if len(live) == 2 and all(present[m].state == ev.ChannelState.UP for m in live):
+            if conversation:
                 adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT_MARGIN = 2.0
 #: How long the call waits for a hung-up leg's ChannelDestroyed before moving on.
 DESTROY_WAIT = 2.0
+#: How long a timer's judgement waits for an ARI that did not answer the check made as the
+#: timer fired (see Call._wait_for_ari).
+ARI_AWAY_WAIT = 10.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
@@ -856,11 +859,16 @@ class Call:
                 now = self.clock()
         if event is None:
             ring_timer = leg.ring_started is not None
-            if await self._answered_as_the_timer_fired(leg):
+            checked = await self._answered_as_the_timer_fired(leg)
+            if checked is True:
                 self.log.info("attempt %d: %s answered as its timer fired", leg.attempt.index,
                               leg.attempt.trunk)
                 leg.answered()
                 return True
+            if checked is None:
+                event = await self._wait_for_ari(leg, "ring" if ring_timer else "setup")
+                now = self.clock()
+        if event is None:
             # The carrier's own final answer may have come during that check (a 486 just as
             # the setup timer fired): it counts, not the timer (a busy callee was rung again
             # on the next trunk, a 503 crossing the ring timer taken for no answer).
@@ -895,14 +903,30 @@ class Call:
                 await self._missed_provisional(leg)
         return True
 
-    async def _answered_as_the_timer_fired(self, leg: AttemptLeg) -> bool:
+    async def _wait_for_ari(self, leg: AttemptLeg, timer: str) -> Event | None:
+        """ARI did not answer the check made as ``leg``'s timer fired (away: a network cut,
+        its HTTP server down, our credentials refused): how the leg stands is unknown, and
+        Asterisk goes on without us. Judged now, a carrier's 503 during the cut was taken for
+        no answer (the failover lost), and a callee who answered meanwhile (Asterisk connects
+        the bridge by itself) was cut mid-conversation at the reconnect (lab acceptance runs).
+        The judgement waits for the next event of the call, the reconnect's reconcile among
+        them, at most ARI_AWAY_WAIT s in all; the timer then fires again, and checks again."""
+        now = self.clock()
+        if leg.ari_wait_until is None:
+            leg.ari_wait_until = now + ARI_AWAY_WAIT
+            self.log.warning("attempt %d: ARI did not answer as the %s timer fired: judged "
+                             "once it does (at most %g s)", leg.attempt.index, timer,
+                             ARI_AWAY_WAIT)
+        return await self._next(leg.ari_wait_until)
+
+    async def _answered_as_the_timer_fired(self, leg: AttemptLeg) -> bool | None:
         """The carrier's 200 may have reached Asterisk just before the timer fired, its events
         not here yet; and a channel in a bridge answers when its peer does: the caller was
         answered, then hung up for "no answer" (ring timer), or left in silence while the next
         trunk was dialled (setup timer). The leg leaves the call's bridge first, so that no
         answer from now on reaches the caller, then its state tells: answered, it goes back
         in (connected); else it is hung up, a 200 crossing that getting ACK and BYE. Two
-        requests, only when a timer fires on a dialled leg."""
+        requests, only when a timer fires on a dialled leg. None: ARI did not answer them."""
         if leg.state is AttemptState.CREATING or self.bridge_id is None:
             return False
         try:
@@ -931,7 +955,13 @@ class Call:
                               "its last SIP response", leg.attempt.index, leg.attempt.trunk)
                 leg.vanish(self.clock())
             return False
-        except (AriError, AriUnavailable) as exc:  # gone meanwhile: its events tell the rest
+        except (AriRefused, AriUnavailable) as exc:
+            self.log.info("attempt %d: checking it as its timer fired: %s",
+                          leg.attempt.index, exc)
+            if leg.ari_wait_until is None or self.clock() < leg.ari_wait_until:
+                return None
+            return False
+        except AriError as exc:  # gone meanwhile: its events tell the rest
             self.log.info("attempt %d: checking it as its timer fired: %s",
                           leg.attempt.index, exc)
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -1005,4 +1005,46 @@ async def test_an_attempt_whose_hangup_asterisk_did_not_take_is_hung_up_at_the_r
     await lab.app.reconciled.wait()
     await wait_for(lambda: silent not in lab.fake.channels, within=1)
     assert lab.fake.channels[caller].state == "Up"  # the answered call goes on
+    await hang_up_answered(lab, caller)
+
+
+async def outage_at_the_ring_timer(lab: Lab, meanwhile: Callable[[str], None]) -> tuple[str, str]:
+    """A ringing call (ring timer 1 s) loses ARI altogether (no websocket, every request
+    unanswered); ``meanwhile(leg)`` happens at the carrier; once the ring timer has fired,
+    ARI comes back. (caller, leg)."""
+    caller, leg = await ringing_call(lab, ring_timeout="1")
+    call = lab.app.owners[caller]
+    assert isinstance(call, Call)
+    before = await cut(lab)
+    lab.fake.dropping["*"] = 1_000_000
+    meanwhile(leg)
+    await wait_for(lambda: call.legs[0].ari_wait_until is not None
+                   or call.legs[0].state is AttemptState.FAILED)
+    lab.fake.dropping.clear()
+    await restore(lab, before)
+    return caller, leg
+
+
+async def test_a_503_during_an_ari_outage_at_the_ring_timer_fails_over(lab: Lab) -> None:
+    # The timer's check got no answer from ARI; judged then, the carrier's 503 was taken for
+    # no answer: the phone got 480, the next trunk untried (lab acceptance run, 8 of 8).
+    caller, _ = await outage_at_the_ring_timer(
+        lab, lambda leg: lab.fake.carrier_fails(leg, 34, 503))
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    await hang_up_answered(lab, caller)
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion::503|carrier-b:answered:16:200")
+
+
+async def test_a_callee_who_answers_during_an_ari_outage_at_the_ring_timer_stays_connected(
+        lab: Lab) -> None:
+    # Asterisk connected the callee through the call's bridge while ARI was away; judged at
+    # the timer, the call took the answer for one crossing its hangup and cut the
+    # conversation once ARI was back (lab acceptance run, 3 of 3).
+    caller, leg = await outage_at_the_ring_timer(lab, lab.fake.answer_unheard)
+    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
+                   == "carrier-a:answered:16:200")
+    assert leg in lab.fake.channels and lab.fake.channels[caller].state == "Up"
+    assert caller not in lab.fake.ended and lab.fake.dials == {"carrier-a": 1}
     await hang_up_answered(lab, caller)
