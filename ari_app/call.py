@@ -33,7 +33,7 @@ from ari_app.client import (
     quietly,
 )
 from ari_app.events import Event, EventType
-from ari_app.http import STALL_GRACE, HttpError, stall_extended
+from ari_app.http import STALL_GRACE, HttpError, NotConnected, stall_extended
 from ari_app.leg import AttemptLeg, AttemptState
 from ari_app.resume import Resume, ResumeLeg, channel_sequence, read_resume, resume_data
 from routing import causes
@@ -733,12 +733,24 @@ class Call:
             if isinstance(exc, AriRefused):
                 leg.hangup_sent = True  # nothing was made
                 raise  # our credentials, not the trunk: the call ends (ERROR, 503)
+            if isinstance(exc.__cause__, NotConnected) and again:
+                # ARI away (no connection could be made: nothing was sent), not the trunk:
+                # once it is back (at most ARI_AWAY_WAIT s), the same attempt is made again.
+                # Taken for the trunk's failure, every trunk of the plan failed in turn, and
+                # the call with them (lab acceptance run).
+                leg.hangup_sent = True
+                leg.fail(self.clock())
+                if await self._ari_back():
+                    self.log.info("attempt %d: ARI could not be reached to create %s; it is "
+                                  "back: once more", attempt.index, attempt.endpoint)
+                    return await self._try(attempt, later, base_vars, again=False)
             self.log.warning("attempt %d: creating %s failed: %s",
                              attempt.index, attempt.endpoint, exc)
             # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
             # Asterisk) may leave the channel created all the same: hung up when it enters
             # the app (see deliver), else by the cleanup.
-            leg.hangup_sent = isinstance(exc, AriError)
+            leg.hangup_sent = (isinstance(exc, AriError)
+                               or isinstance(exc.__cause__, NotConnected))
             if not leg.hangup_sent:
                 self._drain(leg)  # its StasisStart may have come while the request waited
                 if leg.in_stasis:
@@ -902,6 +914,17 @@ class Call:
                     and leg.state is AttemptState.DIALLING):
                 await self._missed_provisional(leg)
         return True
+
+    async def _ari_back(self) -> bool:
+        """Whether the events websocket is (back) up within ARI_AWAY_WAIT s, the caller still
+        there: requests reach Asterisk again."""
+        try:
+            async with asyncio.timeout(ARI_AWAY_WAIT):
+                await self.ari.connected.wait()
+        except TimeoutError:
+            return False
+        self._drain()  # (the caller's hangup, meanwhile, counts)
+        return not self.caller_gone
 
     async def _wait_for_ari(self, leg: AttemptLeg, timer: str) -> Event | None:
         """ARI did not answer the check made as ``leg``'s timer fired (away: a network cut,

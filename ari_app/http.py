@@ -38,6 +38,10 @@ class HttpError(Exception):
     """The server could not be reached, or did not answer with HTTP."""
 
 
+class NotConnected(HttpError):
+    """No connection could be made: the request was certainly not sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -349,7 +353,7 @@ class HttpPool:
             self._open -= 1
             self._wake()
             if isinstance(exc, OSError):
-                raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+                raise NotConnected(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
             raise
         self.connections_made += 1
         return conn

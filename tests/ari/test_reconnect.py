@@ -15,7 +15,7 @@ from fake_ari import Behaviour
 
 from ari_app.app import RouterApp
 from ari_app.call import Call
-from ari_app.client import AriClient, Backoff
+from ari_app.client import AriClient, AriUnavailable, Backoff
 from ari_app.leg import AttemptState
 from ari_app.resume import parse_resume, resume_data
 from routing.model import Carrier, Route
@@ -1047,4 +1047,29 @@ async def test_a_callee_who_answers_during_an_ari_outage_at_the_ring_timer_stays
                    == "carrier-a:answered:16:200")
     assert leg in lab.fake.channels and lab.fake.channels[caller].state == "Up"
     assert caller not in lab.fake.ended and lab.fake.dials == {"carrier-a": 1}
+    await hang_up_answered(lab, caller)
+
+
+async def test_an_attempt_ari_could_not_be_reached_to_create_is_made_once_it_is_back(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failover during an ARI outage: the next trunk's create found no connection (nothing
+    # sent). Taken for that trunk's failure, the call failed with every trunk untried.
+    from ari_app.http import NotConnected
+
+    lab.carriers("a503_b200")
+    create = lab.ari.create_channel
+    before: list[int] = []
+
+    async def create_during_an_outage(endpoint: str, **kwargs: Any) -> Any:
+        if endpoint.endswith("@carrier-b") and not before:
+            before.append(await cut(lab))
+            raise AriUnavailable("POST /channels/create: cannot connect") from NotConnected()
+        return await create(endpoint, **kwargs)
+
+    monkeypatch.setattr(lab.ari, "create_channel", create_during_an_outage)
+    caller = lab.fake.new_caller(NUMBER)
+    await wait_for(lambda: before)
+    await restore(lab, before[0])
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
     await hang_up_answered(lab, caller)
