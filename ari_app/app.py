@@ -28,7 +28,7 @@ from typing import Any
 
 from ari_app import events as ev
 from ari_app.call import Call, CallLogger
-from ari_app.client import AriClient, AriError, AriUnavailable, quietly
+from ari_app.client import AriClient, AriError, AriRefused, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from ari_app.resume import ResumeLeg, read_resume
 from routing import causes
@@ -282,6 +282,8 @@ class RouterApp:
         try:
             try:
                 await self.ari.set_event_filter(ev.NEEDED_EVENTS)
+            except AriRefused:
+                pass  # the client said so (once) and closes this connection
             except (AriError, AriUnavailable) as exc:  # older Asterisk: all events, still fine
                 log.warning("setting the ARI event filter failed: %s", exc)
             # Until one reconcile succeeds, callers the reconcile would resume or take over

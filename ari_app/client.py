@@ -434,14 +434,16 @@ class AriClient:
                         self._closing = None
                         if connected_task is not None and not connected_task.done():
                             connected_task.cancel()
+                    refused, self._refusal = self._refusal, False
                     again_at_once = (time.monotonic() - connected_at >= RECONNECT_AT_ONCE_AFTER
-                                     and not self._refusal)
-                    self._refusal = False
+                                     and not refused)
                     if again_at_once:  # it was up a while: a new outage starts from the top
                         next_delay = self._backoff.delays(self._rng)
-                    log.warning(
-                        "ARI events websocket closed (code %s); reconnecting", ws.close_code
-                    )
+                    if refused:  # (said once, as the first refusal came)
+                        log.info("ARI events websocket closed: ARI refuses our requests")
+                    else:
+                        log.warning("ARI events websocket closed (code %s); reconnecting",
+                                    ws.close_code)
             except aiohttp.WSServerHandshakeError as exc:
                 if not outage_logged:
                     if exc.status >= 500:  # Asterisk starting or restarting: it passes

@@ -1073,3 +1073,20 @@ async def test_an_attempt_ari_could_not_be_reached_to_create_is_made_once_it_is_
     await wait_for(lambda: lab.fake.channels[caller].state == "Up")
     assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
     await hang_up_answered(lab, caller)
+
+
+async def test_a_read_only_ari_user_is_said_once_not_at_every_reconnect(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    # read_only = yes: the websocket's handshake (a GET) passes, every write gets 403. The app
+    # connects, is refused, disconnects, again and again: one ERROR says it, not three lines
+    # a cycle (28 cycles in three 20 s outages on the lab).
+    key = f"PUT /applications/{lab.fake.app}/eventFilter"
+    before = lab.fake.ws_connections
+    lab.fake.failing[key] = 403
+    await lab.fake.drop_websockets()
+    await wait_for(lambda: lab.fake.ws_connections >= before + 3)
+    del lab.fake.failing[key]
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= 30]
+    refused = [m for level, m in lines if m.startswith("ARI refused a request")]
+    assert len(refused) == 1 and "read_only = no" in refused[0]
+    assert not [m for _, m in lines if "event filter failed" in m or "closed (code" in m][1:]
