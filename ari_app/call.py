@@ -880,6 +880,13 @@ class Call:
             if checked is None:
                 event = await self._wait_for_ari(leg, "ring" if ring_timer else "setup")
                 now = self.clock()
+                if event is None and await self._answered_as_the_timer_fired(leg):
+                    # Its last check, at the end of the wait: ARI answers requests again
+                    # (its websocket may not be back yet), and the callee had answered.
+                    self.log.info("attempt %d: %s had answered while ARI was away",
+                                  leg.attempt.index, leg.attempt.trunk)
+                    leg.answered()
+                    return True
         if event is None:
             # The carrier's own final answer may have come during that check (a 486 just as
             # the setup timer fired): it counts, not the timer (a busy callee was rung again

@@ -1090,3 +1090,24 @@ async def test_a_read_only_ari_user_is_said_once_not_at_every_reconnect(
     refused = [m for level, m in lines if m.startswith("ARI refused a request")]
     assert len(refused) == 1 and "read_only = no" in refused[0]
     assert not [m for _, m in lines if "event filter failed" in m or "closed (code" in m][1:]
+
+
+async def test_the_timer_checks_once_more_when_its_wait_for_ari_ends(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ARI answered requests again just before the end of the wait, its websocket not back:
+    # the timer judged without checking again, hung up a callee who had answered during the
+    # outage and the caller with "no answer" (lab review run, 2 of 2).
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_WAIT", 0.5)
+    caller, leg = await ringing_call(lab, ring_timeout="1")
+    call = lab.app.owners[caller]
+    assert isinstance(call, Call)
+    before = await cut(lab)
+    lab.fake.dropping["*"] = 1_000_000
+    lab.fake.answer_unheard(leg)
+    await wait_for(lambda: call.legs[0].ari_wait_until is not None)
+    lab.fake.dropping.clear()  # requests reach Asterisk again; the websocket stays away
+    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
+                   == "carrier-a:answered:16:200")
+    assert leg in lab.fake.channels and caller not in lab.fake.ended
+    await restore(lab, before)
+    await hang_up_answered(lab, caller)
