@@ -65,8 +65,11 @@ DIAL_TIMEOUT_MARGIN = 2.0
 #: How long the call waits for a hung-up leg's ChannelDestroyed before moving on.
 DESTROY_WAIT = 2.0
 #: How long a timer's judgement waits for an ARI that did not answer the check made as the
-#: timer fired (see Call._wait_for_ari).
-ARI_AWAY_WAIT = 10.0
+#: timer fired (see Call._wait_for_ari), and a create that found no connection waits for it
+#: to be back. A judgement made blind cannot be carried out while ARI is away, and was
+#: carried out when it came back: a callee who had answered was cut (10 s was too short for
+#: a 16 s outage on the lab). Asterisk's own /dial timeout ends an attempt nobody answers.
+ARI_AWAY_WAIT = 60.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
