@@ -362,10 +362,7 @@ class RouterApp:
         for cid in [c for c in self._owed_hangups if c not in present]:
             del self._owed_hangups[cid]  # gone meanwhile (its phone hung up)
         for cid in [c for c in self._owed_hangups if c in self.owners]:
-            # An attempt a call in progress gave up on: hung up now, its call goes on.
-            cause = self._owed_hangups.pop(cid)
-            log.info("hanging up %s, whose hangup Asterisk did not take", cid)
-            self._spawn(self._hangup(cid, cause), f"hangup-{cid}")
+            self._hang_up_owed(cid)  # an attempt a call in progress gave up on: it goes on
         for owner in self._distinct_owners():
             owner.reconcile(present, confirmed)
         for cid in ended:
@@ -430,10 +427,7 @@ class RouterApp:
             if args is None:
                 continue
             if cid in self._owed_hangups:
-                cause = self._owed_hangups.pop(cid)
-                log.info("hanging up %s (cause %s): its call ended while Asterisk did not "
-                         "take its hangup", cid, cause)
-                self._spawn(self._hangup(cid, cause), f"hangup-{cid}")
+                self._hang_up_owed(cid)
             elif ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
                 self._spawn(self._hangup(cid), f"hangup-{cid}")
@@ -443,6 +437,12 @@ class RouterApp:
             else:
                 log.info("hanging up caller %s left without a call", cid)
                 self._spawn(self._hangup(cid, causes.NORMAL_CLEARING), f"hangup-{cid}")
+
+    def _hang_up_owed(self, channel_id: str) -> None:
+        cause = self._owed_hangups.pop(channel_id)
+        log.info("hanging up %s (cause %s), whose hangup Asterisk did not take", channel_id,
+                 cause)
+        self._spawn(self._hangup(channel_id, cause), f"hangup-{channel_id}")
 
     def _distinct_owners(self) -> list[Owner]:
         """Each call or adopted call once (``owners`` maps every channel to its owner)."""

@@ -733,15 +733,18 @@ class Call:
                 variables={var.RESUME: resume, var.NO_CDR: "1"},
             )
         except (AriError, AriUnavailable) as exc:
+            # An error answer, or no connection at all, leaves nothing to hang up. No answer
+            # (a timeout of an overloaded Asterisk) may leave the channel created all the
+            # same: hung up when it enters the app (see deliver), else by the cleanup.
+            not_connected = isinstance(exc.__cause__, NotConnected)
+            leg.hangup_sent = isinstance(exc, AriError) or not_connected
             if isinstance(exc, AriRefused):
-                leg.hangup_sent = True  # nothing was made
                 raise  # our credentials, not the trunk: the call ends (ERROR, 503)
-            if isinstance(exc.__cause__, NotConnected) and again:
-                # ARI away (no connection could be made: nothing was sent), not the trunk:
-                # once it is back (at most ARI_AWAY_WAIT s), the same attempt is made again.
-                # Taken for the trunk's failure, every trunk of the plan failed in turn, and
-                # the call with them (lab acceptance run).
-                leg.hangup_sent = True
+            if not_connected and again:
+                # ARI away (nothing was sent), not the trunk: once it is back (at most
+                # ARI_AWAY_WAIT s), the same attempt is made again. Taken for the trunk's
+                # failure, every trunk of the plan failed in turn, and the call with them
+                # (lab acceptance run).
                 leg.fail(self.clock())
                 if await self._ari_back():
                     self.log.info("attempt %d: ARI could not be reached to create %s; it is "
@@ -749,11 +752,6 @@ class Call:
                     return await self._try(attempt, later, base_vars, again=False)
             self.log.warning("attempt %d: creating %s failed: %s",
                              attempt.index, attempt.endpoint, exc)
-            # An error answer leaves nothing to hang up. No answer (a timeout of an overloaded
-            # Asterisk) may leave the channel created all the same: hung up when it enters
-            # the app (see deliver), else by the cleanup.
-            leg.hangup_sent = (isinstance(exc, AriError)
-                               or isinstance(exc.__cause__, NotConnected))
             if not leg.hangup_sent:
                 self._drain(leg)  # its StasisStart may have come while the request waited
                 if leg.in_stasis:
@@ -875,21 +873,19 @@ class Call:
         if event is None:
             ring_timer = leg.ring_started is not None
             checked = await self._answered_as_the_timer_fired(leg)
-            if checked is True:
-                self.log.info("attempt %d: %s answered as its timer fired", leg.attempt.index,
-                              leg.attempt.trunk)
-                leg.answered()
-                return True
             if checked is None:
                 event = await self._wait_for_ari(leg, "ring" if ring_timer else "setup")
                 now = self.clock()
-                if event is None and await self._answered_as_the_timer_fired(leg):
-                    # Its last check, at the end of the wait: ARI answers requests again
-                    # (its websocket may not be back yet), and the callee had answered.
-                    self.log.info("attempt %d: %s had answered while ARI was away",
-                                  leg.attempt.index, leg.attempt.trunk)
-                    leg.answered()
-                    return True
+                if event is None:
+                    # Its last check, at the end of the wait: ARI may answer requests again
+                    # (its websocket not back yet), and the callee may have answered.
+                    checked = await self._answered_as_the_timer_fired(leg)
+            if checked is True:
+                self.log.info("attempt %d: %s answered as its timer fired%s", leg.attempt.index,
+                              leg.attempt.trunk, "" if leg.ari_wait_until is None
+                              else " (ARI away meanwhile)")
+                leg.answered()
+                return True
         if event is None:
             # The carrier's own final answer may have come during that check (a 486 just as
             # the setup timer fired): it counts, not the timer (a busy callee was rung again
@@ -988,15 +984,14 @@ class Call:
                               "its last SIP response", leg.attempt.index, leg.attempt.trunk)
                 leg.vanish(self.clock())
             return False
-        except (AriRefused, AriUnavailable) as exc:
+        except (AriError, AriUnavailable) as exc:
+            # An error answer: gone meanwhile, its events tell the rest. No answer (ARI away,
+            # or refusing our credentials): unknown, while the wait for ARI lasts.
             self.log.info("attempt %d: checking it as its timer fired: %s",
                           leg.attempt.index, exc)
-            if leg.ari_wait_until is None or self.clock() < leg.ari_wait_until:
+            away = isinstance(exc, (AriRefused, AriUnavailable))
+            if away and (leg.ari_wait_until is None or self.clock() < leg.ari_wait_until):
                 return None
-            return False
-        except AriError as exc:  # gone meanwhile: its events tell the rest
-            self.log.info("attempt %d: checking it as its timer fired: %s",
-                          leg.attempt.index, exc)
             return False
 
     async def _rejoin(self, leg: AttemptLeg) -> None:
