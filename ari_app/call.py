@@ -64,12 +64,14 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT_MARGIN = 2.0
 #: How long the call waits for a hung-up leg's ChannelDestroyed before moving on.
 DESTROY_WAIT = 2.0
-#: How long a timer's judgement waits for an ARI that did not answer the check made as the
-#: timer fired (see Call._wait_for_ari), and a create that found no connection waits for it
-#: to be back. A judgement made blind cannot be carried out while ARI is away, and was
-#: carried out when it came back: a callee who had answered was cut (10 s was too short for
-#: a 16 s outage on the lab). Asterisk's own /dial timeout ends an attempt nobody answers.
+#: How long a create that found no connection waits for ARI to be back (see Call._try).
 ARI_AWAY_WAIT = 60.0
+#: How often a timer whose check ARI did not answer checks again, as long as ARI stays away
+#: (see Call._wait_for_ari). It is not judged before ARI answers: a judgement made blind
+#: cannot be carried out while ARI is away, and was carried out as it came back, cutting a
+#: callee who had answered meanwhile. Asterisk's own /dial timeout ends an attempt nobody
+#: answers.
+ARI_AWAY_RECHECK = 5.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
@@ -873,13 +875,14 @@ class Call:
         if event is None:
             ring_timer = leg.ring_started is not None
             checked = await self._answered_as_the_timer_fired(leg)
-            if checked is None:
+            while checked is None:
                 event = await self._wait_for_ari(leg, "ring" if ring_timer else "setup")
                 now = self.clock()
-                if event is None:
-                    # Its last check, at the end of the wait: ARI may answer requests again
-                    # (its websocket not back yet), and the callee may have answered.
-                    checked = await self._answered_as_the_timer_fired(leg)
+                if event is not None:
+                    break  # (the reconnect's reconcile among them): handled below
+                # ARI may answer requests again before its websocket is back, and the
+                # callee may have answered meanwhile.
+                checked = await self._answered_as_the_timer_fired(leg)
             if checked is True:
                 self.log.info("attempt %d: %s answered as its timer fired%s", leg.attempt.index,
                               leg.attempt.trunk, "" if leg.ari_wait_until is None
@@ -938,14 +941,17 @@ class Call:
         Asterisk goes on without us. Judged now, a carrier's 503 during the cut was taken for
         no answer (the failover lost), and a callee who answered meanwhile (Asterisk connects
         the bridge by itself) was cut mid-conversation at the reconnect (lab acceptance runs).
-        The judgement waits for the next event of the call, the reconnect's reconcile among
-        them, at most ARI_AWAY_WAIT s in all; the timer then fires again, and checks again."""
+        So was one judged at the end of a bounded wait (60 s), whose hangups were tried again
+        just as ARI came back. The judgement waits for the next event of the call (the
+        reconnect's reconcile among them), or ARI_AWAY_RECHECK s, after which the caller
+        checks again: for as long as ARI stays away. Nothing else could be done meanwhile:
+        creating the next attempt, or hanging anything up, needs ARI too."""
         now = self.clock()
         if leg.ari_wait_until is None:
-            leg.ari_wait_until = now + ARI_AWAY_WAIT
             self.log.warning("attempt %d: ARI did not answer as the %s timer fired: judged "
-                             "once it does (at most %g s)", leg.attempt.index, timer,
-                             ARI_AWAY_WAIT)
+                             "once it does", leg.attempt.index, timer)
+        if leg.ari_wait_until is None or now >= leg.ari_wait_until:
+            leg.ari_wait_until = now + ARI_AWAY_RECHECK
         return await self._next(leg.ari_wait_until)
 
     async def _answered_as_the_timer_fired(self, leg: AttemptLeg) -> bool | None:
@@ -989,10 +995,7 @@ class Call:
             # or refusing our credentials): unknown, while the wait for ARI lasts.
             self.log.info("attempt %d: checking it as its timer fired: %s",
                           leg.attempt.index, exc)
-            away = isinstance(exc, (AriRefused, AriUnavailable))
-            if away and (leg.ari_wait_until is None or self.clock() < leg.ari_wait_until):
-                return None
-            return False
+            return None if isinstance(exc, (AriRefused, AriUnavailable)) else False
 
     async def _rejoin(self, leg: AttemptLeg) -> None:
         """Put a leg that :meth:`_answered_as_the_timer_fired` took out back in the call's

@@ -47,7 +47,7 @@ class AttemptLeg:
     vanished: bool = False
     #: It answered while nobody listened, and is gone: there is nothing to connect.
     answered_unseen: bool = False
-    #: Until when a timer's judgement waits for an ARI that did not answer its check.
+    #: Set once a timer's check found ARI away: until when it waits before checking again.
     ari_wait_until: float | None = None
     #: The deadline whose timer fired late, and until when it waits for late events.
     graced: float | None = None

@@ -1097,7 +1097,7 @@ async def test_the_timer_checks_once_more_when_its_wait_for_ari_ends(
     # ARI answered requests again just before the end of the wait, its websocket not back:
     # the timer judged without checking again, hung up a callee who had answered during the
     # outage and the caller with "no answer" (lab review run, 2 of 2).
-    monkeypatch.setattr("ari_app.call.ARI_AWAY_WAIT", 0.5)
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.5)
     caller, leg = await ringing_call(lab, ring_timeout="1")
     call = lab.app.owners[caller]
     assert isinstance(call, Call)
@@ -1109,5 +1109,34 @@ async def test_the_timer_checks_once_more_when_its_wait_for_ari_ends(
     await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
                    == "carrier-a:answered:16:200")
     assert leg in lab.fake.channels and caller not in lab.fake.ended
+    await restore(lab, before)
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_timer_is_not_judged_before_ari_answers_however_long_it_stays_away(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Judged blind at the end of a bounded wait for ARI, the attempt's hangup was tried again
+    # and reached Asterisk as ARI came back (its websocket later): the callee who had
+    # answered during the outage was cut, and the caller with "no answer".
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_WAIT", 0.3)  # the bound it had
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.1, raising=False)
+    caller, leg = await ringing_call(lab, ring_timeout="1")
+    call = lab.app.owners[caller]
+    assert isinstance(call, Call)
+    before = await cut(lab)
+    lab.fake.dropping["*"] = 1_000_000
+    lab.fake.answer_unheard(leg)
+    checks = f"POST /bridges/{call.bridge_id}/removeChannel"
+
+    def blind_hangup_or_away_long() -> bool:
+        asked = [f"{m} {p}" for m, p, _ in lab.fake.requests]
+        return f"DELETE /channels/{leg}" in asked or asked.count(checks) >= 6
+
+    await wait_for(blind_hangup_or_away_long)
+    lab.fake.dropping.clear()  # requests reach Asterisk again; the websocket stays away
+    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
+                   == "carrier-a:answered:16:200")
+    assert leg in lab.fake.channels and caller not in lab.fake.ended
+    assert lab.fake.dials == {"carrier-a": 1}
     await restore(lab, before)
     await hang_up_answered(lab, caller)
