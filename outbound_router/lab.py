@@ -540,9 +540,10 @@ def ari_credentials() -> tuple[str, str]:
     user = os.environ.get("ARI_USERNAME") or topology.LAB_ARI_USERNAME
     password = os.environ.get("ARI_PASSWORD") or topology.LAB_ARI_PASSWORD
     if not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise LabError(f"ARI_USERNAME={user!r}: use letters, digits, '-', '_' and '.' only")
+        raise LabSettingError(f"ARI_USERNAME={user!r}: use letters, digits, '-', '_' and '.' "
+                              "only")
     if any(c in password for c in ";\n\r[]") or password != password.strip():
-        raise LabError("ARI_PASSWORD: no ';', '[', ']', newline or surrounding spaces "
+        raise LabSettingError("ARI_PASSWORD: no ';', '[', ']', newline or surrounding spaces "
                        "(Asterisk's config syntax)")
     return user, password
 
@@ -1179,8 +1180,9 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     p.state_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(p)
     first = not state
-    # Redis first: a REDIS_URL to fix (a password refused) stops `lab up` before a chroot
-    # build or an Asterisk is started for nothing.
+    # Settings first: ARI credentials or a REDIS_URL to fix (a password refused) stop `lab
+    # up` before a chroot build or an Asterisk is started for nothing.
+    auth = ari_credentials()
     redis_url = ensure_redis(p, state, say)
     if chroot_ready(p):
         info = chroot_info(p)
@@ -1190,7 +1192,6 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
         build_chroot(p, say)
     started = time.monotonic()  # (the boot time said below leaves the build out)
     state["chroot"] = str(p.chroot)
-    auth = ari_credentials()
     changed = install_config(p, say)
     running = is_asterisk(state.get("asterisk_pid"), p.chroot)
     strays = [pid for pid in asterisks_in(p.chroot) if pid != state.get("asterisk_pid")]

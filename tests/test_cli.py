@@ -298,6 +298,14 @@ def test_lab_arguments_that_cannot_work_are_refused_up_front(args: tuple[str, ..
     assert out.returncode == 2 and "error: argument" in out.stderr, out.stderr
 
 
+def test_lab_up_with_ari_credentials_asterisk_cannot_read_is_a_setting_error_up_front(
+        tmp_path: Path) -> None:
+    # It exited 1 (as a failed lab), after the Redis check and the chroot build.
+    out = run("lab", "up", ARI_PASSWORD="a;b", OUTBOUND_ROUTER_CACHE=str(tmp_path))
+    assert out.returncode == 2 and "ARI_PASSWORD: no ';'" in out.stderr, out.stderr
+    assert not any(path.name == "chroot" for path in tmp_path.rglob("*"))
+
+
 @pytest.mark.parametrize("port", ["\u00b2", "\u0664\u0665\u0667\u0663"])  # ², ٤٥٧٣
 def test_agi_listen_with_digits_that_are_not_ascii_is_a_settings_error(port: str) -> None:
     # str.isdigit() took them: int() then raised ValueError (a traceback from `agi`), or
