@@ -241,16 +241,20 @@ def _version() -> str:
 
 _EPILOG = """\
 environment:
-  REDIS_URL      redis://, rediss:// or redis+sentinel:// (default redis://127.0.0.1:6379/0)
+  REDIS_URL      redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://
+                 (default redis://127.0.0.1:6379/0)
   REDIS_PREFIX   the keys' prefix (default outbound-router)
   ARI_URL, ARI_USERNAME, ARI_PASSWORD, ARI_APP
                  the `ari` service's (default http://127.0.0.1:8088, app outbound-router)
   AGI_LISTEN, AGI_ALLOW
                  the `agi` service's (default 127.0.0.1:4573; AGI_ALLOW: peers allowed)
+  ROUTES_CACHE   `ari` and `agi`: a file keeping the last routing version loaded, to route
+                 with when the service starts while Redis has none for it
 
 exit status: 0 done (explain: whatever the decision); 1 a bad routes file, nothing
 written; 2 the environment is wrong (Redis, a setting, an unknown version), or a usage
-error; one line on stderr says what to do. See README.md and docs/.
+error (lab status: 3 when Asterisk is down); one line on stderr says what to do. See
+README.md and docs/.
 """
 
 
