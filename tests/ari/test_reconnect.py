@@ -1092,25 +1092,34 @@ async def test_a_read_only_ari_user_is_said_once_not_at_every_reconnect(
     assert not [m for _, m in lines if "event filter failed" in m or "closed (code" in m][1:]
 
 
-async def test_the_timer_checks_once_more_when_its_wait_for_ari_ends(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    # ARI answered requests again just before the end of the wait, its websocket not back:
-    # the timer judged without checking again, hung up a callee who had answered during the
-    # outage and the caller with "no answer" (lab review run, 2 of 2).
-    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.5)
+async def answer_while_ari_is_away(lab: Lab, away_long_enough: Callable[[Call, str], bool]
+                                   ) -> None:
+    """A ringing call (ring timer 1 s) loses ARI altogether and its callee answers; once
+    ``away_long_enough(call, leg)``, ARI takes requests again, its websocket still away: the
+    callee stays connected, rung once, and the timer's check records the answer."""
     caller, leg = await ringing_call(lab, ring_timeout="1")
     call = lab.app.owners[caller]
     assert isinstance(call, Call)
     before = await cut(lab)
     lab.fake.dropping["*"] = 1_000_000
     lab.fake.answer_unheard(leg)
-    await wait_for(lambda: call.legs[0].ari_wait_until is not None)
+    await wait_for(lambda: away_long_enough(call, leg))
     lab.fake.dropping.clear()  # requests reach Asterisk again; the websocket stays away
     await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
                    == "carrier-a:answered:16:200")
     assert leg in lab.fake.channels and caller not in lab.fake.ended
+    assert lab.fake.dials == {"carrier-a": 1}
     await restore(lab, before)
     await hang_up_answered(lab, caller)
+
+
+async def test_the_timer_checks_once_more_when_its_wait_for_ari_ends(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ARI answered requests again just before the end of the wait, its websocket not back:
+    # the timer judged without checking again, hung up a callee who had answered during the
+    # outage and the caller with "no answer" (lab review run, 2 of 2).
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.5)
+    await answer_while_ari_is_away(lab, lambda call, _: call.legs[0].ari_wait_until is not None)
 
 
 async def test_a_timer_is_not_judged_before_ari_answers_however_long_it_stays_away(
@@ -1119,24 +1128,11 @@ async def test_a_timer_is_not_judged_before_ari_answers_however_long_it_stays_aw
     # and reached Asterisk as ARI came back (its websocket later): the callee who had
     # answered during the outage was cut, and the caller with "no answer".
     monkeypatch.setattr("ari_app.call.ARI_AWAY_WAIT", 0.3)  # the bound it had
-    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.1, raising=False)
-    caller, leg = await ringing_call(lab, ring_timeout="1")
-    call = lab.app.owners[caller]
-    assert isinstance(call, Call)
-    before = await cut(lab)
-    lab.fake.dropping["*"] = 1_000_000
-    lab.fake.answer_unheard(leg)
-    checks = f"POST /bridges/{call.bridge_id}/removeChannel"
+    monkeypatch.setattr("ari_app.call.ARI_AWAY_RECHECK", 0.1)
 
-    def blind_hangup_or_away_long() -> bool:
+    def blind_hangup_or_away_long(call: Call, leg: str) -> bool:
         asked = [f"{m} {p}" for m, p, _ in lab.fake.requests]
-        return f"DELETE /channels/{leg}" in asked or asked.count(checks) >= 6
+        checks = asked.count(f"POST /bridges/{call.bridge_id}/removeChannel")
+        return f"DELETE /channels/{leg}" in asked or checks >= 6
 
-    await wait_for(blind_hangup_or_away_long)
-    lab.fake.dropping.clear()  # requests reach Asterisk again; the websocket stays away
-    await wait_for(lambda: lab.vars_of(caller).get("ROUTER_ATTEMPTS")
-                   == "carrier-a:answered:16:200")
-    assert leg in lab.fake.channels and caller not in lab.fake.ended
-    assert lab.fake.dials == {"carrier-a": 1}
-    await restore(lab, before)
-    await hang_up_answered(lab, caller)
+    await answer_while_ari_is_away(lab, blind_hangup_or_away_long)
