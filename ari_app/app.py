@@ -28,7 +28,7 @@ from typing import Any
 
 from ari_app import events as ev
 from ari_app.call import Call, CallLogger
-from ari_app.client import AriClient, AriError, AriRefused, AriUnavailable, quietly
+from ari_app.client import AriClient, AriError, AriNotFound, AriRefused, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from ari_app.resume import ResumeLeg, read_resume
 from routing import causes
@@ -44,6 +44,8 @@ SnapshotSource = Callable[[], Snapshot | None]
 HELD_EVENTS = 20_000
 #: Channels kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup).
 OWED_HANGUPS = 10_000
+#: How often hangups Asterisk did not take are tried again while the websocket stays up.
+OWED_RETRY = 5.0
 #: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
 RECONCILE_RETRY = 0.5
 RECONCILE_RETRY_MAX = 5.0
@@ -143,8 +145,10 @@ class RouterApp:
         self._ended_meanwhile: list[set[str]] = []
         #: Channels whose hangup Asterisk did not take (away, or refusing our credentials),
         #: with the cause to hang them up with: callers whose call ended, attempts given up
-        #: on. The next reconcile hangs them up (a caller is not routed again).
+        #: on. The next reconcile hangs them up (a caller is not routed again): the
+        #: reconnect's, or one of their own while the websocket stays up (_pay_owed).
         self._owed_hangups: dict[str, int | None] = {}
+        self._paying: asyncio.Task[None] | None = None
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
         self._events: asyncio.Task[None] | None = None  # run()'s events websocket
@@ -163,6 +167,25 @@ class RouterApp:
         self._owed_hangups[channel_id] = cause
         if len(self._owed_hangups) > OWED_HANGUPS:
             del self._owed_hangups[next(iter(self._owed_hangups))]  # the oldest
+        if self._paying is None or self._paying.done():
+            self._paying = self._spawn(self._pay_owed(), "owed-hangups")
+
+    async def _pay_owed(self) -> None:
+        """Owed hangups were paid only by a reconnect's reconcile. But Asterisk may close a
+        few requests unanswered (past its HTTP sessionlimit in a burst) while the websocket
+        stays up: the phone whose call had ended sat in Stasis in silence, an attempt given
+        up on rang on, and, answered, stayed up in Stasis connected to nobody. So, as long as
+        hangups are owed, a reconcile of the owed channels alone every OWED_RETRY s while
+        the websocket is up (while it is down, its reconnect's reconcile comes first)."""
+        while self._owed_hangups:
+            await asyncio.sleep(OWED_RETRY)
+            if not self.ari.connected.is_set() or not self._owed_hangups:
+                continue
+            try:
+                await self.reconcile(owed_only=True)
+            except (AriError, AriUnavailable) as exc:
+                log.info("listing channels to pay owed hangups failed: %s; again in %g s",
+                         exc, OWED_RETRY)
 
     # -- running -------------------------------------------------------------------------
 
@@ -340,13 +363,15 @@ class RouterApp:
             if owner is not None:
                 owner.deliver(event)
 
-    async def reconcile(self) -> None:
-        """Bring the calls in line with what Asterisk has now (events may have been lost)."""
+    async def reconcile(self, *, owed_only: bool = False) -> None:
+        """Bring the calls in line with what Asterisk has now (events may have been lost).
+        ``owed_only``: only the channels whose hangup is owed, and their bridges (the
+        websocket stayed up: nothing else may have been missed)."""
         # The reply may be older than the events read while it was on its way: calls started
         # meanwhile, attempts created meanwhile are missing from it without being gone. Only
         # the channels known to exist as it is asked for are taken for gone when missing.
         confirmed = {cid for owner in self._distinct_owners()
-                     for cid in owner.confirmed_channels()}
+                     for cid in owner.confirmed_channels()} if not owed_only else set()
         ended: set[str] = set()
         self._ended_meanwhile.append(ended)
         try:
@@ -363,8 +388,9 @@ class RouterApp:
             del self._owed_hangups[cid]  # gone meanwhile (its phone hung up)
         for cid in [c for c in self._owed_hangups if c in self.owners]:
             self._hang_up_owed(cid)  # an attempt a call in progress gave up on: it goes on
-        for owner in self._distinct_owners():
-            owner.reconcile(present, confirmed)
+        if not owed_only:
+            for owner in self._distinct_owners():
+                owner.reconcile(present, confirmed)
         for cid in ended:
             present.pop(cid, None)
         handled: set[str] = set()
@@ -383,6 +409,8 @@ class RouterApp:
             conversation = len(live) == 2 and all(
                 present[m].state == ev.ChannelState.UP for m in live)
             owed = [m for m in live if m in self._owed_hangups]
+            if owed_only and not owed:
+                continue  # (not owed now: another reconcile may have dealt with it meanwhile)
             if owed and conversation:
                 # The callee answered after the router gave the call up (its judgement and
                 # hangups made while Asterisk took no request): a conversation, adopted below.
@@ -423,6 +451,8 @@ class RouterApp:
         for cid, channel in present.items():
             if cid in self.owners or cid in handled:
                 continue
+            if owed_only and cid not in self._owed_hangups:
+                continue
             args = channel.stasis_args(app)
             if args is None:
                 continue
@@ -442,7 +472,24 @@ class RouterApp:
         cause = self._owed_hangups.pop(channel_id)
         log.info("hanging up %s (cause %s), whose hangup Asterisk did not take", channel_id,
                  cause)
-        self._spawn(self._hangup(channel_id, cause), f"hangup-{channel_id}")
+        self._spawn(self._hang_up_or_owe(channel_id, cause), f"hangup-{channel_id}")
+
+    async def _hang_up_or_owe(self, channel_id: str, cause: int | None) -> None:
+        """Hang a channel up; owed again when Asterisk does not take it (forgotten, a caller
+        was taken at the next reconcile for one whose StasisStart was missed and routed
+        again: its trunks rang twice). Paid meanwhile, it is nobody's to adopt or resume for
+        a reconcile whose lists are on their way."""
+        for ended in self._ended_meanwhile:
+            ended.add(channel_id)
+        try:
+            await self.ari.hangup(channel_id, cause)
+        except AriNotFound:
+            pass
+        except (AriRefused, AriUnavailable) as exc:
+            log.warning("hanging up %s failed: %s; again later", channel_id, exc)
+            self.owe_hangup(channel_id, cause)
+        except AriError as exc:
+            log.warning("hanging up %s failed: %s", channel_id, exc)
 
     def _distinct_owners(self) -> list[Owner]:
         """Each call or adopted call once (``owners`` maps every channel to its owner)."""
@@ -505,5 +552,5 @@ class RouterApp:
 
     async def _remove(self, bridge_id: str, channel_ids: list[str], cause: int) -> None:
         for cid in channel_ids:
-            await self._hangup(cid, cause)
+            await self._hang_up_or_owe(cid, cause)
         await quietly(f"destroying bridge {bridge_id}", self.ari.destroy_bridge(bridge_id), log)

@@ -698,6 +698,23 @@ class Call:
         self._bridge_created = asyncio.ensure_future(
             self.ari.create_bridge(self.bridge_id, name=self.ari.app))
 
+    async def _await_bridge(self) -> str:
+        """The call's bridge, created. Its request may have found no connection to ARI (away
+        as the call began: certainly not sent, and the first attempt's create, which failed
+        the same way, was made again once ARI was back): made once more. Before, the call
+        ended in ERROR there, 503 to the phone, no trunk tried."""
+        assert self.bridge_id is not None and self._bridge_created is not None
+        try:
+            await self._bridge_created
+        except AriUnavailable as exc:
+            if not isinstance(exc.__cause__, NotConnected):
+                raise
+            self.log.info("the call's bridge could not be created (ARI away): once more")
+            self._prepare_caller()
+            assert self.bridge_id is not None and self._bridge_created is not None
+            await self._bridge_created
+        return self.bridge_id
+
     def _record(self, leg: AttemptLeg, judgement: Judgement, *, last_one: bool) -> None:
         """The attempt's trace entry and log line. ``last_one``: the plan has no attempt after
         it, so a retry verdict says there is none left (as the FastAGI log says "stop")."""
@@ -727,13 +744,7 @@ class Call:
         resume = resume_data(*self._resume_args)
         self._record_progress(base_vars, trace, resume, attempt)
         try:
-            created = await self.ari.create_channel(
-                attempt.endpoint,
-                channel_id=leg.channel_id,
-                app_args=(ev.ATTEMPT_ARG, self.caller_id),
-                originator=self.caller_id,
-                variables={var.RESUME: resume, var.NO_CDR: "1"},
-            )
+            created = await self._create(leg, resume)
         except (AriError, AriUnavailable) as exc:
             # An error answer, or no connection at all, leaves nothing to hang up. No answer
             # (a timeout of an overloaded Asterisk) may leave the channel created all the
@@ -789,8 +800,7 @@ class Call:
             return await self._finish(leg)
         if await self._caller_left(leg):
             return await self._finish(leg)
-        assert self.bridge_id is not None and self._bridge_created is not None
-        await self._bridge_created  # any error creating it fails the call (ERROR, 503)
+        bridge_id = await self._await_bridge()  # an error creating it fails the call (ERROR)
         try:
             # The caller joins with the first attempt that gets this far: not with the first
             # attempt, whose channel may have failed to be created (an unknown endpoint).
@@ -804,7 +814,7 @@ class Call:
                 # burst had an empty ROUTER_ATTEMPTS there). Bounded: a slow Asterisk delays
                 # the next trunk a little, never for long.
                 await self._write_landed(VARS_WAIT_BEFORE_JOIN)
-            await self.ari.add_channel(self.bridge_id, members)  # all of them, or none
+            await self.ari.add_channel(bridge_id, members)  # all of them, or none
             self.caller_in_bridge = True
             if await self._caller_left(leg):
                 return await self._finish(leg)
@@ -830,6 +840,25 @@ class Call:
                              attempt.index, attempt.trunk, exc)
         leg.dialled()
         return await self._follow(leg)
+
+    async def _create(self, leg: AttemptLeg, resume: str) -> ev.Channel | None:
+        try:
+            return await self.ari.create_channel(
+                leg.attempt.endpoint,
+                channel_id=leg.channel_id,
+                app_args=(ev.ATTEMPT_ARG, self.caller_id),
+                originator=self.caller_id,
+                variables={var.RESUME: resume, var.NO_CDR: "1"},
+            )
+        except AriConflict:
+            # "Channel with given unique ID already exists": ours, the id is new for each
+            # attempt. The create was carried out and its reply lost: the HTTP pool sent it
+            # again, taking a kept-alive connection closed with no answer for one Asterisk
+            # had closed while idle. Taken for the trunk's failure, the channel stayed in
+            # Stasis, never dialled, past the call's end, and the next trunk was tried.
+            self.log.info("attempt %d: %s created, its reply lost (409 to the request sent "
+                          "again)", leg.attempt.index, leg.attempt.endpoint)
+            return await self.ari.get_channel(leg.channel_id)
 
     async def _caller_left(self, leg: AttemptLeg) -> bool:
         """Before the leg is dialled: the events queued meanwhile, without waiting. True when
@@ -922,6 +951,11 @@ class Call:
             if (event.type == EventType.RECONCILED and event.channel_state is not None
                     and leg.state is AttemptState.DIALLING):
                 await self._missed_provisional(leg)
+        if leg.out_of_bridge and (leg.live or leg.state is AttemptState.ANSWERED):
+            # A timer's check ARI did not answer in full took it out, and its 180 or its
+            # answer came meanwhile: back in, or the caller heard no ringback and, answered,
+            # talked to nobody (both sides up, in silence).
+            await self._rejoin(leg)
         return True
 
     async def _ari_back(self) -> bool:
@@ -965,6 +999,7 @@ class Call:
         if leg.state is AttemptState.CREATING or self.bridge_id is None:
             return False
         try:
+            leg.out_of_bridge = True  # (from the request on: it may be out without a reply)
             try:
                 await self.ari.remove_channel(self.bridge_id, leg.channel_id)
             except AriError as exc:
@@ -978,6 +1013,7 @@ class Call:
             if state != ev.ChannelState.UP and leg.state is not AttemptState.ANSWERED:
                 return False
             await self.ari.add_channel(self.bridge_id, [leg.channel_id])
+            leg.out_of_bridge = False
             return True
         except AriNotFound:
             # It ended by itself before the timer fired. Its events tell how, unless they
@@ -1004,8 +1040,12 @@ class Call:
             return
         try:
             await self.ari.add_channel(self.bridge_id, [leg.channel_id])
+            leg.out_of_bridge = False
         except (AriError, AriUnavailable) as exc:  # gone meanwhile: its events tell the rest
             self.log.info("attempt %d: back into the bridge: %s", leg.attempt.index, exc)
+            # An answer (gone, already in the bridge): nothing more to do. None, or refused:
+            # again at the leg's next event (see _step).
+            leg.out_of_bridge = isinstance(exc, (AriRefused, AriUnavailable))
 
     async def _missed_provisional(self, leg: AttemptLeg) -> None:
         """A reconcile found the dialled leg there, neither up nor ringing. A 183 sets no
@@ -1081,6 +1121,8 @@ class Call:
         """The leg answered: answer the caller, keep the bridge until either side hangs up."""
         self.log.info("answered by %s (%s)", leg.attempt.trunk, leg.attempt.carrier.name)
         self.answered_leg = leg
+        if leg.out_of_bridge:
+            await self._rejoin(leg)  # (its last try, at the answer, got no reply)
         trace = format_trace(self.trace)
         if not self.caller_gone:
             await asyncio.gather(

@@ -47,6 +47,9 @@ class AttemptLeg:
     vanished: bool = False
     #: It answered while nobody listened, and is gone: there is nothing to connect.
     answered_unseen: bool = False
+    #: A timer's check took it out of the call's bridge (or may have: no reply) and has not
+    #: put it back: it goes back before it rings on or is connected.
+    out_of_bridge: bool = False
     #: Set once a timer's check found ARI away: until when it waits before checking again.
     ari_wait_until: float | None = None
     #: The deadline whose timer fired late, and until when it waits for late events.
