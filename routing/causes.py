@@ -21,3 +21,20 @@ INTERWORKING = 127
 #: The router cannot decide (no routing table loaded, a bad request): congestion, a SIP 503,
 #: which a phone or proxy may retry.
 ROUTER_ERROR = CONGESTION
+
+#: The cause Asterisk (chan_pjsip) gives a channel that a SIP final response ended, for the
+#: codes of SPEC section 3's table (the reference recordings show 404 -> 1, 480 -> 19,
+#: 486 -> 17 and 503 -> 34). An attempt judged from its last SIP response alone (its
+#: ChannelDestroyed was lost: docs/ari.md) gets its cause from here, so that its trace reads
+#: as any other's and a carrier's override by Q.850 applies to it too.
+SIP_CAUSES = {
+    401: 21, 403: 21, 407: 21, 603: 21,
+    404: 1, 485: 1, 604: 1,
+    484: 28,
+    410: 22,
+    488: 58, 606: 58,
+    486: 17, 600: 17,
+    480: 19,
+    487: 127,
+    408: 18, 503: 34, 500: 38, 502: 27, 504: 102,
+}

@@ -22,6 +22,7 @@ from routing.causes import (
     NO_ANSWER,
     NO_USER_RESPONSE,
     NORMAL_CLEARING,
+    SIP_CAUSES,
     USER_BUSY,
 )
 from routing.model import DEFAULT_FAILOVER, FailoverPolicy
@@ -71,15 +72,10 @@ _BUSY_SIP = frozenset({486, 600})
 _NO_ANSWER_SIP = frozenset({480})
 _CANCELLED_SIP = frozenset({487})
 _CONGESTION_SIP = frozenset({408, 500, 502, 503, 504})
-#: SIP code -> the Q.850 cause a rejection gives the caller (Asterisk's own mapping).
-_REJECTED_SIP = {
-    401: 21, 403: 21, 407: 21, 603: 21,
-    404: 1, 485: 1, 604: 1,
-    484: 28,
-    410: 22,
-    480: 19,  # without ringing before it (with ringing: no answer)
-    488: 58, 606: 58,
-}
+#: SIP code -> the Q.850 cause a rejection gives the caller (Asterisk's own mapping). 480 is
+#: a rejection without ringing before it (with ringing: no answer).
+_REJECTED_SIP = {code: SIP_CAUSES[code]
+                 for code in (401, 403, 407, 603, 404, 485, 604, 484, 410, 480, 488, 606)}
 _REJECTED_CAUSES = frozenset({1, 21, 22, 28, 58})
 _CONGESTION_CAUSES = frozenset({3, 18, 20, 27, 34, 38, 41, 42, 44, 47, 66, 102})
 
@@ -198,7 +194,8 @@ def unwatched(tech: str) -> Observation | None:
     events were lost in a websocket cut), from the last SIP response Asterisk recorded for its
     channel (``tech``, as read with ``HANGUPCAUSE(<channel>,tech)``; "" when none):
 
-    - a final answer (300-699) is judged as such; whether a 180/183 came before it is lost;
+    - a final answer (300-699) is judged as such, with the cause Asterisk gives it
+      (``causes.SIP_CAUSES``); whether a 180/183 came before it is lost;
     - 2xx: the callee answered, and the call ended before anyone connected it (answered,
       unconnected);
     - a 180 or 183 with nothing after it: Asterisk's own dial timeout ended the ringing
@@ -218,7 +215,7 @@ def unwatched(tech: str) -> Observation | None:
         return Observation(answered=True, unconnected=True)
     if code < 300:
         return Observation(setup_timeout=True)
-    return Observation(sip_code=code)
+    return Observation(sip_code=code, cause=SIP_CAUSES.get(code))
 
 
 def judge(obs: Observation, failover: FailoverPolicy = DEFAULT_FAILOVER) -> Judgement:

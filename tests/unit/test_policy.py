@@ -170,6 +170,16 @@ def test_an_unwatched_attempt_is_judged_on_its_last_response(
     assert (j.outcome, j.verdict) == (outcome, verdict)
 
 
+def test_an_unwatched_final_answer_has_the_cause_asterisk_gives_it() -> None:
+    # Its trace read "congestion::503" where the same 503 watched read "congestion:34:503",
+    # and a carrier's override by Q.850 cause did not apply to it.
+    obs = unwatched("SIP 503 Service Unavailable")
+    assert obs is not None and (obs.cause, obs.sip_code) == (34, 503)
+    stop_on_34 = FailoverPolicy(stop=frozenset({34}))
+    assert judge(obs, stop_on_34).verdict is Verdict.STOP
+    assert judge(obs, stop_on_34) == judge(Observation(cause=34, sip_code=503), stop_on_34)
+
+
 @pytest.mark.parametrize("tech", ["SIP cause=16;text=\"Normal Clearing\"", "Q.850;cause=16"])
 def test_an_unwatched_attempt_with_an_entry_that_is_no_sip_response_is_unknown(tech: str) -> None:
     assert unwatched(tech) is None
