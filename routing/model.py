@@ -29,9 +29,7 @@ TIMEOUT_MIN, TIMEOUT_MAX = 0.1, 86400.0
 #: most 2,047 bytes (about 4 bytes a code).
 MAX_FAILOVER_CODES = 400
 #: Trunk attempts a call may make at most. Far past what a call should try (each attempt
-#: can take its setup timeout), and it keeps the FastAGI path's replies short: the channel
-#: list it reads back after each Dial() grows with every attempt and passed the 8 KiB of an
-#: AGI line after about 300.
+#: can take its setup timeout), and it keeps the FastAGI path's replies short.
 MAX_ATTEMPTS_MAX = 100
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from routing.snapshot import Snapshot
 
 from .agi_fake_asterisk import FakeChannel, ServerFactory
 from .conftest import ROUTES
+
+AGI_DIALPLAN = Path(__file__).parents[2] / "asterisk_conf" / "extensions_agi.conf"
 
 
 async def route(server: AgiServer, *args: str) -> dict[str, str]:
@@ -461,3 +464,62 @@ def test_a_clock_set_back_during_the_dial_rules_nothing_out() -> None:
     assert not setup_timer_ruled_out("1000", "900", "5")  # negative: unknown, the timer
     assert not setup_timer_ruled_out("1000", "6000", "5")
     assert not setup_timer_ruled_out("", "1008", "5")
+
+
+#: Asterisk reads a function without read2 into a buffer of VAR_BUF_SIZE (4,096) bytes, in
+#: ${...} (pbx_variables.c) and in GET FULL VARIABLE (ast_func_read2(..., 0)):
+#: HANGUPCAUSE_KEYS() (func_hangupcause.c) answers at most 4,095 characters.
+VAR_BUF_SIZE = 4096
+
+
+def _keys_read_back(ch: FakeChannel, line: str) -> bytes | None:
+    if line.startswith("GET FULL VARIABLE") and "HANGUPCAUSE_KEYS()" in line:
+        keys = ch.variables["HANGUPCAUSE_KEYS()"][:VAR_BUF_SIZE - 1]
+        return f"200 result=1 ({keys})\n".encode()
+    return None
+
+
+def _dialplan_clears_the_hash_before_each_dial() -> bool:
+    """Whether the shipped dialplan runs HangupCauseClear() right before it notes
+    HANGUPCAUSE_KEYS() for the Dial."""
+    lines = [line.split(";")[0].strip() for line in AGI_DIALPLAN.read_text().splitlines()]
+    steps = [line for line in lines if line.startswith("same")]
+    noted = next(i for i, step in enumerate(steps) if "Set(RTR_KEYS=" in step)
+    return steps[noted - 1].endswith("HangupCauseClear()")
+
+
+@pytest.mark.parametrize("new_key_first", [True, False])
+async def test_a_late_attempt_of_a_call_with_long_trunk_names_is_judged_on_its_sip_code(
+        agi_server: ServerFactory, new_key_first: bool) -> None:
+    # A valid table: 60 trunks of 60-character names, max_attempts 60; the carrier stops on
+    # a 500. The caller's hangup-cause hash kept every attempt's channel: past attempt ~53
+    # its keys passed 4,095 characters, the channel this Dial created could not be told from
+    # the cut list, and the 500 was judged on cause 38 alone (the carrier's `stop: [500]`
+    # ignored, the next trunk dialled). The dialplan steps are modelled after the shipped
+    # dialplan (from a code review).
+    trunks = [f"t{i:02d}-" + "x" * 56 for i in range(1, 61)]
+    routes = (ROUTES.replace("  peering: {trunks: [carrier-a, carrier-b]}",
+                             f"  peering: {{trunks: [{', '.join(trunks)}], "
+                             "failover: {stop: [500]}}")
+              .replace("max_attempts: 6", "max_attempts: 60"))
+    snap = Snapshot.build(parse_routes(routes, "long-names.yaml"), "v-long")
+    server = await agi_server(Scripts(lambda: snap, random.Random(7)).handlers())
+    v = (await FakeChannel(server.port, args=["911234567"]).run()).variables
+    assert v["ROUTER_COUNT"] == "60"
+    clears = _dialplan_clears_the_hash_before_each_dial()
+    keys: list[str] = []
+    for n in range(1, 56):
+        if clears:
+            keys = []
+        before = ("," + ",".join(keys))[:VAR_BUF_SIZE - 1]  # Set(RTR_KEYS=,${...KEYS()})
+        peer = f"PJSIP/{v[f'ROUTER_TRUNK_{n}']}-{n:08x}"
+        keys = [peer, *keys] if new_key_first else [*keys, peer]
+        v["HANGUPCAUSE_KEYS()"] = ",".join(keys)
+        last = n == 55
+        v[f"HANGUPCAUSE({peer},tech)"] = ("SIP 500 Internal Server Error" if last
+                                          else "SIP 503 Service Unavailable")
+        ch = FakeChannel(server.port, script="outcome", variables=v, respond=_keys_read_back,
+                         args=[str(n), "38" if last else "34", "CONGESTION", "", "", before])
+        v = (await ch.run()).variables
+        assert v["ROUTER_NEXT"] == ("0" if last else "1")
+    assert v["ROUTER_LAST_ATTEMPT"].endswith(":congestion:38:500")
