@@ -57,27 +57,39 @@ def test_the_tenant_comes_from_the_x_tenant_header(lab, carrier, phone, via) -> 
     assert c.invites() == 1
 
 
+def _local_call(lab, via: str, number: str, variables: dict[str, str], trunk) -> None:  # type: ignore[no-untyped-def]
+    """A Local channel into the phones' context of ``via``, answered through ``trunk``
+    (a SIPp carrier); then hung up. Asterisk logged no complaint of PJSIP_HEADER() meanwhile,
+    which a channel that is no PJSIP one gets."""
+    offset = lab.asterisk_log.stat().st_size
+    with AriObserver(lab.ari_url, lab.ari_auth):  # the Local channel's other half enters it
+        endpoint = urllib.parse.quote(f"Local/{number}@from-{via}-phones")
+        status, local = lab.ari("POST", f"/channels?endpoint={endpoint}", {
+            "app": AriObserver.APP, "formats": "ulaw", "variables": variables})
+        assert status == 200
+        wait_for(f"{trunk.trunk.endpoint}'s INVITE", trunk.invites)
+        wait_for("the call to be answered", lambda: lab.ari(
+            "GET", f"/channels/{local['id']}")[1].get("state") == "Up")
+        lab.ari("DELETE", f"/channels/{local['id']}")
+    assert trunk.invites() == 1
+    # (the observer's websocket closing may log a WARNING of its own)
+    assert "requires a PJSIP channel" not in logged_since(lab.asterisk_log, offset)
+
+
 def test_a_tenant_the_channel_has_wins_over_the_x_tenant_header(lab, carrier, via) -> None:  # type: ignore[no-untyped-def]
     # ROUTER_TENANT, set per endpoint (pjsip set_var) or by a dialplan that sends the call to
     # the phones' context, is the tenant: the header is for the lab's unauthenticated phones,
     # with which any phone can name any tenant. A Local channel into that context, with the
     # variable, stands for such a caller (it has no SIP header at all).
     lab.seed(tiers_routes(ring_timeout=4))  # +44 routes for tenant acme only
-    c = carrier("c", "answer")
-    offset = lab.asterisk_log.stat().st_size
-    with AriObserver(lab.ari_url, lab.ari_auth):  # the Local channel's other half enters it
-        endpoint = urllib.parse.quote(f"Local/00441234567890@from-{via}-phones")
-        status, local = lab.ari("POST", f"/channels?endpoint={endpoint}", {
-            "app": AriObserver.APP, "formats": "ulaw", "variables": {"__ROUTER_TENANT": "acme"}})
-        assert status == 200
-        wait_for("carrier-c's INVITE", c.invites)
-        wait_for("the call to be answered", lambda: lab.ari(
-            "GET", f"/channels/{local['id']}")[1].get("state") == "Up")
-        lab.ari("DELETE", f"/channels/{local['id']}")
-    assert c.invites() == 1
-    # the header was not read: PJSIP_HEADER() on a channel that is no PJSIP one complains
-    # (the observer's websocket closing may log a WARNING of its own)
-    assert "requires a PJSIP channel" not in logged_since(lab.asterisk_log, offset)
+    _local_call(lab, via, "00441234567890", {"__ROUTER_TENANT": "acme"}, carrier("c", "answer"))
+
+
+def test_a_caller_that_is_no_pjsip_channel_is_routed_without_a_complaint(lab, carrier, via) -> None:  # type: ignore[no-untyped-def]
+    # A Local channel, an Originate, a call file: no tenant of its own, and no SIP header to
+    # read one from. PJSIP_HEADER(read,X-Tenant) logged an ERROR for each such call.
+    lab.seed(tiers_routes(ring_timeout=4))
+    _local_call(lab, via, NUMBER, {}, carrier("a", "answer"))
 
 
 def test_a_tenant_header_with_a_quote_is_passed_on_without_a_dialplan_warning(
