@@ -14,6 +14,7 @@ import uvloop
 from agi.scripts import Scripts
 from agi.server import AgiServer
 from outbound_router.limits import raise_open_files_limit
+from outbound_router.sdnotify import serving
 from outbound_router.settings import Settings
 from outbound_router.signals import handle_signals
 
@@ -60,7 +61,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await reader.close()
         return 2  # the environment is wrong (README's exit statuses)
     try:
-        await stop.wait()
+        async with serving("agi"):
+            await stop.wait()
     finally:
         log.info("FastAGI stopping: %d session(s) running", server.running)
         await server.close()

@@ -13,6 +13,7 @@ import uvloop
 from ari_app.app import RouterApp
 from ari_app.client import AriClient
 from outbound_router.limits import raise_open_files_limit
+from outbound_router.sdnotify import serving
 from outbound_router.settings import Settings, SettingsError
 from outbound_router.signals import handle_signals
 
@@ -43,7 +44,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     runner = asyncio.create_task(app.run(), name="ari-app")
     stopper = asyncio.create_task(stop.wait(), name="ari-stop")
     try:
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        async with serving("ari"):
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (runner, stopper):
             task.cancel()
