@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_process import service_process
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "redis_seed" / "routes.example.yaml"
 
@@ -470,10 +472,8 @@ def test_sighup_is_logged_and_the_service_goes_on(redis_server: str, service: st
     env = {**os.environ, "REDIS_URL": redis_server, "REDIS_PREFIX": "cli-test",
            "AGI_LISTEN": f"127.0.0.1:{port}", "ARI_URL": "http://127.0.0.1:1",
            "ARI_USERNAME": "u", "ARI_PASSWORD": "pw"}
-    proc = subprocess.Popen([sys.executable, "-m", "outbound_router.cli", service], env=env,
-                            stderr=subprocess.PIPE)
-    stderr = _Stderr(proc)
-    try:
+    with service_process(service, env) as proc:
+        stderr = _Stderr(proc)
         # up: listening (agi), or trying ARI, which is not there (ari)
         stderr.line_with("FastAGI listening" if service == "agi" else "ARI not reachable", 30)
         proc.send_signal(signal.SIGHUP)
@@ -482,12 +482,6 @@ def test_sighup_is_logged_and_the_service_goes_on(redis_server: str, service: st
             socket.create_connection(("127.0.0.1", port), timeout=5).close()  # still serving
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 @pytest.mark.parametrize(("value", "expected"), [

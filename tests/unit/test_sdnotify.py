@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from outbound_router import sdnotify
 from outbound_router.local_redis import free_port
+from tests.service_process import service_process
 
 
 @pytest.fixture
@@ -75,9 +75,7 @@ def test_a_service_says_ready_feeds_the_watchdog_and_says_it_stops(
            "AGI_LISTEN": f"127.0.0.1:{free_port()}", "ARI_URL": f"http://127.0.0.1:{free_port()}",
            "ARI_USERNAME": "u", "ARI_PASSWORD": "p", "ROUTES_CACHE": ""}
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "outbound_router.cli", service], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with service_process(service, env, stdout=subprocess.DEVNULL) as proc:
         assert notify_socket.recv(100) == b"READY=1"
         assert [notify_socket.recv(100) for _ in range(3)] == [b"WATCHDOG=1"] * 3
         proc.send_signal(signal.SIGTERM)
@@ -86,9 +84,3 @@ def test_a_service_says_ready_feeds_the_watchdog_and_says_it_stops(
             states.append(state)
         assert set(states) <= {b"WATCHDOG=1"}
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
