@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 #: authentication, a key of the wrong type...): keep the last snapshot and back off.
 REDIS_DOWN = (RedisError, OSError)
 #: Errors of a stored version that cannot be turned into a snapshot.
-BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, re.error)
+BAD_VERSION = (VersionStoreError, ValueError, KeyError, TypeError, AttributeError, re.error)
 
 ClientFactory = Callable[[str], redis.asyncio.Redis]
 #: Kept versions, newest first, a reader with nothing loaded tries when the current one
@@ -518,7 +518,7 @@ class SnapshotReader:
             log.warning("routes cache %s not used: it holds a version read under REDIS_PREFIX "
                         "%r, not %r", self._cache, cached.prefix, self._keys.prefix)
             return
-        version = text(cached.fields.get(F_VERSION.encode(), b"?"))
+        version = cached.fields.get(F_VERSION.encode(), b"?").decode("utf-8", "replace")
         try:
             table, snapshot = await asyncio.to_thread(_build, cached.fields, version, None)
         except BAD_VERSION as exc:

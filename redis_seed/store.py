@@ -219,7 +219,8 @@ def decode_version(fields: Mapping[bytes, bytes], version: str,
         elif encoding != ENCODING_JSON:
             raise CorruptVersion(f"version {version} has unknown encoding {encoding!r}")
         table = from_data(json.loads(data), fmt)
-    except (zlib.error, ValueError, KeyError, IndexError, TypeError) as exc:
+    except (zlib.error, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            RecursionError) as exc:  # (data of any shape passes the checksum of its writer)
         raise CorruptVersion(f"version {version} cannot be decoded: {exc}") from exc
     try:
         expected_routes = int(field(F_ROUTES))
@@ -460,8 +461,8 @@ def list_versions(client: redis.Redis, *, keys: Keys | None = None) -> list[Vers
             version=v,
             created=_parse_time(created),
             source=text(source) if source else "",
-            routes=int(routes or 0),
-            sha256=text(sha),
+            routes=int(routes) if routes and routes.isdigit() else 0,
+            sha256=sha.decode("utf-8", "replace"),
             current=v == current,
         ))
     return infos
