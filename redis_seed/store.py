@@ -270,6 +270,8 @@ def _switch(client: redis.Redis, keys: Keys, version: str, sha256: str, *,
                 f"&{keys.notify}); nothing was changed") from None
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc.__context__, ConnectionRefusedError):
+            raise  # no connection at all: never sent, nothing changed ("cannot reach Redis")
         # The switch may have been sent, and run, before the answer was lost: "cannot reach
         # Redis" made an operator seed again, and the first switch had been made 35 s later.
         raise SwitchNotConfirmed(

@@ -8,6 +8,7 @@ import pytest
 import redis
 from redis_tables import generation_table
 
+from outbound_router.local_redis import RedisProcess
 from redis_seed import store
 from redis_seed.errors import (
     CorruptVersion,
@@ -361,6 +362,28 @@ def test_a_switch_whose_answer_is_lost_says_it_may_have_been_made(
         rollback(client)
     monkeypatch.undo()
     assert store.current_version(client) == first  # the rollback's switch was made too
+
+
+def test_a_switch_refused_a_connection_says_nothing_was_changed(
+        client: redis.Redis, redis_proc: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redis refusing the connection of the switch: the switch was never sent, and the seed
+    # said it "may have been made, now or once Redis gets to it".
+    publish(client, generation_table(1))
+    real = store._switch_script
+
+    def refused(c: redis.Redis) -> object:
+        script = real(c)
+
+        def run(**kwargs: object) -> object:
+            redis_proc.kill()
+            c.connection_pool.disconnect()  # (the next command connects anew: refused)
+            return script(**kwargs)
+        return run
+
+    monkeypatch.setattr(store, "_switch_script", refused)
+    with pytest.raises(redis.ConnectionError) as seeded:
+        publish(client, generation_table(2))
+    assert not isinstance(seeded.value, SwitchNotConfirmed)  # the CLI: "cannot reach Redis"
 
 
 def test_a_seed_running_beside_another_never_sets_the_counter_back(
