@@ -695,8 +695,20 @@ class Call:
         It is created while the first attempt's channel is (one round trip less before the
         INVITE); the attempt waits for it before joining it."""
         self.bridge_id = new_id(ev.BRIDGE_ID_PREFIX)
-        self._bridge_created = asyncio.ensure_future(
-            self.ari.create_bridge(self.bridge_id, name=self.ari.app))
+        self._bridge_created = asyncio.ensure_future(self._create_bridge(self.bridge_id))
+
+    async def _create_bridge(self, bridge_id: str) -> None:
+        try:
+            await self.ari.create_bridge(bridge_id, name=self.ari.app)
+        except AriConflict as conflict:
+            # "Bridge with id '...' already exists": ours, the id is new for each call. It was
+            # created and its reply lost; the HTTP pool sent the request again (see _create).
+            try:
+                await self.ari.get_bridge(bridge_id)
+            except AriNotFound:
+                raise conflict from None
+            self.log.info("the call's bridge %s was created, its reply lost (409 to the "
+                          "request sent again)", bridge_id)
 
     async def _await_bridge(self) -> str:
         """The call's bridge, created. Its request may have found no connection to ARI (away

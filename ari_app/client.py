@@ -348,6 +348,11 @@ class AriClient:
         result: dict[str, Any] = await self._request("POST", "/bridges", params)
         return result
 
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
+        """One bridge; AriNotFound when there is none of that id."""
+        result: dict[str, Any] = await self._request("GET", f"/bridges/{bridge_id}")
+        return result
+
     async def add_channel(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
         await self._request(
             "POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)}
@@ -416,6 +421,7 @@ class AriClient:
                     )
                 async with ws:
                     self._ws = ws
+                    self._refusal = False  # (one seen while no websocket was open is moot)
                     self.connections += 1
                     connected_at = time.monotonic()
                     log.info("ARI events connected to %s (app %s)", where, self.app)

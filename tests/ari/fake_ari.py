@@ -230,6 +230,7 @@ class FakeAsterisk:
         r.add_delete("/ari/channels/{id}", self._delete_channel)
         r.add_get("/ari/bridges", self._list_bridges)
         r.add_post("/ari/bridges", self._create_bridge)
+        r.add_get("/ari/bridges/{id}", self._get_bridge)
         r.add_post("/ari/bridges/{id}/addChannel", self._add_channel)
         r.add_post("/ari/bridges/{id}/removeChannel", self._remove_channel)
         r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
@@ -641,8 +642,18 @@ class FakeAsterisk:
 
     async def _create_bridge(self, request: web.Request) -> web.Response:
         bid = request.query.get("bridgeId") or f"br-{next(self._ids)}"
+        if bid in self.bridges:  # as Asterisk 22's ast_ari_bridges_create
+            return web.json_response({"message": f"Bridge with id '{bid}' already exists"},
+                                     status=409)
         self.bridges[bid] = {"name": request.query.get("name", ""), "channels": []}
         return web.json_response({"id": bid, "name": self.bridges[bid]["name"], "channels": []})
+
+    async def _get_bridge(self, request: web.Request) -> web.Response:
+        bid = request.match_info["id"]
+        if bid not in self.bridges:
+            return web.json_response({"message": "Bridge not found"}, status=404)
+        return web.json_response({"id": bid, "name": self.bridges[bid]["name"],
+                                  "channels": self.bridges[bid]["channels"]})
 
     async def _add_channel(self, request: web.Request) -> web.Response:
         bridge = self.bridges.get(request.match_info["id"])

@@ -21,6 +21,7 @@ from ari_app.client import (
     AriConflict,
     AriError,
     AriNotFound,
+    AriRefused,
     AriUnavailable,
     Backoff,
     ari_base_url,
@@ -376,3 +377,47 @@ async def test_set_variables_is_one_request(fake: FakeAsterisk) -> None:
         await ari.set_variables(caller, {"ROUTER_STATUS": "OK", "ROUTER_TRUNK": "a,b"})
     assert fake.channels[caller].variables == {"ROUTER_STATUS": "OK", "ROUTER_TRUNK": "a,b"}
     assert fake.paths("POST") == [f"/channels/{caller}/variable"]
+
+
+async def test_a_refusal_while_the_websocket_was_down_is_forgotten_at_the_next_connect(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Credentials changed in ari.conf, then fixed. While the websocket was refused, a call's
+    # check got 401 too; nothing cleared that when the next websocket opened. That one,
+    # dropped hours later (Asterisk restarted), was taken for a refusal: no reconnect at once
+    # but after the backoff's delay (up to 2 s of 503s to new calls), logged as "ARI refuses
+    # our requests" (review of the ARI client).
+    import ari_app.client
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(ari_app.client, "RECONNECT_AT_ONCE_AFTER", 0.0)  # each one "up long"
+    fake = FakeAsterisk()
+    await fake.start()
+    assert fake.server is not None
+    ari = AriClient(f"http://127.0.0.1:{fake.server.port}", fake.username, fake.password,
+                    fake.app, heartbeat=1.0, backoff=Backoff(initial=0.5, maximum=0.5, jitter=0))
+    connects: list[None] = []
+
+    async def on_connected() -> None:
+        connects.append(None)
+
+    task = asyncio.create_task(ari.run_events(lambda raw: None, on_connected))
+    try:
+        await wait_for(lambda: len(connects) == 1)
+        right = fake.password
+        fake.password = "changed-in-ari.conf"
+        with pytest.raises(AriRefused):
+            await ari.list_channels()  # closes the websocket; its handshakes get 401 now
+        await wait_for(lambda: not ari.connected.is_set())
+        with pytest.raises(AriRefused):
+            await ari.list_channels()  # a call's check while the websocket is down
+        fake.password = right
+        await wait_for(lambda: len(connects) == 2)
+        caplog.clear()
+        await fake.drop_websockets()  # later: Asterisk restarts, say
+        await wait_for(lambda: len(connects) == 3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ari.close()
+        await fake.close()
+    assert "ARI refuses our requests" not in caplog.text

@@ -5,6 +5,7 @@ behaviour when ARI misbehaves: each test failed before its fix."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -186,4 +187,20 @@ async def test_a_create_carried_out_whose_reply_was_lost_goes_on(lab: Lab) -> No
     await lab.started(caller)
     await wait_for(lambda: lab.fake.channels[caller].state == "Up")
     assert lab.fake.dials == {"carrier-a": 2, "carrier-b": 2}  # (the first call's too)
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_bridge_created_whose_reply_was_lost_goes_on(lab: Lab) -> None:
+    # As for the create of an attempt: a kept-alive connection closed with no answer after
+    # Asterisk made the call's bridge, the pool sent POST /bridges again, 409 "Bridge with id
+    # ... already exists": the call ended in ERROR (503 to the phone, no trunk tried) and
+    # the bridge stayed in Asterisk until the next reconcile.
+    lab.carriers("a200")
+    await asyncio.gather(*(lab.ari.list_bridges() for _ in range(4)))  # kept-alive connections
+    lab.fake.lost_replies["POST /bridges"] = 1
+    caller = lab.fake.new_caller(NUMBER)
+    await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    assert lab.fake.paths("POST").count("/bridges") == 2  # the fault did happen
+    assert lab.fake.dials == {"carrier-a": 1}
     await hang_up_answered(lab, caller)
