@@ -935,9 +935,9 @@ class _Validator:
             prefix = _text(m, "prefix")
             pline = m.key_lines["prefix"]
             if not isinstance(prefix, str) or not E164_PREFIX_RE.match(prefix):
-                self.report(pline, f"prefix of {what} must be '+' and 1 to 15 digits, the "
-                                   "first not 0 (no E.164 number starts +0), not "
-                                   f"{_describe(prefix)}")
+                self.report(pline, f"prefix of {what} must be '+' and up to 15 digits, the "
+                                   "first not 0 (no E.164 number starts +0; '+' alone "
+                                   f"matches every number), not {_describe(prefix)}")
                 return None
             return TargetPattern(name=name, prefix=prefix) if checked_name else None
         regex = _text(m, "regex")

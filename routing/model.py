@@ -20,7 +20,8 @@ TRUNK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
 #: A carrier's technical prefix, put before the formatted number.
 TECH_PREFIX_RE = re.compile(r"^[0-9*#+]{0,16}\Z")
 #: A target pattern's E.164 prefix.
-E164_PREFIX_RE = re.compile(r"^\+[1-9][0-9]{0,14}\Z")  # no country code starts with 0
+#: "+" alone matches every number (a default route); no country code starts with 0.
+E164_PREFIX_RE = re.compile(r"^\+(?:[1-9][0-9]{0,14})?\Z")
 
 #: The setup and ring timeouts a routes file may give, in seconds (a day at most).
 TIMEOUT_MIN, TIMEOUT_MAX = 0.1, 86400.0

@@ -4,6 +4,7 @@ problem reported as FILE:LINE: message, all of them in one run."""
 from __future__ import annotations
 
 import json
+import random
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import redis_seed
 from redis_seed.errors import Problem, RoutesFileError
 from redis_seed.routes_file import TOP_KEYS, load_routes_file, parse_routes
 from routing.model import FailoverPolicy, RoutingTable
+from routing.plan import Status, plan
+from routing.snapshot import Snapshot
 
 PACKAGE = Path(redis_seed.__file__).parent
 EXAMPLE = PACKAGE / "routes.example.yaml"
@@ -205,8 +208,8 @@ BAD = [
     ("failover too long", "retry: [486]",
      f"retry: {[c for c in range(300, 700) if c != 503]}", 11,
      "lists 401 codes: at most 400"),
-    ("prefix without +", '{prefix: "+33"}', '{prefix: "33"}', 14, "'+' and 1 to 15 digits"),
-    ("prefix with letters", '{prefix: "+33"}', '{prefix: "+33a"}', 14, "'+' and 1 to 15 digits"),
+    ("prefix without +", '{prefix: "+33"}', '{prefix: "33"}', 14, "'+' and up to 15 digits"),
+    ("prefix with letters", '{prefix: "+33"}', '{prefix: "+33a"}', 14, "'+' and up to 15 digits"),
     ("bad regex", "{regex: '^\\+3490[0-9]{6}$'}", "{regex: '^\\+3490[0-9'}", 15, "bad regex"),
     ("prefix +0", '{prefix: "+33"}', '{prefix: "+033"}', 14, "the first not 0"),
     # a repeat of a part that can match in several ways: 10 s per number for this one
@@ -663,3 +666,25 @@ def test_a_file_nested_past_any_routes_file_is_refused_at_its_line() -> None:
     problems = problems_of(deep)
     assert any(p.line == 2 and "nested more than 50 levels deep" in p.message
                for p in problems), [str(p) for p in problems]
+
+
+def test_a_prefix_of_plus_alone_is_a_default_route_for_every_number() -> None:
+    # `prefix: "+"` was refused ("1 to 15 digits"): a catch-all route, common in real
+    # routers, had to be written as a regex.
+    text = """\
+defaults: {country_code: "34"}
+carriers:
+  peering: {trunks: [carrier-a]}
+  fallback: {trunks: [carrier-b]}
+target_patterns:
+  spain: {prefix: "+34"}
+  any: {prefix: "+"}
+outgoing_routes:
+  - {pattern: spain, carrier: peering, priority: 1, metric: 1}
+  - {pattern: any, carrier: fallback, priority: 2, metric: 1}
+"""
+    snap = Snapshot.build(parse_routes(text, "default.yaml"), "v1")
+    spain = plan(snap, "+34911234567", rng=random.Random(1))
+    assert [a.carrier.name for a in spain.attempts] == ["peering", "fallback"]
+    japan = plan(snap, "+81312345678", rng=random.Random(1))
+    assert japan.status is Status.OK and [a.carrier.name for a in japan.attempts] == ["fallback"]
