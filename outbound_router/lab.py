@@ -828,7 +828,11 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
             save_state(p, state)
             return given
         # Another Redis named: the services move there (ensure_services), and nothing would
-        # track the own redis-server any more.
+        # track the own redis-server any more. Unless that one cannot be used: exit 2 then
+        # changes nothing (it stopped the running lab's Redis first, under its services).
+        problem = _unusable(given, given=True)
+        if problem is not None:
+            raise problem
         say(f"redis: REDIS_URL names {_mask(given)}; stopping the lab's own redis-server at "
             f"{_mask(own['url'])} (pid {own['pid']})")
         stop_process(own["pid"], lambda pid: is_redis(pid, p))
@@ -843,22 +847,11 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
         state["redis"] = {"url": url, "pid": None}
         save_state(p, state)
         return url
-    if not _nothing_answers(error):
-        # A Redis answered and refused: a Redis of the lab's own elsewhere would route calls
-        # from the example routes while `seed` with REDIS_URL fails against that one.
-        raise LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of "
-                              "its own only where nothing answers.)")
+    problem = _unusable(url, given=bool(given), error=error)
+    if problem is not None:
+        raise problem
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(server):
-        raise LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is "
-                              "not installed: apt-get install redis-server, or set REDIS_URL")
     port, db, there = _own_redis_address(url)
-    if given and not there:
-        raise LabSettingError(
-            f"nothing answers at {_mask(url)} (REDIS_URL), and the lab can start a Redis of "
-            "its own only where `outbound-router seed` with that REDIS_URL reaches it: a free "
-            "port on 127.0.0.1, no password, no TLS or Sentinel. Start the Redis of REDIS_URL, "
-            "or unset REDIS_URL for the lab's own.")
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     # Persistent (an append-only file in the lab's state directory, written every second), as
@@ -881,6 +874,30 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     where = "there" if there else f"at {own_url}"
     say(f"redis: nothing answers at {_mask(url)}; started redis-server {where} (pid {pid})")
     return own_url
+
+
+def _unusable(url: str, *, given: bool, error: Exception | None = None
+              ) -> LabSettingError | None:
+    """Why `lab up` can neither use the Redis of ``url`` nor start one of its own there;
+    None when it can. ``error``: what ``redis_error(url)`` gave, when it was just asked."""
+    error = error if error is not None else redis_error(url)
+    if error is None:
+        return None
+    if not _nothing_answers(error):
+        # A Redis answered and refused: a Redis of the lab's own elsewhere would route calls
+        # from the example routes while `seed` with REDIS_URL fails against that one.
+        return LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of "
+                               "its own only where nothing answers.)")
+    if not os.path.exists(shutil.which("redis-server") or "/usr/bin/redis-server"):
+        return LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is "
+                               "not installed: apt-get install redis-server, or set REDIS_URL")
+    if given and not _own_redis_address(url)[2]:
+        return LabSettingError(
+            f"nothing answers at {_mask(url)} (REDIS_URL), and the lab can start a Redis of "
+            "its own only where `outbound-router seed` with that REDIS_URL reaches it: a free "
+            "port on 127.0.0.1, no password, no TLS or Sentinel. Start the Redis of REDIS_URL, "
+            "or unset REDIS_URL for the lab's own.")
+    return None
 
 
 def _mask(url: str) -> str:
@@ -1282,7 +1299,8 @@ def running_info() -> LabInfo | None:
 def services_redis(running: LabInfo) -> dict[str, str]:
     """REDIS_URL (and REDIS_PREFIX, when they have one) of a running lab's services: what to
     keep in the environment of a `lab up` that should leave them where they are. `lab up`
-    follows REDIS_URL, and with it unset it moves them to the default, the machine's Redis."""
+    follows REDIS_URL; with it unset, a running lab keeps the Redis it uses (ensure_redis),
+    but the services may also differ in REDIS_PREFIX."""
     state = load_state(paths())
     services = [s for s in (state.get("services") or {}).values() if s and s.get("redis_url")]
     url = str(services[0]["redis_url"]) if services else running.redis_url

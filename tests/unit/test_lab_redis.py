@@ -77,6 +77,27 @@ def test_redis_url_given_wins_over_the_lab_s_own_running_redis(
         lab.stop_process(own, lambda pid: lab.is_redis(pid, p))
 
 
+def test_a_redis_url_lab_up_cannot_use_leaves_the_running_lab_s_redis_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A `lab up` that exits 2 for its REDIS_URL (nothing answers, and no Redis of the lab's
+    # own can be started there: TLS, a password, another host) first stopped the running
+    # lab's own redis-server, under its services and Asterisk (lab review).
+    p = _paths(tmp_path)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    state: dict = {}
+    lab.ensure_redis(p, state, say=lambda _: None)
+    own = state["redis"]["pid"]
+    try:
+        monkeypatch.setenv("REDIS_URL", f"rediss://127.0.0.1:{free_port()}/0")
+        said: list[str] = []
+        with pytest.raises(lab.LabSettingError, match="nothing answers"):
+            lab.ensure_redis(p, state, say=said.append)
+        assert said == [] and lab.is_redis(own, p)
+        assert lab.load_state(p)["redis"]["pid"] == own
+    finally:
+        lab.stop_process(own, lambda pid: lab.is_redis(pid, p))
+
+
 def test_with_nothing_at_redis_url_the_lab_starts_its_redis_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine without a running Redis: `outbound-router seed FILE` with the same REDIS_URL,
