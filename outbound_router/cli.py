@@ -64,11 +64,12 @@ def redis_problem(exc: Exception, settings: Settings) -> str:
     return problem(exc, settings.redis_url, settings.redis_prefix)
 
 
-def _load_file(path: str, *, writing: bool = False, report: TextIO | None = None) -> Any:
-    """The validated table, or exit 1 with one ``FILE:LINE: message`` line per problem (and,
-    when the command was to write it, a last line saying that nothing was). The lines go to
-    ``report``: stderr, as errors of a command that needed the file, or stdout for
-    ``validate``, whose report they are (as a linter's)."""
+def _load_file(path: str, *, report: TextIO | None = None) -> Any:
+    """The validated table, or exit 1 with one ``FILE:LINE: message`` line per problem and
+    nothing else (SPEC's form: a last line saying that nothing was written, which has no line,
+    broke it; exit 1 says so). The lines go to ``report``: stderr, as errors of a command
+    that needed the file, or stdout for ``validate``, whose report they are (as a
+    linter's)."""
     from redis_seed.errors import RoutesFileError
     from redis_seed.routes_file import load_routes_file
 
@@ -78,9 +79,6 @@ def _load_file(path: str, *, writing: bool = False, report: TextIO | None = None
     except RoutesFileError as exc:
         for problem in exc.problems:
             print(problem, file=report)
-        if writing:
-            print(f"{path or repr(path)}: {len(exc.problems)} problem(s); nothing was written",
-                  file=report)
         raise SystemExit(EXIT_INVALID) from None
 
 
@@ -116,7 +114,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from redis_seed.routes_file import notes
     from redis_seed.store import current_version, eviction_risk, publish, unreplicated
 
-    table = _load_file(args.file, writing=True)
+    table = _load_file(args.file)
     for note in notes(table):
         print(f"outbound-router seed: note: {args.file}: {note}", file=sys.stderr)
     settings = _settings()
