@@ -1605,8 +1605,8 @@ def call(number: str, *, via: str = "ari", tenant: str | None = None, say: Say =
         say(f"  {n}. {a.carrier:<10} {a.request_uri:<36} -> {_code_text(a.answer)}")
     if carriers and not attempts:
         say("  no trunk was tried")
-    say(f"  final answer to the phone: {_code_text(result.final_code)} "
-        f"after {result.duration:.1f} s  (trace {result.trace})")
+    say(f"  final answer to the phone: {_code_text(result.final_code)}; the call lasted "
+        f"{result.duration:.1f} s in all  (trace {result.trace})")
     return result
 
 
