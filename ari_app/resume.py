@@ -47,6 +47,15 @@ def channel_sequence(name: str) -> int:
         return -1
 
 
+#: Bytes of ROUTER_RESUME at most. It goes into request bodies (each attempt's create, the
+#: caller's variables), which Asterisk's HTTP server refuses past 40,960 bytes (413, measured
+#: on Asterisk 22.10), escaped there for ARRAY() and JSON to up to twice its size. A plan of
+#: 100 attempts to carriers of long names and failover lists made 108 KB, and every attempt's
+#: create failed: the plan it carries is cut at its end to fit (only a restarted instance
+#: reads it: it goes on with fewer attempts).
+RESUME_MAX = 12_000
+
+
 def resume_data(number: str, version: str, trace: str,
                 attempts: Sequence[Attempt], *, untried: bool = False) -> str:
     """The ROUTER_RESUME value put on an attempt's channel when it is created: the call's
@@ -63,7 +72,11 @@ def resume_data(number: str, version: str, trace: str,
     }
     if untried:
         data["untried"] = True
-    return json.dumps(data, separators=(",", ":"))
+    text = json.dumps(data, separators=(",", ":"))
+    while len(text.encode()) > RESUME_MAX and len(data["attempts"]) > 1:
+        data["attempts"].pop()  # (the next ones are kept: they are tried first)
+        text = json.dumps(data, separators=(",", ":"))
+    return text
 
 
 #: What a dial number of ROUTER_RESUME may hold (a carrier's technical prefix and a

@@ -17,8 +17,8 @@ from ari_app.app import RouterApp
 from ari_app.call import Call
 from ari_app.client import AriClient, AriUnavailable, Backoff
 from ari_app.leg import AttemptState
-from ari_app.resume import parse_resume, resume_data
-from routing.model import Carrier, Route
+from ari_app.resume import RESUME_MAX, parse_resume, resume_data
+from routing.model import Carrier, FailoverPolicy, Route
 from routing.plan import Attempt
 
 NUMBER = "911234567"
@@ -760,6 +760,23 @@ async def test_an_attempt_with_early_media_is_resumed_under_its_ring_timer(lab: 
         assert resumed.legs[0].ring_started is not None
         lab.fake.caller_hangup(caller)
         await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+def test_resume_data_of_a_long_plan_fits_asterisk_s_body_limit() -> None:
+    # 100 attempts to carriers of long names and failover lists made 108 KB of ROUTER_RESUME:
+    # every attempt's create (and the caller's variables) got 413 from Asterisk, whose HTTP
+    # server takes 40,960 bytes of body at most. The plan is cut at its end to fit.
+    policy = FailoverPolicy(retry=frozenset(range(400, 600)))
+    attempts = [Attempt(i, Route(f"r{i:03d}", i, f"c{i:03d}" + "y" * 76),
+                        Carrier(f"c{i:03d}" + "y" * 76, (f"t{i:03d}" + "x" * 76,),
+                                failover=policy),
+                        f"t{i:03d}" + "x" * 76, "+34911234567", 5.0, 45.0)
+                for i in range(1, 101)]
+    text = resume_data("+34911234567", "v1", "", attempts)
+    assert len(text.encode()) <= RESUME_MAX
+    resumed = parse_resume(text).attempts
+    assert resumed and [a.index for a in resumed] == list(range(1, len(resumed) + 1))
+    assert resumed[0].trunk == attempts[0].trunk and resumed[0].carrier.failover == policy
 
 
 @pytest.mark.parametrize(("setup", "ring"), [(0.1, 0.1), (3600.0, 86400.0), (86400.0, 45.0)])
