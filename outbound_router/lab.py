@@ -544,7 +544,7 @@ def ari_credentials() -> tuple[str, str]:
                               "only")
     if any(c in password for c in ";\n\r[]") or password != password.strip():
         raise LabSettingError("ARI_PASSWORD: no ';', '[', ']', newline or surrounding spaces "
-                       "(Asterisk's config syntax)")
+                              "(Asterisk's config syntax)")
     return user, password
 
 
