@@ -695,20 +695,8 @@ class Call:
         It is created while the first attempt's channel is (one round trip less before the
         INVITE); the attempt waits for it before joining it."""
         self.bridge_id = new_id(ev.BRIDGE_ID_PREFIX)
-        self._bridge_created = asyncio.ensure_future(self._create_bridge(self.bridge_id))
-
-    async def _create_bridge(self, bridge_id: str) -> None:
-        try:
-            await self.ari.create_bridge(bridge_id, name=self.ari.app)
-        except AriConflict as conflict:
-            # "Bridge with id '...' already exists": ours, the id is new for each call. It was
-            # created and its reply lost; the HTTP pool sent the request again (see _create).
-            try:
-                await self.ari.get_bridge(bridge_id)
-            except AriNotFound:
-                raise conflict from None
-            self.log.info("the call's bridge %s was created, its reply lost (409 to the "
-                          "request sent again)", bridge_id)
+        self._bridge_created = asyncio.ensure_future(
+            self.ari.create_bridge(self.bridge_id, name=self.ari.app))
 
     async def _await_bridge(self) -> str:
         """The call's bridge, created. Its request may have found no connection to ARI (away
@@ -756,7 +744,13 @@ class Call:
         resume = resume_data(*self._resume_args)
         self._record_progress(base_vars, trace, resume, attempt)
         try:
-            created = await self._create(leg, resume)
+            created = await self.ari.create_channel(
+                attempt.endpoint,
+                channel_id=leg.channel_id,
+                app_args=(ev.ATTEMPT_ARG, self.caller_id),
+                originator=self.caller_id,
+                variables={var.RESUME: resume, var.NO_CDR: "1"},
+            )
         except (AriError, AriUnavailable) as exc:
             # An error answer, or no connection at all, leaves nothing to hang up. No answer
             # (a timeout of an overloaded Asterisk) may leave the channel created all the
@@ -852,25 +846,6 @@ class Call:
                              attempt.index, attempt.trunk, exc)
         leg.dialled()
         return await self._follow(leg)
-
-    async def _create(self, leg: AttemptLeg, resume: str) -> ev.Channel | None:
-        try:
-            return await self.ari.create_channel(
-                leg.attempt.endpoint,
-                channel_id=leg.channel_id,
-                app_args=(ev.ATTEMPT_ARG, self.caller_id),
-                originator=self.caller_id,
-                variables={var.RESUME: resume, var.NO_CDR: "1"},
-            )
-        except AriConflict:
-            # "Channel with given unique ID already exists": ours, the id is new for each
-            # attempt. The create was carried out and its reply lost: the HTTP pool sent it
-            # again, taking a kept-alive connection closed with no answer for one Asterisk
-            # had closed while idle. Taken for the trunk's failure, the channel stayed in
-            # Stasis, never dialled, past the call's end, and the next trunk was tried.
-            self.log.info("attempt %d: %s created, its reply lost (409 to the request sent "
-                          "again)", leg.attempt.index, leg.attempt.endpoint)
-            return await self.ari.get_channel(leg.channel_id)
 
     async def _caller_left(self, leg: AttemptLeg) -> bool:
         """Before the leg is dialled: the events queued meanwhile, without waiting. True when

@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -37,6 +37,8 @@ from ari_app.http import HttpError, HttpPool
 from routing.variables import assignment
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def _one_line(text: str) -> str:
@@ -323,7 +325,10 @@ class AriClient:
         if originator:
             params["originator"] = originator
         body = {"variables": dict(variables)} if variables else None
-        return ev.channel(await self._request("POST", "/channels/create", params, body))
+        try:
+            return ev.channel(await self._request("POST", "/channels/create", params, body))
+        except AriConflict as conflict:
+            return await self._made_already(conflict, self.get_channel(channel_id))
 
     async def dial(
         self, channel_id: str, *, caller: str | None = None, dial_timeout: int | None = None
@@ -374,8 +379,26 @@ class AriClient:
         params = {"type": bridge_type, "bridgeId": bridge_id}
         if name:
             params["name"] = name
-        result: dict[str, Any] = await self._request("POST", "/bridges", params)
+        try:
+            result: dict[str, Any] = await self._request("POST", "/bridges", params)
+        except AriConflict as conflict:
+            return await self._made_already(conflict, self.get_bridge(bridge_id))
         return result
+
+    async def _made_already(self, conflict: AriConflict, fetch: Awaitable[_T]) -> _T:
+        """A create under an id of ours answered 409 "already exists" (ids are new for each
+        call and attempt): it was carried out and its reply lost, and the HTTP pool sent it
+        again, taking a kept-alive connection closed with no answer for one Asterisk had
+        closed while idle. Taken for a failure, the call ended in ERROR (a bridge) or blamed
+        its trunk (a channel), which then stayed in Stasis past the call's end. What
+        ``fetch`` finds of it; the 409 when it finds nothing."""
+        try:
+            found = await fetch
+        except AriNotFound:
+            raise conflict from None
+        log.info("%s %s: made, its reply lost (409 to the request sent again): %s",
+                 conflict.method, conflict.path, conflict.message)
+        return found
 
     async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
         """One bridge; AriNotFound when there is none of that id."""
