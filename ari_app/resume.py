@@ -72,8 +72,8 @@ def resume_data(number: str, version: str, trace: str,
     }
     if untried:
         data["untried"] = True
-    text = json.dumps(data, separators=(",", ":"))
-    while len(text.encode()) > RESUME_MAX and len(data["attempts"]) > 1:
+    text = json.dumps(data, separators=(",", ":"))  # (ASCII: characters are bytes)
+    while len(text) > RESUME_MAX and len(data["attempts"]) > 1:
         data["attempts"].pop()  # (the next ones are kept: they are tried first)
         text = json.dumps(data, separators=(",", ":"))
     return text
