@@ -44,6 +44,8 @@ def normalise(digits: str, defaults: Defaults) -> str:
         rest = defaults.country_code + national
         if not national:
             raise InvalidNumber(digits, "no digits after the national prefix")
+    if not rest:  # "+" or the international prefix alone: all digits, yet none to dial
+        raise InvalidNumber(digits, "no digits after the international prefix")
     if not all_digits(rest):
         raise InvalidNumber(digits, "only digits, or + and digits, can be dialled")
     if rest[0] == "0":

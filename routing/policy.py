@@ -123,7 +123,10 @@ def classify(obs: Observation) -> Outcome:
         if obs.provisional:
             return Outcome.NO_ANSWER
         return Outcome.REJECTED if sip is not None else Outcome.UNREACHABLE
-    if sip in _CONGESTION_SIP:
+    if sip in _CONGESTION_SIP or (sip is not None and 500 <= sip < 600):
+        # SPEC section 3's "server error": every 5xx, not only the five it names (501, 505,
+        # 513, 580... are the far end's failure too, never a refusal of this call: a 403 to
+        # the caller, outranking another trunk's 503, would be wrong)
         return Outcome.CONGESTION
     if sip in _REJECTED_SIP:
         return Outcome.REJECTED

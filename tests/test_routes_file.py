@@ -688,3 +688,18 @@ outgoing_routes:
     assert [a.carrier.name for a in spain.attempts] == ["peering", "fallback"]
     japan = plan(snap, "+81312345678", rng=random.Random(1))
     assert japan.status is Status.OK and [a.carrier.name for a in japan.attempts] == ["fallback"]
+
+
+@pytest.mark.parametrize("section", ["defaults", "target_pattern_groups"])
+def test_schema_accepts_a_section_left_empty_as_validate_does(section: str) -> None:
+    # `defaults:` with nothing under it is valid for validate (no entries: the defaults); an
+    # editor using the schema marked that file as wrong
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    text = (f"{section}:\n"
+            "carriers:\n  a: {trunks: [carrier-a]}\n"
+            "target_patterns:\n  spain: {prefix: '+34'}\n"
+            "outgoing_routes:\n  - {pattern: spain, carrier: a, priority: 1}\n")
+    parse_routes(text, "routes.yaml")  # validate takes it
+    jsonschema.validate(yaml.safe_load(text), json.loads(SCHEMA.read_text()))

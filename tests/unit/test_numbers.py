@@ -84,3 +84,11 @@ def test_format_number_per_carrier_format(fmt: str, e164: str, expected: str) ->
 
 def test_national_format_adds_national_prefix() -> None:
     assert format_number("+442071234567", "national", UK) == "02071234567"
+
+
+@pytest.mark.parametrize("dialled", ["+", "00", " 00 "])
+def test_the_international_prefix_alone_is_invalid_for_having_no_digits(dialled: str) -> None:
+    # explain shows the reason: "only digits, or + and digits, can be dialled" told the
+    # operator who passed "00" (all digits) the wrong thing
+    with pytest.raises(InvalidNumber, match="no digits after the international prefix"):
+        normalise(dialled, SPAIN)

@@ -183,3 +183,16 @@ def test_an_unwatched_final_answer_has_the_cause_asterisk_gives_it() -> None:
 @pytest.mark.parametrize("tech", ["SIP cause=16;text=\"Normal Clearing\"", "Q.850;cause=16"])
 def test_an_unwatched_attempt_with_an_entry_that_is_no_sip_response_is_unknown(tech: str) -> None:
     assert unwatched(tech) is None
+
+
+@pytest.mark.parametrize(("obs"), [
+    O(29, 501), O(127, 505), O(34, 513), O(None, 580), O(None, 555),
+])
+def test_an_unlisted_5xx_is_a_server_error_not_a_rejection(obs: Observation) -> None:
+    # SPEC section 3: "unreachable, congestion, server error" -> next trunk, and the caller
+    # hears congestion (34, SIP 503), not "call rejected" (21, SIP 403); nor may it outrank
+    # another trunk's 503 in the caller's final cause.
+    j = judge(obs)
+    assert (j.outcome, j.verdict, j.cause) == (Outcome.CONGESTION, Verdict.RETRY, 34)
+    assert caller_cause([judge(O(34, 503)), j]) == 34
+    assert judge(unwatched(f"SIP {obs.sip_code} Whatever")).cause == 34
