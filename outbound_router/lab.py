@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -690,6 +691,27 @@ def start_asterisk(p: Paths, state: dict[str, Any], say: Say = _say) -> None:
     say(f"asterisk: started (pid {pid}), waiting until fully booted")
 
 
+#: What Asterisk's console says as it begins to shut down (SIGTERM, `core stop now`), and as
+#: it boots, again after a `core restart`.
+_ENDING = re.compile(rb"Asterisk (?:un)?cleanly ending \(")
+_READY = b"Asterisk Ready."
+
+
+def asterisk_ending(p: Paths, tail: int = 65536) -> bool:
+    """The running Asterisk has begun to shut down: its console output (`asterisk.out`, its
+    own since it started) says "Asterisk cleanly ending" after its last "Asterisk Ready.".
+    Until it has unloaded its modules, it still answers ARI and its CLI, the same as one
+    that runs on."""
+    try:
+        with open(p.state_dir / "asterisk.out", "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            text = f.read()
+    except FileNotFoundError:
+        return False
+    ends = [m.start() for m in _ENDING.finditer(text)]
+    return bool(ends) and ends[-1] > text.rfind(_READY)
+
+
 def wait_asterisk(p: Paths, state: dict[str, Any], auth: tuple[str, str],
                   timeout: float = 60.0) -> dict[str, Any]:
     """Wait until Asterisk is fully booted and ARI answers; returns /asterisk/info."""
@@ -1193,7 +1215,7 @@ def up(*, carriers: bool = True, services: bool = True, say: Say = _say) -> LabI
         return _up(p, carriers=carriers, services=services, say=say)
 
 
-def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
+def _up(p: Paths, *, carriers: bool, services: bool, say: Say, again: bool = True) -> LabInfo:
     p.state_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(p)
     first = not state
@@ -1226,13 +1248,24 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     try:
         # (one that runs answers at once: a hung one is not waited for as long as a boot)
         ari_info = wait_asterisk(p, state, auth, timeout=15.0 if running else 60.0)
+        if running and asterisk_ending(p):
+            raise AsteriskExited("shutting down")
     except AsteriskExited:
         if not running:
             raise
-        # The Asterisk that ran was shutting down (SIGTERM, `core stop`, `core restart`): it
-        # has gone meanwhile. A new one, as for an Asterisk found dead.
-        say(f"asterisk: the running Asterisk (pid {state['asterisk_pid']}) was stopping and "
-            "has exited; starting a new one")
+        # The Asterisk that ran was shutting down (SIGTERM, `core stop`): it has gone, or
+        # answered ARI on its way out. A new one, as for an Asterisk found dead (unless it
+        # was a `core restart`, which boots again under the same PID).
+        pid = state["asterisk_pid"]
+        deadline = time.monotonic() + 30
+        while (is_asterisk(pid, p.chroot) and asterisk_ending(p)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)  # polling: another session's process cannot be waited for
+        if is_asterisk(pid, p.chroot):
+            say(f"asterisk: the running Asterisk (pid {pid}) was restarting")
+        else:
+            say(f"asterisk: the running Asterisk (pid {pid}) was stopping and has exited; "
+                "starting a new one")
         running = False
         start_asterisk(p, state, say)
         ari_info = wait_asterisk(p, state, auth)
@@ -1257,6 +1290,11 @@ def _up(p: Paths, *, carriers: bool, services: bool, say: Say) -> LabInfo:
     ensure_carriers(p, state, carriers, say)
     state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     save_state(p, state)
+    if running and again and (asterisk_ending(p)
+                              or not is_asterisk(state["asterisk_pid"], p.chroot)):
+        # The Asterisk kept began to shut down while the rest came up (a SIGTERM just before
+        # `lab up`): once more, which starts a new one; returning now would leave the lab down.
+        return _up(p, carriers=carriers, services=services, say=say, again=False)
     return LabInfo(topology.ARI_URL, auth, redis_url, int(state["asterisk_pid"]), version,
                    p.state_dir, p.asterisk_log, tuple(problems))
 

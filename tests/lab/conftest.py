@@ -304,6 +304,12 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     lab: Lab = request.getfixturevalue("lab")
+    p = lab_mod.paths()
+    if not lab_mod.is_asterisk(lab_mod.load_state(p).get("asterisk_pid"), p.chroot):
+        # A test before left Asterisk down (and failed for it): that one failure, not every
+        # later test's (a CI run once took the lab down 30 tests in, and each lab test after
+        # it failed, 30 s apiece).
+        lab_mod.up(carriers=False, say=lambda line: print(f"lab: {line}"))
     request.node.stash[_TEST_LOGS_AT] = {log: lab_mod.file_size(log) for log in _LOGS_AT}
     yield
     deadline = time.monotonic() + LEAK_DEADLINE
@@ -318,6 +324,9 @@ def _no_leftover_channels(request: pytest.FixtureRequest) -> Iterator[None]:
             lab.ari("DELETE", f"/bridges/{br['id']}")
         names = [c.get("name") for c in channels] + [f"bridge {b.get('id')}" for b in bridges]
         pytest.fail(f"left over after the test: {', '.join(map(str, names))}")
+    if not lab_mod.is_asterisk(lab_mod.load_state(p).get("asterisk_pid"), p.chroot):
+        pytest.fail("Asterisk is not running after this test (the next lab test starts it "
+                    "again)")
     if lab.ari("GET", f"/applications/{topology.ARI_APP}")[0] == 0:
         # Asterisk's ARI deadlock (docs/ari.md): every later ARI test would fail with it.
         pytest.fail("ARI stopped answering GET /applications during this test: "

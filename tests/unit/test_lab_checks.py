@@ -370,3 +370,30 @@ def test_a_service_log_past_its_bound_starts_afresh_when_the_service_starts(
     assert not (p.state_dir / "ari.log").exists()  # (the fake service writes nothing)
     assert (p.state_dir / "agi.log").read_text() == "short\n"
     assert not (p.state_dir / "agi.log.previous").exists()
+
+
+READY = b"\x1b[1;32mAsterisk Ready.\x1b[0m\n"
+ENDING = b"Asterisk cleanly ending (0).\nExecuting last minute cleanups\n"
+
+
+@pytest.mark.parametrize(("console", "ending"), [
+    (b"", False),
+    (b"booting\n" + READY, False),
+    (b"booting\n" + READY + b"    -- Executing [s@x:1] NoOp(\"ending (\")\n", False),
+    (b"booting\n" + READY + ENDING, True),
+    (b"booting\n" + READY + b"Asterisk uncleanly ending (2).\n", True),
+    # `core restart now`: the same process boots again and says so
+    (b"booting\n" + READY + ENDING + b"Preparing for Asterisk restart...\n" + READY, False),
+    # a console output past the tail read: its last lines decide
+    (b"booting\n" + READY + b"x" * 100_000 + b"\n" + ENDING, True),
+])
+def test_an_asterisk_that_began_to_shut_down_is_told_from_one_that_runs(
+        cache: Path, console: bytes, ending: bool) -> None:
+    # `lab up` right after a SIGTERM kept the stopping Asterisk, which still answered ARI
+    # and its CLI, and returned; Asterisk then exited and left the lab down (a CI run: every
+    # lab test after it failed). Its console output is what tells.
+    p = lab.paths()
+    p.state_dir.mkdir(parents=True)
+    if console:
+        (p.state_dir / "asterisk.out").write_bytes(console)
+    assert lab.asterisk_ending(p) is ending
