@@ -52,6 +52,7 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
     if selection.status is Status.OK:
         defaults = snapshot.defaults
         limit = defaults.max_attempts
+        earlier: set[str] = set()  # the carriers of the tiers before: not attempted again
         for tier, shares, (before, own) in zip(selection.tiers,
                                                selection.shares(snapshot.carriers, limit),
                                                selection.attempts(snapshot.carriers),
@@ -69,7 +70,10 @@ def to_text(selection: Selection, snapshot: Snapshot, digits: str,
                 lines.append(
                     f"    {route.name:<24} carrier {route.carrier:<16} metric {route.metric:<4}"
                     f" share {float(share):6.1%}  trunks: {trunks}"
+                    + ("  (its carrier is tried in a tier before: never here)"
+                       if route.carrier in earlier else "")
                 )
+            earlier.update(r.carrier for r in tier.routes if r.carrier)
         lines.append(f"  max_attempts {defaults.max_attempts}, setup_timeout "
                      f"{defaults.setup_timeout:g}s, ring_timeout {defaults.ring_timeout:g}s")
     lines.append(f"  routes version {snapshot.version}")

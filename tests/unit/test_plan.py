@@ -254,6 +254,11 @@ def test_explain_share_is_zero_for_a_carrier_an_earlier_tier_already_tried() -> 
     rng = random.Random(3)
     seconds = Counter(plan(snap, ES, rng=rng).attempts[1].route.name for _ in range(2000))
     assert seconds == {"b": 2000}
+    # the text says why (a 0% share alone read as a bug); tier 3's routes share a carrier
+    # with each other, not with a tier before
+    notes = [line.split()[0] for line in to_text(select(snap, ES), snap, ES).splitlines()
+             if line.endswith("(its carrier is tried in a tier before: never here)")]
+    assert notes == ["again"]
 
 
 @pytest.mark.parametrize(("max_attempts", "notes"), [
