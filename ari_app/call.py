@@ -1108,12 +1108,13 @@ class Call:
         """The leg answered: answer the caller, keep the bridge until either side hangs up."""
         self.log.info("answered by %s (%s)", leg.attempt.trunk, leg.attempt.carrier.name)
         self.answered_leg = leg
-        if leg.out_of_bridge:
+        rejoined = leg.out_of_bridge
+        if rejoined:
             await self._rejoin(leg)  # (its last try, at the answer, got no reply)
         trace = format_trace(self.trace)
         if not self.caller_gone:
             await asyncio.gather(
-                self._quietly("answer caller", self.ari.answer(self.caller_id)),
+                self._answer_caller(only_answer=rejoined),
                 self._set_variables({
                     **base_vars,
                     var.CARRIER: leg.attempt.carrier.name,
@@ -1135,6 +1136,26 @@ class Call:
             leg.hangup_sent = True  # it is going away by itself
             await self._hangup_caller(causes.NORMAL_CLEARING)
         return CallResult(Status.OK, Outcome.ANSWERED, None, trace)
+
+    async def _answer_caller(self, *, only_answer: bool) -> None:
+        """Asterisk answers the caller itself as the leg's answer passes the bridge they
+        share (bridge_channel.c, AST_CONTROL_ANSWER); this request makes sure of it, and is
+        the only answer for a leg that joined the bridge after it answered (``only_answer``).
+        Under load it can reach Asterisk after the caller has hung up: 404, 409 (it left
+        Stasis) or 500 (it hung up while the command waited) then say only that, not that
+        the caller went unanswered (a lab run at 100 calls/s logged 5,468 such WARNINGs for
+        15,000 calls answered)."""
+        try:
+            await self.ari.answer(self.caller_id)
+        except (AriNotFound, AriConflict):
+            pass  # gone from Stasis: its StasisEnd follows
+        except AriError as exc:
+            if only_answer:
+                self.log.warning("answer caller failed: %s", exc)
+            else:
+                self.log.info("answer caller: %s (the bridge answered it, or it hung up)", exc)
+        except AriUnavailable as exc:
+            self.log.warning("answer caller failed: %s", exc)
 
     async def _cleanup(self) -> None:
         """Whatever happened: no attempt channel and no bridge of this call survives it."""

@@ -1,4 +1,5 @@
 """Asterisk's resident memory over blocks of calls on one path: does the router make it grow?
+And the router's own: the `ari` or `agi` service's memory over the same calls.
 
     .venv/bin/python bench/asterisk_memory.py {ari,agi,baseline} [--blocks 6] [--calls 3000]
                                               [--rate 100]
@@ -7,7 +8,8 @@ Needs the lab up with carrier-a free for a SIPp carrier of our own
 (``outbound-router lab up --no-carriers``); restart the lab (``lab down``, ``lab up``) before
 each path so that every run starts from a fresh Asterisk. Seeds the one-route table of
 bench_ari_calls.py (+34 -> carrier-a, which answers, 1 s talk), places ``--blocks`` blocks of
-``--calls`` calls, waits for the lab to be quiet after each, and prints Asterisk's VmRSS. The
+``--calls`` calls, waits for the lab to be quiet after each, and prints Asterisk's VmRSS and
+that of the path's service (none for the baseline). The
 routes that were current before are made current again at the end. No assertions: figures.
 """
 
@@ -40,10 +42,22 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100)
     args = parser.parse_args()
     info = callrate.running_lab()
-    pid = int(lab_mod.load_state(lab_mod.paths())["asterisk_pid"])
+    state = lab_mod.load_state(lab_mod.paths())
+    pid = int(state["asterisk_pid"])
+    service = None
+    if args.via != "baseline":
+        supervisor = ((state.get("services") or {}).get(args.via) or {}).get("pid")
+        service = lab_mod.worker_of(supervisor, args.via) if supervisor else None
+        if service is None:
+            raise SystemExit(f"the lab's {args.via} service does not run: lab up")
+
+    def figures() -> str:
+        own = f", {args.via} service {rss_mb(service):.1f} MB" if service else ""
+        return f"Asterisk VmRSS {rss_mb(pid):.1f} MB{own}"
+
     before, version = bench_ari_calls.seed_bench_routes(info.redis_url)
     try:
-        print(f"{args.via}: Asterisk VmRSS {rss_mb(pid):.1f} MB before any call", flush=True)
+        print(f"{args.via}: {figures()} before any call", flush=True)
         answered = 0
         with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
             for block in range(args.blocks):
@@ -51,7 +65,7 @@ def main() -> None:
                 callrate.wait_quiet()
                 answered += step.result.successful
                 print(f"{args.via}: {answered:6d} calls answered ({step.result.failed} failed "
-                      f"in this block): Asterisk VmRSS {rss_mb(pid):.1f} MB", flush=True)
+                      f"in this block): {figures()}", flush=True)
     finally:
         callrate.restore_routes(info.redis_url, before)
 

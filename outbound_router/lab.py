@@ -209,10 +209,10 @@ def service_worker(name: str) -> int | None:
     keeper = ((load_state(paths()).get("services") or {}).get(name) or {}).get("pid")
     if keeper is None or not is_service(keeper, name):
         return None
-    return _worker_of(keeper, name)
+    return worker_of(keeper, name)
 
 
-def _worker_of(keeper: int, name: str) -> int | None:
+def worker_of(keeper: int, name: str) -> int | None:
     """The `name` service its supervisor ``keeper`` runs now, if any."""
     for entry in os.listdir("/proc"):
         if entry.isdigit() and sipp.proc_parent(int(entry)) == keeper \
@@ -1485,7 +1485,7 @@ def status(say: Say = _say) -> int:
     for name in topology.SERVICES:
         s = (state.get("services") or {}).get(name) or {}
         if is_service(s.get("pid"), name):
-            worker = _worker_of(s["pid"], name)
+            worker = worker_of(s["pid"], name)
             log = p.service_log(name)
             if worker is None:  # crashed: its supervisor starts it again in a moment
                 say(f"{name:<10} restarting after a crash (kept up by pid {s['pid']}), log {log}")

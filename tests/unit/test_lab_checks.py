@@ -42,7 +42,7 @@ def test_lab_down_leaves_no_service_that_ignored_sigterm(cache: Path) -> None:
     try:
         while worker is None or b"ready" not in log.read_bytes():
             assert sipp.exit_status(supervisor) is None, log.read_text()
-            worker = lab._worker_of(supervisor, "agi")
+            worker = lab.worker_of(supervisor, "agi")
             os.sched_yield()
         said: list[str] = []
         lab.stop_services(p, {"services": {"agi": {"pid": supervisor}}}, ["agi"], said.append,
