@@ -72,6 +72,12 @@ ARI_AWAY_WAIT = 60.0
 #: callee who had answered meanwhile. Asterisk's own /dial timeout ends an attempt nobody
 #: answers.
 ARI_AWAY_RECHECK = 5.0
+#: How long a new attempt channel may take to enter the app (its StasisStart) before it is
+#: made once more, at least its setup_timeout: Asterisk's time, not the trunk's, which gets
+#: its setup_timeout from the /dial on (see Call._try). Bounded by the setup_timeout alone, a
+#: busy Asterisk's events, a few seconds behind, had a trunk that got no INVITE judged dead:
+#: its failover skipped, or the phone answered 503 untried (lab, both paths at 50 calls/s).
+STASIS_START_WAIT = 10.0
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
@@ -589,8 +595,9 @@ class Call:
 
     async def _cap_ring_timer(self, leg: AttemptLeg, resume: ResumeLeg) -> None:
         """A resumed attempt's ring timer ends by the latest it could have ended had nobody
-        stopped: the channel's creation, the wait for its StasisStart and for a provisional
-        reply (a setup timer each, with its stall grace), then ring_timeout. It restarted at
+        stopped: the channel's creation, the wait for its StasisStart (STASIS_START_WAIT, at
+        least setup_timeout) and for a provisional reply (setup_timeout), each with its
+        stall grace, then ring_timeout. It restarted at
         each resume: an instance restarted again and again left the ringing to Asterisk's
         /dial timeout. The channel's age is read on Asterisk's clock (``EPOCH``), not the
         router's; an age no ringing channel can have is ignored."""
@@ -602,7 +609,7 @@ class Call:
             return
         age = epoch - resume.created
         setup, ring = leg.attempt.setup_timeout, leg.attempt.ring_timeout
-        before_ringing = 2 * (setup + STALL_GRACE)
+        before_ringing = max(setup, STASIS_START_WAIT) + setup + 2 * STALL_GRACE
         if not 0 <= age <= before_ringing + ring + DIAL_TIMEOUT_MARGIN:
             return
         leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, age - before_ringing))
@@ -737,7 +744,7 @@ class Call:
         leg = AttemptLeg(attempt, new_id(ev.ATTEMPT_ID_PREFIX), now)
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
-        setup_deadline = now + attempt.setup_timeout
+        stasis_deadline = now + max(attempt.setup_timeout, STASIS_START_WAIT)
         trace = format_trace(self.trace)
         self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))
@@ -783,20 +790,21 @@ class Call:
         leg.name = created.name if created is not None else None
         # Dialling before the leg is in Stasis gets 409: wait for its StasisStart.
         while not leg.in_stasis and leg.live:
-            if not await self._step(leg, setup_deadline):
+            if not await self._step(leg, stasis_deadline):
                 break
         if not leg.live and not leg.in_stasis:
             self._drain(leg)  # a caller's hangup queued behind it counts first
-        if (not leg.in_stasis and again and not self.caller_gone
-                and (leg.setup_timeout or not (leg.live or leg.hangup_sent))):
-            # Never in the app, so never dialled: its trunk got no INVITE and is no failed
-            # trunk. Asterisk ended it before it entered the app (the app was not connected
-            # at that moment: a websocket cut), or its setup timer fired first (Asterisk's
-            # events seconds behind, after a stall: skipped, a plan's last trunk went untried,
-            # 503 to the phone). Made once more.
+        if again and not self.caller_gone and (
+                leg.setup_timeout  # (its StasisStart may have come since: it was not dialled)
+                or not (leg.in_stasis or leg.live or leg.hangup_sent)):
+            # Never dialled: its trunk got no INVITE and is no failed trunk. Asterisk ended it
+            # before it entered the app (the app was not connected at that moment: a
+            # websocket cut), or it was not in the app by the wait's end (Asterisk's events
+            # far behind, a stall). Judged, a plan's last trunk went untried, 503 to the
+            # phone. Made once more.
             self.log.info("attempt %d: the channel on %s %s, no INVITE sent: once more",
                           attempt.index, attempt.trunk,
-                          "was not in the app by its setup timer" if leg.setup_timeout
+                          "was not in the app in time" if leg.setup_timeout
                           else "ended before it entered the app")
             await self._hangup_leg(leg)  # (gone: 404, quietly; after the timer's: nothing)
             return await self._try(attempt, later, base_vars, again=False)

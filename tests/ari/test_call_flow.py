@@ -884,12 +884,13 @@ async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_con
     await hang_up_answered(lab, caller)
 
 
-async def test_an_attempt_not_in_the_app_by_its_setup_timer_is_made_once_more(
-        lab: Lab) -> None:
+async def test_an_attempt_not_in_the_app_in_time_is_made_once_more(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     # On the lab, after the router stalled 5 s (SIGSTOP) under 30 calls/s, Asterisk's events
     # ran seconds behind: the StasisStart of carrier-a's channel (the plan's last trunk) came
     # after its setup timer, which took carrier-a for unreachable although it never got an
     # INVITE, and the caller got 503 (carrier-d:congestion:34:503|carrier-a:unreachable::).
+    monkeypatch.setattr("ari_app.call.STASIS_START_WAIT", 0.0)  # the wait: setup_timeout
     lab.carriers("a503_b200")
     lab.fake.stasis_delay_for["carrier-b"] = 0.8  # setup_timeout is 0.5 s
     caller = lab.fake.new_caller(NUMBER)
@@ -953,3 +954,43 @@ async def test_a_caller_answer_refused_after_the_bridge_answered_it_is_no_warnin
     assert call.result.outcome is Outcome.ANSWERED
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     await wait_for(lambda: lab.fake.leftovers() == ([], []))
+
+
+async def test_a_channel_entering_the_app_after_the_setup_timeout_is_dialled(lab: Lab) -> None:
+    # A busy Asterisk's StasisStart seconds late is Asterisk's time, not the trunk's: the
+    # channel is dialled when it comes (no second channel, one more load on that Asterisk),
+    # and the trunk gets its whole setup_timeout from the dial.
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-b"] = 0.8  # setup_timeout is 0.5 s
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await answered(lab, caller)
+    assert len(call.legs) == 2 and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    assert not call.legs[1].setup_timeout
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    await hang_up_answered(lab, caller)
+
+
+async def test_a_channel_entering_the_app_as_its_wait_ends_is_made_once_more(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both paths loaded at 50 calls/s on the lab: the StasisStart of the plan's last trunk came
+    # while the hangup of its setup timer was on its way. It was taken for "in the app", so
+    # the attempt was judged a dead trunk although it never got an INVITE: the phone got 503
+    # (carrier-a:congestion:34:503|carrier-b:unreachable::), 7 and 8 calls of 500.
+    monkeypatch.setattr("ari_app.call.STASIS_START_WAIT", 0.0)  # the wait: setup_timeout
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-b"] = 0.7  # setup_timeout is 0.5 s
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
+    late = call.legs[1].channel_id
+    gate = lab.fake.gates[f"DELETE /channels/{late}"] = asyncio.Event()
+    await wait_for(lambda: lab.fake.channels[late].in_stasis)  # sent while the DELETE waits
+    del lab.fake.stasis_delay_for["carrier-b"]
+    gate.set()
+    await answered(lab, caller)
+    assert len(call.legs) == 3 and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    await hang_up_answered(lab, caller)

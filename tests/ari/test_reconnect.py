@@ -641,9 +641,10 @@ async def test_a_resumed_ring_timer_ends_by_the_attempts_creation_plus_setup_plu
     # timer never fired, and the ringing went on to Asterisk's /dial timeout (a chaos audit).
     caller, leg = await ringing_call(lab)  # ring_timeout 30, setup_timeout 0.5
     await stop(lab.runner, lab.ari)
-    # Created 34 s ago: ringing began by 5 s after (two setup timers and their stall graces),
-    # so the ring timer ends about 1 s from now.
-    lab.fake.channels[leg].created -= timedelta(seconds=34)
+    # Created 43.5 s ago: ringing began by 14.5 s after (the wait for its StasisStart, 10 s,
+    # then its setup timer, each with its stall grace), so the ring timer ends about 1 s from
+    # now.
+    lab.fake.channels[leg].created -= timedelta(seconds=43.5)
     async with a_new_instance(lab) as app:
         await wait_for(lambda: any(c.caller_id == caller for c in app.finished), within=5)
         assert lab.fake.ended[caller].hangup_reason == "19"  # no answer, well before 30 s
