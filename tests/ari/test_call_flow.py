@@ -884,27 +884,40 @@ async def test_an_answer_that_comes_while_the_setup_timer_checks_the_attempt_con
     await hang_up_answered(lab, caller)
 
 
+async def second_attempt_late_into_the_app(lab: Lab, monkeypatch: pytest.MonkeyPatch,
+                                           delay: float) -> tuple[str, Call, str]:
+    """carrier-a 503, then carrier-b, whose channel enters the app ``delay`` s after its
+    creation, the wait for it bounded by setup_timeout (0.5 s): the caller, the call and that
+    late channel (its StasisStart still to come)."""
+    monkeypatch.setattr("ari_app.call.STASIS_START_WAIT", 0.0)  # the wait: setup_timeout
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-b"] = delay
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
+    return caller, call, call.legs[1].channel_id
+
+
+async def failed_over_and_answered(lab: Lab, caller: str, call: Call, legs: int) -> None:
+    """carrier-a's 503, then carrier-b's answer, on ``legs`` channels: one INVITE per
+    carrier, no trunk judged dead."""
+    await answered(lab, caller)
+    assert len(call.legs) == legs and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
+        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
+    await hang_up_answered(lab, caller)
+
+
 async def test_an_attempt_not_in_the_app_in_time_is_made_once_more(
         lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     # On the lab, after the router stalled 5 s (SIGSTOP) under 30 calls/s, Asterisk's events
     # ran seconds behind: the StasisStart of carrier-a's channel (the plan's last trunk) came
     # after its setup timer, which took carrier-a for unreachable although it never got an
     # INVITE, and the caller got 503 (carrier-d:congestion:34:503|carrier-a:unreachable::).
-    monkeypatch.setattr("ari_app.call.STASIS_START_WAIT", 0.0)  # the wait: setup_timeout
-    lab.carriers("a503_b200")
-    lab.fake.stasis_delay_for["carrier-b"] = 0.8  # setup_timeout is 0.5 s
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
-    late = call.legs[1].channel_id
+    caller, call, late = await second_attempt_late_into_the_app(lab, monkeypatch, 0.8)
     del lab.fake.stasis_delay_for["carrier-b"]
-    await wait_for(lambda: len(call.legs) == 3)
-    assert late in lab.fake.ended  # hung up by its timer, not left up undialled
-    await answered(lab, caller)
-    assert lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
-    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
-    await hang_up_answered(lab, caller)
+    await failed_over_and_answered(lab, caller, call, legs=3)
+    assert late in lab.fake.ended  # hung up undialled, not left up
 
 
 async def test_the_failed_attempt_s_cdr_record_has_its_outcome_before_the_next_one_joins(
@@ -964,12 +977,9 @@ async def test_a_channel_entering_the_app_after_the_setup_timeout_is_dialled(lab
     lab.fake.stasis_delay_for["carrier-b"] = 0.8  # setup_timeout is 0.5 s
     caller = lab.fake.new_caller(NUMBER)
     call = await lab.started(caller)
-    await answered(lab, caller)
-    assert len(call.legs) == 2 and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
+    await wait_for(lambda: len(call.legs) == 2 and lab.fake.dials["carrier-b"] == 1)
     assert not call.legs[1].setup_timeout
-    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
-    await hang_up_answered(lab, caller)
+    await failed_over_and_answered(lab, caller, call, legs=2)
 
 
 async def test_a_channel_entering_the_app_as_its_wait_ends_is_made_once_more(
@@ -978,19 +988,10 @@ async def test_a_channel_entering_the_app_as_its_wait_ends_is_made_once_more(
     # while the hangup of its setup timer was on its way. It was taken for "in the app", so
     # the attempt was judged a dead trunk although it never got an INVITE: the phone got 503
     # (carrier-a:congestion:34:503|carrier-b:unreachable::), 7 and 8 calls of 500.
-    monkeypatch.setattr("ari_app.call.STASIS_START_WAIT", 0.0)  # the wait: setup_timeout
-    lab.carriers("a503_b200")
-    lab.fake.stasis_delay_for["carrier-b"] = 0.7  # setup_timeout is 0.5 s
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: len(call.legs) == 2 and call.legs[1].created)
-    late = call.legs[1].channel_id
+    caller, call, late = await second_attempt_late_into_the_app(lab, monkeypatch, 0.7)
     gate = lab.fake.gates[f"DELETE /channels/{late}"] = asyncio.Event()
     await wait_for(lambda: lab.fake.channels[late].in_stasis)  # sent while the DELETE waits
     del lab.fake.stasis_delay_for["carrier-b"]
     gate.set()
-    await answered(lab, caller)
-    assert len(call.legs) == 3 and lab.fake.dials == {"carrier-a": 1, "carrier-b": 1}
-    assert lab.vars_of(caller)["ROUTER_ATTEMPTS"] == (
-        "carrier-a:congestion:34:503|carrier-b:answered:16:200")
-    await hang_up_answered(lab, caller)
+    await failed_over_and_answered(lab, caller, call, legs=3)
+    assert late in lab.fake.ended  # hung up undialled, not left up
