@@ -78,6 +78,12 @@ ARI_AWAY_RECHECK = 5.0
 #: busy Asterisk's events, a few seconds behind, had a trunk that got no INVITE judged dead:
 #: its failover skipped, or the phone answered 503 untried (lab, both paths at 50 calls/s).
 STASIS_START_WAIT = 10.0
+
+
+def stasis_start_wait(setup_timeout: float) -> float:
+    """How long an attempt with that setup_timeout waits for its channel's StasisStart."""
+    return max(setup_timeout, STASIS_START_WAIT)
+
 #: How long a stopping service lets a call's last ROUTER_* write land.
 VARS_WAIT_AT_STOP = 0.5
 #: How long the next attempt waits, before it joins the caller's bridge, for the write made
@@ -611,7 +617,7 @@ class Call:
             return
         age = epoch - resume.created
         setup, ring = leg.attempt.setup_timeout, leg.attempt.ring_timeout
-        before_ringing = max(setup, STASIS_START_WAIT) + setup + 2 * STALL_GRACE
+        before_ringing = stasis_start_wait(setup) + setup + 2 * STALL_GRACE
         if not 0 <= age <= before_ringing + ring + DIAL_TIMEOUT_MARGIN:
             return
         leg.ring_started = min(leg.ring_started, self.clock() - max(0.0, age - before_ringing))
@@ -746,7 +752,7 @@ class Call:
         leg = AttemptLeg(attempt, new_id(ev.ATTEMPT_ID_PREFIX), now)
         self.legs.append(leg)
         self.registry.register(leg.channel_id, self)
-        stasis_deadline = now + max(attempt.setup_timeout, STASIS_START_WAIT)
+        stasis_deadline = now + stasis_start_wait(attempt.setup_timeout)
         trace = format_trace(self.trace)
         self._resume_args = (base_vars.get(var.NUMBER, ""), base_vars.get(var.VERSION, ""),
                              trace, (attempt, *later))

@@ -872,7 +872,7 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     problem = _unusable(url, given=bool(given), error=error)
     if problem is not None:
         raise problem
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    server = _redis_server()
     port, db, there = _own_redis_address(url)
     redis_dir = p.state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
@@ -898,6 +898,13 @@ def ensure_redis(p: Paths, state: dict[str, Any], say: Say = _say) -> str:
     return own_url
 
 
+def _redis_server() -> str:
+    """The redis-server binary the lab starts (it may not be installed)."""
+    from outbound_router.local_redis import REDIS_SERVER  # (it imports redis)
+
+    return REDIS_SERVER
+
+
 def _unusable(url: str, *, given: bool, error: Exception | None = None
               ) -> LabSettingError | None:
     """Why `lab up` can neither use the Redis of ``url`` nor start one of its own there;
@@ -910,7 +917,7 @@ def _unusable(url: str, *, given: bool, error: Exception | None = None
         # from the example routes while `seed` with REDIS_URL fails against that one.
         return LabSettingError(f"{_redis_problem(error, url)} (`lab up` starts a Redis of "
                                "its own only where nothing answers.)")
-    if not os.path.exists(shutil.which("redis-server") or "/usr/bin/redis-server"):
+    if not os.path.exists(_redis_server()):
         return LabSettingError(f"Redis does not answer at {_mask(url)} and redis-server is "
                                "not installed: apt-get install redis-server, or set REDIS_URL")
     if given and not _own_redis_address(url)[2]:

@@ -71,7 +71,10 @@ class Judgement:
 _BUSY_SIP = frozenset({486, 600})
 _NO_ANSWER_SIP = frozenset({480})
 _CANCELLED_SIP = frozenset({487})
-_CONGESTION_SIP = frozenset({408, 500, 502, 503, 504})
+#: SPEC section 3's "server error" is every 5xx, not only the ones its table names (501, 505,
+#: 513, 580... are the far end's failure too, never a refusal of this call: a 403 to the
+#: caller, outranking another trunk's 503, would be wrong).
+_CONGESTION_SIP = frozenset({408, *range(500, 600)})
 #: SIP code -> the Q.850 cause a rejection gives the caller (Asterisk's own mapping). 480 is
 #: a rejection without ringing before it (with ringing: no answer).
 _REJECTED_SIP = {code: SIP_CAUSES[code]
@@ -123,10 +126,7 @@ def classify(obs: Observation) -> Outcome:
         if obs.provisional:
             return Outcome.NO_ANSWER
         return Outcome.REJECTED if sip is not None else Outcome.UNREACHABLE
-    if sip in _CONGESTION_SIP or (sip is not None and 500 <= sip < 600):
-        # SPEC section 3's "server error": every 5xx, not only the five it names (501, 505,
-        # 513, 580... are the far end's failure too, never a refusal of this call: a 403 to
-        # the caller, outranking another trunk's 503, would be wrong)
+    if sip in _CONGESTION_SIP:
         return Outcome.CONGESTION
     if sip in _REJECTED_SIP:
         return Outcome.REJECTED
