@@ -27,7 +27,7 @@ from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger
+from ari_app.call import Call, CallLogger, Registry, destroy_bridge
 from ari_app.client import AriClient, AriError, AriNotFound, AriRefused, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from ari_app.resume import ResumeLeg, read_resume
@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 SnapshotSource = Callable[[], Snapshot | None]
 #: At most this many events held during a reconcile (a few seconds of a busy Asterisk).
 HELD_EVENTS = 20_000
-#: Channels kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup).
+#: Channels kept at most whose hangup Asterisk did not take (see RouterApp.owe_hangup), and
+#: bridges whose destruction it did not take (RouterApp.owe_bridge).
 OWED_HANGUPS = 10_000
-#: How often hangups Asterisk did not take are tried again while the websocket stays up.
+#: How often hangups (and bridge destructions) Asterisk did not take are tried again while
+#: the websocket stays up.
 OWED_RETRY = 5.0
 #: A failed reconcile is tried again after this many seconds, doubling up to the maximum.
 RECONCILE_RETRY = 0.5
@@ -55,9 +57,11 @@ class AdoptedCall:
     """A bridged call found after a reconnect that no running call owns (e.g. the router was
     restarted mid-call): it goes on, and when one side leaves the other is hung up."""
 
-    def __init__(self, ari: AriClient, bridge_id: str, channel_ids: list[str],
+    def __init__(self, ari: AriClient, registry: Registry, bridge_id: str,
+                 channel_ids: list[str],
                  caller_and_attempt: tuple[str, str] | None = None) -> None:
         self.ari = ari
+        self.registry = registry
         self.bridge_id = bridge_id
         self.channel_ids = channel_ids
         #: (caller, attempt) when the members are ours: the outcome goes on the caller
@@ -88,8 +92,7 @@ class AdoptedCall:
             if cid != event.channel_id:
                 await quietly(f"hang up {cid}", self.ari.hangup(cid, causes.NORMAL_CLEARING),
                               self.log)
-        await quietly(f"destroy bridge {self.bridge_id}", self.ari.destroy_bridge(self.bridge_id),
-                      self.log)
+        await destroy_bridge(self.ari, self.bridge_id, self.registry, self.log)
 
     async def _record_answer(self, caller_id: str, attempt_id: str) -> None:
         """The outcome on the caller and its CDR: the attempt may have been answered while no
@@ -148,6 +151,9 @@ class RouterApp:
         #: on. The next reconcile hangs them up (a caller is not routed again): the
         #: reconnect's, or one of their own while the websocket stays up (_pay_owed).
         self._owed_hangups: dict[str, int | None] = {}
+        #: Bridges of calls that ended whose destruction Asterisk did not take (an ordered
+        #: set): the next reconcile destroys them, or deals with what they still hold.
+        self._owed_bridges: dict[str, None] = {}
         self._paying: asyncio.Task[None] | None = None
         #: Set when another websocket took the application over (ApplicationReplaced).
         self.replaced = asyncio.Event()
@@ -167,6 +173,15 @@ class RouterApp:
         self._owed_hangups[channel_id] = cause
         if len(self._owed_hangups) > OWED_HANGUPS:
             del self._owed_hangups[next(iter(self._owed_hangups))]  # the oldest
+        self._start_paying()
+
+    def owe_bridge(self, bridge_id: str) -> None:
+        self._owed_bridges[bridge_id] = None
+        if len(self._owed_bridges) > OWED_HANGUPS:
+            del self._owed_bridges[next(iter(self._owed_bridges))]  # the oldest
+        self._start_paying()
+
+    def _start_paying(self) -> None:
         if self._paying is None or self._paying.done():
             self._paying = self._spawn(self._pay_owed(), "owed-hangups")
 
@@ -176,10 +191,11 @@ class RouterApp:
         stays up: the phone whose call had ended sat in Stasis in silence, an attempt given
         up on rang on, and, answered, stayed up in Stasis connected to nobody. So, as long as
         hangups are owed, a reconcile of the owed channels alone every OWED_RETRY s while
-        the websocket is up (while it is down, its reconnect's reconcile comes first)."""
-        while self._owed_hangups:
+        the websocket is up (while it is down, its reconnect's reconcile comes first). The
+        same for owed bridges."""
+        while self._owed_hangups or self._owed_bridges:
             await asyncio.sleep(OWED_RETRY)
-            if not self.ari.connected.is_set() or not self._owed_hangups:
+            if not self.ari.connected.is_set() or not (self._owed_hangups or self._owed_bridges):
                 continue
             try:
                 await self.reconcile(owed_only=True)
@@ -365,8 +381,8 @@ class RouterApp:
 
     async def reconcile(self, *, owed_only: bool = False) -> None:
         """Bring the calls in line with what Asterisk has now (events may have been lost).
-        ``owed_only``: only the channels whose hangup is owed, and their bridges (the
-        websocket stayed up: nothing else may have been missed)."""
+        ``owed_only``: only the channels whose hangup is owed, their bridges and the bridges
+        owed (the websocket stayed up: nothing else may have been missed)."""
         # The reply may be older than the events read while it was on its way: calls started
         # meanwhile, attempts created meanwhile are missing from it without being gone. Only
         # the channels known to exist as it is asked for are taken for gone when missing.
@@ -388,6 +404,9 @@ class RouterApp:
             del self._owed_hangups[cid]  # gone meanwhile (its phone hung up)
         for cid in [c for c in self._owed_hangups if c in self.owners]:
             self._hang_up_owed(cid)  # an attempt a call in progress gave up on: it goes on
+        listed = {bridge.id for bridge in bridges}
+        for bid in [b for b in self._owed_bridges if b not in listed]:
+            del self._owed_bridges[bid]  # gone meanwhile (a request that timed out did it)
         if not owed_only:
             for owner in self._distinct_owners():
                 owner.reconcile(present, confirmed)
@@ -409,8 +428,9 @@ class RouterApp:
             conversation = len(live) == 2 and all(
                 present[m].state == ev.ChannelState.UP for m in live)
             owed = [m for m in live if m in self._owed_hangups]
-            if owed_only and not owed:
+            if owed_only and not owed and bid not in self._owed_bridges:
                 continue  # (not owed now: another reconcile may have dealt with it meanwhile)
+            self._owed_bridges.pop(bid, None)  # dealt with below, whatever it holds
             if owed and conversation:
                 # The callee answered after the router gave the call up (its judgement and
                 # hangups made while Asterisk took no request): a conversation, adopted below.
@@ -424,7 +444,8 @@ class RouterApp:
                 self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
                 continue
             if conversation:
-                adopted = AdoptedCall(self.ari, bid, live, self._caller_and_attempt(live, present))
+                adopted = AdoptedCall(self.ari, self, bid, live,
+                                      self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted
                 self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
@@ -553,4 +574,4 @@ class RouterApp:
     async def _remove(self, bridge_id: str, channel_ids: list[str], cause: int) -> None:
         for cid in channel_ids:
             await self._hang_up_or_owe(cid, cause)
-        await quietly(f"destroying bridge {bridge_id}", self.ari.destroy_bridge(bridge_id), log)
+        await destroy_bridge(self.ari, bridge_id, self, log)

@@ -109,11 +109,27 @@ class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 class Registry(Protocol):
     """What a call needs from the dispatcher: route a channel's events to it, and hang up a
-    caller once Asterisk takes requests again (the call ended while it did not)."""
+    caller, or destroy a bridge, once Asterisk takes requests again (the call ended while it
+    did not)."""
 
     def register(self, channel_id: str, call: Call) -> None: ...
     def unregister(self, channel_id: str) -> None: ...
     def owe_hangup(self, channel_id: str, cause: int | None) -> None: ...
+    def owe_bridge(self, bridge_id: str) -> None: ...
+
+
+async def destroy_bridge(ari: AriClient, bridge_id: str, registry: Registry,
+                         logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Destroy a bridge of ours; when Asterisk does not take it (a request closed unanswered
+    or timed out under load), it is owed: a later reconcile destroys it. Bridges outlive
+    their channels in ARI, so one given up on stayed for good (hundreds after an overload)."""
+    try:
+        await ari.destroy_bridge(bridge_id)
+    except AriNotFound:
+        pass
+    except (AriError, AriUnavailable) as exc:
+        logger.warning("destroy bridge %s failed: %s; again later", bridge_id, exc)
+        registry.owe_bridge(bridge_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1192,7 +1208,7 @@ class Call:
             with contextlib.suppress(asyncio.CancelledError, AriError, AriUnavailable):
                 await self._bridge_created  # (its error, if any, was the call's or is moot)
         if self.bridge_id is not None:
-            await self._quietly("destroy bridge", self.ari.destroy_bridge(self.bridge_id))
+            await destroy_bridge(self.ari, self.bridge_id, self.registry, self.log)
         self._unregister()
 
     # -- after a websocket reconnect --------------------------------------------------
