@@ -182,7 +182,7 @@ class Call:
     #: the same, later. Its StasisStart, when it comes, gets it hung up at once.
     _unanswered_creates: dict[str, AttemptLeg] = field(default_factory=dict)
     #: Those hangups, in flight (the cleanup waits for them).
-    _late_hangups: set[asyncio.Future[bool]] = field(default_factory=set)
+    _late_hangups: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.log = CallLogger(log, {"call_id": self.caller_id})
@@ -196,10 +196,12 @@ class Call:
             if leg is not None and not leg.hangup_sent:
                 # Made after the app gave its create up: never dialled, it would sit in the
                 # app, undialled, until the call's end (hours for a call answered meanwhile).
+                # Not taken by Asterisk, it is owed, as any leg's hangup (the cleanup skips a
+                # leg whose hangup was sent).
                 leg.hangup_sent = True
-                hangup = asyncio.ensure_future(self._quietly(
-                    "hang up a channel created after its request timed out",
-                    self.ari.hangup(leg.channel_id)))
+                self.log.info("hanging up %s, created after its request timed out",
+                              leg.channel_id)
+                hangup = asyncio.ensure_future(self._send_leg_hangup(leg))
                 self._late_hangups.add(hangup)
                 hangup.add_done_callback(self._late_hangups.discard)
         self.queue.put_nowait(event)
@@ -334,6 +336,9 @@ class Call:
         if leg.destroyed or leg.hangup_sent:
             return
         leg.hangup_sent = True
+        await self._send_leg_hangup(leg)
+
+    async def _send_leg_hangup(self, leg: AttemptLeg) -> None:
         # Tried again when Asterisk did not answer: a channel never dialled has no /dial
         # timeout to end it. Not taken at all, it is owed: the next reconcile hangs it up (it
         # went on ringing, in the call's bridge if the timer's check could not take it out:

@@ -13,6 +13,7 @@ from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from test_reconnect import cut, restore
 
 from ari_app.client import AriUnavailable
+from ari_app.leg import AttemptState
 
 NUMBER = "911234567"
 LONG_RING = ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")
@@ -246,3 +247,28 @@ async def test_an_owed_bridge_gone_meanwhile_is_not_destroyed_again(
     assert lab.fake.paths("DELETE").count(f"/bridges/{call.bridge_id}") == 2
     assert lab.app._paying is not None
     await asyncio.wait_for(lab.app._paying, 5)  # nothing owed any more: the payer ends
+
+
+async def test_a_late_created_channel_whose_hangup_asterisk_did_not_take_is_owed(
+        lab: Lab, owed_retry: None) -> None:
+    # carrier-a's create got its reply after the app had given it up; the channel's
+    # StasisStart came later still, and its hangup was closed unanswered (an overloaded
+    # Asterisk), the websocket up. Marked as hung up, the channel was left out of the call's
+    # cleanup too: it stayed in the app, never dialled, past the call's end.
+    lab.ari.http._timeout = 0.3
+    lab.carriers("a503_b200")
+    lab.fake.stasis_delay_for["carrier-a"] = 0.6
+    reply = lab.fake.held_replies["POST /channels/create"] = asyncio.Event()
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: bool(call.legs) and call.legs[0].state is AttemptState.FAILED)
+    late = call.legs[0].channel_id
+    lab.fake.dropping[f"DELETE /channels/{late}"] = 100
+    reply.set()  # (carrier-b's create, sent meanwhile, is answered now)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")  # carrier-b
+    await wait_for(lambda: lab.fake.paths("DELETE").count(f"/channels/{late}") >= 2)
+    lab.fake.dropping.clear()  # Asterisk takes requests again
+    assert lab.ari.connected.is_set()
+    await wait_for(lambda: late in lab.fake.ended)  # before the call's end
+    assert lab.fake.dials == {"carrier-b": 1}
+    await hang_up_answered(lab, caller)
