@@ -27,7 +27,7 @@ from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any
 
 from ari_app import events as ev
-from ari_app.call import Call, CallLogger, Registry, destroy_bridge
+from ari_app.call import Call, CallLogger, destroy_bridge
 from ari_app.client import AriClient, AriError, AriNotFound, AriRefused, AriUnavailable, quietly
 from ari_app.events import Event, EventType, parse_event
 from ari_app.resume import ResumeLeg, read_resume
@@ -57,11 +57,11 @@ class AdoptedCall:
     """A bridged call found after a reconnect that no running call owns (e.g. the router was
     restarted mid-call): it goes on, and when one side leaves the other is hung up."""
 
-    def __init__(self, ari: AriClient, registry: Registry, bridge_id: str,
+    def __init__(self, ari: AriClient, router: RouterApp, bridge_id: str,
                  channel_ids: list[str],
                  caller_and_attempt: tuple[str, str] | None = None) -> None:
         self.ari = ari
-        self.registry = registry
+        self.router = router
         self.bridge_id = bridge_id
         self.channel_ids = channel_ids
         #: (caller, attempt) when the members are ours: the outcome goes on the caller
@@ -90,9 +90,9 @@ class AdoptedCall:
                 break
         for cid in self.channel_ids:
             if cid != event.channel_id:
-                await quietly(f"hang up {cid}", self.ari.hangup(cid, causes.NORMAL_CLEARING),
-                              self.log)
-        await destroy_bridge(self.ari, self.bridge_id, self.registry, self.log)
+                # owed when Asterisk does not take it: the phone would stay up, alone
+                await self.router.hang_up_or_owe(cid, causes.NORMAL_CLEARING)
+        await destroy_bridge(self.ari, self.bridge_id, self.router, self.log)
 
     async def _record_answer(self, caller_id: str, attempt_id: str) -> None:
         """The outcome on the caller and its CDR: the attempt may have been answered while no
@@ -264,7 +264,8 @@ class RouterApp:
         if ev.is_attempt(event.channel_id, event.args):
             # An attempt channel whose call is over (it raced with the call's end).
             log.info("hanging up leftover attempt channel %s", event.channel_id)
-            self._spawn(self._hangup(event.channel_id), f"hangup-{event.channel_id}")
+            self._spawn(self.hang_up_or_owe(event.channel_id, None),
+                        f"hangup-{event.channel_id}")
             return
         self.start_call(event.channel_id, event.args)
 
@@ -304,9 +305,6 @@ class RouterApp:
         call.snapshot = None
         self.finished.append(call)
         del self.finished[:-1000]
-
-    async def _hangup(self, channel_id: str, cause: int | None = None) -> None:
-        await quietly(f"hanging up {channel_id}", self.ari.hangup(channel_id, cause), log)
 
     # -- reconciliation ------------------------------------------------------------------
 
@@ -481,21 +479,22 @@ class RouterApp:
                 self._hang_up_owed(cid)
             elif ev.is_attempt(cid, args):
                 log.info("hanging up leftover attempt channel %s", cid)
-                self._spawn(self._hangup(cid), f"hangup-{cid}")
+                self._spawn(self.hang_up_or_owe(cid, None), f"hangup-{cid}")
             elif channel.state in ev.NOT_UP:
                 log.info("taking over caller %s whose StasisStart was missed", cid)
                 self.start_call(cid, args)
             else:
                 log.info("hanging up caller %s left without a call", cid)
-                self._spawn(self._hangup(cid, causes.NORMAL_CLEARING), f"hangup-{cid}")
+                self._spawn(self.hang_up_or_owe(cid, causes.NORMAL_CLEARING),
+                            f"hangup-{cid}")
 
     def _hang_up_owed(self, channel_id: str) -> None:
         cause = self._owed_hangups.pop(channel_id)
         log.info("hanging up %s (cause %s), whose hangup Asterisk did not take", channel_id,
                  cause)
-        self._spawn(self._hang_up_or_owe(channel_id, cause), f"hangup-{channel_id}")
+        self._spawn(self.hang_up_or_owe(channel_id, cause), f"hangup-{channel_id}")
 
-    async def _hang_up_or_owe(self, channel_id: str, cause: int | None) -> None:
+    async def hang_up_or_owe(self, channel_id: str, cause: int | None) -> None:
         """Hang a channel up; owed again when Asterisk does not take it (forgotten, a caller
         was taken at the next reconcile for one whose StasisStart was missed and routed
         again: its trunks rang twice). Paid meanwhile, it is nobody's to adopt or resume for
@@ -573,5 +572,5 @@ class RouterApp:
 
     async def _remove(self, bridge_id: str, channel_ids: list[str], cause: int) -> None:
         for cid in channel_ids:
-            await self._hang_up_or_owe(cid, cause)
+            await self.hang_up_or_owe(cid, cause)
         await destroy_bridge(self.ari, bridge_id, self, log)

@@ -268,8 +268,10 @@ class FakeAsterisk:
     def paths(self, method: str | None = None) -> list[str]:
         return [p for m, p, _ in self.requests if method in (None, m)]
 
-    def new_caller(self, *args: str) -> str:
-        cid = f"1795706{next(self._ids):03d}.{next(self._ids)}"
+    def new_caller(self, *args: str, channel_id: str | None = None) -> str:
+        """A channel entering the app with Stasis ``args`` (a caller, unless ``channel_id``
+        and the args make it look like something else)."""
+        cid = channel_id or f"1795706{next(self._ids):03d}.{next(self._ids)}"
         ch = Channel(cid, f"PJSIP/phone-{next(self._names):08x}", "Ring",
                      ",".join((self.app, *args)), in_stasis=True, created=self.now())
         self.channels[cid] = ch

@@ -12,6 +12,7 @@ import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
 from test_reconnect import cut, restore
 
+from ari_app import events as ev
 from ari_app.client import AriUnavailable
 from ari_app.leg import AttemptState
 
@@ -272,3 +273,39 @@ async def test_a_late_created_channel_whose_hangup_asterisk_did_not_take_is_owed
     await wait_for(lambda: late in lab.fake.ended)  # before the call's end
     assert lab.fake.dials == {"carrier-b": 1}
     await hang_up_answered(lab, caller)
+
+
+async def test_a_leftover_attempt_whose_hangup_asterisk_did_not_take_is_owed(
+        lab: Lab, owed_retry: None) -> None:
+    # An attempt channel entered the app after its call had ended (it raced with the call's
+    # end), and its hangup was closed unanswered, the websocket up: sent once and
+    # forgotten, it left the channel in the app for good.
+    stray = f"{ev.ATTEMPT_ID_PREFIX}0123456789ab"
+    lab.fake.dropping[f"DELETE /channels/{stray}"] = 100
+    lab.fake.new_caller(ev.ATTEMPT_ARG, channel_id=stray)
+    await wait_for(lambda: lab.fake.paths("DELETE").count(f"/channels/{stray}") >= 2)
+    lab.fake.dropping.clear()  # Asterisk takes requests again
+    assert lab.ari.connected.is_set()
+    await wait_for(lambda: stray in lab.fake.ended)
+    assert lab.fake.dials == {}
+
+
+async def test_the_other_side_of_an_adopted_call_is_hung_up_once_asterisk_takes_it(
+        lab: Lab, owed_retry: None) -> None:
+    # A bridged call adopted after a restart: the callee hung up, and the caller's hangup
+    # was closed unanswered, the websocket up. Sent once and forgotten, it left the phone
+    # answered, alone, until its user hung up.
+    before = await cut(lab)
+    fake = lab.fake
+    caller = fake.add_leftover_channel(NUMBER, state="Up")
+    leg = fake.add_leftover_channel("router-attempt,y", state="Up")
+    bridge = fake.add_leftover_bridge([caller, leg])
+    await restore(lab, before)
+    await wait_for(lambda: any(t.get_name() == f"adopted-{bridge}" for t in lab.app.tasks))
+    fake.dropping[f"DELETE /channels/{caller}"] = 100
+    fake.far_end_hangup(leg)
+    await wait_for(lambda: fake.paths("DELETE").count(f"/channels/{caller}") >= 2)
+    fake.dropping.clear()  # Asterisk takes requests again
+    assert lab.ari.connected.is_set()
+    await wait_for(lambda: fake.leftovers() == ([], []))
+    assert fake.ended[caller].hangup_reason == "16"
