@@ -338,6 +338,13 @@ class Call:
         leg.hangup_sent = True
         await self._send_leg_hangup(leg)
 
+    async def _hang_up_resumed(self, resume: ResumeLeg) -> None:
+        """The attempt an earlier instance left, not taken over: owed when not taken (it
+        would ring on until Asterisk's /dial timeout, and an answer meet nobody)."""
+        if not await self._deliver_hangup(resume.channel_id, resume.channel_id):
+            self.registry.owe_hangup(resume.channel_id, None)
+        self.registry.unregister(resume.channel_id)
+
     async def _send_leg_hangup(self, leg: AttemptLeg) -> None:
         # Tried again when Asterisk did not answer: a channel never dialled has no /dial
         # timeout to end it. Not taken at all, it is owed: the next reconcile hangs it up (it
@@ -431,8 +438,7 @@ class Call:
             return
         if any(leg.channel_id == resume.channel_id for leg in self.legs):
             return  # taken over: _cleanup() hangs it up
-        await self._quietly(f"hang up {resume.channel_id}", self.ari.hangup(resume.channel_id))
-        self.registry.unregister(resume.channel_id)
+        await self._hang_up_resumed(resume)
 
     async def _settle_dial(self) -> None:
         """Stopped while an attempt's /dial was on its way: Asterisk may have sent the INVITE
@@ -558,9 +564,7 @@ class Call:
         if not attempts:
             # Nothing to go on with: no resume data (unreadable, or none).
             self.log.warning("ending the call left by an earlier instance: nothing to resume")
-            await self._quietly(f"hang up {resume.channel_id}",
-                                self.ari.hangup(resume.channel_id))
-            self.registry.unregister(resume.channel_id)
+            await self._hang_up_resumed(resume)
             return await self._end_in_error()
         assert data is not None
         current = attempts[0]

@@ -309,3 +309,26 @@ async def test_the_other_side_of_an_adopted_call_is_hung_up_once_asterisk_takes_
     assert lab.ari.connected.is_set()
     await wait_for(lambda: fake.leftovers() == ([], []))
     assert fake.ended[caller].hangup_reason == "16"
+
+
+async def test_a_resumed_attempt_whose_hangup_asterisk_did_not_take_is_owed(
+        lab: Lab, owed_retry: None) -> None:
+    # A ringing attempt left by an earlier instance, with resume data that cannot be used:
+    # the call is ended, and the attempt's hangup was closed unanswered, the websocket up.
+    # Sent once and forgotten, it left the attempt ringing until Asterisk's /dial timeout
+    # (and, answered meanwhile, up in Stasis connected to nobody).
+    before = await cut(lab)
+    fake = lab.fake
+    caller = fake.add_leftover_channel(NUMBER, state="Ring")
+    leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
+    fake.channels[leg].variables["ROUTER_RESUME"] = (  # all there, but the trace is broken
+        '{"number":"+34911234567","version":"v1","trace":"a:b",'
+        '"attempts":[[1,"first","alpha","carrier-a"]]}')
+    fake.add_leftover_bridge([caller, leg])
+    fake.dropping[f"DELETE /channels/{leg}"] = 100
+    await restore(lab, before)
+    await wait_for(lambda: fake.paths("DELETE").count(f"/channels/{leg}") >= 2)
+    await wait_for(lambda: caller in fake.ended)
+    fake.dropping.clear()  # Asterisk takes requests again
+    assert lab.ari.connected.is_set()
+    await wait_for(lambda: fake.leftovers() == ([], []))
