@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from ari_support import ROUTES, Lab, answer_resumed, hang_up_answered, snapshot_of, wait_for
-from fake_ari import Behaviour
+from fake_ari import Behaviour, FakeAsterisk
 
 from ari_app.app import RouterApp
 from ari_app.call import Call
@@ -799,15 +799,22 @@ def test_resume_data_with_timeouts_no_routes_file_gives_is_refused(setup: float,
         parse_resume(resume_data("+34911234567", "v1", "", [attempt]))
 
 
-async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
-    before = await cut(lab)
-    fake = lab.fake
+def add_unresumable_ringing_call(fake: FakeAsterisk) -> tuple[str, str]:
+    """A caller and its ringing attempt in a bridge, as an earlier instance left them, with
+    resume data that cannot be used; (caller, attempt)."""
     caller = fake.add_leftover_channel(NUMBER, state="Ring")
     leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
     fake.channels[leg].variables["ROUTER_RESUME"] = (  # all there, but the trace is broken
         '{"number":"+34911234567","version":"v1","trace":"a:b",'
         '"attempts":[[1,"first","alpha","carrier-a"]]}')
     fake.add_leftover_bridge([caller, leg])
+    return caller, leg
+
+
+async def test_a_ringing_attempt_with_unreadable_resume_data_is_ended_cleanly(lab: Lab) -> None:
+    before = await cut(lab)
+    fake = lab.fake
+    caller, _ = add_unresumable_ringing_call(fake)
     await restore(lab, before)
     await wait_for(lambda: fake.leftovers() == ([], []))  # leg, caller (cause 34) and bridge
     assert fake.ended[caller].hangup_reason == "34"

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from ari_support import ROUTES, Lab, hang_up_answered, snapshot_of, wait_for
-from test_reconnect import cut, restore
+from test_reconnect import add_unresumable_ringing_call, cut, restore
 
 from ari_app import events as ev
+from ari_app.call import Call
 from ari_app.client import AriUnavailable
 from ari_app.leg import AttemptState
 
@@ -23,6 +24,15 @@ LONG_RING = ROUTES.replace("ring_timeout: 0.5", "ring_timeout: 30")
 @pytest.fixture
 def owed_retry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ari_app.app.OWED_RETRY", 0.2, raising=False)
+
+
+async def answered_call(lab: Lab) -> tuple[str, Call]:
+    """A call carrier-a answered: (its caller, the call)."""
+    lab.carriers("a200")
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    return caller, call
 
 
 def deletes_of(lab: Lab, channel_id: str) -> int:
@@ -128,10 +138,7 @@ async def test_a_caller_whose_callee_hung_up_is_hung_up_with_the_websocket_up(
         lab: Lab, owed_retry: None) -> None:
     # A bridged call: the callee hung up, and every try of the caller's hangup was closed
     # unanswered, the websocket up: the phone stayed answered, alone, until its user hung up.
-    lab.carriers("a200")
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    caller, call = await answered_call(lab)
     lab.fake.dropping[f"DELETE /channels/{caller}"] = 100
     lab.fake.far_end_hangup(call.legs[0].channel_id)
     await lab.finished(caller)
@@ -214,10 +221,7 @@ async def test_a_bridge_whose_destruction_asterisk_did_not_take_is_destroyed_lat
     # An answered call ended while Asterisk closed the DELETE of its bridge unanswered (or
     # failed it), the websocket up: ARI keeps a bridge after its channels leave, so it
     # stayed for good. A bench past the lab's capacity left 230 such bridges.
-    lab.carriers("a200")
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    caller, call = await answered_call(lab)
     faults = lab.fake.dropping if how == "closed-unanswered" else lab.fake.failing
     faults[f"DELETE /bridges/{call.bridge_id}"] = 100 if how == "closed-unanswered" else 500
     lab.fake.caller_hangup(caller)
@@ -234,10 +238,7 @@ async def test_an_owed_bridge_gone_meanwhile_is_not_destroyed_again(
     # connection answered with nothing is sent again once, on a new one): the bridge is
     # owed, and the next reconcile finds it gone. It sends no DELETE more (nor goes on
     # listing for ever).
-    lab.carriers("a200")
-    caller = lab.fake.new_caller(NUMBER)
-    call = await lab.started(caller)
-    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    caller, call = await answered_call(lab)
     delete = f"DELETE /bridges/{call.bridge_id}"
     lab.fake.lost_replies[delete] = 2
     await hang_up_answered(lab, caller)
@@ -319,12 +320,7 @@ async def test_a_resumed_attempt_whose_hangup_asterisk_did_not_take_is_owed(
     # (and, answered meanwhile, up in Stasis connected to nobody).
     before = await cut(lab)
     fake = lab.fake
-    caller = fake.add_leftover_channel(NUMBER, state="Ring")
-    leg = fake.add_leftover_channel("router-attempt,x", state="Ringing")
-    fake.channels[leg].variables["ROUTER_RESUME"] = (  # all there, but the trace is broken
-        '{"number":"+34911234567","version":"v1","trace":"a:b",'
-        '"attempts":[[1,"first","alpha","carrier-a"]]}')
-    fake.add_leftover_bridge([caller, leg])
+    caller, leg = add_unresumable_ringing_call(fake)
     fake.dropping[f"DELETE /channels/{leg}"] = 100
     await restore(lab, before)
     await wait_for(lambda: fake.paths("DELETE").count(f"/channels/{leg}") >= 2)
