@@ -201,7 +201,7 @@ class Call:
                 leg.hangup_sent = True
                 self.log.info("hanging up %s, created after its request timed out",
                               leg.channel_id)
-                hangup = asyncio.ensure_future(self._send_leg_hangup(leg))
+                hangup = asyncio.ensure_future(self._hang_up_attempt(leg.channel_id))
                 self._late_hangups.add(hangup)
                 hangup.add_done_callback(self._late_hangups.discard)
         self.queue.put_nowait(event)
@@ -336,22 +336,21 @@ class Call:
         if leg.destroyed or leg.hangup_sent:
             return
         leg.hangup_sent = True
-        await self._send_leg_hangup(leg)
+        await self._hang_up_attempt(leg.channel_id)
 
-    async def _hang_up_resumed(self, resume: ResumeLeg) -> None:
-        """The attempt an earlier instance left, not taken over: owed when not taken (it
-        would ring on until Asterisk's /dial timeout, and an answer meet nobody)."""
-        if not await self._deliver_hangup(resume.channel_id, resume.channel_id):
-            self.registry.owe_hangup(resume.channel_id, None)
-        self.registry.unregister(resume.channel_id)
-
-    async def _send_leg_hangup(self, leg: AttemptLeg) -> None:
+    async def _hang_up_attempt(self, channel_id: str) -> None:
         # Tried again when Asterisk did not answer: a channel never dialled has no /dial
         # timeout to end it. Not taken at all, it is owed: the next reconcile hangs it up (it
         # went on ringing, in the call's bridge if the timer's check could not take it out:
         # a late answer there met the caller, whatever the next trunk did).
-        if not await self._deliver_hangup(leg.channel_id, leg.channel_id):
-            self.registry.owe_hangup(leg.channel_id, None)
+        if not await self._deliver_hangup(channel_id, channel_id):
+            self.registry.owe_hangup(channel_id, None)
+
+    async def _hang_up_resumed(self, resume: ResumeLeg) -> None:
+        """The attempt an earlier instance left, not taken over (it would ring on until
+        Asterisk's /dial timeout, and an answer meet nobody)."""
+        await self._hang_up_attempt(resume.channel_id)
+        self.registry.unregister(resume.channel_id)
 
     async def _deliver_hangup(self, what: str, channel_id: str, cause: int | None = None
                               ) -> bool:
