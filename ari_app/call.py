@@ -33,7 +33,7 @@ from ari_app.client import (
     quietly,
 )
 from ari_app.events import Event, EventType
-from ari_app.http import STALL_GRACE, HttpError, NotConnected, stall_extended
+from ari_app.http import STALL_GRACE, HttpError, NotConnected, NotSent, stall_extended
 from ari_app.leg import AttemptLeg, AttemptState
 from ari_app.resume import Resume, ResumeLeg, channel_sequence, read_resume, resume_data
 from routing import causes
@@ -791,11 +791,12 @@ class Call:
                 variables={var.RESUME: resume, var.NO_CDR: "1"},
             )
         except (AriError, AriUnavailable) as exc:
-            # An error answer, or no connection at all, leaves nothing to hang up. No answer
-            # (a timeout of an overloaded Asterisk) may leave the channel created all the
-            # same: hung up when it enters the app (see deliver), else by the cleanup.
+            # An error answer, or a request not sent (no connection at all, or none free in
+            # time), leaves nothing to hang up. No answer (a timeout of an overloaded
+            # Asterisk) may leave the channel created all the same: hung up when it enters
+            # the app (see deliver), else by the cleanup.
             not_connected = isinstance(exc.__cause__, NotConnected)
-            leg.hangup_sent = isinstance(exc, AriError) or not_connected
+            leg.hangup_sent = isinstance(exc, AriError) or isinstance(exc.__cause__, NotSent)
             if isinstance(exc, AriRefused):
                 raise  # our credentials, not the trunk: the call ends (ERROR, 503)
             if not_connected and again:

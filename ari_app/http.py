@@ -38,8 +38,18 @@ class HttpError(Exception):
     """The server could not be reached, or did not answer with HTTP."""
 
 
-class NotConnected(HttpError):
+class NotSent(HttpError):
+    """The request was certainly not sent: no connection free within its timeout (all of
+    them busy with requests the server is slow to answer), or none could be made."""
+
+
+class NotConnected(NotSent):
     """No connection could be made: the request was certainly not sent."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    written: bool = False  # the request went out on a connection (it may have been done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,20 +278,29 @@ class HttpPool:
         raw = (head + "\r\n").encode("latin-1") + (body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        async with asyncio.timeout(None) as timer:
-            expiry = loop.call_at(deadline, _expire, timer, deadline)
-            try:
-                return await self._exchange(raw)
-            finally:
-                expiry.cancel()
+        progress = _Progress()
+        try:
+            async with asyncio.timeout(None) as timer:
+                expiry = loop.call_at(deadline, _expire, timer, deadline)
+                try:
+                    return await self._exchange(raw, progress)
+                finally:
+                    expiry.cancel()
+        except TimeoutError as exc:
+            if progress.written:
+                raise  # most likely done, its answer late
+            # Taken for "sent, no answer", a hangup that never left was taken as done.
+            raise NotSent(f"not sent: no connection free within {self._timeout:g} s") from exc
 
-    async def _exchange(self, raw: bytes) -> Response:
+    async def _exchange(self, raw: bytes, progress: _Progress) -> Response:
         for attempt in range(2):
+            progress.written = False  # (a first one closed unanswered was not done)
             conn = await self._acquire(fresh=attempt > 0)  # (it fails once retired)
             if self.retired:  # meanwhile, while a new connection was being made
                 self._release(conn)
                 raise HttpError("not sent: the pool is retired")
             reused = conn.used > 0  # the second attempt always has a new one
+            progress.written = True
             try:
                 response = await conn.exchange(raw)
             except ConnectionError as exc:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from ari_app.http import HttpError, HttpPool
+from ari_app.http import HttpError, HttpPool, NotSent
 
 Reply = Callable[[bytes, int], bytes | None]  # (request, n-th on this connection) -> answer
 
@@ -250,3 +250,23 @@ async def test_a_request_waiting_for_a_connection_is_not_overtaken_for_ever(serv
         stop.set()
         await asyncio.gather(*busy, return_exceptions=True)
     assert done > 0
+
+
+async def test_a_request_that_found_no_free_connection_in_time_says_it_was_not_sent(
+        serve) -> None:
+    # Every connection busy with a request the server is slow to answer: a request that
+    # timed out waiting for one never left, but it timed out like one sent and unanswered,
+    # which callers take for done (a hangup that was never sent, taken as delivered).
+    server, pool = await serve(lambda req, n: ok() if b"/ari/slow" not in req else b"",
+                               limit=1, timeout=0.3)
+    with pytest.raises(TimeoutError) as sent:  # sent, never answered: no NotSent for it
+        await pool.request("GET", "/ari/slow")
+    assert not isinstance(sent.value, NotSent)
+    held = await pool._acquire(fresh=False)  # the only connection, busy meanwhile
+    try:
+        with pytest.raises(NotSent):
+            await pool.request("DELETE", "/ari/channels/x")
+    finally:
+        pool._release(held)
+    assert not any(b"/ari/channels/x" in r for r in server.requests)
+    assert (await pool.request("DELETE", "/ari/channels/x")).status == 200
