@@ -14,9 +14,16 @@ more:
   ``session_keep_alive``, 15 s by default) fails before any byte of the answer: the request is
   sent again, once, on a new connection. Idle connections older than ``idle_timeout`` are not
   reused at all;
-* a timeout closes the connection it happened on (its answer may still come). A timeout that
-  fires more than ``STALLED`` seconds late found the event loop stalled (the process frozen):
-  the answer may be waiting unread, so it gets up to ``STALL_GRACE`` more.
+* a request that timed out keeps its connection, and its place among the ``limit``, until
+  its late answer has been read (then the connection is reused) or ``DRAIN_MAX`` more
+  seconds have passed (then it is closed). Closed at once, the server went on with the
+  request all the same (Asterisk counts a session until its thread is done with it, and an
+  overloaded one is slow to notice the close) while a new connection took its place: past
+  the lab's capacity, Asterisk's sessions went over its ``sessionlimit`` of 500 with a pool
+  of 64, and it closed thousands of requests unanswered (hangups and bridge destructions
+  among them). So the server never has more than ``limit`` of ours at once. A timeout that
+  fires more than ``STALLED`` seconds late found the event loop stalled (the process
+  frozen): the answer may be waiting unread, so it gets up to ``STALL_GRACE`` more.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import cast
 STALLED = 0.5
 #: ...and gives what it waits for up to this long more: it may have come in time, unread.
 STALL_GRACE = 2.0
+#: A connection whose request timed out waits this long more for the late answer.
+DRAIN_MAX = 30.0
 
 
 class HttpError(Exception):
@@ -117,6 +126,20 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
             self.used += 1
+            self.idle_since = time.monotonic()
+
+    async def late_answer(self) -> Response:
+        """The answer to the request whose wait was given up (:meth:`exchange` cancelled by
+        its timeout); what came of it meanwhile is in the buffer."""
+        assert self._waiter is None
+        if self.closed:
+            raise ConnectionResetError("connection closed before the late answer")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            self._parse(eof=False)
+            return await self._waiter
+        finally:
+            self._waiter = None
             self.idle_since = time.monotonic()
 
     def close(self) -> None:
@@ -254,6 +277,9 @@ class HttpPool:
         #: new request queues behind them instead of taking what was freed for them.
         self._woken = 0
         self.connections_made = 0  # for tests and metrics
+        #: Connections waiting for the late answer of a request that timed out (each keeps
+        #: its place among the ``limit``).
+        self._draining: set[asyncio.Task[None]] = set()
         #: Set by retire(): no request is written any more (one already written is not undone).
         self.retired = False
 
@@ -310,9 +336,8 @@ class HttpPool:
                 if reused and conn.answered_nothing:
                     continue
                 raise HttpError(str(exc)) from exc
-            except BaseException:  # timeout or cancellation mid-answer: not reusable
-                conn.close()
-                self._release(conn)
+            except BaseException:  # timeout or cancellation mid-answer
+                self._drain_later(conn)
                 raise
             self._release(conn)
             return response
@@ -351,6 +376,30 @@ class HttpPool:
                 raise
             self._woken -= 1
             turn = True
+
+    def _drain_later(self, conn: _Connection) -> None:
+        """The request on ``conn`` was given up without its answer: the server may still be
+        at it. The connection keeps its place until that answer is read (see the module's
+        docstring)."""
+        if conn.closed:
+            self._release(conn)
+            return
+        task = asyncio.get_running_loop().create_task(self._drain(conn))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, conn: _Connection) -> None:
+        read = False
+        try:
+            async with asyncio.timeout(DRAIN_MAX):
+                await conn.late_answer()
+            read = True
+        except (TimeoutError, ConnectionError, HttpError):
+            pass
+        finally:
+            if not read:
+                conn.close()
+            self._release(conn)
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
@@ -393,6 +442,9 @@ class HttpPool:
                 return
 
     async def close(self) -> None:
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
         while self._idle:
             self._idle.pop().close()
             self._open -= 1

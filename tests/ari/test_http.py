@@ -262,11 +262,37 @@ async def test_a_request_that_found_no_free_connection_in_time_says_it_was_not_s
     with pytest.raises(TimeoutError) as sent:  # sent, never answered: no NotSent for it
         await pool.request("GET", "/ari/slow")
     assert not isinstance(sent.value, NotSent)
-    held = await pool._acquire(fresh=False)  # the only connection, busy meanwhile
-    try:
-        with pytest.raises(NotSent):
-            await pool.request("DELETE", "/ari/channels/x")
-    finally:
-        pool._release(held)
+    # Its connection, the only one, waits for the late answer meanwhile.
+    with pytest.raises(NotSent):
+        await pool.request("DELETE", "/ari/channels/x")
     assert not any(b"/ari/channels/x" in r for r in server.requests)
+    server.writers[0].write(ok())  # the slow answer, at last
     assert (await pool.request("DELETE", "/ari/channels/x")).status == 200
+    assert server.connections == 1
+
+
+async def test_a_timed_out_request_keeps_its_connection_until_its_late_answer(serve) -> None:
+    # Closed at once, the server went on with the request all the same while a new
+    # connection took its place: an overloaded Asterisk had 500 sessions of a pool of 64
+    # and closed requests unanswered. The connection keeps its place and is reused.
+    server, pool = await serve(lambda req, n: b"" if b"/ari/slow" in req else ok(),
+                               limit=1, timeout=0.3)
+    with pytest.raises(TimeoutError):
+        await pool.request("POST", "/ari/slow")
+    waiting = asyncio.create_task(pool.request("GET", "/ari/b"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and server.connections == 1  # no second session meanwhile
+    server.writers[0].write(ok(b'{"late": true}'))
+    assert (await waiting).body == b'{"ok": true}'  # not the late answer
+    assert server.connections == 1
+
+
+async def test_a_late_answer_that_never_comes_frees_the_place_after_drain_max(
+        serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ari_app.http.DRAIN_MAX", 0.2)
+    server, pool = await serve(lambda req, n: b"" if b"/ari/slow" in req else ok(),
+                               limit=1, timeout=0.5)
+    with pytest.raises(TimeoutError):
+        await pool.request("POST", "/ari/slow")
+    assert (await pool.request("GET", "/ari/b")).status == 200  # after 0.2 s, a new one
+    assert server.connections == 2
