@@ -366,8 +366,13 @@ class Call:
                 # A request that timed out was most likely delivered: only a connection closed
                 # unanswered or refused (Asterisk past its sessionlimit) is tried again, and
                 # the failover waits for no timeout more.
+                # One not sent for want of a free connection already waited a whole timeout:
+                # owed at once (the owed reconcile sends it), or the failover would wait a
+                # timeout more at each try.
                 undelivered = isinstance(exc.__cause__, HttpError)
-                if delay is None or not undelivered:
+                pool_full = (isinstance(exc.__cause__, NotSent)
+                             and not isinstance(exc.__cause__, NotConnected))
+                if delay is None or not undelivered or pool_full:
                     self.log.warning("hang up %s failed: %s", what, exc)
                     return not undelivered
                 self.log.info("hang up %s failed: %s; again in %g s", what, exc, delay)

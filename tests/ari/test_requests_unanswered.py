@@ -6,6 +6,7 @@ behaviour when ARI misbehaves: each test failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from test_reconnect import add_unresumable_ringing_call, cut, restore
 from ari_app import events as ev
 from ari_app.call import Call
 from ari_app.client import AriUnavailable
+from ari_app.http import NotSent
 from ari_app.leg import AttemptState
 
 NUMBER = "911234567"
@@ -328,3 +330,32 @@ async def test_a_resumed_attempt_whose_hangup_asterisk_did_not_take_is_owed(
     fake.dropping.clear()  # Asterisk takes requests again
     assert lab.ari.connected.is_set()
     await wait_for(lambda: fake.leftovers() == ([], []))
+
+
+async def test_a_leg_hangup_not_sent_for_want_of_a_connection_is_owed_not_retried_inline(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, owed_retry: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The pool was full for a whole request timeout: sent again at once, it waited another
+    # timeout each time while the next trunk waited too. It is owed, and paid later.
+    caplog.set_level(logging.INFO, logger="ari_app.call")
+    lab.snapshots.append(snapshot_of(LONG_RING))
+    lab.carriers("a-unreachable_b200")
+    hangup = lab.ari.hangup
+    tries: list[str] = []
+
+    async def pool_full_once(channel_id: str, reason: int | None = None) -> Any:
+        tries.append(channel_id)
+        if channel_id.startswith(ev.ATTEMPT_ID_PREFIX) and tries.count(channel_id) == 1:
+            raise AriUnavailable(f"DELETE /channels/{channel_id}: NotSent: not sent") \
+                from NotSent("not sent: no connection free within 10 s")
+        return await hangup(channel_id, reason)
+
+    monkeypatch.setattr(lab.ari, "hangup", pool_full_once)
+    caller = lab.fake.new_caller(NUMBER)
+    call = await lab.started(caller)
+    await wait_for(lambda: len(call.legs) == 2, within=10)
+    first = call.legs[0].channel_id
+    await wait_for(lambda: first not in lab.fake.channels)  # the owed hangup, paid
+    assert not [m for r in caplog.records if "again in" in (m := r.getMessage())]
+    await wait_for(lambda: lab.fake.channels[caller].state == "Up")
+    await hang_up_answered(lab, caller)
