@@ -57,11 +57,10 @@ class AdoptedCall:
     """A bridged call found after a reconnect that no running call owns (e.g. the router was
     restarted mid-call): it goes on, and when one side leaves the other is hung up."""
 
-    def __init__(self, ari: AriClient, router: RouterApp, bridge_id: str,
-                 channel_ids: list[str],
+    def __init__(self, router: RouterApp, bridge_id: str, channel_ids: list[str],
                  caller_and_attempt: tuple[str, str] | None = None) -> None:
-        self.ari = ari
         self.router = router
+        self.ari = router.ari
         self.bridge_id = bridge_id
         self.channel_ids = channel_ids
         #: (caller, attempt) when the members are ours: the outcome goes on the caller
@@ -181,6 +180,9 @@ class RouterApp:
             del self._owed_bridges[next(iter(self._owed_bridges))]  # the oldest
         self._start_paying()
 
+    def _owes(self) -> bool:
+        return bool(self._owed_hangups or self._owed_bridges)
+
     def _start_paying(self) -> None:
         if self._paying is None or self._paying.done():
             self._paying = self._spawn(self._pay_owed(), "owed-hangups")
@@ -193,9 +195,9 @@ class RouterApp:
         hangups are owed, a reconcile of the owed channels alone every OWED_RETRY s while
         the websocket is up (while it is down, its reconnect's reconcile comes first). The
         same for owed bridges."""
-        while self._owed_hangups or self._owed_bridges:
+        while self._owes():
             await asyncio.sleep(OWED_RETRY)
-            if not self.ari.connected.is_set() or not (self._owed_hangups or self._owed_bridges):
+            if not self.ari.connected.is_set() or not self._owes():
                 continue
             try:
                 await self.reconcile(owed_only=True)
@@ -442,8 +444,7 @@ class RouterApp:
                 self._spawn(self._remove(bid, live, cause), f"remove-{bid}")
                 continue
             if conversation:
-                adopted = AdoptedCall(self.ari, self, bid, live,
-                                      self._caller_and_attempt(live, present))
+                adopted = AdoptedCall(self, bid, live, self._caller_and_attempt(live, present))
                 for m in live:
                     self.owners[m] = adopted
                 self._spawn(self._run_adopted(adopted), f"adopted-{bid}")
